@@ -1,0 +1,99 @@
+//! The caller's deadline, read from the `grpc-timeout` request header.
+//!
+//! tonic enforces `grpc-timeout` itself, but answers CANCELLED ("Timeout expired"), which callers read
+//! as their own cancellation, and it gives handlers no deadline value (its parser is crate-private). So
+//! the header is parsed here and the handler enforces the deadline, answering DEADLINE_EXCEEDED a hair
+//! before tonic's own timer would fire.
+
+use std::time::Duration;
+
+use tonic::metadata::MetadataMap;
+
+/// How much earlier than the caller's deadline the facade answers, so its DEADLINE_EXCEEDED wins the
+/// race against tonic's CANCELLED: at most 5 ms, and at most a tenth of very short deadlines.
+const ANSWER_MARGIN: Duration = Duration::from_millis(5);
+
+/// The time this call may take: the caller's `grpc-timeout` (less a small margin), or `default` when
+/// the caller set none or sent one that cannot be parsed.
+pub fn call_budget(metadata: &MetadataMap, default: Duration) -> Duration {
+    match metadata
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_grpc_timeout)
+    {
+        Some(timeout) => timeout.saturating_sub(ANSWER_MARGIN.min(timeout / 10)),
+        None => default,
+    }
+}
+
+/// Parses the gRPC wire format: 1 to 8 ASCII digits and a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if !value.is_ascii() {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unit_parses() {
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_grpc_timeout("10S"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_grpc_timeout("500m"), Some(Duration::from_millis(500)));
+        assert_eq!(
+            parse_grpc_timeout("496620u"),
+            Some(Duration::from_micros(496_620))
+        );
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+    }
+
+    #[test]
+    fn malformed_values_are_refused() {
+        for bad in [
+            "",
+            "S",
+            "123",
+            "123456789S",
+            "12x",
+            "-1S",
+            "1.5S",
+            "١S",
+            "1é",
+        ] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_budget_answers_just_before_the_callers_deadline() {
+        let mut metadata = MetadataMap::new();
+        let default = Duration::from_secs(10);
+        assert_eq!(call_budget(&metadata, default), default);
+        metadata.insert("grpc-timeout", "500m".parse().unwrap());
+        assert_eq!(call_budget(&metadata, default), Duration::from_millis(495));
+        metadata.insert("grpc-timeout", "10m".parse().unwrap());
+        assert_eq!(call_budget(&metadata, default), Duration::from_millis(9));
+        metadata.insert("grpc-timeout", "junk".parse().unwrap());
+        assert_eq!(call_budget(&metadata, default), default);
+    }
+}

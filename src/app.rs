@@ -1,0 +1,223 @@
+//! Startup as a value: [`App::build`] resolves the AWS client, binds the listener (port 0 picks a free
+//! one, which is how tests run it) and wires the gRPC services; [`App::run_until_stopped`] serves until
+//! SIGTERM or Ctrl-C. `main` and the tests start exactly the same thing.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::{
+    api::ContactApi,
+    config::{Command, ServeConfig, SimulateConfig},
+    proto::{self, contact_service_server::ContactServiceServer},
+    simulator::{
+        Simulator,
+        fixtures::{Fixtures, FixturesError, QuotaFixture},
+    },
+    upstream::{ConnectUpstream, StaticCredentials, UpstreamConfigError, UpstreamSettings},
+};
+
+/// Region and credentials the embedded simulator is called with: it checks their shape, not their value.
+const SIMULATOR_REGION: &str = "us-east-1";
+const SIMULATOR_ACCESS_KEY_ID: &str = "AKIDCONNECTFACADESIM";
+const SIMULATOR_SECRET_ACCESS_KEY: &str = "connect-facade-simulator-secret";
+
+/// Why the service could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamConfigError),
+    #[error(transparent)]
+    Fixtures(#[from] FixturesError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("the gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Runs one subcommand to completion.
+pub async fn run(command: Command) -> Result<(), StartupError> {
+    match command {
+        Command::Serve(config) => App::build(config).await?.run_until_stopped().await,
+        Command::Simulate(config) => {
+            let simulator = start_simulator(&config).await?;
+            println!(
+                "Connect simulator listening on {}",
+                simulator.endpoint_url()
+            );
+            simulator.run_until_stopped().await;
+            Ok(())
+        }
+    }
+}
+
+async fn start_simulator(config: &SimulateConfig) -> Result<Simulator, StartupError> {
+    let mut fixtures = match &config.fixtures {
+        Some(path) => Fixtures::from_path(path)?,
+        None => Fixtures::demo(),
+    };
+    fixtures.faults.extend(config.faults.iter().cloned());
+    if let (Some(rate_per_second), Some(burst)) = (config.quota_rate, config.quota_burst) {
+        fixtures.quota = Some(QuotaFixture {
+            rate_per_second,
+            burst,
+        });
+    }
+    Simulator::start(config.listen, fixtures)
+        .await
+        .map_err(|source| StartupError::Bind {
+            addr: config.listen,
+            source,
+        })
+}
+
+/// The facade, built and bound, ready to serve.
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    api: ContactApi,
+    simulator: Option<Simulator>,
+}
+
+impl App {
+    /// Builds everything from the configuration; fails fast on anything that would fail every call.
+    pub async fn build(config: ServeConfig) -> Result<Self, StartupError> {
+        let simulator = if config.simulator {
+            let fixtures = match &config.simulator_fixtures {
+                Some(path) => Fixtures::from_path(path)?,
+                None => Fixtures::demo(),
+            };
+            let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+            let simulator = Simulator::start(loopback, fixtures)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: loopback,
+                    source,
+                })?;
+            Some(simulator)
+        } else {
+            None
+        };
+        let settings = match &simulator {
+            Some(simulator) => UpstreamSettings {
+                region: Some(
+                    config
+                        .region
+                        .clone()
+                        .unwrap_or_else(|| SIMULATOR_REGION.to_owned()),
+                ),
+                endpoint_url: Some(simulator.endpoint_url()),
+                static_credentials: Some(StaticCredentials {
+                    access_key_id: SIMULATOR_ACCESS_KEY_ID.to_owned(),
+                    secret_access_key: SIMULATOR_SECRET_ACCESS_KEY.to_owned(),
+                }),
+                connect_timeout: config.connect_timeout,
+                attempt_timeout: config.attempt_timeout,
+            },
+            None => UpstreamSettings {
+                region: config.region.clone(),
+                endpoint_url: config.endpoint_url.clone(),
+                static_credentials: config.static_credentials.clone(),
+                connect_timeout: config.connect_timeout,
+                attempt_timeout: config.attempt_timeout,
+            },
+        };
+        let upstream = ConnectUpstream::connect(&settings).await?;
+        tracing::info!(region = upstream.region(), endpoint = ?settings.endpoint_url, "Amazon Connect client ready");
+
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        Ok(Self {
+            listener,
+            local_addr,
+            api: ContactApi::new(upstream, config.default_deadline),
+            simulator,
+        })
+    }
+
+    /// The address actually bound (the port chosen when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The embedded simulator, when serving with `--simulator`.
+    pub fn simulator(&self) -> Option<&Simulator> {
+        self.simulator.as_ref()
+    }
+
+    /// Serves until SIGTERM or Ctrl-C.
+    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets calls in flight finish.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<ContactServiceServer<ContactApi>>()
+            .await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        };
+        // grpcurl 1.8 speaks only v1alpha reflection, buf curl only v1: serve both.
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        tracing::info!(addr = %self.local_addr, "connect-facade serving gRPC");
+        Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(ContactServiceServer::new(self.api))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await?;
+        drop(self.simulator);
+        tracing::info!("connect-facade stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,34 @@
+//! connect-facade: Amazon Connect's CreatePersistentContactAssociation as a gRPC service, so services in
+//! any language can rehydrate a past chat without an AWS SDK, credentials, retries or throttling of
+//! their own.
+//!
+//! A call flows in one direction through these modules:
+//!
+//! 1. [`api`]: the tonic service receives `amazonconnect.v1.ContactService/CreatePersistentContactAssociation`
+//!    and reads the caller's deadline;
+//! 2. [`domain`]: the proto request is parsed once into a validated [`domain::AssociationRequest`]
+//!    (every violated field reported), with a client token generated when the caller sent none;
+//! 3. [`upstream`]: the one aws-sdk-connect client calls AWS and classifies what comes back;
+//! 4. [`status`]: the outcome becomes a gRPC status with google.rpc details, in one place.
+//!
+//! Around them: [`config`] (flags and environment), [`app`] (startup and serving, with reflection and
+//! health), [`telemetry`] (logs) and [`simulator`], an Amazon Connect that speaks the real wire format,
+//! used when no AWS account is at hand and by every test.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod simulator;
+pub mod status;
+pub mod telemetry;
+pub mod upstream;
+
+/// Code generated from `proto/amazonconnect/v1/contact_service.proto`.
+pub mod proto {
+    tonic::include_proto!("amazonconnect.v1");
+
+    /// The contract's descriptors, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("contact_service_descriptor");
+}

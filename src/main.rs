@@ -1,0 +1,17 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use connect_facade::{app, config::Cli, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init();
+    match app::run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("connect-facade: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The contact model behind CreatePersistentContactAssociation, with the documented semantics:
+//!
+//! - FROM_SEGMENT continues from the given ended chat contact itself.
+//! - ENTIRE_PAST_SESSION takes the first contact of an ended session and continues from the session's
+//!   most recent contact (C1 → C3 in the documentation's C1/C2/C3 example).
+//! - Only chats that have ended may be rehydrated, into an active chat (the Administrator Guide).
+//! - Persistence can be enabled on an initial contact once. Repeating the call with the same ClientToken
+//!   and the same parameters answers the first result again; the same token with other parameters, or a
+//!   second association without the token, is an InvalidRequestException.
+
+use std::collections::HashMap;
+
+use super::fixtures::{Channel, ContactFixture, ContactState, InstanceFixture};
+use crate::domain::RehydrationType;
+
+/// Why an association was refused, as the AWS error it becomes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AssociationError {
+    /// ResourceNotFoundException.
+    NotFound(String),
+    /// InvalidRequestException.
+    InvalidRequest(String),
+}
+
+/// The parameters of one association, as remembered for idempotent replay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Association {
+    initial_contact_id: String,
+    rehydration_type: RehydrationType,
+    source_contact_id: String,
+    continued_from_contact_id: String,
+}
+
+#[derive(Debug, Default)]
+struct Instance {
+    contacts: HashMap<String, ContactFixture>,
+    /// Associations by initial contact id.
+    associations: HashMap<String, Association>,
+    /// Associations by the client token that made them.
+    by_token: HashMap<String, Association>,
+}
+
+/// All instances and their contacts.
+#[derive(Debug, Default)]
+pub struct ContactStore {
+    instances: HashMap<String, Instance>,
+}
+
+impl ContactStore {
+    pub fn new(instances: &[InstanceFixture]) -> Self {
+        let instances = instances
+            .iter()
+            .map(|fixture| {
+                let contacts = fixture
+                    .contacts
+                    .iter()
+                    .map(|c| (c.id.clone(), c.clone()))
+                    .collect();
+                (
+                    fixture.id.clone(),
+                    Instance {
+                        contacts,
+                        ..Instance::default()
+                    },
+                )
+            })
+            .collect();
+        Self { instances }
+    }
+
+    /// Associates `initial_contact_id` with a past chat; answers the contact it continues from.
+    pub fn associate(
+        &mut self,
+        instance_id: &str,
+        initial_contact_id: &str,
+        rehydration_type: RehydrationType,
+        source_contact_id: &str,
+        client_token: Option<&str>,
+    ) -> Result<String, AssociationError> {
+        let instance = self.instances.get_mut(instance_id).ok_or_else(|| {
+            AssociationError::NotFound(format!("Instance {instance_id} not found"))
+        })?;
+        if let Some(previous) = client_token.and_then(|token| instance.by_token.get(token)) {
+            let same = previous.initial_contact_id == initial_contact_id
+                && previous.rehydration_type == rehydration_type
+                && previous.source_contact_id == source_contact_id;
+            return if same {
+                Ok(previous.continued_from_contact_id.clone())
+            } else {
+                Err(AssociationError::InvalidRequest(
+                    "ClientToken was already used with different parameters".to_owned(),
+                ))
+            };
+        }
+        let contact = |id: &str| {
+            instance
+                .contacts
+                .get(id)
+                .ok_or_else(|| AssociationError::NotFound(format!("Contact {id} not found")))
+        };
+        let initial = contact(initial_contact_id)?;
+        let source = contact(source_contact_id)?;
+        if initial.channel != Channel::Chat || initial.state != ContactState::Active {
+            return Err(AssociationError::InvalidRequest(format!(
+                "Contact {initial_contact_id} is not an active chat contact"
+            )));
+        }
+        if source.channel != Channel::Chat || source.state != ContactState::Ended {
+            return Err(AssociationError::InvalidRequest(format!(
+                "Contact {source_contact_id} is not a chat contact that has ended"
+            )));
+        }
+        if instance.associations.contains_key(initial_contact_id) {
+            return Err(AssociationError::InvalidRequest(format!(
+                "Persistent chat is already enabled for contact {initial_contact_id}"
+            )));
+        }
+        let continued_from_contact_id = match rehydration_type {
+            RehydrationType::FromSegment => source_contact_id.to_owned(),
+            RehydrationType::EntirePastSession => {
+                if source.previous_contact_id.is_some() {
+                    return Err(AssociationError::InvalidRequest(format!(
+                        "Contact {source_contact_id} is not the initial contact of its session; \
+                         ENTIRE_PAST_SESSION needs the session's first contact"
+                    )));
+                }
+                most_recent_in_session(&instance.contacts, source_contact_id)
+            }
+        };
+        let association = Association {
+            initial_contact_id: initial_contact_id.to_owned(),
+            rehydration_type,
+            source_contact_id: source_contact_id.to_owned(),
+            continued_from_contact_id: continued_from_contact_id.clone(),
+        };
+        if let Some(token) = client_token {
+            instance
+                .by_token
+                .insert(token.to_owned(), association.clone());
+        }
+        instance
+            .associations
+            .insert(initial_contact_id.to_owned(), association);
+        Ok(continued_from_contact_id)
+    }
+}
+
+/// Follows the session forward from `first` to its last contact. A branching session (two contacts
+/// following the same one) continues along the smallest id, and a cycle stops where it closes, so bad
+/// fixtures cannot hang the simulator.
+fn most_recent_in_session(contacts: &HashMap<String, ContactFixture>, first: &str) -> String {
+    let mut current = first.to_owned();
+    for _ in 0..contacts.len() {
+        let next = contacts
+            .values()
+            .filter(|c| c.previous_contact_id.as_deref() == Some(current.as_str()))
+            .map(|c| &c.id)
+            .min();
+        match next {
+            Some(next) if next != first => current = next.clone(),
+            _ => break,
+        }
+    }
+    current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulator::fixtures::Fixtures;
+
+    const INSTANCE: &str = "11111111-2222-3333-4444-555555555555";
+
+    fn demo() -> ContactStore {
+        ContactStore::new(&Fixtures::demo().instances)
+    }
+
+    #[test]
+    fn from_segment_continues_from_the_segment_itself() {
+        let answer = demo().associate(
+            INSTANCE,
+            "new-chat-1",
+            RehydrationType::FromSegment,
+            "C2",
+            None,
+        );
+        assert_eq!(answer, Ok("C2".to_owned()));
+    }
+
+    #[test]
+    fn entire_past_session_continues_from_the_most_recent_contact() {
+        let answer = demo().associate(
+            INSTANCE,
+            "new-chat-1",
+            RehydrationType::EntirePastSession,
+            "C1",
+            None,
+        );
+        assert_eq!(answer, Ok("C3".to_owned()));
+    }
+
+    #[test]
+    fn entire_past_session_needs_the_sessions_first_contact() {
+        let answer = demo().associate(
+            INSTANCE,
+            "new-chat-1",
+            RehydrationType::EntirePastSession,
+            "C2",
+            None,
+        );
+        assert!(matches!(answer, Err(AssociationError::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn only_ended_chats_rehydrate_into_active_chats() {
+        let mut store = demo();
+        for (initial, source) in [
+            ("new-chat-1", "ended-call-1"),
+            ("new-chat-1", "ongoing-chat-1"),
+            ("C1", "C2"),
+        ] {
+            let answer = store.associate(
+                INSTANCE,
+                initial,
+                RehydrationType::FromSegment,
+                source,
+                None,
+            );
+            assert!(
+                matches!(answer, Err(AssociationError::InvalidRequest(_))),
+                "{initial} from {source}: {answer:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_instances_and_contacts_are_not_found() {
+        let mut store = demo();
+        let fs = RehydrationType::FromSegment;
+        assert!(matches!(
+            store.associate("nope", "new-chat-1", fs, "C1", None),
+            Err(AssociationError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.associate(INSTANCE, "nope", fs, "C1", None),
+            Err(AssociationError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.associate(INSTANCE, "new-chat-1", fs, "nope", None),
+            Err(AssociationError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn the_same_token_replays_and_anything_else_is_refused() {
+        let mut store = demo();
+        let fs = RehydrationType::FromSegment;
+        assert_eq!(
+            store.associate(INSTANCE, "new-chat-1", fs, "C2", Some("t1")),
+            Ok("C2".to_owned())
+        );
+        assert_eq!(
+            store.associate(INSTANCE, "new-chat-1", fs, "C2", Some("t1")),
+            Ok("C2".to_owned())
+        );
+        for (source, token) in [("C1", Some("t1")), ("C2", Some("t2")), ("C2", None)] {
+            assert!(matches!(
+                store.associate(INSTANCE, "new-chat-1", fs, source, token),
+                Err(AssociationError::InvalidRequest(_))
+            ));
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! An Amazon Connect simulator for CreatePersistentContactAssociation: the facade's default upstream
+//! when no AWS account is at hand (`serve --simulator`, `simulate`) and the upstream of every test.
+//!
+//! It speaks the real wire format ([`wire`]) so the real aws-sdk-connect client (and boto3) talk to it
+//! unchanged, models contacts and sessions with the documented semantics ([`contacts`]), and can be
+//! told to fail like AWS and networks do ([`faults`]), including an account request-rate quota.
+//!
+//! Tests drive it in-process: [`Simulator::requests`] shows every request that reached the operation,
+//! and [`Simulator::add_fault`] changes its behaviour while it runs.
+
+pub mod contacts;
+pub mod faults;
+pub mod fixtures;
+mod wire;
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    num::NonZeroU32,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+use contacts::ContactStore;
+use faults::{Fault, FaultSet, Verdict};
+pub use fixtures::Fixtures;
+
+/// A request that reached the operation (after routing and signature checks).
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub instance_id: String,
+    pub initial_contact_id: String,
+    pub client_token: Option<String>,
+    pub at: Instant,
+}
+
+/// Everything the simulator knows, shared by its connections.
+pub struct SimulatorState {
+    contacts: Mutex<ContactStore>,
+    faults: Mutex<FaultSet>,
+    quota: Option<DefaultDirectRateLimiter>,
+    access_key_ids: HashSet<String>,
+    requests: Mutex<Vec<RecordedRequest>>,
+}
+
+/// Locks a mutex even if a panicking thread poisoned it: every critical section here leaves the data
+/// consistent, and a simulator that stops answering would hide the original panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SimulatorState {
+    fn new(fixtures: Fixtures) -> Self {
+        let quota = fixtures.quota.map(|q| {
+            let period = Duration::from_secs_f64(1.0 / q.rate_per_second);
+            let burst = NonZeroU32::new(q.burst).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::direct(
+                Quota::with_period(period)
+                    .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+                    .allow_burst(burst),
+            )
+        });
+        Self {
+            contacts: Mutex::new(ContactStore::new(&fixtures.instances)),
+            faults: Mutex::new(FaultSet::new(fixtures.faults)),
+            quota,
+            access_key_ids: fixtures.access_key_ids.into_iter().collect(),
+            requests: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records a request and decides its fate: `None` when the account's quota refuses it.
+    fn admit(&self, request: RecordedRequest) -> Option<Verdict> {
+        let instance_id = request.instance_id.clone();
+        lock(&self.requests).push(request);
+        if let Some(quota) = &self.quota
+            && quota.check().is_err()
+        {
+            return None;
+        }
+        Some(lock(&self.faults).judge(&instance_id))
+    }
+
+    fn accepts_access_key(&self, access_key_id: &str) -> bool {
+        self.access_key_ids.is_empty() || self.access_key_ids.contains(access_key_id)
+    }
+
+    fn contacts(&self) -> MutexGuard<'_, ContactStore> {
+        lock(&self.contacts)
+    }
+}
+
+/// A running simulator. Dropping it stops accepting connections.
+pub struct Simulator {
+    state: Arc<SimulatorState>,
+    local_addr: SocketAddr,
+    accept_loop: JoinHandle<()>,
+}
+
+impl Simulator {
+    /// Binds `addr` (port 0 picks a free port) and serves in the background.
+    pub async fn start(addr: SocketAddr, fixtures: Fixtures) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let state = Arc::new(SimulatorState::new(fixtures));
+        let accept_loop = tokio::spawn(accept(listener, state.clone()));
+        tracing::info!(%local_addr, "Connect simulator listening");
+        Ok(Self {
+            state,
+            local_addr,
+            accept_loop,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The URL to give the SDK as its endpoint.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// Every request that reached the operation so far, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.state.requests).clone()
+    }
+
+    /// Adds a fault rule while running.
+    pub fn add_fault(&self, fault: Fault) {
+        lock(&self.state.faults).add(fault);
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        lock(&self.state.faults).clear();
+    }
+
+    /// Serves until the process is stopped.
+    pub async fn run_until_stopped(self) {
+        let _ = crate::app::shutdown_signal().await;
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
+
+async fn accept(listener: TcpListener, state: Arc<SimulatorState>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %err, "simulator accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| wire::handle(state.clone(), request));
+            // An error here is a client gone or a fault-injected drop: nothing to report.
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,346 @@
+//! Amazon Connect's restJson1 wire format for CreatePersistentContactAssociation, as AWS speaks it:
+//! `POST /contact/persistent-contact-association/{InstanceId}/{InitialContactId}` with a JSON body,
+//! answered with `{"ContinuedFromContactId": …}` or an error whose code travels in `X-Amzn-ErrorType`
+//! and whose message is the body's `Message`; every answer has an `x-amzn-RequestId`.
+//!
+//! Requests must carry a SigV4 `Authorization` header, checked for shape and access key (the signature
+//! itself is not recomputed: the simulator holds no secrets).
+//!
+//! Written on hyper directly rather than a web framework: a fault must be able to close the connection
+//! without answering, which a framework's infallible handlers cannot do.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+
+use super::{
+    RecordedRequest, SimulatorState,
+    contacts::AssociationError,
+    faults::{FaultEffect, Verdict},
+};
+use crate::domain::{RehydrationType, limits};
+
+const ROUTE_PREFIX: &str = "/contact/persistent-contact-association/";
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The answer to one HTTP request, or an instruction to close the connection without one.
+pub type WireResult = Result<Response<Full<Bytes>>, ConnectionDropped>;
+
+/// Returned to hyper to make it close the connection without answering.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by fault injection")]
+pub struct ConnectionDropped;
+
+/// An AWS error answer.
+struct AwsError {
+    status: StatusCode,
+    code: String,
+    message: String,
+}
+
+impl AwsError {
+    fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: modelled_status(code),
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The HTTP status AWS answers with each code.
+fn modelled_status(code: &str) -> StatusCode {
+    match code {
+        "ResourceNotFoundException" | "UnknownOperationException" => StatusCode::NOT_FOUND,
+        "AccessDeniedException"
+        | "UnrecognizedClientException"
+        | "MissingAuthenticationTokenException"
+        | "IncompleteSignatureException"
+        | "InvalidSignatureException"
+        | "ExpiredTokenException" => StatusCode::FORBIDDEN,
+        "ThrottlingException" => StatusCode::TOO_MANY_REQUESTS,
+        "InternalServiceException" => StatusCode::INTERNAL_SERVER_ERROR,
+        "ServiceUnavailableException" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RequestBody {
+    rehydration_type: Option<String>,
+    source_contact_id: Option<String>,
+    client_token: Option<String>,
+}
+
+/// Handles one HTTP request.
+pub async fn handle(state: Arc<SimulatorState>, request: Request<Incoming>) -> WireResult {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    match operate(&state, request).await {
+        Ok(Outcome::Answer(continued_from)) => Ok(json_response(
+            StatusCode::OK,
+            &request_id,
+            None,
+            serde_json::json!({ "ContinuedFromContactId": continued_from }),
+        )),
+        Ok(Outcome::Garbage) => Ok(raw_response(
+            StatusCode::OK,
+            &request_id,
+            None,
+            Bytes::from_static(b"<html>this is not json"),
+        )),
+        Err(Failure::Drop) => Err(ConnectionDropped),
+        Err(Failure::Aws(error)) => Ok(json_response(
+            error.status,
+            &request_id,
+            Some(&error.code),
+            serde_json::json!({ "Message": error.message }),
+        )),
+    }
+}
+
+enum Outcome {
+    Answer(String),
+    Garbage,
+}
+
+enum Failure {
+    Aws(AwsError),
+    Drop,
+}
+
+impl From<AwsError> for Failure {
+    fn from(error: AwsError) -> Self {
+        Failure::Aws(error)
+    }
+}
+
+async fn operate(state: &SimulatorState, request: Request<Incoming>) -> Result<Outcome, Failure> {
+    let (instance_id, initial_contact_id) = route(request.method(), request.uri().path())?;
+    check_signature(state, request.headers())?;
+    let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|_| AwsError::new("SerializationException", "Could not read request body"))?
+        .to_bytes();
+
+    let parsed: Result<RequestBody, _> = serde_json::from_slice(&body);
+    let client_token = parsed
+        .as_ref()
+        .ok()
+        .and_then(|b| b.client_token.clone())
+        .filter(|t| !t.is_empty());
+    let verdict = state.admit(RecordedRequest {
+        instance_id: instance_id.clone(),
+        initial_contact_id: initial_contact_id.clone(),
+        client_token: client_token.clone(),
+        at: std::time::Instant::now(),
+    });
+    let Verdict {
+        latency_millis,
+        outcome,
+    } = verdict.ok_or_else(|| AwsError::new("ThrottlingException", "Rate exceeded"))?;
+    if latency_millis > 0 {
+        tokio::time::sleep(Duration::from_millis(latency_millis)).await;
+    }
+    let drop_after_apply = match outcome {
+        Some(FaultEffect::Error {
+            code,
+            status,
+            message,
+        }) => {
+            let mut error = AwsError::new(&code, message.unwrap_or_else(|| code.clone()));
+            if let Some(status) = status.and_then(|s| StatusCode::from_u16(s).ok()) {
+                error.status = status;
+            }
+            return Err(error.into());
+        }
+        Some(FaultEffect::Unparseable) => return Ok(Outcome::Garbage),
+        Some(FaultEffect::DropConnection) => return Err(Failure::Drop),
+        Some(FaultEffect::DropAfterApply) => true,
+        Some(FaultEffect::Latency { .. }) | None => false,
+    };
+
+    let body = parsed.map_err(|err| {
+        AwsError::new(
+            "SerializationException",
+            format!("Request body is not valid JSON: {err}"),
+        )
+    })?;
+    let (rehydration_type, source_contact_id) = validate(&instance_id, &initial_contact_id, body)?;
+    let answer = state
+        .contacts()
+        .associate(
+            &instance_id,
+            &initial_contact_id,
+            rehydration_type,
+            &source_contact_id,
+            client_token.as_deref(),
+        )
+        .map_err(|err| match err {
+            AssociationError::NotFound(message) => {
+                AwsError::new("ResourceNotFoundException", message)
+            }
+            AssociationError::InvalidRequest(message) => {
+                AwsError::new("InvalidRequestException", message)
+            }
+        })?;
+    if drop_after_apply {
+        return Err(Failure::Drop);
+    }
+    Ok(Outcome::Answer(answer))
+}
+
+/// Decodes the two path labels (the SDK percent-encodes them, `/` included).
+fn route(method: &Method, path: &str) -> Result<(String, String), AwsError> {
+    let unknown = || {
+        AwsError::new(
+            "UnknownOperationException",
+            format!("Unknown operation {path}"),
+        )
+    };
+    let rest = path.strip_prefix(ROUTE_PREFIX).ok_or_else(unknown)?;
+    let (instance, contact) = rest.split_once('/').ok_or_else(unknown)?;
+    if method != Method::POST || contact.contains('/') {
+        return Err(unknown());
+    }
+    let decode = |label: &str| {
+        percent_decode_str(label)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| AwsError::new("SerializationException", "Path is not UTF-8"))
+    };
+    Ok((decode(instance)?, decode(contact)?))
+}
+
+/// Checks the shape of `Authorization: AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/connect/aws4_request,
+/// SignedHeaders=…, Signature=…` and the access key, answering as AWS does when it is wrong.
+fn check_signature(state: &SimulatorState, headers: &http::HeaderMap) -> Result<(), AwsError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(AwsError::new(
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        ));
+    };
+    let incomplete = || {
+        AwsError::new(
+            "IncompleteSignatureException",
+            "Authorization header requires Credential, SignedHeaders and Signature",
+        )
+    };
+    let value = value.to_str().map_err(|_| incomplete())?;
+    let fields = value
+        .strip_prefix("AWS4-HMAC-SHA256 ")
+        .ok_or_else(incomplete)?;
+    let field = |name: &str| {
+        fields
+            .split(',')
+            .map(str::trim)
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+    };
+    let (Some(credential), Some(_), Some(_)) = (
+        field("Credential"),
+        field("SignedHeaders"),
+        field("Signature"),
+    ) else {
+        return Err(incomplete());
+    };
+    let scope: Vec<&str> = credential.split('/').collect();
+    if scope.len() != 5 || scope[3] != "connect" || scope[4] != "aws4_request" {
+        return Err(incomplete());
+    }
+    if !state.accepts_access_key(scope[0]) {
+        return Err(AwsError::new(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ));
+    }
+    Ok(())
+}
+
+/// The API model's checks, answered as InvalidParameterException naming the parameter.
+fn validate(
+    instance_id: &str,
+    initial_contact_id: &str,
+    body: RequestBody,
+) -> Result<(RehydrationType, String), AwsError> {
+    let invalid = |message: String| AwsError::new("InvalidParameterException", message);
+    let check = |name: &str, value: &str, max: usize| {
+        let length = value.chars().count();
+        if length == 0 || length > max {
+            Err(invalid(format!(
+                "{name} must be between 1 and {max} characters, got {length}"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    check("InstanceId", instance_id, limits::INSTANCE_ID_MAX)?;
+    check(
+        "InitialContactId",
+        initial_contact_id,
+        limits::CONTACT_ID_MAX,
+    )?;
+    let source = body
+        .source_contact_id
+        .ok_or_else(|| invalid("SourceContactId is required".to_owned()))?;
+    check("SourceContactId", &source, limits::CONTACT_ID_MAX)?;
+    if body
+        .client_token
+        .as_ref()
+        .is_some_and(|t| t.chars().count() > limits::CLIENT_TOKEN_MAX)
+    {
+        return Err(invalid(format!(
+            "ClientToken must be at most {} characters",
+            limits::CLIENT_TOKEN_MAX
+        )));
+    }
+    let rehydration_type = match body.rehydration_type.as_deref() {
+        Some("ENTIRE_PAST_SESSION") => RehydrationType::EntirePastSession,
+        Some("FROM_SEGMENT") => RehydrationType::FromSegment,
+        Some(other) => {
+            return Err(invalid(format!(
+                "RehydrationType must be ENTIRE_PAST_SESSION or FROM_SEGMENT, got {other}"
+            )));
+        }
+        None => return Err(invalid("RehydrationType is required".to_owned())),
+    };
+    Ok((rehydration_type, source))
+}
+
+fn json_response(
+    status: StatusCode,
+    request_id: &str,
+    error_code: Option<&str>,
+    body: serde_json::Value,
+) -> Response<Full<Bytes>> {
+    raw_response(
+        status,
+        request_id,
+        error_code,
+        Bytes::from(body.to_string()),
+    )
+}
+
+fn raw_response(
+    status: StatusCode,
+    request_id: &str,
+    error_code: Option<&str>,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-amzn-RequestId", request_id);
+    if let Some(code) = error_code {
+        builder = builder.header("X-Amzn-ErrorType", code);
+    }
+    builder
+        .body(Full::new(body))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}

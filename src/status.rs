@@ -1,0 +1,237 @@
+//! The one place where an outcome becomes a gRPC status.
+//!
+//! Errors follow the google.rpc error model (AIP-193): every error carries a `google.rpc.ErrorInfo`
+//! whose `reason` is UPPER_SNAKE, whose `domain` says who decided (`connect.amazonaws.com` when AWS
+//! answered the error, [`FACADE_DOMAIN`] when the facade did), and whose metadata carries the AWS code
+//! and request id, the client token and the instance, so a caller can correlate and retry safely.
+//!
+//! Codes are chosen by what the caller should do next, not by AWS's HTTP status:
+//! - InvalidParameterException is the caller's argument: INVALID_ARGUMENT.
+//! - InvalidRequestException means the contacts are in the wrong state (not ended, already associated):
+//!   retrying will not help until that changes, hence FAILED_PRECONDITION.
+//! - ThrottlingException is a quota: RESOURCE_EXHAUSTED, with a RetryInfo saying when to come back.
+//! - InternalServiceException, other 5xx and an unreachable AWS are transient: UNAVAILABLE, the one code
+//!   gRPC clients retry on their own (gRFC A6, AIP-194).
+//! - The facade's own credentials failing is the operator's problem, not the caller's: INTERNAL with
+//!   reason AWS_CREDENTIALS (the handler also logs it at error level).
+//! - An AWS code the facade does not know: UNKNOWN, with the code in ErrorInfo.
+
+use std::{collections::HashMap, time::Duration};
+
+use tonic::{Code, Status, metadata::MetadataMap};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::{
+    domain::ValidationError,
+    upstream::{UpstreamError, UpstreamErrorKind},
+};
+
+/// ErrorInfo domain for errors AWS answered.
+pub const AWS_DOMAIN: &str = "connect.amazonaws.com";
+/// ErrorInfo domain for errors the facade itself decided.
+pub const FACADE_DOMAIN: &str = "connect-facade";
+
+/// How long a throttled caller is told to wait: Connect's default quota refills a token every 500 ms,
+/// and one second leaves room for the other callers sharing the account.
+pub const THROTTLED_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How long a caller is told to wait after a transient AWS failure.
+pub const UNAVAILABLE_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("the call's deadline of {budget:?} passed before Amazon Connect answered")]
+    DeadlineExceeded { budget: Duration },
+}
+
+/// A failed call with what the caller needs to correlate and retry it.
+#[derive(Debug)]
+pub struct FailedCall {
+    pub error: CallError,
+    pub instance_id: String,
+    /// The token sent (or that would have been sent) to AWS; `None` if there is none to report.
+    pub client_token: Option<String>,
+    /// Extra response metadata (headers/trailers) to send with the status.
+    pub metadata: MetadataMap,
+}
+
+impl From<FailedCall> for Status {
+    fn from(failed: FailedCall) -> Self {
+        let mut info = HashMap::new();
+        info.insert("instanceId".to_owned(), failed.instance_id);
+        if let Some(token) = failed.client_token {
+            info.insert("clientToken".to_owned(), token);
+        }
+        let mut details = ErrorDetails::new();
+        let (code, message) = match failed.error {
+            CallError::Invalid(invalid) => {
+                for violation in &invalid.violations {
+                    details.add_bad_request_violation(violation.field, &violation.description);
+                }
+                details.set_error_info("INVALID_FIELDS", FACADE_DOMAIN, info);
+                (Code::InvalidArgument, invalid.to_string())
+            }
+            CallError::DeadlineExceeded { budget } => {
+                let message = CallError::DeadlineExceeded { budget }.to_string();
+                details.set_error_info("DEADLINE_EXCEEDED", FACADE_DOMAIN, info);
+                (Code::DeadlineExceeded, message)
+            }
+            CallError::Upstream(upstream) => {
+                let (code, reason, retry_delay) = classify(upstream.kind);
+                let domain = if upstream.answered_by_aws() {
+                    AWS_DOMAIN
+                } else {
+                    FACADE_DOMAIN
+                };
+                if let Some(aws_code) = &upstream.aws_code {
+                    info.insert("awsErrorCode".to_owned(), aws_code.clone());
+                }
+                if let Some(request_id) = &upstream.request_id {
+                    info.insert("awsRequestId".to_owned(), request_id.clone());
+                    details.set_request_info(request_id, "");
+                }
+                if retry_delay.is_some() {
+                    details.set_retry_info(retry_delay);
+                }
+                details.set_error_info(reason, domain, info);
+                (code, upstream.message)
+            }
+        };
+        Status::with_error_details_and_metadata(code, message, details, failed.metadata)
+    }
+}
+
+/// Code, ErrorInfo reason and RetryInfo delay for each kind of upstream failure.
+fn classify(kind: UpstreamErrorKind) -> (Code, &'static str, Option<Duration>) {
+    match kind {
+        UpstreamErrorKind::InvalidParameter => (Code::InvalidArgument, "INVALID_PARAMETER", None),
+        UpstreamErrorKind::InvalidRequest => (Code::FailedPrecondition, "INVALID_REQUEST", None),
+        UpstreamErrorKind::ResourceNotFound => (Code::NotFound, "RESOURCE_NOT_FOUND", None),
+        UpstreamErrorKind::AccessDenied => (Code::PermissionDenied, "ACCESS_DENIED", None),
+        UpstreamErrorKind::Throttling => (
+            Code::ResourceExhausted,
+            "THROTTLED",
+            Some(THROTTLED_RETRY_DELAY),
+        ),
+        UpstreamErrorKind::ServiceUnavailable => (
+            Code::Unavailable,
+            "SERVICE_UNAVAILABLE",
+            Some(UNAVAILABLE_RETRY_DELAY),
+        ),
+        UpstreamErrorKind::Transport => (
+            Code::Unavailable,
+            "UPSTREAM_UNREACHABLE",
+            Some(UNAVAILABLE_RETRY_DELAY),
+        ),
+        UpstreamErrorKind::Credentials => (Code::Internal, "AWS_CREDENTIALS", None),
+        UpstreamErrorKind::InvalidResponse => (Code::Internal, "UPSTREAM_RESPONSE_INVALID", None),
+        UpstreamErrorKind::Unrecognized => (Code::Unknown, "UNRECOGNIZED_AWS_ERROR", None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::FieldViolation;
+
+    fn failed(error: CallError) -> Status {
+        FailedCall {
+            error,
+            instance_id: "inst".into(),
+            client_token: Some("tok".into()),
+            metadata: MetadataMap::new(),
+        }
+        .into()
+    }
+
+    fn upstream(kind: UpstreamErrorKind, code: Option<&str>) -> CallError {
+        CallError::Upstream(UpstreamError {
+            kind,
+            aws_code: code.map(str::to_owned),
+            message: "AWS said so".into(),
+            request_id: code.map(|_| "req-1".to_owned()),
+        })
+    }
+
+    #[test]
+    fn throttling_is_resource_exhausted_with_retry_info_and_aws_metadata() {
+        let status = failed(upstream(
+            UpstreamErrorKind::Throttling,
+            Some("ThrottlingException"),
+        ));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.message(), "AWS said so");
+        let details = status.get_error_details();
+        assert_eq!(
+            details.retry_info().unwrap().retry_delay,
+            Some(THROTTLED_RETRY_DELAY)
+        );
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, "THROTTLED");
+        assert_eq!(info.domain, AWS_DOMAIN);
+        assert_eq!(info.metadata["awsErrorCode"], "ThrottlingException");
+        assert_eq!(info.metadata["awsRequestId"], "req-1");
+        assert_eq!(info.metadata["clientToken"], "tok");
+        assert_eq!(info.metadata["instanceId"], "inst");
+        assert_eq!(details.request_info().unwrap().request_id, "req-1");
+    }
+
+    #[test]
+    fn failures_before_aws_answered_are_the_facades_own() {
+        let status = failed(upstream(UpstreamErrorKind::Transport, None));
+        assert_eq!(status.code(), Code::Unavailable);
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().unwrap().domain, FACADE_DOMAIN);
+        assert!(details.request_info().is_none());
+    }
+
+    #[test]
+    fn validation_lists_every_field() {
+        let status = failed(CallError::Invalid(ValidationError {
+            violations: vec![
+                FieldViolation {
+                    field: "instance_id",
+                    description: "is required".into(),
+                },
+                FieldViolation {
+                    field: "client_token",
+                    description: "too long".into(),
+                },
+            ],
+        }));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let fields: Vec<_> = status
+            .get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .iter()
+            .map(|v| v.field.clone())
+            .collect();
+        assert_eq!(fields, ["instance_id", "client_token"]);
+    }
+
+    #[test]
+    fn each_kind_has_the_documented_code() {
+        use UpstreamErrorKind::*;
+        let expected = [
+            (InvalidParameter, Code::InvalidArgument),
+            (InvalidRequest, Code::FailedPrecondition),
+            (ResourceNotFound, Code::NotFound),
+            (AccessDenied, Code::PermissionDenied),
+            (Throttling, Code::ResourceExhausted),
+            (ServiceUnavailable, Code::Unavailable),
+            (Transport, Code::Unavailable),
+            (Credentials, Code::Internal),
+            (InvalidResponse, Code::Internal),
+            (Unrecognized, Code::Unknown),
+        ];
+        for (kind, code) in expected {
+            assert_eq!(classify(kind).0, code, "{kind:?}");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The call to Amazon Connect: one aws-sdk-connect client for the whole process, built at startup from
+//! aws-config's default chain (AWS_REGION, AWS_PROFILE, web identity/IRSA, AWS_ENDPOINT_URL[_CONNECT],
+//! static keys), with `--region` and `--endpoint-url` as overrides.
+//!
+//! The SDK's retry and timeout behaviour is set here and only here. The SDK's own retries are switched
+//! off: a retry layer inside the SDK would multiply with any retry around it and could sleep past the
+//! caller's deadline, so the facade owns retries above this module. Timeouts bound each attempt and
+//! its connection set-up, so a dead endpoint costs a bounded time rather than the caller's whole deadline.
+
+mod error;
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_sdk_connect::{
+    config::{Credentials, Region},
+    operation::RequestId,
+};
+
+pub use error::{UpstreamError, UpstreamErrorKind, kind_of_code};
+
+use crate::domain::AssociationRequest;
+
+/// How to reach Amazon Connect; anything left `None` comes from aws-config's default chain.
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamSettings {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    /// Fixed credentials, used instead of the default chain (the embedded simulator, tests).
+    pub static_credentials: Option<StaticCredentials>,
+    pub connect_timeout: Duration,
+    pub attempt_timeout: Duration,
+}
+
+/// An access key pair. Its `Debug` hides the secret so it can never reach a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The AWS client could not be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamConfigError {
+    #[error(
+        "no AWS region is configured: set AWS_REGION (or a region in the AWS_PROFILE's config), \
+         or pass --region / CONNECT_FACADE_REGION; to run without AWS, use --simulator"
+    )]
+    NoRegion,
+}
+
+/// A successful association.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Association {
+    pub continued_from_contact_id: String,
+    /// `x-amzn-RequestId`.
+    pub request_id: Option<String>,
+}
+
+/// The process's one Amazon Connect client.
+#[derive(Clone, Debug)]
+pub struct ConnectUpstream {
+    client: aws_sdk_connect::Client,
+    region: String,
+}
+
+impl ConnectUpstream {
+    /// Resolves region, endpoint and credentials once, at startup.
+    pub async fn connect(settings: &UpstreamSettings) -> Result<Self, UpstreamConfigError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(settings.connect_timeout)
+                    .operation_attempt_timeout(settings.attempt_timeout)
+                    .build(),
+            );
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(url) = &settings.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some(keys) = &settings.static_credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                &keys.access_key_id,
+                &keys.secret_access_key,
+                None,
+                None,
+                "connect-facade-static",
+            ));
+        }
+        let sdk_config = loader.load().await;
+        let region = sdk_config
+            .region()
+            .ok_or(UpstreamConfigError::NoRegion)?
+            .to_string();
+        Ok(Self {
+            client: aws_sdk_connect::Client::new(&sdk_config),
+            region,
+        })
+    }
+
+    /// The AWS region calls go to.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// One attempt at CreatePersistentContactAssociation.
+    pub async fn create_persistent_contact_association(
+        &self,
+        request: &AssociationRequest,
+    ) -> Result<Association, UpstreamError> {
+        let output = self
+            .client
+            .create_persistent_contact_association()
+            .instance_id(request.instance_id())
+            .initial_contact_id(request.initial_contact_id())
+            .rehydration_type(request.rehydration_type().as_aws_str().into())
+            .source_contact_id(request.source_contact_id())
+            .client_token(request.client_token().as_str())
+            .send()
+            .await?;
+        let request_id = output.request_id().map(str::to_owned);
+        match output.continued_from_contact_id {
+            Some(continued_from_contact_id) => Ok(Association {
+                continued_from_contact_id,
+                request_id,
+            }),
+            None => Err(UpstreamError {
+                kind: UpstreamErrorKind::InvalidResponse,
+                aws_code: None,
+                message: "AWS answered without ContinuedFromContactId".to_owned(),
+                request_id,
+            }),
+        }
+    }
+}
