@@ -3,8 +3,9 @@
 //! The classification is by AWS error code, because the SDK's model marks none of this operation's
 //! errors as retryable and because AWS sometimes answers codes that are not in the model (credential
 //! errors such as `UnrecognizedClientException` come from the service front door, not the operation).
-//! An answer with no recognisable error code is judged by its HTTP status: 5xx is a service failure,
-//! anything else is an answer the facade cannot parse.
+//! An answer with no error code, or one this facade does not know, is judged by its HTTP status: 5xx is
+//! a service failure (transient); otherwise a missing code is an answer the facade cannot parse and an
+//! unknown one is reported as such.
 
 use std::error::Error as StdError;
 
@@ -101,7 +102,12 @@ impl From<SdkError<CreatePersistentContactAssociationError>> for UpstreamError {
                 let message = error.message().map(str::to_owned);
                 match error.code() {
                     Some(code) => UpstreamError {
-                        kind: kind_of_code(code),
+                        kind: match kind_of_code(code) {
+                            UpstreamErrorKind::Unrecognized if (500..600).contains(&status) => {
+                                UpstreamErrorKind::ServiceUnavailable
+                            }
+                            kind => kind,
+                        },
                         aws_code: Some(code.to_owned()),
                         message: message.unwrap_or_else(|| code.to_owned()),
                         request_id,

@@ -1,0 +1,94 @@
+//! What grpcurl and Kubernetes need: reflection (v1 and v1alpha) listing the service, and health.
+
+use tokio_stream::StreamExt;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_reflection::pb::{v1, v1alpha};
+
+use crate::helpers::{channel, spawn};
+
+const SERVICE: &str = "amazonconnect.v1.ContactService";
+
+#[tokio::test]
+async fn health_reports_serving_overall_and_for_the_service() {
+    let app = spawn().await;
+    let mut health = HealthClient::new(channel(app.addr).await);
+    for service in ["", SERVICE] {
+        let response = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check answers");
+        assert_eq!(
+            response.get_ref().status(),
+            ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_the_service_and_the_standard_ones() {
+    use v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let app = spawn().await;
+    let mut client = ServerReflectionClient::new(channel(app.addr).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let Some(Ok(response)) = responses.next().await else {
+        panic!("no reflection response")
+    };
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("not a service list")
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [SERVICE, "grpc.health.v1.Health"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_describes_error_details_for_grpcurl() {
+    use v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let app = spawn().await;
+    let mut client = ServerReflectionClient::new(channel(app.addr).await);
+    for symbol in [SERVICE, "google.rpc.ErrorInfo", "grpc.health.v1.Health"] {
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .expect("reflection answers")
+            .into_inner();
+        let Some(Ok(response)) = responses.next().await else {
+            panic!("no reflection response")
+        };
+        assert!(
+            matches!(
+                response.message_response,
+                Some(MessageResponse::FileDescriptorResponse(_))
+            ),
+            "{symbol} not resolvable: {:?}",
+            response.message_response
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! Shared set-up: a real Connect simulator and the real facade, each on a free loopback port, and a real
+//! tonic client. The facade reaches the simulator through the real aws-sdk-connect over HTTP.
+
+use std::{net::SocketAddr, time::Duration};
+
+use connect_facade::{
+    app::App,
+    config::ServeConfig,
+    proto::{
+        CreatePersistentContactAssociationRequest, RehydrationType,
+        contact_service_client::ContactServiceClient,
+    },
+    simulator::{
+        Simulator,
+        faults::{Fault, FaultEffect},
+        fixtures::Fixtures,
+    },
+    upstream::StaticCredentials,
+};
+use tonic::{Code, Status, transport::Channel};
+use tonic_types::{ErrorDetails, ErrorInfo, StatusExt};
+
+pub const INSTANCE: &str = "11111111-2222-3333-4444-555555555555";
+pub const ACCESS_KEY_ID: &str = "AKIDTESTFACADE";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: ContactServiceClient<Channel>,
+    pub simulator: Simulator,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// The facade over a simulator holding the demo fixtures.
+pub async fn spawn() -> TestApp {
+    spawn_with(Fixtures::demo(), |_| {}).await
+}
+
+/// The facade over a simulator holding `fixtures`, with `configure` applied to the facade's config.
+pub async fn spawn_with(fixtures: Fixtures, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let simulator = Simulator::start(loopback(), fixtures)
+        .await
+        .expect("simulator starts");
+    let mut config = ServeConfig::from_args([
+        "--listen",
+        "127.0.0.1:0",
+        "--region",
+        "us-east-1",
+        "--endpoint-url",
+        &simulator.endpoint_url(),
+    ])
+    .expect("valid test configuration");
+    config.static_credentials = Some(StaticCredentials {
+        access_key_id: ACCESS_KEY_ID.into(),
+        secret_access_key: "test-secret".into(),
+    });
+    configure(&mut config);
+    let app = App::build(config).await.expect("facade starts");
+    let addr = app.local_addr();
+    let server = tokio::spawn(async move {
+        app.run_until(std::future::pending())
+            .await
+            .expect("facade serves")
+    });
+    let client = ContactServiceClient::new(channel(addr).await);
+    TestApp {
+        addr,
+        client,
+        simulator,
+        server,
+    }
+}
+
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("valid uri")
+        .connect()
+        .await
+        .expect("facade accepts connections")
+}
+
+/// A valid request: continue the whole documented session (C1, C2, C3) in `new-chat-1`.
+pub fn entire_session() -> CreatePersistentContactAssociationRequest {
+    CreatePersistentContactAssociationRequest {
+        instance_id: INSTANCE.into(),
+        initial_contact_id: "new-chat-1".into(),
+        rehydration_type: RehydrationType::EntirePastSession.into(),
+        source_contact_id: "C1".into(),
+        client_token: String::new(),
+    }
+}
+
+/// A fault that answers `code` to every request.
+pub fn always_error(code: &str) -> Fault {
+    Fault {
+        instance_id: None,
+        times: None,
+        effect: FaultEffect::Error {
+            code: code.into(),
+            status: None,
+            message: Some(format!("simulated {code}")),
+        },
+    }
+}
+
+pub fn fault(effect: FaultEffect) -> Fault {
+    Fault {
+        instance_id: None,
+        times: None,
+        effect,
+    }
+}
+
+impl TestApp {
+    pub async fn call(
+        &self,
+        request: CreatePersistentContactAssociationRequest,
+    ) -> Result<
+        tonic::Response<connect_facade::proto::CreatePersistentContactAssociationResponse>,
+        Status,
+    > {
+        self.client
+            .clone()
+            .create_persistent_contact_association(request)
+            .await
+    }
+
+    /// Calls with `request`, expecting the error `code`; returns the status's ErrorInfo and details.
+    pub async fn call_expecting(
+        &self,
+        request: CreatePersistentContactAssociationRequest,
+        code: Code,
+    ) -> (Status, ErrorInfo, ErrorDetails) {
+        let status = self.call(request).await.expect_err("the call should fail");
+        assert_eq!(status.code(), code, "unexpected status: {status:?}");
+        let details = status.get_error_details();
+        let info = details
+            .error_info()
+            .cloned()
+            .expect("every error carries an ErrorInfo");
+        (status, info, details)
+    }
+}

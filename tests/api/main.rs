@@ -1,0 +1,9 @@
+//! One integration-test binary (each `tests/*.rs` would link the whole SDK again): the real facade over
+//! the real SDK and the simulator, called with a real gRPC client.
+
+mod association;
+mod discovery;
+mod errors;
+mod helpers;
+mod process;
+mod validation;

@@ -1,0 +1,154 @@
+//! The real binary, as an operator starts it: start-up failures, the quick start, and credentials
+//! resolved from the (here: empty) default chain.
+
+use std::{net::SocketAddr, process::Stdio, time::Duration};
+
+use connect_facade::{
+    proto::contact_service_client::ContactServiceClient, simulator::Simulator,
+    simulator::fixtures::Fixtures, status::FACADE_DOMAIN,
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::helpers::{channel, entire_session, loopback};
+
+/// The binary with an environment that has no AWS configuration at all.
+fn facade(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_connect-facade"));
+    command
+        .args(args)
+        .env_clear()
+        .env("HOME", "/nonexistent")
+        .env("AWS_CONFIG_FILE", "/nonexistent/config")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Starts `serve` and waits for it to log the address it bound.
+async fn serving(mut command: Command) -> (Child, SocketAddr) {
+    let mut child = command.spawn().expect("binary starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.expect("readable stderr") {
+            if line.contains("serving gRPC")
+                && let Some(addr) = line.split("addr=").nth(1)
+            {
+                return addr.trim().parse().expect("a socket address");
+            }
+        }
+        panic!("the facade exited before serving")
+    })
+    .await
+    .expect("the facade serves within 20 s");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+#[tokio::test]
+async fn serve_without_a_region_exits_at_once_naming_the_fix() {
+    let output = tokio::time::timeout(
+        Duration::from_secs(10),
+        facade(&["serve", "--listen", "127.0.0.1:0"]).output(),
+    )
+    .await
+    .expect("exits promptly")
+    .expect("binary runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("AWS_REGION") && stderr.contains("--region"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_quick_start_serves_the_documented_example_over_the_embedded_simulator() {
+    let (_child, addr) =
+        serving(facade(&["serve", "--simulator", "--listen", "127.0.0.1:0"])).await;
+    let mut client = ContactServiceClient::new(channel(addr).await);
+    let response = client
+        .create_persistent_contact_association(entire_session())
+        .await
+        .expect("the quick-start call succeeds");
+    assert_eq!(response.get_ref().continued_from_contact_id, "C3");
+}
+
+#[tokio::test]
+async fn missing_credentials_are_internal_aws_credentials_and_aws_is_not_called() {
+    let simulator = Simulator::start(loopback(), Fixtures::demo())
+        .await
+        .unwrap();
+    let endpoint = simulator.endpoint_url();
+    let (_child, addr) = serving(facade(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--region",
+        "eu-west-2",
+        "--endpoint-url",
+        &endpoint,
+    ]))
+    .await;
+    let mut client = ContactServiceClient::new(channel(addr).await);
+    let status = client
+        .create_persistent_contact_association(entire_session())
+        .await
+        .expect_err("no credentials, no call");
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    let details = status.get_error_details();
+    let info = details.error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "AWS_CREDENTIALS");
+    assert_eq!(info.domain, FACADE_DOMAIN);
+    assert!(simulator.requests().is_empty());
+}
+
+#[tokio::test]
+async fn simulate_serves_the_aws_wire_format() {
+    let mut child = facade(&["simulate", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("announces its address")
+        .unwrap()
+        .expect("a line");
+    let url = line.rsplit(' ').next().unwrap().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    // Unsigned requests are refused as AWS refuses them.
+    let stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .expect("simulator accepts connections");
+    let answer = raw_http(
+        stream,
+        "POST /contact/persistent-contact-association/i/c HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("x-amzn-errortype: missingauthenticationtokenexception"),
+        "{answer}"
+    );
+}
+
+async fn raw_http(mut stream: tokio::net::TcpStream, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
