@@ -1,7 +1,7 @@
 //! Shared set-up: a real Connect simulator and the real facade, each on a free loopback port, and a real
 //! tonic client. The facade reaches the simulator through the real aws-sdk-connect over HTTP.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use connect_facade::{
     app::App,

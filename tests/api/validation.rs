@@ -5,6 +5,9 @@ use tonic::Code;
 use crate::helpers::{TestApp, entire_session, spawn};
 use connect_facade::proto::CreatePersistentContactAssociationRequest;
 
+/// Makes one field of a valid request break its limit.
+type Spoiler = fn(&mut CreatePersistentContactAssociationRequest);
+
 async fn rejected_fields(
     app: &TestApp,
     request: CreatePersistentContactAssociationRequest,
@@ -40,7 +43,7 @@ async fn an_empty_request_names_every_required_field_and_aws_is_not_called() {
 #[tokio::test]
 async fn each_length_limit_is_enforced_on_its_own() {
     let app = spawn().await;
-    let cases: [(&str, fn(&mut CreatePersistentContactAssociationRequest)); 4] = [
+    let cases: [(&str, Spoiler); 4] = [
         ("instance_id", |r| r.instance_id = "i".repeat(101)),
         ("initial_contact_id", |r| {
             r.initial_contact_id = "c".repeat(257)
