@@ -154,7 +154,11 @@ async fn operate(state: &SimulatorState, request: Request<Incoming>) -> Result<O
             status,
             message,
         }) => {
-            let mut error = AwsError::new(&code, message.unwrap_or_else(|| code.clone()));
+            let message = message.unwrap_or_else(|| match code.as_str() {
+                "ThrottlingException" => "Rate exceeded".to_owned(),
+                _ => format!("Simulated {code}"),
+            });
+            let mut error = AwsError::new(&code, message);
             if let Some(status) = status.and_then(|s| StatusCode::from_u16(s).ok()) {
                 error.status = status;
             }

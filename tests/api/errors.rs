@@ -231,3 +231,24 @@ async fn without_a_caller_deadline_the_default_applies() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn the_simulated_account_quota_throttles_like_aws() {
+    let fixtures = Fixtures {
+        quota: Some(connect_facade::simulator::fixtures::QuotaFixture {
+            rate_per_second: 0.5,
+            burst: 2,
+        }),
+        ..Fixtures::demo()
+    };
+    let app = spawn_with(fixtures, |_| {}).await;
+    let mut unknown = entire_session();
+    unknown.instance_id = "quota-probe".into();
+    for _ in 0..2 {
+        app.call_expecting(unknown.clone(), Code::NotFound).await;
+    }
+    let (status, info, details) = app.call_expecting(unknown, Code::ResourceExhausted).await;
+    assert_eq!(status.message(), "Rate exceeded");
+    assert_eq!(info.metadata["awsErrorCode"], "ThrottlingException");
+    assert!(details.retry_info().is_some());
+}
