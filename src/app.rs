@@ -11,6 +11,7 @@ use tonic::transport::Server;
 use crate::{
     api::ContactApi,
     config::{Command, ServeConfig, SimulateConfig},
+    middleware::UpstreamStack,
     proto::{self, contact_service_server::ContactServiceServer},
     simulator::{
         Simulator,
@@ -45,7 +46,7 @@ pub enum StartupError {
 /// Runs one subcommand to completion.
 pub async fn run(command: Command) -> Result<(), StartupError> {
     match command {
-        Command::Serve(config) => App::build(config).await?.run_until_stopped().await,
+        Command::Serve(config) => App::build(*config).await?.run_until_stopped().await,
         Command::Simulate(config) => {
             let simulator = start_simulator(&config).await?;
             println!(
@@ -146,7 +147,10 @@ impl App {
         Ok(Self {
             listener,
             local_addr,
-            api: ContactApi::new(upstream, config.default_deadline),
+            api: ContactApi::new(
+                UpstreamStack::new(upstream.clone(), upstream.region(), &config.middleware()),
+                config.default_deadline,
+            ),
             simulator,
         })
     }

@@ -5,7 +5,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{simulator::faults::Fault, upstream::StaticCredentials};
+use crate::{
+    middleware::{BreakerConfig, MiddlewareConfig, RateLimitConfig, RetryConfig},
+    simulator::faults::Fault,
+    upstream::StaticCredentials,
+};
 
 /// A gRPC facade over Amazon Connect's CreatePersistentContactAssociation.
 #[derive(Debug, Parser)]
@@ -18,9 +22,18 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve amazonconnect.v1.ContactService over gRPC, with reflection and health checking.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Run the Amazon Connect simulator alone, speaking AWS's HTTP wire format.
     Simulate(SimulateConfig),
+}
+
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a positive number of requests per second"
+        )),
+    }
 }
 
 fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
@@ -67,6 +80,78 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub attempt_timeout: Duration,
 
+    /// Attempts per call in all, retries included (1 disables retries). Only throttling, 5xx and
+    /// transport failures are retried, all with the call's one ClientToken.
+    #[arg(long, env = "CONNECT_FACADE_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub max_attempts: u32,
+
+    /// First retry backoff after a 5xx or transport failure (doubles each retry, with jitter).
+    #[arg(long, env = "CONNECT_FACADE_RETRY_BASE_DELAY", default_value = "100ms", value_parser = duration)]
+    pub retry_base_delay: Duration,
+
+    /// First retry backoff after ThrottlingException (longer: the quota refills slowly).
+    #[arg(long, env = "CONNECT_FACADE_RETRY_THROTTLED_BASE_DELAY", default_value = "500ms", value_parser = duration)]
+    pub retry_throttled_base_delay: Duration,
+
+    /// Longest retry backoff.
+    #[arg(long, env = "CONNECT_FACADE_RETRY_MAX_DELAY", default_value = "2s", value_parser = duration)]
+    pub retry_max_delay: Duration,
+
+    /// Retry budget: retries may add at most this percentage of the calls over the window.
+    #[arg(long, env = "CONNECT_FACADE_RETRY_BUDGET_PERCENT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub retry_budget_percent: u32,
+
+    /// Retry budget floor: retries per second always allowed, however few the calls.
+    #[arg(
+        long,
+        env = "CONNECT_FACADE_RETRY_BUDGET_MIN_PER_SECOND",
+        default_value_t = 1
+    )]
+    pub retry_budget_min_per_second: u32,
+
+    /// Retry budget window (1s to 60s).
+    #[arg(long, env = "CONNECT_FACADE_RETRY_BUDGET_WINDOW", default_value = "10s", value_parser = duration)]
+    pub retry_budget_window: Duration,
+
+    /// Requests per second sent to Amazon Connect by this process (the account and region's quota;
+    /// Connect's default for most operations is 2). Retries count too.
+    #[arg(long, env = "CONNECT_FACADE_RATE_LIMIT", default_value_t = 2.0, value_parser = positive_rate)]
+    pub rate_limit: f64,
+
+    /// Requests allowed at once after a quiet period (Connect's default burst: 5).
+    #[arg(long, env = "CONNECT_FACADE_RATE_BURST", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_burst: u32,
+
+    /// Optional requests per second per Connect instance, below the global rate.
+    #[arg(long, env = "CONNECT_FACADE_INSTANCE_RATE_LIMIT", value_parser = positive_rate)]
+    pub instance_rate_limit: Option<f64>,
+
+    /// Burst of the per-instance rate limit.
+    #[arg(long, env = "CONNECT_FACADE_INSTANCE_RATE_BURST", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub instance_rate_burst: u32,
+
+    /// Longest a call waits for a rate-limit token (never beyond its deadline); past it the call is
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CONNECT_FACADE_MAX_QUEUE_WAIT", default_value = "1s", value_parser = duration)]
+    pub max_queue_wait: Duration,
+
+    /// Calls in flight to Amazon Connect at once.
+    #[arg(long, env = "CONNECT_FACADE_MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+
+    /// Calls allowed to wait (for a token, a slot or a backoff) beyond those in flight; past it calls
+    /// are refused at once with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CONNECT_FACADE_MAX_WAITING", default_value_t = 256)]
+    pub max_waiting: u32,
+
+    /// Retryable AWS failures in a row that open the circuit breaker (0 disables it).
+    #[arg(long, env = "CONNECT_FACADE_BREAKER_FAILURES", default_value_t = 5)]
+    pub breaker_failures: u32,
+
+    /// How long an open circuit breaker fails calls fast before one probe decides.
+    #[arg(long, env = "CONNECT_FACADE_BREAKER_COOL_DOWN", default_value = "5s", value_parser = duration)]
+    pub breaker_cool_down: Duration,
+
     /// Fixed AWS credentials instead of the default chain: set by the embedded simulator and tests,
     /// never from the command line (keys do not belong in process listings).
     #[arg(skip)]
@@ -102,6 +187,34 @@ pub struct SimulateConfig {
 }
 
 impl ServeConfig {
+    /// The middleware's settings.
+    pub fn middleware(&self) -> MiddlewareConfig {
+        MiddlewareConfig {
+            retry: RetryConfig {
+                max_attempts: self.max_attempts,
+                base_delay: self.retry_base_delay,
+                throttled_base_delay: self.retry_throttled_base_delay,
+                max_delay: self.retry_max_delay,
+                budget_ratio: self.retry_budget_percent as f32 / 100.0,
+                budget_min_per_second: self.retry_budget_min_per_second,
+                budget_window: self.retry_budget_window,
+            },
+            rate_limit: RateLimitConfig {
+                rate_per_second: self.rate_limit,
+                burst: self.rate_burst,
+                instance_rate_per_second: self.instance_rate_limit,
+                instance_burst: self.instance_rate_burst,
+                max_queue_wait: self.max_queue_wait,
+            },
+            breaker: BreakerConfig {
+                failure_threshold: self.breaker_failures,
+                cool_down: self.breaker_cool_down,
+            },
+            max_in_flight: self.max_in_flight as usize,
+            max_waiting: self.max_waiting as usize,
+        }
+    }
+
     /// The `serve` configuration from command-line style arguments (no program name, no subcommand),
     /// with every default applied: how tests and embedders build one.
     pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
@@ -113,7 +226,7 @@ impl ServeConfig {
             .into_iter()
             .chain(args.into_iter().map(Into::into));
         match Cli::try_parse_from(full)?.command {
-            Command::Serve(config) => Ok(config),
+            Command::Serve(config) => Ok(*config),
             Command::Simulate(_) => unreachable!("the subcommand is serve"),
         }
     }

@@ -8,8 +8,10 @@
 //!    and reads the caller's deadline;
 //! 2. [`domain`]: the proto request is parsed once into a validated [`domain::AssociationRequest`]
 //!    (every violated field reported), with a client token generated when the caller sent none;
-//! 3. [`upstream`]: the one aws-sdk-connect client calls AWS and classifies what comes back;
-//! 4. [`status`]: the outcome becomes a gRPC status with google.rpc details, in one place.
+//! 3. [`middleware`]: tower layers shed overload, retry within the deadline and a budget, break the
+//!    circuit while AWS fails, and hold calls to the account's request-rate quota;
+//! 4. [`upstream`]: the one aws-sdk-connect client calls AWS and classifies what comes back;
+//! 5. [`status`]: the outcome becomes a gRPC status with google.rpc details, in one place.
 //!
 //! Around them: [`config`] (flags and environment), [`app`] (startup and serving, with reflection and
 //! health), [`telemetry`] (logs) and [`simulator`], an Amazon Connect that speaks the real wire format,
@@ -19,6 +21,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod middleware;
 pub mod simulator;
 pub mod status;
 pub mod telemetry;

@@ -15,6 +15,8 @@
 //! - The facade's own credentials failing is the operator's problem, not the caller's: INTERNAL with
 //!   reason AWS_CREDENTIALS (the handler also logs it at error level).
 //! - An AWS code the facade does not know: UNKNOWN, with the code in ErrorInfo.
+//! - The facade's own protections: its rate limit and overload bound answer RESOURCE_EXHAUSTED (with
+//!   RetryInfo, and QuotaFailure for the rate limit), an open circuit breaker UNAVAILABLE with RetryInfo.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -34,6 +36,8 @@ pub const FACADE_DOMAIN: &str = "connect-facade";
 /// How long a throttled caller is told to wait: Connect's default quota refills a token every 500 ms,
 /// and one second leaves room for the other callers sharing the account.
 pub const THROTTLED_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How long a caller refused for overload is told to wait.
+pub const OVERLOADED_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// How long a caller is told to wait after a transient AWS failure.
 pub const UNAVAILABLE_RETRY_DELAY: Duration = Duration::from_millis(200);
 
@@ -46,6 +50,21 @@ pub enum CallError {
     Upstream(#[from] UpstreamError),
     #[error("the call's deadline of {budget:?} passed before Amazon Connect answered")]
     DeadlineExceeded { budget: Duration },
+    /// The facade's own rate limit (protecting the account's AWS quota) has no token in time.
+    #[error("rate limit reached for {subject}: {description}")]
+    RateLimited {
+        /// What is limited, e.g. `region:eu-west-2` or `instance:ID`.
+        subject: String,
+        description: String,
+        /// When a token will be free, if known.
+        retry_after: Option<Duration>,
+    },
+    /// Too many calls are already in flight or waiting.
+    #[error("too many calls in progress; try again shortly")]
+    Overloaded,
+    /// Amazon Connect failed repeatedly; calls fail fast until the cool-down ends.
+    #[error("Amazon Connect is failing; calls are paused for {retry_after:?}")]
+    CircuitOpen { retry_after: Duration },
 }
 
 /// A failed call with what the caller needs to correlate and retry it.
@@ -79,6 +98,31 @@ impl From<FailedCall> for Status {
                 let message = CallError::DeadlineExceeded { budget }.to_string();
                 details.set_error_info("DEADLINE_EXCEEDED", FACADE_DOMAIN, info);
                 (Code::DeadlineExceeded, message)
+            }
+            CallError::RateLimited {
+                subject,
+                description,
+                retry_after,
+            } => {
+                let message = format!("rate limit reached for {subject}: {description}");
+                details.add_quota_failure_violation(subject, description);
+                if retry_after.is_some() {
+                    details.set_retry_info(retry_after);
+                }
+                details.set_error_info("RATE_LIMITED", FACADE_DOMAIN, info);
+                (Code::ResourceExhausted, message)
+            }
+            CallError::Overloaded => {
+                let message = CallError::Overloaded.to_string();
+                details.set_retry_info(Some(OVERLOADED_RETRY_DELAY));
+                details.set_error_info("OVERLOADED", FACADE_DOMAIN, info);
+                (Code::ResourceExhausted, message)
+            }
+            CallError::CircuitOpen { retry_after } => {
+                let message = CallError::CircuitOpen { retry_after }.to_string();
+                details.set_retry_info(Some(retry_after));
+                details.set_error_info("CIRCUIT_OPEN", FACADE_DOMAIN, info);
+                (Code::Unavailable, message)
             }
             CallError::Upstream(upstream) => {
                 let (code, reason, retry_delay) = classify(upstream.kind);

@@ -1,34 +1,40 @@
-//! The tonic service: converts the proto request into a validated domain request, runs the call within
-//! the caller's deadline, and converts the outcome back. Codes are chosen in [`crate::status`], never here.
+//! The tonic service: converts the proto request into a validated domain request, runs the call through
+//! the middleware within the caller's deadline, and converts the outcome back, with the number of AWS
+//! attempts in `x-facade-attempts`. Codes are chosen in [`crate::status`], never here.
 
 pub mod deadline;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
+use tokio::time::Instant;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
     domain::{AssociationRequest, RehydrationType, UnvalidatedRequest},
+    middleware::{UpstreamCall, UpstreamStack},
     proto::{
         self, CreatePersistentContactAssociationRequest,
         CreatePersistentContactAssociationResponse, contact_service_server::ContactService,
     },
     status::{CallError, FailedCall},
-    upstream::{ConnectUpstream, UpstreamErrorKind},
+    upstream::UpstreamErrorKind,
 };
 
 /// Response metadata key carrying AWS's request id on success.
 pub const AWS_REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 
-/// `amazonconnect.v1.ContactService`, backed by Amazon Connect.
+/// Response and error metadata key carrying how many AWS attempts the call made.
+pub const ATTEMPTS_HEADER: &str = "x-facade-attempts";
+
+/// `amazonconnect.v1.ContactService`, backed by Amazon Connect through the middleware.
 #[derive(Clone, Debug)]
 pub struct ContactApi {
-    upstream: ConnectUpstream,
+    upstream: UpstreamStack,
     default_deadline: Duration,
 }
 
 impl ContactApi {
-    pub fn new(upstream: ConnectUpstream, default_deadline: Duration) -> Self {
+    pub fn new(upstream: UpstreamStack, default_deadline: Duration) -> Self {
         Self {
             upstream,
             default_deadline,
@@ -51,47 +57,60 @@ impl ContactService for ContactApi {
             error: invalid.into(),
             instance_id,
             client_token: caller_token,
-            metadata: MetadataMap::new(),
+            metadata: attempts_metadata(0),
         })?;
 
-        let outcome = tokio::time::timeout(
-            budget,
-            self.upstream
-                .create_persistent_contact_association(&request),
-        )
-        .await;
-        let fail = |error: CallError| FailedCall {
-            error,
-            instance_id: request.instance_id().to_owned(),
-            client_token: Some(request.client_token().to_string()),
-            metadata: MetadataMap::new(),
+        let request = Arc::new(request);
+        let deadline = Instant::now() + budget;
+        let call = UpstreamCall::new(request.clone(), deadline);
+        let outcome = tokio::time::timeout_at(deadline, self.upstream.call(call.clone())).await;
+        let mut metadata = attempts_metadata(call.attempts());
+        let association = match outcome {
+            Ok(Ok(association)) => association,
+            Ok(Err(error)) => return Err(failed(error, &request, metadata).into()),
+            Err(_elapsed) => {
+                let error = CallError::DeadlineExceeded { budget };
+                return Err(failed(error, &request, metadata).into());
+            }
         };
-        match outcome {
-            Ok(Ok(association)) => {
-                let mut response = Response::new(CreatePersistentContactAssociationResponse {
-                    continued_from_contact_id: association.continued_from_contact_id,
-                    client_token: request.client_token().to_string(),
-                });
-                if let Some(value) = association.request_id.and_then(|id| id.parse().ok()) {
-                    response.metadata_mut().insert(AWS_REQUEST_ID_HEADER, value);
-                }
-                Ok(response)
-            }
-            Ok(Err(upstream)) => {
-                match upstream.kind {
-                    UpstreamErrorKind::Credentials => tracing::error!(
-                        error = %upstream,
-                        "the facade's AWS credentials are missing, expired or rejected"
-                    ),
-                    UpstreamErrorKind::InvalidResponse | UpstreamErrorKind::Unrecognized => {
-                        tracing::error!(error = %upstream, "unexpected answer from Amazon Connect")
-                    }
-                    _ => tracing::debug!(error = %upstream, "Amazon Connect refused the call"),
-                }
-                Err(fail(upstream.into()).into())
-            }
-            Err(_elapsed) => Err(fail(CallError::DeadlineExceeded { budget }).into()),
+        if let Some(value) = association.request_id.and_then(|id| id.parse().ok()) {
+            metadata.insert(AWS_REQUEST_ID_HEADER, value);
         }
+        let response = CreatePersistentContactAssociationResponse {
+            continued_from_contact_id: association.continued_from_contact_id,
+            client_token: request.client_token().to_string(),
+        };
+        Ok(Response::from_parts(metadata, response, Default::default()))
+    }
+}
+
+fn attempts_metadata(attempts: u32) -> MetadataMap {
+    let mut metadata = MetadataMap::new();
+    metadata.insert(ATTEMPTS_HEADER, attempts.into());
+    metadata
+}
+
+/// Logs a failed call as its cause deserves, and gives it what the caller needs to retry safely.
+fn failed(error: CallError, request: &AssociationRequest, metadata: MetadataMap) -> FailedCall {
+    match &error {
+        CallError::Upstream(upstream) if upstream.kind == UpstreamErrorKind::Credentials => {
+            tracing::error!(error = %upstream, "the facade's AWS credentials are missing, expired or rejected")
+        }
+        CallError::Upstream(upstream)
+            if matches!(
+                upstream.kind,
+                UpstreamErrorKind::InvalidResponse | UpstreamErrorKind::Unrecognized
+            ) =>
+        {
+            tracing::error!(error = %upstream, "unexpected answer from Amazon Connect")
+        }
+        other => tracing::debug!(error = %other, "call failed"),
+    }
+    FailedCall {
+        error,
+        instance_id: request.instance_id().to_owned(),
+        client_token: Some(request.client_token().to_string()),
+        metadata,
     }
 }
 

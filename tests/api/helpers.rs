@@ -46,6 +46,7 @@ pub async fn spawn_with(fixtures: Fixtures, configure: impl FnOnce(&mut ServeCon
     let simulator = Simulator::start(loopback(), fixtures)
         .await
         .expect("simulator starts");
+    // Fast retries and a limiter out of the way: tests of those layers set their own values.
     let mut config = ServeConfig::from_args([
         "--listen",
         "127.0.0.1:0",
@@ -53,6 +54,14 @@ pub async fn spawn_with(fixtures: Fixtures, configure: impl FnOnce(&mut ServeCon
         "us-east-1",
         "--endpoint-url",
         &simulator.endpoint_url(),
+        "--retry-base-delay",
+        "10ms",
+        "--retry-throttled-base-delay",
+        "20ms",
+        "--rate-limit",
+        "1000",
+        "--rate-burst",
+        "1000",
     ])
     .expect("valid test configuration");
     config.static_credentials = Some(StaticCredentials {

@@ -6,4 +6,5 @@ mod discovery;
 mod errors;
 mod helpers;
 mod process;
+mod resilience;
 mod validation;

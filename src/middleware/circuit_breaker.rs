@@ -1,0 +1,331 @@
+//! A circuit breaker per region and AWS identity, as a small state machine (after linkerd2-proxy's
+//! consecutive-failures breaker):
+//!
+//! - **closed**: calls pass; a run of `failure_threshold` retryable failures in a row (throttling, 5xx,
+//!   transport) opens it; any other outcome resets the run;
+//! - **open**: calls fail fast with UNAVAILABLE and a RetryInfo for the rest of the cool-down, sparing
+//!   AWS and the callers' deadlines;
+//! - **half-open**: after the cool-down one probe goes through (others still fail fast); its success
+//!   closes the breaker, its failure opens it for another cool-down. A probe abandoned midway (its
+//!   caller gave up) lets the next call probe instead.
+//!
+//! It sits inside the retry layer, so it counts attempts, and a retry never hammers an open circuit.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+use super::{UpstreamCall, retry::is_retryable};
+use crate::{status::CallError, upstream::Association};
+
+/// Breaker knobs.
+#[derive(Clone, Debug)]
+pub struct BreakerConfig {
+    /// Retryable failures in a row that open the breaker; 0 disables it.
+    pub failure_threshold: u32,
+    /// How long it stays open before a probe.
+    pub cool_down: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// A probe is in flight.
+    HalfOpen,
+}
+
+/// The breaker's state, shared by every clone of the service.
+#[derive(Debug)]
+pub struct Breaker {
+    key: String,
+    config: BreakerConfig,
+    state: Mutex<State>,
+}
+
+/// How a call was let through.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    Normal,
+    Probe,
+}
+
+impl Breaker {
+    pub fn new(key: &str, config: BreakerConfig) -> Self {
+        Self {
+            key: key.to_owned(),
+            config,
+            state: Mutex::new(State::Closed { failures: 0 }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the breaker is open (or probing) right now.
+    pub fn is_open(&self) -> bool {
+        !matches!(*self.state(), State::Closed { .. })
+    }
+
+    /// Lets a call through, or refuses it while the breaker is open.
+    pub fn admit(&self) -> Result<Admission, CallError> {
+        if self.config.failure_threshold == 0 {
+            return Ok(Admission::Normal);
+        }
+        let mut state = self.state();
+        let now = Instant::now();
+        match *state {
+            State::Closed { .. } => Ok(Admission::Normal),
+            State::Open { until } if now < until => Err(CallError::CircuitOpen {
+                retry_after: until - now,
+            }),
+            State::Open { .. } => {
+                *state = State::HalfOpen;
+                tracing::info!(key = %self.key, "circuit breaker half-open: probing Amazon Connect");
+                Ok(Admission::Probe)
+            }
+            State::HalfOpen => Err(CallError::CircuitOpen {
+                retry_after: self.config.cool_down,
+            }),
+        }
+    }
+
+    /// Records how an admitted call ended.
+    pub fn record(&self, admission: &Admission, failed: bool) {
+        if self.config.failure_threshold == 0 {
+            return;
+        }
+        let mut state = self.state();
+        let open = State::Open {
+            until: Instant::now() + self.config.cool_down,
+        };
+        *state = match (*state, admission, failed) {
+            (State::HalfOpen, Admission::Probe, false) => {
+                tracing::info!(key = %self.key, "circuit breaker closed");
+                State::Closed { failures: 0 }
+            }
+            (State::HalfOpen, Admission::Probe, true) => {
+                tracing::warn!(key = %self.key, "circuit breaker probe failed; open again");
+                open
+            }
+            (State::Closed { failures }, _, true)
+                if failures + 1 >= self.config.failure_threshold =>
+            {
+                tracing::warn!(key = %self.key, failures = failures + 1, cool_down = ?self.config.cool_down, "circuit breaker open");
+                open
+            }
+            (State::Closed { failures }, _, true) => State::Closed {
+                failures: failures + 1,
+            },
+            (State::Closed { .. }, _, false) => State::Closed { failures: 0 },
+            // A call admitted before the breaker opened, finishing late: it changes nothing.
+            (other, _, _) => other,
+        };
+    }
+
+    /// A probe that ended without an outcome: let the next call probe.
+    fn abandon_probe(&self) {
+        let mut state = self.state();
+        if *state == State::HalfOpen {
+            *state = State::Open {
+                until: Instant::now(),
+            };
+        }
+    }
+}
+
+/// Records a probe as abandoned if its future is dropped before it records an outcome.
+struct ProbeGuard {
+    breaker: Arc<Breaker>,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.abandon_probe();
+        }
+    }
+}
+
+/// Adds the breaker in front of a service.
+#[derive(Clone)]
+pub struct CircuitBreakerLayer {
+    breaker: Arc<Breaker>,
+}
+
+impl CircuitBreakerLayer {
+    pub fn new(key: &str, config: BreakerConfig) -> Self {
+        Self {
+            breaker: Arc::new(Breaker::new(key, config)),
+        }
+    }
+
+    /// The shared state, for health reporting.
+    pub fn breaker(&self) -> Arc<Breaker> {
+        self.breaker.clone()
+    }
+}
+
+impl<S> Layer<S> for CircuitBreakerLayer {
+    type Service = CircuitBreaker<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CircuitBreaker {
+            inner,
+            breaker: self.breaker.clone(),
+        }
+    }
+}
+
+/// The guarded service.
+#[derive(Clone)]
+pub struct CircuitBreaker<S> {
+    inner: S,
+    breaker: Arc<Breaker>,
+}
+
+impl<S> Service<UpstreamCall> for CircuitBreaker<S>
+where
+    S: Service<UpstreamCall, Response = Association, Error = CallError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Association;
+    type Error = CallError;
+    type Future = Pin<Box<dyn Future<Output = Result<Association, CallError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: UpstreamCall) -> Self::Future {
+        let breaker = self.breaker.clone();
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let admission = breaker.admit()?;
+            let mut guard = ProbeGuard {
+                breaker: breaker.clone(),
+                armed: admission == Admission::Probe,
+            };
+            let outcome = inner.oneshot(call).await;
+            // A refusal by the rate limiter says nothing about AWS's health.
+            let decisive = !matches!(outcome, Err(CallError::RateLimited { .. }));
+            if decisive {
+                guard.armed = false;
+                breaker.record(&admission, outcome.as_ref().err().is_some_and(is_retryable));
+            }
+            outcome
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker() -> Breaker {
+        Breaker::new(
+            "test",
+            BreakerConfig {
+                failure_threshold: 3,
+                cool_down: Duration::from_secs(5),
+            },
+        )
+    }
+
+    fn fail(breaker: &Breaker, times: u32) {
+        for _ in 0..times {
+            let admission = breaker.admit().expect("admitted");
+            breaker.record(&admission, true);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_of_failures_opens_it_and_calls_fail_fast() {
+        let breaker = breaker();
+        fail(&breaker, 2);
+        assert!(!breaker.is_open());
+        fail(&breaker, 1);
+        assert!(breaker.is_open());
+        let Err(CallError::CircuitOpen { retry_after }) = breaker.admit() else {
+            panic!("fails fast")
+        };
+        assert_eq!(retry_after, Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_resets_the_run() {
+        let breaker = breaker();
+        fail(&breaker, 2);
+        let admission = breaker.admit().unwrap();
+        breaker.record(&admission, false);
+        fail(&breaker, 2);
+        assert!(!breaker.is_open());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_cool_down_one_probe_decides() {
+        let breaker = breaker();
+        fail(&breaker, 3);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = breaker.admit().unwrap();
+        assert_eq!(probe, Admission::Probe);
+        assert!(breaker.admit().is_err(), "only one probe at a time");
+        breaker.record(&probe, false);
+        assert!(!breaker.is_open());
+        assert_eq!(breaker.admit().unwrap(), Admission::Normal);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_opens_it_for_another_cool_down() {
+        let breaker = breaker();
+        fail(&breaker, 3);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = breaker.admit().unwrap();
+        breaker.record(&probe, true);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(breaker.admit().is_err());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(breaker.admit().unwrap(), Admission::Probe);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_lets_the_next_call_probe() {
+        let breaker = Arc::new(breaker());
+        fail(&breaker, 3);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = breaker.admit().unwrap();
+        drop(ProbeGuard {
+            breaker: breaker.clone(),
+            armed: probe == Admission::Probe,
+        });
+        assert_eq!(breaker.admit().unwrap(), Admission::Probe);
+    }
+
+    #[test]
+    fn a_zero_threshold_disables_it() {
+        let breaker = Breaker::new(
+            "off",
+            BreakerConfig {
+                failure_threshold: 0,
+                cool_down: Duration::from_secs(5),
+            },
+        );
+        fail(&breaker, 100);
+        assert!(!breaker.is_open());
+    }
+}

@@ -1,0 +1,165 @@
+//! What stands between a validated call and Amazon Connect: tower layers that protect callers and the
+//! account's AWS quota. Assembled once by [`UpstreamStack::new`], outermost first, in request order:
+//!
+//! 1. load shedding over a global concurrency limit: a bound on calls in flight **or waiting**; past it a
+//!    call is refused at once (RESOURCE_EXHAUSTED), so no queue is unbounded;
+//! 2. [`retry`]: the one layer that retries (the SDK's own retries are off), deadline-aware and held to a
+//!    retry budget; every attempt of a call reuses the call's ClientToken;
+//! 3. [`circuit_breaker`]: fails fast while Amazon Connect is failing;
+//! 4. [`rate_limit`]: a token bucket in front of AWS (retries draw from it too), waiting for a token only
+//!    while the call's deadline allows;
+//! 5. a global concurrency limit on calls actually in flight to AWS;
+//! 6. the SDK call itself, one attempt.
+//!
+//! The request type is [`UpstreamCall`], cheap to clone, because tower's retry must clone requests and
+//! tonic's own HTTP request cannot be cloned.
+
+pub mod circuit_breaker;
+pub mod rate_limit;
+pub mod retry;
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use tokio::time::Instant;
+use tower::{
+    BoxError, Service, ServiceBuilder, ServiceExt, limit::GlobalConcurrencyLimitLayer,
+    load_shed::LoadShedLayer, retry::RetryLayer, util::BoxCloneSyncService,
+};
+
+use crate::{
+    domain::AssociationRequest,
+    status::CallError,
+    upstream::{Association, ConnectUpstream},
+};
+
+pub use circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
+pub use rate_limit::{RateLimitConfig, RateLimitLayer};
+pub use retry::{RetryConfig, RetryPolicy};
+
+/// One call on its way to AWS: the request, its deadline, and a count of the attempts made for it.
+#[derive(Clone, Debug)]
+pub struct UpstreamCall {
+    pub request: Arc<AssociationRequest>,
+    pub deadline: Instant,
+    attempts: Arc<AtomicU32>,
+}
+
+impl UpstreamCall {
+    pub fn new(request: Arc<AssociationRequest>, deadline: Instant) -> Self {
+        Self {
+            request,
+            deadline,
+            attempts: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    /// How many attempts reached the SDK so far (shared by every clone of this call).
+    pub fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+}
+
+/// Every knob of the middleware.
+#[derive(Clone, Debug)]
+pub struct MiddlewareConfig {
+    pub retry: RetryConfig,
+    pub rate_limit: RateLimitConfig,
+    pub breaker: BreakerConfig,
+    /// Calls in flight to AWS at once.
+    pub max_in_flight: usize,
+    /// Calls allowed to wait (for a rate-limit token, a concurrency slot or a backoff) beyond those.
+    pub max_waiting: usize,
+}
+
+/// The assembled middleware and the SDK call, as one cloneable service.
+#[derive(Clone)]
+pub struct UpstreamStack {
+    service: BoxCloneSyncService<UpstreamCall, Association, BoxError>,
+}
+
+impl std::fmt::Debug for UpstreamStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamStack")
+    }
+}
+
+impl UpstreamStack {
+    /// `key` names the bucket and breaker: one per region and AWS identity, i.e. one per process.
+    pub fn new(upstream: ConnectUpstream, key: &str, config: &MiddlewareConfig) -> Self {
+        let service = ServiceBuilder::new()
+            .layer(LoadShedLayer::new())
+            .layer(GlobalConcurrencyLimitLayer::new(
+                config.max_in_flight + config.max_waiting,
+            ))
+            .layer(RetryLayer::new(RetryPolicy::new(config.retry.clone())))
+            .layer(CircuitBreakerLayer::new(key, config.breaker.clone()))
+            .layer(RateLimitLayer::new(key, &config.rate_limit))
+            .layer(GlobalConcurrencyLimitLayer::new(config.max_in_flight))
+            .service(SdkAttempt(upstream));
+        Self {
+            service: BoxCloneSyncService::new(service),
+        }
+    }
+
+    /// Runs one call through the middleware to AWS.
+    pub async fn call(&self, call: UpstreamCall) -> Result<Association, CallError> {
+        self.service
+            .clone()
+            .oneshot(call)
+            .await
+            .map_err(|err| match err.downcast::<CallError>() {
+                Ok(err) => *err,
+                Err(err) if err.is::<tower::load_shed::error::Overloaded>() => {
+                    CallError::Overloaded
+                }
+                // Every layer here fails with CallError or Overloaded; anything else is a bug,
+                // answered as a retryable refusal rather than a lasting failure.
+                Err(err) => {
+                    tracing::error!(error = %err, "unexpected middleware error");
+                    CallError::Overloaded
+                }
+            })
+    }
+}
+
+/// The innermost service: one SDK attempt, counted.
+#[derive(Clone)]
+struct SdkAttempt(ConnectUpstream);
+
+impl Service<UpstreamCall> for SdkAttempt {
+    type Response = Association;
+    type Error = CallError;
+    type Future = Pin<Box<dyn Future<Output = Result<Association, CallError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: UpstreamCall) -> Self::Future {
+        let upstream = self.0.clone();
+        Box::pin(async move {
+            let attempt = call.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            let outcome = upstream
+                .create_persistent_contact_association(&call.request)
+                .await;
+            match &outcome {
+                Ok(_) => tracing::debug!(attempt, "upstream attempt succeeded"),
+                Err(err) => tracing::debug!(
+                    attempt,
+                    aws_error_code = err.aws_code.as_deref().unwrap_or(""),
+                    kind = ?err.kind,
+                    "upstream attempt failed"
+                ),
+            }
+            outcome.map_err(CallError::Upstream)
+        })
+    }
+}

@@ -1,0 +1,192 @@
+//! A token bucket in front of Amazon Connect, whose quota is per account and region (by default 2
+//! requests per second with a burst of 5 for most operations). One bucket per region and AWS identity,
+//! optionally with a sub-limit per instance. Every attempt draws a token, retries included.
+//!
+//! A call that finds no token waits for one only while its deadline allows and for at most the
+//! configured queue wait; otherwise it is refused at once with RESOURCE_EXHAUSTED, a RetryInfo saying
+//! when a token will be free and a QuotaFailure naming the limit, and AWS is not called.
+//!
+//! governor provides the buckets (GCRA, lock-free for the shared bucket); tower's own `RateLimit` is not
+//! `Clone` and cannot wait with a deadline, hence this small layer.
+
+use std::{
+    future::Future,
+    num::NonZeroU32,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use governor::{
+    DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+use super::UpstreamCall;
+use crate::{status::CallError, upstream::Association};
+
+/// Keyed buckets are pruned of idle instances past this many, so arbitrary instance ids sent by callers
+/// cannot grow memory without bound.
+const MAX_TRACKED_INSTANCES: usize = 10_000;
+
+/// Rate-limit knobs.
+#[derive(Clone, Debug)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second to AWS for the whole process (account and region).
+    pub rate_per_second: f64,
+    /// Requests allowed at once after a quiet period.
+    pub burst: u32,
+    /// Optional sustained rate per Connect instance, below the global one.
+    pub instance_rate_per_second: Option<f64>,
+    /// Burst of the per-instance limit.
+    pub instance_burst: u32,
+    /// Longest a call waits for a token (never beyond its deadline).
+    pub max_queue_wait: Duration,
+}
+
+fn quota(rate_per_second: f64, burst: u32) -> Quota {
+    let period = Duration::from_secs_f64(1.0 / rate_per_second.max(f64::MIN_POSITIVE));
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
+}
+
+/// The buckets and how to explain a refusal.
+struct Buckets {
+    key: String,
+    global: DefaultDirectRateLimiter,
+    global_description: String,
+    per_instance: Option<(DefaultKeyedRateLimiter<String>, String)>,
+    max_queue_wait: Duration,
+    clock: DefaultClock,
+}
+
+/// No token now: which limit, and how long until one is free.
+struct Refusal {
+    subject: String,
+    description: String,
+    wait: Duration,
+}
+
+impl Buckets {
+    fn try_acquire(&self, instance_id: &str) -> Result<(), Refusal> {
+        if let Some((limiter, description)) = &self.per_instance {
+            if limiter.len() > MAX_TRACKED_INSTANCES {
+                limiter.retain_recent();
+            }
+            if let Err(not_until) = limiter.check_key(&instance_id.to_owned()) {
+                return Err(Refusal {
+                    subject: format!("instance:{instance_id}"),
+                    description: description.clone(),
+                    wait: not_until.wait_time_from(self.clock.now()),
+                });
+            }
+        }
+        self.global.check().map_err(|not_until| Refusal {
+            subject: format!("region:{}", self.key),
+            description: self.global_description.clone(),
+            wait: not_until.wait_time_from(self.clock.now()),
+        })
+    }
+
+    /// Takes a token, waiting while the deadline and the queue bound allow.
+    async fn acquire(&self, call: &UpstreamCall) -> Result<(), CallError> {
+        let give_up_at = (Instant::now() + self.max_queue_wait).min(call.deadline);
+        loop {
+            let refusal = match self.try_acquire(call.request.instance_id()) {
+                Ok(()) => return Ok(()),
+                Err(refusal) => refusal,
+            };
+            if Instant::now() + refusal.wait > give_up_at {
+                tracing::debug!(subject = %refusal.subject, wait = ?refusal.wait, "rate limited");
+                return Err(CallError::RateLimited {
+                    subject: refusal.subject,
+                    description: refusal.description,
+                    retry_after: Some(refusal.wait),
+                });
+            }
+            tokio::time::sleep(refusal.wait).await;
+        }
+    }
+}
+
+/// Adds the rate limit in front of a service.
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    buckets: Arc<Buckets>,
+}
+
+impl RateLimitLayer {
+    /// `key` names the shared bucket (region and AWS identity).
+    pub fn new(key: &str, config: &RateLimitConfig) -> Self {
+        let per_instance = config.instance_rate_per_second.map(|rate| {
+            (
+                RateLimiter::keyed(quota(rate, config.instance_burst)),
+                format!(
+                    "the facade sends at most {rate} requests/s (burst {}) per Connect instance",
+                    config.instance_burst
+                ),
+            )
+        });
+        Self {
+            buckets: Arc::new(Buckets {
+                key: key.to_owned(),
+                global: RateLimiter::direct(quota(config.rate_per_second, config.burst)),
+                global_description: format!(
+                    "the facade sends at most {} requests/s (burst {}) to Amazon Connect for this \
+                     account and region",
+                    config.rate_per_second, config.burst
+                ),
+                per_instance,
+                max_queue_wait: config.max_queue_wait,
+                clock: DefaultClock::default(),
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            buckets: self.buckets.clone(),
+        }
+    }
+}
+
+/// The rate-limited service.
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    buckets: Arc<Buckets>,
+}
+
+impl<S> Service<UpstreamCall> for RateLimit<S>
+where
+    S: Service<UpstreamCall, Response = Association, Error = CallError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Association;
+    type Error = CallError;
+    type Future = Pin<Box<dyn Future<Output = Result<Association, CallError>> + Send>>;
+
+    /// Always ready: waiting for the inner service happens inside the call, after a token is taken,
+    /// so that the outer overload bound counts waiting calls instead of shedding them.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: UpstreamCall) -> Self::Future {
+        let buckets = self.buckets.clone();
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            buckets.acquire(&call).await?;
+            inner.oneshot(call).await
+        })
+    }
+}
