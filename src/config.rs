@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    middleware::{BreakerConfig, MiddlewareConfig, RateLimitConfig, RetryConfig},
+    middleware::{AdaptiveConfig, BreakerConfig, MiddlewareConfig, RateLimitConfig, RetryConfig},
     simulator::faults::Fault,
     upstream::StaticCredentials,
 };
@@ -33,6 +33,13 @@ fn positive_rate(text: &str) -> Result<f64, String> {
         _ => Err(format!(
             "`{text}` is not a positive number of requests per second"
         )),
+    }
+}
+
+fn unit_factor(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(factor) if factor > 0.0 && factor <= 1.0 => Ok(factor),
+        _ => Err(format!("`{text}` is not a factor in (0, 1]")),
     }
 }
 
@@ -135,6 +142,15 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_MAX_QUEUE_WAIT", default_value = "1s", value_parser = duration)]
     pub max_queue_wait: Duration,
 
+    /// Factor applied to the request rate on each ThrottlingException from AWS (1 disables
+    /// adaptation), so a rate set above the real quota settles just under it.
+    #[arg(long, env = "CONNECT_FACADE_ADAPTIVE_DECREASE", default_value_t = 0.7, value_parser = unit_factor)]
+    pub adaptive_decrease: f64,
+
+    /// Requests/s the rate climbs back by each second without throttling.
+    #[arg(long, env = "CONNECT_FACADE_ADAPTIVE_INCREASE", default_value_t = 0.1, value_parser = positive_rate)]
+    pub adaptive_increase: f64,
+
     /// Calls in flight to Amazon Connect at once.
     #[arg(long, env = "CONNECT_FACADE_MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
@@ -205,6 +221,10 @@ impl ServeConfig {
                 instance_rate_per_second: self.instance_rate_limit,
                 instance_burst: self.instance_rate_burst,
                 max_queue_wait: self.max_queue_wait,
+                adaptive: AdaptiveConfig {
+                    decrease_factor: self.adaptive_decrease,
+                    increase_per_second: self.adaptive_increase,
+                },
             },
             breaker: BreakerConfig {
                 failure_threshold: self.breaker_failures,

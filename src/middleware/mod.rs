@@ -14,6 +14,7 @@
 //! The request type is [`UpstreamCall`], cheap to clone, because tower's retry must clone requests and
 //! tonic's own HTTP request cannot be cloned.
 
+pub mod adaptive;
 pub mod circuit_breaker;
 pub mod rate_limit;
 pub mod retry;
@@ -40,6 +41,7 @@ use crate::{
     upstream::{Association, ConnectUpstream},
 };
 
+pub use adaptive::AdaptiveConfig;
 pub use circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 pub use rate_limit::{RateLimitConfig, RateLimitLayer};
 pub use retry::{RetryConfig, RetryPolicy};

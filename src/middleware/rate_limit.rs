@@ -6,6 +6,9 @@
 //! configured queue wait; otherwise it is refused at once with RESOURCE_EXHAUSTED, a RetryInfo saying
 //! when a token will be free and a QuotaFailure naming the limit, and AWS is not called.
 //!
+//! The account-wide rate adapts to AWS's throttling ([`super::adaptive`]), so a configured rate above
+//! the real quota settles just under it.
+//!
 //! governor provides the buckets (GCRA, lock-free for the shared bucket); tower's own `RateLimit` is not
 //! `Clone` and cannot wait with a deadline, hence this small layer.
 
@@ -19,14 +22,20 @@ use std::{
 };
 
 use governor::{
-    DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter,
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock, DefaultClock},
 };
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
-use super::UpstreamCall;
-use crate::{status::CallError, upstream::Association};
+use super::{
+    UpstreamCall,
+    adaptive::{AdaptiveBucket, AdaptiveConfig},
+};
+use crate::{
+    status::CallError,
+    upstream::{Association, UpstreamErrorKind},
+};
 
 /// Keyed buckets are pruned of idle instances past this many, so arbitrary instance ids sent by callers
 /// cannot grow memory without bound.
@@ -45,9 +54,11 @@ pub struct RateLimitConfig {
     pub instance_burst: u32,
     /// Longest a call waits for a token (never beyond its deadline).
     pub max_queue_wait: Duration,
+    /// How the account-wide rate follows AWS's throttling.
+    pub adaptive: AdaptiveConfig,
 }
 
-fn quota(rate_per_second: f64, burst: u32) -> Quota {
+pub(super) fn quota(rate_per_second: f64, burst: u32) -> Quota {
     let period = Duration::from_secs_f64(1.0 / rate_per_second.max(f64::MIN_POSITIVE));
     Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
@@ -57,7 +68,7 @@ fn quota(rate_per_second: f64, burst: u32) -> Quota {
 /// The buckets and how to explain a refusal.
 struct Buckets {
     key: String,
-    global: DefaultDirectRateLimiter,
+    global: AdaptiveBucket,
     global_description: String,
     per_instance: Option<(DefaultKeyedRateLimiter<String>, String)>,
     max_queue_wait: Duration,
@@ -85,9 +96,13 @@ impl Buckets {
                 });
             }
         }
-        self.global.check().map_err(|not_until| Refusal {
+        self.global.limiter().check().map_err(|not_until| Refusal {
             subject: format!("region:{}", self.key),
-            description: self.global_description.clone(),
+            description: format!(
+                "{} (now {:.2}/s after AWS throttling)",
+                self.global_description,
+                self.global.rate()
+            ),
             wait: not_until.wait_time_from(self.clock.now()),
         })
     }
@@ -134,7 +149,11 @@ impl RateLimitLayer {
         Self {
             buckets: Arc::new(Buckets {
                 key: key.to_owned(),
-                global: RateLimiter::direct(quota(config.rate_per_second, config.burst)),
+                global: AdaptiveBucket::new(
+                    config.rate_per_second,
+                    config.burst,
+                    config.adaptive.clone(),
+                ),
                 global_description: format!(
                     "the facade sends at most {} requests/s (burst {}) to Amazon Connect for this \
                      account and region",
@@ -186,7 +205,16 @@ where
         let inner = self.inner.clone();
         Box::pin(async move {
             buckets.acquire(&call).await?;
-            inner.oneshot(call).await
+            let outcome = inner.oneshot(call).await;
+            match &outcome {
+                Err(CallError::Upstream(e)) if e.kind == UpstreamErrorKind::Throttling => {
+                    buckets.global.on_throttled()
+                }
+                Err(CallError::Upstream(e)) if e.answered_by_aws() => buckets.global.on_accepted(),
+                Ok(_) => buckets.global.on_accepted(),
+                Err(_) => {}
+            }
+            outcome
         })
     }
 }

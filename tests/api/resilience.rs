@@ -320,3 +320,74 @@ async fn the_circuit_opens_fails_fast_and_closes_after_recovery() {
     second.source_contact_id = "C2".into();
     app.call(second).await.expect("closed again");
 }
+
+#[tokio::test]
+async fn a_rate_above_the_aws_quota_adapts_until_throttles_die_out() {
+    let fixtures = Fixtures {
+        quota: Some(QuotaFixture {
+            rate_per_second: 5.0,
+            burst: 2,
+        }),
+        ..Fixtures::demo()
+    };
+    let app = spawn_with(fixtures, |c| {
+        c.rate_limit = 20.0;
+        c.rate_burst = 2;
+        c.max_attempts = 1;
+        c.max_queue_wait = Duration::ZERO;
+        c.breaker_failures = 0;
+        c.adaptive_decrease = 0.7;
+        c.adaptive_increase = 0.2;
+    })
+    .await;
+    // Offered load: 40 calls/s for 6 s, far above both rates.
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    for _ in 0..240 {
+        let client = app.client.clone();
+        calls.push(tokio::spawn(async move {
+            let outcome = client
+                .clone()
+                .create_persistent_contact_association(unknown_instance())
+                .await;
+            (outcome, started.elapsed())
+        }));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (mut early, mut late) = (0, 0);
+    for call in calls {
+        let (outcome, at) = call.await.unwrap();
+        let status = outcome.expect_err("not found, refused or throttled");
+        if status
+            .get_error_details()
+            .error_info()
+            .map(|i| i.reason.clone())
+            == Some("THROTTLED".into())
+        {
+            if at < Duration::from_secs(3) {
+                early += 1;
+            } else {
+                late += 1;
+            }
+        }
+    }
+    assert!(
+        early >= 3,
+        "AWS throttled the configured rate ({early} times)"
+    );
+    assert!(
+        late <= 2,
+        "throttles kept coming: {late} in the last 3 s ({early} before)"
+    );
+    let reached_late = app
+        .simulator
+        .requests()
+        .iter()
+        .filter(|r| r.at - started >= Duration::from_secs(3))
+        .count();
+    // What the quota admits in 3 s without throttling: 5/s plus its burst of 2.
+    assert!(
+        reached_late <= 17,
+        "{reached_late} requests reached AWS in the last 3 s"
+    );
+}

@@ -1,0 +1,234 @@
+//! The account-wide bucket's rate adapts to what AWS actually allows (AIMD, as TCP does): each
+//! ThrottlingException cuts the rate by a factor, at most once per [`DECREASE_INTERVAL`] so a burst of
+//! throttles in flight counts once; every second without throttling it climbs back by a fixed step.
+//!
+//! To settle *under* AWS's real limit instead of sawing through it, the climb stops just below the rate
+//! that was last throttled (the ceiling); only after [`CEILING_RESET`] without any throttle does it
+//! probe up to the configured rate again, so a raised AWS quota is found in time.
+//!
+//! governor's buckets have a fixed rate, so a change builds a new bucket, started empty: a fresh full
+//! burst right after a throttle would be exactly the wrong thing to send.
+
+use std::{
+    num::NonZeroU32,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use governor::{DefaultDirectRateLimiter, RateLimiter};
+
+use super::rate_limit::quota;
+
+/// Throttles closer together than this are one signal.
+pub const DECREASE_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the rate may climb.
+pub const INCREASE_INTERVAL: Duration = Duration::from_secs(1);
+/// Quiet time after which the climb may pass the last throttled rate again.
+pub const CEILING_RESET: Duration = Duration::from_secs(30);
+/// The ceiling sits this fraction below the last throttled rate.
+const CEILING_MARGIN: f64 = 0.95;
+
+/// Adaptation knobs.
+#[derive(Clone, Debug)]
+pub struct AdaptiveConfig {
+    /// Factor applied to the rate on a throttle (1 disables adaptation).
+    pub decrease_factor: f64,
+    /// Requests/s added each second without a throttle.
+    pub increase_per_second: f64,
+}
+
+struct State {
+    limiter: Arc<DefaultDirectRateLimiter>,
+    rate: f64,
+    ceiling: f64,
+    last_change: Instant,
+    last_throttle: Option<Instant>,
+}
+
+/// The account-wide bucket, whose rate adapts.
+pub struct AdaptiveBucket {
+    configured: f64,
+    floor: f64,
+    burst: u32,
+    config: AdaptiveConfig,
+    state: RwLock<State>,
+}
+
+impl AdaptiveBucket {
+    pub fn new(rate_per_second: f64, burst: u32, config: AdaptiveConfig) -> Self {
+        Self {
+            configured: rate_per_second,
+            // Never below a twentieth of the configured rate: a trickle keeps probing AWS.
+            floor: rate_per_second / 20.0,
+            burst,
+            config,
+            state: RwLock::new(State {
+                limiter: Arc::new(RateLimiter::direct(quota(rate_per_second, burst))),
+                rate: rate_per_second,
+                ceiling: rate_per_second,
+                last_change: Instant::now(),
+                last_throttle: None,
+            }),
+        }
+    }
+
+    /// The current bucket.
+    pub fn limiter(&self) -> Arc<DefaultDirectRateLimiter> {
+        self.read().limiter.clone()
+    }
+
+    /// The current rate, in requests per second.
+    pub fn rate(&self) -> f64 {
+        self.read().rate
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_rate(&self, state: &mut State, rate: f64, now: Instant) {
+        let limiter = RateLimiter::direct(quota(rate, self.burst));
+        let _ = limiter.check_n(NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN));
+        state.limiter = Arc::new(limiter);
+        state.rate = rate;
+        state.last_change = now;
+    }
+
+    /// AWS answered ThrottlingException.
+    pub fn on_throttled(&self) {
+        if self.config.decrease_factor >= 1.0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut state = self.write();
+        if state
+            .last_throttle
+            .is_some_and(|at| now - at < DECREASE_INTERVAL)
+        {
+            return;
+        }
+        state.last_throttle = Some(now);
+        state.ceiling = state.rate * CEILING_MARGIN;
+        let rate = (state.rate * self.config.decrease_factor).max(self.floor);
+        tracing::warn!(
+            from = state.rate,
+            to = rate,
+            "AWS throttled: lowering the request rate"
+        );
+        self.set_rate(&mut state, rate, now);
+    }
+
+    /// AWS answered without throttling.
+    pub fn on_accepted(&self) {
+        let now = Instant::now();
+        {
+            let state = self.read();
+            if state.rate >= self.configured || now - state.last_change < INCREASE_INTERVAL {
+                return;
+            }
+        }
+        let mut state = self.write();
+        if now - state.last_change < INCREASE_INTERVAL {
+            return;
+        }
+        let quiet = state
+            .last_throttle
+            .is_none_or(|at| now - at >= CEILING_RESET);
+        let ceiling = if quiet {
+            self.configured
+        } else {
+            state.ceiling
+        };
+        let rate = (state.rate + self.config.increase_per_second).min(ceiling.max(state.rate));
+        if rate > state.rate {
+            tracing::debug!(from = state.rate, to = rate, "raising the request rate");
+            self.set_rate(&mut state, rate, now);
+        } else {
+            state.last_change = now;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket() -> AdaptiveBucket {
+        AdaptiveBucket::new(
+            10.0,
+            2,
+            AdaptiveConfig {
+                decrease_factor: 0.5,
+                increase_per_second: 1.0,
+            },
+        )
+    }
+
+    #[test]
+    fn a_throttle_halves_the_rate_once_per_interval() {
+        let bucket = bucket();
+        bucket.on_throttled();
+        bucket.on_throttled();
+        assert_eq!(bucket.rate(), 5.0);
+    }
+
+    #[test]
+    fn the_new_bucket_starts_empty() {
+        let bucket = bucket();
+        bucket.on_throttled();
+        assert!(bucket.limiter().check().is_err());
+    }
+
+    #[test]
+    fn the_rate_never_falls_below_the_floor() {
+        let bucket = bucket();
+        for _ in 0..20 {
+            bucket.write().last_throttle = None;
+            bucket.on_throttled();
+        }
+        assert_eq!(bucket.rate(), 0.5);
+    }
+
+    #[test]
+    fn the_climb_stops_below_the_last_throttled_rate() {
+        let bucket = bucket();
+        bucket.on_throttled(); // 10 → 5, ceiling 9.5
+        for _ in 0..10 {
+            bucket.write().last_change -= INCREASE_INTERVAL;
+            bucket.on_accepted();
+        }
+        assert_eq!(bucket.rate(), 9.5);
+    }
+
+    #[test]
+    fn a_long_quiet_period_lets_it_climb_to_the_configured_rate() {
+        let bucket = bucket();
+        bucket.on_throttled();
+        for _ in 0..10 {
+            let mut state = bucket.write();
+            state.last_change -= INCREASE_INTERVAL;
+            state.last_throttle = state.last_throttle.map(|at| at - CEILING_RESET);
+            drop(state);
+            bucket.on_accepted();
+        }
+        assert_eq!(bucket.rate(), 10.0);
+    }
+
+    #[test]
+    fn a_factor_of_one_disables_adaptation() {
+        let bucket = AdaptiveBucket::new(
+            10.0,
+            2,
+            AdaptiveConfig {
+                decrease_factor: 1.0,
+                increase_per_second: 1.0,
+            },
+        );
+        bucket.on_throttled();
+        assert_eq!(bucket.rate(), 10.0);
+    }
+}
