@@ -2,16 +2,18 @@
 //! one, which is how tests run it) and wires the gRPC services; [`App::run_until_stopped`] serves until
 //! SIGTERM or Ctrl-C. `main` and the tests start exactly the same thing.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic_health::ServingStatus;
 
 use crate::{
     api::ContactApi,
     config::{Command, ServeConfig, SimulateConfig},
-    middleware::UpstreamStack,
+    lifecycle::{Drain, follow_breaker, set_health},
+    middleware::{UpstreamStack, circuit_breaker::Breaker},
     proto::{self, contact_service_server::ContactServiceServer},
     simulator::{
         Simulator,
@@ -84,6 +86,9 @@ pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
     api: ContactApi,
+    breaker: Arc<Breaker>,
+    drain: Drain,
+    shutdown_grace: Duration,
     simulator: Option<Simulator>,
 }
 
@@ -144,13 +149,16 @@ impl App {
             addr: config.listen,
             source,
         })?;
+        let stack = UpstreamStack::new(upstream.clone(), upstream.region(), &config.middleware());
+        let breaker = stack.breaker();
+        let drain = Drain::default();
         Ok(Self {
             listener,
             local_addr,
-            api: ContactApi::new(
-                UpstreamStack::new(upstream.clone(), upstream.region(), &config.middleware()),
-                config.default_deadline,
-            ),
+            api: ContactApi::new(stack, config.default_deadline, drain.clone()),
+            breaker,
+            drain,
+            shutdown_grace: config.shutdown_grace,
             simulator,
         })
     }
@@ -170,12 +178,10 @@ impl App {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and lets calls in flight finish.
+    /// Serves until `shutdown` completes, then drains (see [`crate::lifecycle`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<ContactServiceServer<ContactApi>>()
-            .await;
+        set_health(&health_reporter, ServingStatus::Serving).await;
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -186,19 +192,46 @@ impl App {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
+        let (stopping, stopping_rx) = watch::channel(false);
+        let readiness = follow_breaker(health_reporter.clone(), self.breaker, stopping_rx.clone());
+        let mut stop_accepting = stopping_rx;
         tracing::info!(addr = %self.local_addr, "connect-facade serving gRPC");
-        Server::builder()
+        let server = Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(ContactServiceServer::new(self.api))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
-            .await?;
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
+                let _ = stop_accepting.wait_for(|stopping| *stopping).await;
+            });
+        tokio::pin!(server);
+
+        tokio::select! {
+            served = &mut server => return Ok(served?),
+            () = shutdown => {}
+        }
+        tracing::info!(grace = ?self.shutdown_grace, "shutting down: draining calls in flight");
+        stopping.send_replace(true);
+        let _ = readiness.await;
+        set_health(&health_reporter, ServingStatus::NotServing).await;
+        let served = match tokio::time::timeout(self.shutdown_grace, &mut server).await {
+            Ok(served) => served,
+            Err(_) => {
+                tracing::warn!(
+                    "grace period over: answering the calls still in flight UNAVAILABLE"
+                );
+                self.drain.expire();
+                match tokio::time::timeout(Duration::from_secs(1), &mut server).await {
+                    Ok(served) => served,
+                    Err(_) => Ok(()),
+                }
+            }
+        };
         drop(self.simulator);
         tracing::info!("connect-facade stopped");
-        Ok(())
+        Ok(served?)
     }
 }
 

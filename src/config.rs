@@ -168,6 +168,12 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_BREAKER_COOL_DOWN", default_value = "5s", value_parser = duration)]
     pub breaker_cool_down: Duration,
 
+    /// On SIGTERM or Ctrl-C, how long calls in flight may finish (keep it under Kubernetes'
+    /// terminationGracePeriodSeconds, 30 s by default); calls still running then are answered
+    /// UNAVAILABLE.
+    #[arg(long, env = "CONNECT_FACADE_SHUTDOWN_GRACE", default_value = "20s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+
     /// Fixed AWS credentials instead of the default chain: set by the embedded simulator and tests,
     /// never from the command line (keys do not belong in process listings).
     #[arg(skip)]

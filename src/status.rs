@@ -62,6 +62,9 @@ pub enum CallError {
     /// Too many calls are already in flight or waiting.
     #[error("too many calls in progress; try again shortly")]
     Overloaded,
+    /// The server is shutting down and the call did not finish within the grace period.
+    #[error("the server is shutting down; retry with the same client_token")]
+    ShuttingDown,
     /// Amazon Connect failed repeatedly; calls fail fast until the cool-down ends.
     #[error("Amazon Connect is failing; calls are paused for {retry_after:?}")]
     CircuitOpen { retry_after: Duration },
@@ -117,6 +120,12 @@ impl From<FailedCall> for Status {
                 details.set_retry_info(Some(OVERLOADED_RETRY_DELAY));
                 details.set_error_info("OVERLOADED", FACADE_DOMAIN, info);
                 (Code::ResourceExhausted, message)
+            }
+            CallError::ShuttingDown => {
+                let message = CallError::ShuttingDown.to_string();
+                details.set_retry_info(Some(UNAVAILABLE_RETRY_DELAY));
+                details.set_error_info("SHUTTING_DOWN", FACADE_DOMAIN, info);
+                (Code::Unavailable, message)
             }
             CallError::CircuitOpen { retry_after } => {
                 let message = CallError::CircuitOpen { retry_after }.to_string();

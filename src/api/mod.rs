@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
     domain::{AssociationRequest, RehydrationType, UnvalidatedRequest},
+    lifecycle::Drain,
     middleware::{UpstreamCall, UpstreamStack},
     proto::{
         self, CreatePersistentContactAssociationRequest,
@@ -31,13 +32,15 @@ pub const ATTEMPTS_HEADER: &str = "x-facade-attempts";
 pub struct ContactApi {
     upstream: UpstreamStack,
     default_deadline: Duration,
+    drain: Drain,
 }
 
 impl ContactApi {
-    pub fn new(upstream: UpstreamStack, default_deadline: Duration) -> Self {
+    pub fn new(upstream: UpstreamStack, default_deadline: Duration, drain: Drain) -> Self {
         Self {
             upstream,
             default_deadline,
+            drain,
         }
     }
 }
@@ -63,15 +66,16 @@ impl ContactService for ContactApi {
         let request = Arc::new(request);
         let deadline = Instant::now() + budget;
         let call = UpstreamCall::new(request.clone(), deadline);
-        let outcome = tokio::time::timeout_at(deadline, self.upstream.call(call.clone())).await;
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout_at(deadline, self.upstream.call(call.clone())) => {
+                outcome.unwrap_or(Err(CallError::DeadlineExceeded { budget }))
+            }
+            () = self.drain.expired() => Err(CallError::ShuttingDown),
+        };
         let mut metadata = attempts_metadata(call.attempts());
         let association = match outcome {
-            Ok(Ok(association)) => association,
-            Ok(Err(error)) => return Err(failed(error, &request, metadata).into()),
-            Err(_elapsed) => {
-                let error = CallError::DeadlineExceeded { budget };
-                return Err(failed(error, &request, metadata).into());
-            }
+            Ok(association) => association,
+            Err(error) => return Err(failed(error, &request, metadata).into()),
         };
         if let Some(value) = association.request_id.and_then(|id| id.parse().ok()) {
             metadata.insert(AWS_REQUEST_ID_HEADER, value);

@@ -76,9 +76,15 @@ impl Breaker {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether the breaker is open (or probing) right now.
+    /// Whether calls are being refused right now: open and cooling down, or a probe in flight. Once
+    /// the cool-down is over the next call will probe, so the breaker no longer counts as open
+    /// (readiness must let that call arrive).
     pub fn is_open(&self) -> bool {
-        !matches!(*self.state(), State::Closed { .. })
+        match *self.state() {
+            State::Closed { .. } => false,
+            State::Open { until } => Instant::now() < until,
+            State::HalfOpen => true,
+        }
     }
 
     /// Lets a call through, or refuses it while the breaker is open.
@@ -282,8 +288,10 @@ mod tests {
         let breaker = breaker();
         fail(&breaker, 3);
         tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(!breaker.is_open(), "ready to probe");
         let probe = breaker.admit().unwrap();
         assert_eq!(probe, Admission::Probe);
+        assert!(breaker.is_open(), "probing");
         assert!(breaker.admit().is_err(), "only one probe at a time");
         breaker.record(&probe, false);
         assert!(!breaker.is_open());

@@ -85,6 +85,7 @@ pub struct MiddlewareConfig {
 #[derive(Clone)]
 pub struct UpstreamStack {
     service: BoxCloneSyncService<UpstreamCall, Association, BoxError>,
+    breaker: Arc<circuit_breaker::Breaker>,
 }
 
 impl std::fmt::Debug for UpstreamStack {
@@ -96,19 +97,26 @@ impl std::fmt::Debug for UpstreamStack {
 impl UpstreamStack {
     /// `key` names the bucket and breaker: one per region and AWS identity, i.e. one per process.
     pub fn new(upstream: ConnectUpstream, key: &str, config: &MiddlewareConfig) -> Self {
+        let breaker = CircuitBreakerLayer::new(key, config.breaker.clone());
         let service = ServiceBuilder::new()
             .layer(LoadShedLayer::new())
             .layer(GlobalConcurrencyLimitLayer::new(
                 config.max_in_flight + config.max_waiting,
             ))
             .layer(RetryLayer::new(RetryPolicy::new(config.retry.clone())))
-            .layer(CircuitBreakerLayer::new(key, config.breaker.clone()))
+            .layer(breaker.clone())
             .layer(RateLimitLayer::new(key, &config.rate_limit))
             .layer(GlobalConcurrencyLimitLayer::new(config.max_in_flight))
             .service(SdkAttempt(upstream));
         Self {
             service: BoxCloneSyncService::new(service),
+            breaker: breaker.breaker(),
         }
+    }
+
+    /// The circuit breaker's state, for readiness.
+    pub fn breaker(&self) -> Arc<circuit_breaker::Breaker> {
+        self.breaker.clone()
     }
 
     /// Runs one call through the middleware to AWS.

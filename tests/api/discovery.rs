@@ -6,7 +6,11 @@ use tonic_health::pb::{
 };
 use tonic_reflection::pb::{v1, v1alpha};
 
-use crate::helpers::{channel, spawn};
+use std::time::{Duration, Instant};
+
+use connect_facade::simulator::fixtures::Fixtures;
+
+use crate::helpers::{always_error, channel, entire_session, spawn, spawn_with};
 
 const SERVICE: &str = "amazonconnect.v1.ContactService";
 
@@ -91,4 +95,50 @@ async fn reflection_v1alpha_describes_error_details_for_grpcurl() {
             response.message_response
         );
     }
+}
+
+#[tokio::test]
+async fn health_is_not_serving_while_the_circuit_is_open() {
+    let app = spawn_with(Fixtures::demo(), |c| {
+        c.max_attempts = 1;
+        c.breaker_failures = 2;
+        c.breaker_cool_down = Duration::from_millis(800);
+    })
+    .await;
+    app.simulator
+        .add_fault(always_error("InternalServiceException"));
+    let health = HealthClient::new(channel(app.addr).await);
+    let status = || {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .expect("health answers")
+                .get_ref()
+                .status()
+        }
+    };
+    for _ in 0..2 {
+        let _ = app.call(entire_session()).await;
+    }
+    let opened = Instant::now();
+    let mut seen = status().await;
+    while seen != ServingStatus::NotServing && opened.elapsed() < Duration::from_millis(600) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = status().await;
+    }
+    assert_eq!(seen, ServingStatus::NotServing);
+    while seen != ServingStatus::Serving && opened.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = status().await;
+    }
+    assert_eq!(
+        seen,
+        ServingStatus::Serving,
+        "ready again once a probe may go through"
+    );
+    assert!(opened.elapsed() >= Duration::from_millis(700));
 }

@@ -152,3 +152,111 @@ async fn raw_http(mut stream: tokio::net::TcpStream, request: &str) -> String {
     stream.read_to_string(&mut answer).await.unwrap();
     answer
 }
+
+/// Writes demo fixtures plus a latency fault to a fresh file for `--simulator-fixtures`.
+fn slow_fixtures(millis: u64) -> std::path::PathBuf {
+    let demo = include_str!("../../fixtures/demo.yaml");
+    let path = std::env::temp_dir().join(format!(
+        "connect-facade-slow-{}-{}.yaml",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::write(
+        &path,
+        format!("{demo}\nfaults:\n  - {{ kind: latency, millis: {millis} }}\n"),
+    )
+    .unwrap();
+    path
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().expect("still running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_call_in_flight_finish_then_exits_zero() {
+    let fixtures = slow_fixtures(1_000);
+    let (mut child, addr) = serving(facade(&[
+        "serve",
+        "--simulator",
+        "--simulator-fixtures",
+        fixtures.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]))
+    .await;
+    let mut client = ContactServiceClient::new(channel(addr).await);
+    let call = tokio::spawn(async move {
+        client
+            .create_persistent_contact_association(entire_session())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm(&child);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed during the drain"
+    );
+    let response = call.await.unwrap().expect("the call in flight completes");
+    assert_eq!(response.get_ref().continued_from_contact_id, "C3");
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits after the drain")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_file(fixtures);
+}
+
+#[tokio::test]
+async fn calls_outlasting_the_grace_period_are_answered_unavailable() {
+    let fixtures = slow_fixtures(5_000);
+    let (mut child, addr) = serving(facade(&[
+        "serve",
+        "--simulator",
+        "--simulator-fixtures",
+        fixtures.to_str().unwrap(),
+        "--shutdown-grace",
+        "300ms",
+        "--listen",
+        "127.0.0.1:0",
+    ]))
+    .await;
+    let mut client = ContactServiceClient::new(channel(addr).await);
+    let call = tokio::spawn(async move {
+        client
+            .create_persistent_contact_association(entire_session())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = std::time::Instant::now();
+    sigterm(&child);
+    let status = call
+        .await
+        .unwrap()
+        .expect_err("cut off by the grace period");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        status.get_error_details().error_info().unwrap().reason,
+        "SHUTTING_DOWN"
+    );
+    let elapsed = signalled.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_millis(1_500),
+        "answered {elapsed:?} after SIGTERM"
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let _ = std::fs::remove_file(fixtures);
+}

@@ -1,0 +1,92 @@
+//! How the server stops and how it tells the world it is ready, the way Kubernetes expects:
+//!
+//! - Readiness: `grpc.health.v1.Health` answers SERVING (overall `""` and for the service) while the
+//!   facade can usefully take calls, and NOT_SERVING while the circuit breaker to AWS is open, so a
+//!   readiness probe sends callers to healthier replicas meanwhile.
+//! - Shutdown, on SIGTERM or Ctrl-C: health turns NOT_SERVING at once, the listener stops accepting
+//!   (GOAWAY on open connections), and calls in flight may finish for up to the grace period. tonic's
+//!   graceful shutdown has no drain timeout of its own, so [`Drain`] adds one: calls still running when
+//!   the grace period ends are answered UNAVAILABLE (safe to retry elsewhere with the same client
+//!   token), and the process exits 0.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::watch;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    api::ContactApi, middleware::circuit_breaker::Breaker,
+    proto::contact_service_server::ContactServiceServer,
+};
+
+/// The fully qualified name health checks use for the service.
+pub const SERVICE_NAME: &str =
+    <ContactServiceServer<ContactApi> as tonic::server::NamedService>::NAME;
+
+/// How often readiness follows the circuit breaker.
+const READINESS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Tells calls in flight that the drain period is over.
+#[derive(Clone, Debug)]
+pub struct Drain {
+    expired: watch::Sender<bool>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            expired: watch::channel(false).0,
+        }
+    }
+}
+
+impl Drain {
+    /// Ends the grace period: every call still waiting is answered at once.
+    pub fn expire(&self) {
+        self.expired.send_replace(true);
+    }
+
+    /// Completes when the grace period is over.
+    pub fn expired(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut expired = self.expired.subscribe();
+        async move {
+            // An error means the sender is gone: the server is gone too, nothing left to wait for.
+            let _ = expired.wait_for(|expired| *expired).await;
+        }
+    }
+}
+
+/// Sets both the overall and the service's health status.
+pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// Follows the circuit breaker into health until `stopping` turns true.
+pub fn follow_breaker(
+    reporter: HealthReporter,
+    breaker: Arc<Breaker>,
+    mut stopping: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut serving = true;
+        let mut tick = tokio::time::interval(READINESS_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopping.wait_for(|stopping| *stopping) => return,
+            }
+            let open = breaker.is_open();
+            if open == serving {
+                serving = !open;
+                let status = if serving {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                tracing::info!(?status, "readiness follows the circuit breaker");
+                set_health(&reporter, status).await;
+            }
+        }
+    })
+}
