@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     middleware::{AdaptiveConfig, BreakerConfig, MiddlewareConfig, RateLimitConfig, RetryConfig},
     simulator::faults::Fault,
+    telemetry::LogFormat,
     upstream::StaticCredentials,
 };
 
@@ -15,6 +16,11 @@ use crate::{
 #[derive(Debug, Parser)]
 #[command(name = "connect-facade", version, propagate_version = true)]
 pub struct Cli {
+    /// Log line format: json (one object per line, the default when stderr is not a terminal),
+    /// text, or auto. Filter with RUST_LOG (default info).
+    #[arg(long, global = true, env = "CONNECT_FACADE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }

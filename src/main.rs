@@ -6,7 +6,7 @@ use connect_facade::{app, config::Cli, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
+    telemetry::init(cli.log_format);
     match app::run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

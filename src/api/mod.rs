@@ -7,7 +7,8 @@ pub mod deadline;
 use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
-use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
+use tracing::{Instrument, Span};
 
 use crate::{
     domain::{AssociationRequest, RehydrationType, UnvalidatedRequest},
@@ -45,9 +46,8 @@ impl ContactApi {
     }
 }
 
-#[tonic::async_trait]
-impl ContactService for ContactApi {
-    async fn create_persistent_contact_association(
+impl ContactApi {
+    async fn associate(
         &self,
         request: Request<CreatePersistentContactAssociationRequest>,
     ) -> Result<Response<CreatePersistentContactAssociationResponse>, Status> {
@@ -63,6 +63,8 @@ impl ContactService for ContactApi {
             metadata: attempts_metadata(0),
         })?;
 
+        let span = Span::current();
+        span.record("client_token", request.client_token().as_str());
         let request = Arc::new(request);
         let deadline = Instant::now() + budget;
         let call = UpstreamCall::new(request.clone(), deadline);
@@ -72,19 +74,49 @@ impl ContactService for ContactApi {
             }
             () = self.drain.expired() => Err(CallError::ShuttingDown),
         };
+        span.record("attempts", call.attempts());
         let mut metadata = attempts_metadata(call.attempts());
         let association = match outcome {
             Ok(association) => association,
             Err(error) => return Err(failed(error, &request, metadata).into()),
         };
-        if let Some(value) = association.request_id.and_then(|id| id.parse().ok()) {
-            metadata.insert(AWS_REQUEST_ID_HEADER, value);
+        if let Some(id) = &association.request_id {
+            span.record("aws_request_id", id.as_str());
+            if let Ok(value) = id.parse() {
+                metadata.insert(AWS_REQUEST_ID_HEADER, value);
+            }
         }
         let response = CreatePersistentContactAssociationResponse {
             continued_from_contact_id: association.continued_from_contact_id,
             client_token: request.client_token().to_string(),
         };
         Ok(Response::from_parts(metadata, response, Default::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl ContactService for ContactApi {
+    async fn create_persistent_contact_association(
+        &self,
+        request: Request<CreatePersistentContactAssociationRequest>,
+    ) -> Result<Response<CreatePersistentContactAssociationResponse>, Status> {
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "rpc",
+            method = "amazonconnect.v1.ContactService/CreatePersistentContactAssociation",
+            instance_id = request.get_ref().instance_id.as_str(),
+            client_token = tracing::field::Empty,
+            attempts = 0u32,
+            aws_request_id = tracing::field::Empty,
+            grpc_code = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        let result = self.associate(request).instrument(span.clone()).await;
+        let code = result.as_ref().err().map_or(Code::Ok, Status::code);
+        span.record("grpc_code", format!("{code:?}"));
+        span.record("latency_ms", started.elapsed().as_secs_f64() * 1000.0);
+        span.in_scope(|| tracing::info!("rpc finished"));
+        result
     }
 }
 
@@ -109,6 +141,11 @@ fn failed(error: CallError, request: &AssociationRequest, metadata: MetadataMap)
             tracing::error!(error = %upstream, "unexpected answer from Amazon Connect")
         }
         other => tracing::debug!(error = %other, "call failed"),
+    }
+    if let CallError::Upstream(upstream) = &error
+        && let Some(id) = &upstream.request_id
+    {
+        Span::current().record("aws_request_id", id.as_str());
     }
     FailedCall {
         error,

@@ -161,12 +161,12 @@ impl Service<UpstreamCall> for SdkAttempt {
                 .create_persistent_contact_association(&call.request)
                 .await;
             match &outcome {
-                Ok(_) => tracing::debug!(attempt, "upstream attempt succeeded"),
-                Err(err) => tracing::debug!(
+                Ok(_) => tracing::info!(attempt, outcome = "ok", "upstream attempt"),
+                Err(err) => tracing::info!(
                     attempt,
+                    outcome = ?err.kind,
                     aws_error_code = err.aws_code.as_deref().unwrap_or(""),
-                    kind = ?err.kind,
-                    "upstream attempt failed"
+                    "upstream attempt"
                 ),
             }
             outcome.map_err(CallError::Upstream)

@@ -135,7 +135,12 @@ impl Policy<UpstreamCall, Association, CallError> for RetryPolicy {
             tracing::warn!(attempts, "no retry: the retry budget is spent");
             return None;
         }
-        tracing::debug!(attempts, ?delay, throttled, "retrying");
+        tracing::info!(
+            attempts,
+            backoff_ms = delay.as_millis() as u64,
+            throttled,
+            "retrying"
+        );
         Some(Box::pin(tokio::time::sleep(delay)))
     }
 

@@ -1,7 +1,12 @@
 //! The real binary, as an operator starts it: start-up failures, the quick start, and credentials
 //! resolved from the (here: empty) default chain.
 
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+use std::{
+    net::SocketAddr,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use connect_facade::{
     proto::contact_service_client::ContactServiceClient, simulator::Simulator,
@@ -34,25 +39,42 @@ fn facade(args: &[&str]) -> Command {
     command
 }
 
-/// Starts `serve` and waits for it to log the address it bound.
-async fn serving(mut command: Command) -> (Child, SocketAddr) {
+/// A running facade process, with every log line it wrote so far.
+struct Serving {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts `serve` and waits for it to log (in JSON, as it does when stderr is not a terminal) the
+/// address it bound.
+async fn serving(mut command: Command) -> Serving {
     let mut child = command.spawn().expect("binary starts");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+    let logs = Arc::new(Mutex::new(Vec::new()));
     let addr = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(line) = lines.next_line().await.expect("readable stderr") {
-            if line.contains("serving gRPC")
-                && let Some(addr) = line.split("addr=").nth(1)
-            {
-                return addr.trim().parse().expect("a socket address");
+            logs.lock().unwrap().push(line.clone());
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                panic!("not a JSON log line: {line}")
+            };
+            if event["fields"]["message"] == "connect-facade serving gRPC" {
+                let addr = event["fields"]["addr"].as_str().expect("addr field");
+                return addr.parse().expect("a socket address");
             }
         }
         panic!("the facade exited before serving")
     })
     .await
     .expect("the facade serves within 20 s");
-    // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+    // Keep collecting stderr so the child never blocks on a full pipe.
+    let collected = logs.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            collected.lock().unwrap().push(line);
+        }
+    });
+    Serving { child, addr, logs }
 }
 
 #[tokio::test]
@@ -74,8 +96,11 @@ async fn serve_without_a_region_exits_at_once_naming_the_fix() {
 
 #[tokio::test]
 async fn the_quick_start_serves_the_documented_example_over_the_embedded_simulator() {
-    let (_child, addr) =
-        serving(facade(&["serve", "--simulator", "--listen", "127.0.0.1:0"])).await;
+    let Serving {
+        addr,
+        child: _child,
+        ..
+    } = serving(facade(&["serve", "--simulator", "--listen", "127.0.0.1:0"])).await;
     let mut client = ContactServiceClient::new(channel(addr).await);
     let response = client
         .create_persistent_contact_association(entire_session())
@@ -90,7 +115,11 @@ async fn missing_credentials_are_internal_aws_credentials_and_aws_is_not_called(
         .await
         .unwrap();
     let endpoint = simulator.endpoint_url();
-    let (_child, addr) = serving(facade(&[
+    let Serving {
+        addr,
+        child: _child,
+        ..
+    } = serving(facade(&[
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -184,7 +213,9 @@ fn sigterm(child: &Child) {
 #[tokio::test]
 async fn sigterm_lets_a_call_in_flight_finish_then_exits_zero() {
     let fixtures = slow_fixtures(1_000);
-    let (mut child, addr) = serving(facade(&[
+    let Serving {
+        addr, mut child, ..
+    } = serving(facade(&[
         "serve",
         "--simulator",
         "--simulator-fixtures",
@@ -219,7 +250,9 @@ async fn sigterm_lets_a_call_in_flight_finish_then_exits_zero() {
 #[tokio::test]
 async fn calls_outlasting_the_grace_period_are_answered_unavailable() {
     let fixtures = slow_fixtures(5_000);
-    let (mut child, addr) = serving(facade(&[
+    let Serving {
+        addr, mut child, ..
+    } = serving(facade(&[
         "serve",
         "--simulator",
         "--simulator-fixtures",
@@ -259,4 +292,67 @@ async fn calls_outlasting_the_grace_period_are_answered_unavailable() {
         .unwrap();
     assert!(exit.success(), "{exit:?}");
     let _ = std::fs::remove_file(fixtures);
+}
+
+#[tokio::test]
+async fn no_secret_reaches_the_logs_even_at_trace_level() {
+    let simulator = Simulator::start(loopback(), Fixtures::demo())
+        .await
+        .unwrap();
+    let endpoint = simulator.endpoint_url();
+    let secret = "wJalrXUtnFEMI-SECRET-NEVER-LOGGED";
+    let session_token = "FwoGZXIvYXdzEXAMPLE-SESSION-NEVER-LOGGED";
+    let mut command = facade(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--region",
+        "eu-west-2",
+        "--endpoint-url",
+        &endpoint,
+    ]);
+    command
+        .env("RUST_LOG", "trace")
+        .env("AWS_ACCESS_KEY_ID", "AKIDTRACETEST")
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_SESSION_TOKEN", session_token);
+    let Serving {
+        mut child,
+        addr,
+        logs,
+    } = serving(command).await;
+    let mut client = ContactServiceClient::new(channel(addr).await);
+    let response = client
+        .create_persistent_contact_association(entire_session())
+        .await
+        .expect("the call succeeds with the environment's keys");
+    let token = response.get_ref().client_token.clone();
+    sigterm(&child);
+    child.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let logs = logs.lock().unwrap().join("\n");
+    assert!(
+        logs.len() > 10_000,
+        "trace logging was on ({} bytes)",
+        logs.len()
+    );
+    assert!(!logs.contains(secret), "the secret key reached the logs");
+    assert!(
+        !logs.contains(session_token),
+        "the session token reached the logs"
+    );
+
+    // The RPC's span carries what an operator searches by.
+    let finished = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["fields"]["message"] == "rpc finished")
+        .expect("an rpc finished event");
+    let span = &finished["span"];
+    assert_eq!(span["client_token"], token.as_str());
+    assert_eq!(span["grpc_code"], "Ok");
+    assert_eq!(span["attempts"], 1);
+    assert_eq!(span["instance_id"], crate::helpers::INSTANCE);
+    assert!(span["aws_request_id"].is_string(), "{span}");
+    assert!(span["latency_ms"].is_number(), "{span}");
 }
