@@ -4,7 +4,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
@@ -13,6 +13,7 @@ use crate::{
     api::ContactApi,
     config::{Command, ServeConfig, SimulateConfig},
     lifecycle::{Drain, follow_breaker, set_health},
+    metrics::{self, Metrics},
     middleware::{UpstreamStack, circuit_breaker::Breaker},
     proto::{self, contact_service_server::ContactServiceServer},
     simulator::{
@@ -87,6 +88,10 @@ pub struct App {
     local_addr: SocketAddr,
     api: ContactApi,
     breaker: Arc<Breaker>,
+    metrics: Arc<Metrics>,
+    metrics_endpoint: Option<(SocketAddr, JoinHandle<()>)>,
+    /// The region/identity key of the rate limiter and breaker.
+    key: String,
     drain: Drain,
     shutdown_grace: Duration,
     simulator: Option<Simulator>,
@@ -149,13 +154,40 @@ impl App {
             addr: config.listen,
             source,
         })?;
-        let stack = UpstreamStack::new(upstream.clone(), upstream.region(), &config.middleware());
+        let metrics = Arc::new(Metrics::new());
+        let metrics_endpoint = match config.metrics_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
+                Some((bound, metrics::serve(listener, metrics.clone())))
+            }
+            None => None,
+        };
+        let stack = UpstreamStack::new(
+            upstream.clone(),
+            upstream.region(),
+            &config.middleware(),
+            metrics.clone(),
+        );
         let breaker = stack.breaker();
         let drain = Drain::default();
         Ok(Self {
             listener,
             local_addr,
-            api: ContactApi::new(stack, config.default_deadline, drain.clone()),
+            api: ContactApi::new(
+                stack,
+                config.default_deadline,
+                drain.clone(),
+                metrics.clone(),
+            ),
+            metrics,
+            metrics_endpoint,
+            key: upstream.region().to_owned(),
             breaker,
             drain,
             shutdown_grace: config.shutdown_grace,
@@ -166,6 +198,11 @@ impl App {
     /// The address actually bound (the port chosen when asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the metrics endpoint, when `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_endpoint.as_ref().map(|(addr, _)| *addr)
     }
 
     /// The embedded simulator, when serving with `--simulator`.
@@ -193,7 +230,13 @@ impl App {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let (stopping, stopping_rx) = watch::channel(false);
-        let readiness = follow_breaker(health_reporter.clone(), self.breaker, stopping_rx.clone());
+        let readiness = follow_breaker(
+            health_reporter.clone(),
+            self.breaker,
+            self.metrics.clone(),
+            self.key.clone(),
+            stopping_rx.clone(),
+        );
         let mut stop_accepting = stopping_rx;
         tracing::info!(addr = %self.local_addr, "connect-facade serving gRPC");
         let server = Server::builder()
@@ -230,6 +273,9 @@ impl App {
             }
         };
         drop(self.simulator);
+        if let Some((_, task)) = self.metrics_endpoint {
+            task.abort();
+        }
         tracing::info!("connect-facade stopped");
         Ok(served?)
     }

@@ -60,6 +60,10 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 
+    /// Serve Prometheus metrics on this address (plain HTTP, GET /metrics); off when absent.
+    #[arg(long, env = "CONNECT_FACADE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// AWS region of the Amazon Connect instance; overrides AWS_REGION and the profile's region.
     #[arg(long, env = "CONNECT_FACADE_REGION")]
     pub region: Option<String>,

@@ -14,7 +14,7 @@
 //! 5. [`status`]: the outcome becomes a gRPC status with google.rpc details, in one place.
 //!
 //! Around them: [`config`] (flags and environment), [`app`] (startup and serving, with reflection and
-//! health), [`lifecycle`] (readiness and graceful shutdown), [`telemetry`] (logs) and [`simulator`], an Amazon Connect that speaks the real wire format,
+//! health), [`lifecycle`] (readiness and graceful shutdown), [`telemetry`] (logs), [`metrics`] (Prometheus) and [`simulator`], an Amazon Connect that speaks the real wire format,
 //! used when no AWS account is at hand and by every test.
 
 pub mod api;
@@ -22,6 +22,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod lifecycle;
+pub mod metrics;
 pub mod middleware;
 pub mod simulator;
 pub mod status;

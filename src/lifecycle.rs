@@ -1,6 +1,6 @@
 //! How the server stops and how it tells the world it is ready, the way Kubernetes expects:
 //!
-//! - Readiness: `grpc.health.v1.Health` answers SERVING (overall `""` and for the service) while the
+//! - Readiness (and the breaker's metric): `grpc.health.v1.Health` answers SERVING (overall `""` and for the service) while the
 //!   facade can usefully take calls, and NOT_SERVING while the circuit breaker to AWS is open, so a
 //!   readiness probe sends callers to healthier replicas meanwhile.
 //! - Shutdown, on SIGTERM or Ctrl-C: health turns NOT_SERVING at once, the listener stops accepting
@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    api::ContactApi, middleware::circuit_breaker::Breaker,
+    api::ContactApi, metrics::Metrics, middleware::circuit_breaker::Breaker,
     proto::contact_service_server::ContactServiceServer,
 };
 
@@ -66,6 +66,8 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 pub fn follow_breaker(
     reporter: HealthReporter,
     breaker: Arc<Breaker>,
+    metrics: Arc<Metrics>,
+    key: String,
     mut stopping: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -77,6 +79,7 @@ pub fn follow_breaker(
                 _ = stopping.wait_for(|stopping| *stopping) => return,
             }
             let open = breaker.is_open();
+            metrics.set_breaker_open(&key, open);
             if open == serving {
                 serving = !open;
                 let status = if serving {

@@ -13,6 +13,7 @@ use tracing::{Instrument, Span};
 use crate::{
     domain::{AssociationRequest, RehydrationType, UnvalidatedRequest},
     lifecycle::Drain,
+    metrics::Metrics,
     middleware::{UpstreamCall, UpstreamStack},
     proto::{
         self, CreatePersistentContactAssociationRequest,
@@ -34,14 +35,21 @@ pub struct ContactApi {
     upstream: UpstreamStack,
     default_deadline: Duration,
     drain: Drain,
+    metrics: Arc<Metrics>,
 }
 
 impl ContactApi {
-    pub fn new(upstream: UpstreamStack, default_deadline: Duration, drain: Drain) -> Self {
+    pub fn new(
+        upstream: UpstreamStack,
+        default_deadline: Duration,
+        drain: Drain,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             upstream,
             default_deadline,
             drain,
+            metrics,
         }
     }
 }
@@ -101,6 +109,7 @@ impl ContactService for ContactApi {
         request: Request<CreatePersistentContactAssociationRequest>,
     ) -> Result<Response<CreatePersistentContactAssociationResponse>, Status> {
         let started = Instant::now();
+        let recorded = self.metrics.rpc_started();
         let span = tracing::info_span!(
             "rpc",
             method = "amazonconnect.v1.ContactService/CreatePersistentContactAssociation",
@@ -113,6 +122,7 @@ impl ContactService for ContactApi {
         );
         let result = self.associate(request).instrument(span.clone()).await;
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
+        recorded.answered(code);
         span.record("grpc_code", format!("{code:?}"));
         span.record("latency_ms", started.elapsed().as_secs_f64() * 1000.0);
         span.in_scope(|| tracing::info!("rpc finished"));

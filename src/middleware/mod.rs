@@ -37,6 +37,7 @@ use tower::{
 
 use crate::{
     domain::AssociationRequest,
+    metrics::Metrics,
     status::CallError,
     upstream::{Association, ConnectUpstream},
 };
@@ -96,18 +97,30 @@ impl std::fmt::Debug for UpstreamStack {
 
 impl UpstreamStack {
     /// `key` names the bucket and breaker: one per region and AWS identity, i.e. one per process.
-    pub fn new(upstream: ConnectUpstream, key: &str, config: &MiddlewareConfig) -> Self {
+    pub fn new(
+        upstream: ConnectUpstream,
+        key: &str,
+        config: &MiddlewareConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let breaker = CircuitBreakerLayer::new(key, config.breaker.clone());
         let service = ServiceBuilder::new()
             .layer(LoadShedLayer::new())
             .layer(GlobalConcurrencyLimitLayer::new(
                 config.max_in_flight + config.max_waiting,
             ))
-            .layer(RetryLayer::new(RetryPolicy::new(config.retry.clone())))
+            .layer(RetryLayer::new(RetryPolicy::new(
+                config.retry.clone(),
+                metrics.clone(),
+            )))
             .layer(breaker.clone())
-            .layer(RateLimitLayer::new(key, &config.rate_limit))
+            .layer(RateLimitLayer::new(
+                key,
+                &config.rate_limit,
+                metrics.clone(),
+            ))
             .layer(GlobalConcurrencyLimitLayer::new(config.max_in_flight))
-            .service(SdkAttempt(upstream));
+            .service(SdkAttempt { upstream, metrics });
         Self {
             service: BoxCloneSyncService::new(service),
             breaker: breaker.breaker(),
@@ -142,7 +155,10 @@ impl UpstreamStack {
 
 /// The innermost service: one SDK attempt, counted.
 #[derive(Clone)]
-struct SdkAttempt(ConnectUpstream);
+struct SdkAttempt {
+    upstream: ConnectUpstream,
+    metrics: Arc<Metrics>,
+}
 
 impl Service<UpstreamCall> for SdkAttempt {
     type Response = Association;
@@ -154,20 +170,26 @@ impl Service<UpstreamCall> for SdkAttempt {
     }
 
     fn call(&mut self, call: UpstreamCall) -> Self::Future {
-        let upstream = self.0.clone();
+        let upstream = self.upstream.clone();
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let attempt = call.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            let started = std::time::Instant::now();
             let outcome = upstream
                 .create_persistent_contact_association(&call.request)
                 .await;
+            let elapsed = started.elapsed();
             match &outcome {
-                Ok(_) => tracing::info!(attempt, outcome = "ok", "upstream attempt"),
-                Err(err) => tracing::info!(
-                    attempt,
-                    outcome = ?err.kind,
-                    aws_error_code = err.aws_code.as_deref().unwrap_or(""),
-                    "upstream attempt"
-                ),
+                Ok(_) => {
+                    tracing::info!(attempt, outcome = "ok", "upstream attempt");
+                    metrics.upstream_attempt("ok", "", elapsed);
+                }
+                Err(err) => {
+                    let aws_error_code = err.aws_code.as_deref().unwrap_or("");
+                    let kind = format!("{:?}", err.kind);
+                    tracing::info!(attempt, outcome = %kind, aws_error_code, "upstream attempt");
+                    metrics.upstream_attempt(&kind, aws_error_code, elapsed);
+                }
             }
             outcome.map_err(CallError::Upstream)
         })

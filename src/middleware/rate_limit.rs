@@ -33,6 +33,7 @@ use super::{
     adaptive::{AdaptiveBucket, AdaptiveConfig},
 };
 use crate::{
+    metrics::Metrics,
     status::CallError,
     upstream::{Association, UpstreamErrorKind},
 };
@@ -73,6 +74,7 @@ struct Buckets {
     per_instance: Option<(DefaultKeyedRateLimiter<String>, String)>,
     max_queue_wait: Duration,
     clock: DefaultClock,
+    metrics: Arc<Metrics>,
 }
 
 /// No token now: which limit, and how long until one is free.
@@ -107,16 +109,29 @@ impl Buckets {
         })
     }
 
+    /// AWS answered without throttling: the adaptive rate may climb.
+    fn accepted(&self) {
+        self.global.on_accepted();
+        self.metrics.set_rate_limit(&self.key, self.global.rate());
+    }
+
     /// Takes a token, waiting while the deadline and the queue bound allow.
     async fn acquire(&self, call: &UpstreamCall) -> Result<(), CallError> {
-        let give_up_at = (Instant::now() + self.max_queue_wait).min(call.deadline);
+        let started = Instant::now();
+        let give_up_at = (started + self.max_queue_wait).min(call.deadline);
         loop {
             let refusal = match self.try_acquire(call.request.instance_id()) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if started.elapsed() > Duration::ZERO {
+                        self.metrics.rate_limiter_waited(started.elapsed());
+                    }
+                    return Ok(());
+                }
                 Err(refusal) => refusal,
             };
             if Instant::now() + refusal.wait > give_up_at {
                 tracing::debug!(subject = %refusal.subject, wait = ?refusal.wait, "rate limited");
+                self.metrics.rate_limiter_refused();
                 return Err(CallError::RateLimited {
                     subject: refusal.subject,
                     description: refusal.description,
@@ -136,7 +151,8 @@ pub struct RateLimitLayer {
 
 impl RateLimitLayer {
     /// `key` names the shared bucket (region and AWS identity).
-    pub fn new(key: &str, config: &RateLimitConfig) -> Self {
+    pub fn new(key: &str, config: &RateLimitConfig, metrics: Arc<Metrics>) -> Self {
+        metrics.set_rate_limit(key, config.rate_per_second);
         let per_instance = config.instance_rate_per_second.map(|rate| {
             (
                 RateLimiter::keyed(quota(rate, config.instance_burst)),
@@ -162,6 +178,7 @@ impl RateLimitLayer {
                 per_instance,
                 max_queue_wait: config.max_queue_wait,
                 clock: DefaultClock::default(),
+                metrics,
             }),
         }
     }
@@ -208,10 +225,13 @@ where
             let outcome = inner.oneshot(call).await;
             match &outcome {
                 Err(CallError::Upstream(e)) if e.kind == UpstreamErrorKind::Throttling => {
-                    buckets.global.on_throttled()
+                    buckets.global.on_throttled();
+                    buckets
+                        .metrics
+                        .set_rate_limit(&buckets.key, buckets.global.rate());
                 }
-                Err(CallError::Upstream(e)) if e.answered_by_aws() => buckets.global.on_accepted(),
-                Ok(_) => buckets.global.on_accepted(),
+                Err(CallError::Upstream(e)) if e.answered_by_aws() => buckets.accepted(),
+                Ok(_) => buckets.accepted(),
                 Err(_) => {}
             }
             outcome

@@ -25,6 +25,7 @@ use tower::{
 
 use super::UpstreamCall;
 use crate::{
+    metrics::Metrics,
     status::CallError,
     upstream::{Association, UpstreamErrorKind},
 };
@@ -65,12 +66,13 @@ pub fn is_retryable(error: &CallError) -> bool {
 #[derive(Clone)]
 pub struct RetryPolicy {
     config: RetryConfig,
+    metrics: Arc<Metrics>,
     budget: Arc<TpsBudget>,
     rng: HasherRng,
 }
 
 impl RetryPolicy {
-    pub fn new(config: RetryConfig) -> Self {
+    pub fn new(config: RetryConfig, metrics: Arc<Metrics>) -> Self {
         let budget = TpsBudget::new(
             config
                 .budget_window
@@ -80,6 +82,7 @@ impl RetryPolicy {
         );
         Self {
             config,
+            metrics,
             budget: Arc::new(budget),
             rng: HasherRng::default(),
         }
@@ -118,6 +121,7 @@ impl Policy<UpstreamCall, Association, CallError> for RetryPolicy {
         }
         let attempts = call.attempts();
         if attempts >= self.config.max_attempts {
+            self.metrics.retry_refused("attempts");
             return None;
         }
         let throttled =
@@ -129,12 +133,15 @@ impl Policy<UpstreamCall, Association, CallError> for RetryPolicy {
                 ?delay,
                 "no retry: the backoff would pass the deadline"
             );
+            self.metrics.retry_refused("deadline");
             return None;
         }
         if !self.budget.withdraw() {
             tracing::warn!(attempts, "no retry: the retry budget is spent");
+            self.metrics.retry_refused("budget");
             return None;
         }
+        self.metrics.retry();
         tracing::info!(
             attempts,
             backoff_ms = delay.as_millis() as u64,
@@ -201,7 +208,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_exponentially_with_jitter_and_a_cap() {
-        let mut policy = RetryPolicy::new(config());
+        let mut policy = RetryPolicy::new(config(), Arc::new(Metrics::new()));
         for _ in 0..100 {
             let first = policy.backoff(false, 1);
             assert!((25..=50).contains(&first.as_millis()), "{first:?}");

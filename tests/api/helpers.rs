@@ -25,6 +25,7 @@ pub const ACCESS_KEY_ID: &str = "AKIDTESTFACADE";
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
     pub client: ContactServiceClient<Channel>,
     pub simulator: Simulator,
     server: tokio::task::JoinHandle<()>,
@@ -71,6 +72,7 @@ pub async fn spawn_with(fixtures: Fixtures, configure: impl FnOnce(&mut ServeCon
     configure(&mut config);
     let app = App::build(config).await.expect("facade starts");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let server = tokio::spawn(async move {
         app.run_until(std::future::pending())
             .await
@@ -79,6 +81,7 @@ pub async fn spawn_with(fixtures: Fixtures, configure: impl FnOnce(&mut ServeCon
     let client = ContactServiceClient::new(channel(addr).await);
     TestApp {
         addr,
+        metrics_addr,
         client,
         simulator,
         server,
@@ -130,6 +133,21 @@ pub fn fault(effect: FaultEffect) -> Fault {
 }
 
 impl TestApp {
+    /// Scrapes `/metrics` (the app must have been started with `metrics_listen`).
+    pub async fn scrape(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_addr.expect("metrics_listen was set");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        answer
+    }
+
     pub async fn call(
         &self,
         request: CreatePersistentContactAssociationRequest,

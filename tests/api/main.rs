@@ -5,6 +5,7 @@ mod association;
 mod discovery;
 mod errors;
 mod helpers;
+mod observability;
 mod process;
 mod resilience;
 mod validation;

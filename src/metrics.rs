@@ -1,0 +1,411 @@
+//! Prometheus metrics, served on their own plain-HTTP listener (`--metrics-listen`, `GET /metrics`).
+//!
+//! The gRPC server metrics use go-grpc-prometheus's names and labels (`grpc_server_started_total`,
+//! `grpc_server_handled_total`, `grpc_server_handling_seconds`, with Go's code names such as
+//! `InvalidArgument`), so existing Grafana dashboards and alerts work unchanged. The facade's own are
+//! prefixed `connect_facade_`.
+//!
+//! prometheus-client keeps a registry per [`Metrics`] value rather than a process-global recorder, so
+//! every app (and every test) counts only its own calls.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
+    registry::Registry,
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tonic::Code;
+
+/// Latency buckets of go-grpc-prometheus (seconds), used for both histograms.
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+pub const SERVICE: &str = "amazonconnect.v1.ContactService";
+pub const METHOD: &str = "CreatePersistentContactAssociation";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    grpc_type: &'static str,
+    grpc_service: &'static str,
+    grpc_method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandledLabels {
+    grpc_type: &'static str,
+    grpc_service: &'static str,
+    grpc_method: &'static str,
+    grpc_code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    outcome: String,
+    aws_error_code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    key: String,
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Every metric the facade exports.
+pub struct Metrics {
+    registry: Registry,
+    started: Family<RpcLabels, Counter>,
+    handled: Family<HandledLabels, Counter>,
+    handling_seconds: Family<RpcLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge<i64, AtomicI64>,
+    upstream_attempts: Family<AttemptLabels, Counter>,
+    upstream_seconds: Histogram,
+    retries: Counter,
+    retries_refused: Family<ReasonLabels, Counter>,
+    rate_limiter_waits: Counter,
+    rate_limiter_wait_seconds: Histogram,
+    rate_limiter_refusals: Counter,
+    rate_limit: Family<KeyLabels, Gauge<f64, AtomicU64>>,
+    breaker_open: Family<KeyLabels, Gauge<i64, AtomicI64>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let started = Family::default();
+        registry.register(
+            "grpc_server_started",
+            "RPCs started on the server",
+            started.clone(),
+        );
+        let handled = Family::default();
+        registry.register(
+            "grpc_server_handled",
+            "RPCs completed on the server, by gRPC code",
+            handled.clone(),
+        );
+        let handling_seconds =
+            Family::<RpcLabels, Histogram, fn() -> Histogram>::new_with_constructor(histogram);
+        registry.register(
+            "grpc_server_handling_seconds",
+            "Response latency of RPCs handled by the server, in seconds",
+            handling_seconds.clone(),
+        );
+        let sub = registry.sub_registry_with_prefix("connect_facade");
+        let in_flight = Gauge::default();
+        sub.register("in_flight_calls", "Calls being handled", in_flight.clone());
+        let upstream_attempts = Family::default();
+        sub.register(
+            "upstream_attempts",
+            "Attempts sent to Amazon Connect, by outcome and AWS error code",
+            upstream_attempts.clone(),
+        );
+        let upstream_seconds = histogram();
+        sub.register(
+            "upstream_attempt_seconds",
+            "Latency of one attempt to Amazon Connect, in seconds",
+            upstream_seconds.clone(),
+        );
+        let retries = Counter::default();
+        sub.register("retries", "Retries sent to Amazon Connect", retries.clone());
+        let retries_refused = Family::default();
+        sub.register(
+            "retries_refused",
+            "Retryable failures not retried, by reason (budget, deadline, attempts)",
+            retries_refused.clone(),
+        );
+        let rate_limiter_waits = Counter::default();
+        sub.register(
+            "rate_limiter_waits",
+            "Calls that waited for a rate-limit token",
+            rate_limiter_waits.clone(),
+        );
+        let rate_limiter_wait_seconds = histogram();
+        sub.register(
+            "rate_limiter_wait_seconds",
+            "Time calls waited for a rate-limit token, in seconds",
+            rate_limiter_wait_seconds.clone(),
+        );
+        let rate_limiter_refusals = Counter::default();
+        sub.register(
+            "rate_limiter_refusals",
+            "Calls refused because no rate-limit token was free in time",
+            rate_limiter_refusals.clone(),
+        );
+        let rate_limit = Family::default();
+        sub.register(
+            "rate_limit_per_second",
+            "Current (adaptive) request rate allowed to Amazon Connect, per region/identity key",
+            rate_limit.clone(),
+        );
+        let breaker_open = Family::default();
+        sub.register(
+            "circuit_breaker_open",
+            "1 while the circuit breaker refuses calls, per region/identity key",
+            breaker_open.clone(),
+        );
+        sub.register(
+            "build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Self {
+            registry,
+            started,
+            handled,
+            handling_seconds,
+            in_flight,
+            upstream_attempts,
+            upstream_seconds,
+            retries,
+            retries_refused,
+            rate_limiter_waits,
+            rate_limiter_wait_seconds,
+            rate_limiter_refusals,
+            rate_limit,
+            breaker_open,
+        }
+    }
+
+    fn rpc() -> RpcLabels {
+        RpcLabels {
+            grpc_type: "unary",
+            grpc_service: SERVICE,
+            grpc_method: METHOD,
+        }
+    }
+
+    /// A call arrived; the guard records how it ended (CANCELLED if dropped unanswered, as when the
+    /// caller goes away).
+    pub fn rpc_started(self: &Arc<Self>) -> RpcGuard {
+        self.started.get_or_create(&Self::rpc()).inc();
+        self.in_flight.inc();
+        RpcGuard {
+            metrics: self.clone(),
+            started: std::time::Instant::now(),
+            answered: false,
+        }
+    }
+
+    fn rpc_handled(&self, code: Code, elapsed: Duration) {
+        self.in_flight.dec();
+        self.handled
+            .get_or_create(&HandledLabels {
+                grpc_type: "unary",
+                grpc_service: SERVICE,
+                grpc_method: METHOD,
+                grpc_code: go_code_name(code),
+            })
+            .inc();
+        self.handling_seconds
+            .get_or_create(&Self::rpc())
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One attempt to AWS ended (`outcome` is `ok` or the failure kind).
+    pub fn upstream_attempt(&self, outcome: &str, aws_error_code: &str, elapsed: Duration) {
+        self.upstream_attempts
+            .get_or_create(&AttemptLabels {
+                outcome: outcome.to_owned(),
+                aws_error_code: aws_error_code.to_owned(),
+            })
+            .inc();
+        self.upstream_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn retry(&self) {
+        self.retries.inc();
+    }
+
+    /// A retryable failure was returned unretried.
+    pub fn retry_refused(&self, reason: &'static str) {
+        self.retries_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn rate_limiter_waited(&self, waited: Duration) {
+        self.rate_limiter_waits.inc();
+        self.rate_limiter_wait_seconds.observe(waited.as_secs_f64());
+    }
+
+    pub fn rate_limiter_refused(&self) {
+        self.rate_limiter_refusals.inc();
+    }
+
+    pub fn set_rate_limit(&self, key: &str, rate: f64) {
+        self.rate_limit
+            .get_or_create(&KeyLabels {
+                key: key.to_owned(),
+            })
+            .set(rate);
+    }
+
+    pub fn set_breaker_open(&self, key: &str, open: bool) {
+        self.breaker_open
+            .get_or_create(&KeyLabels {
+                key: key.to_owned(),
+            })
+            .set(i64::from(open));
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Records one call's end exactly once.
+pub struct RpcGuard {
+    metrics: Arc<Metrics>,
+    started: std::time::Instant,
+    answered: bool,
+}
+
+impl RpcGuard {
+    /// The call was answered with `code`.
+    pub fn answered(mut self, code: Code) {
+        self.answered = true;
+        self.metrics.rpc_handled(code, self.started.elapsed());
+    }
+}
+
+impl Drop for RpcGuard {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.metrics
+                .rpc_handled(Code::Cancelled, self.started.elapsed());
+        }
+    }
+}
+
+/// go-grpc-prometheus's label value for a code (Go's `codes.Code.String()`).
+pub fn go_code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until dropped.
+pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let metrics = metrics.clone();
+                    async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &request)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
+fn answer(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, content_type, body) =
+        if request.method() == Method::GET && request.uri().path() == "/metrics" {
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics.render(),
+            )
+        } else {
+            (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "try /metrics\n".to_owned(),
+            )
+        };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_uses_go_grpc_prometheus_names() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.rpc_started().answered(Code::InvalidArgument);
+        drop(metrics.rpc_started());
+        let text = metrics.render();
+        assert!(text.contains("grpc_server_started_total{grpc_type=\"unary\",grpc_service=\"amazonconnect.v1.ContactService\",grpc_method=\"CreatePersistentContactAssociation\"} 2"), "{text}");
+        assert!(text.contains("grpc_code=\"InvalidArgument\"} 1"), "{text}");
+        assert!(
+            text.contains("grpc_server_handling_seconds_bucket"),
+            "{text}"
+        );
+        assert!(
+            text.contains("connect_facade_build_info{version="),
+            "{text}"
+        );
+        assert!(text.contains("connect_facade_in_flight_calls 0"), "{text}");
+        assert!(
+            text.contains("grpc_code=\"Canceled\"} 1"),
+            "a dropped call counts as cancelled: {text}"
+        );
+    }
+}
