@@ -8,6 +8,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
+use tower::util::MapResponseLayer;
 
 use crate::{
     api::ContactApi,
@@ -94,7 +95,19 @@ pub struct App {
     key: String,
     drain: Drain,
     shutdown_grace: Duration,
+    limits: ConnectionLimits,
     simulator: Option<Simulator>,
+}
+
+/// Bounds on what one peer may send or hold, sized to this API.
+#[derive(Clone, Copy, Debug)]
+struct ConnectionLimits {
+    max_message_size: usize,
+    max_concurrent_streams: u32,
+    max_header_list_size: u32,
+    keepalive_interval: Duration,
+    keepalive_timeout: Duration,
+    max_connection_age: Duration,
 }
 
 impl App {
@@ -191,6 +204,14 @@ impl App {
             breaker,
             drain,
             shutdown_grace: config.shutdown_grace,
+            limits: ConnectionLimits {
+                max_message_size: config.max_message_size,
+                max_concurrent_streams: config.max_concurrent_streams,
+                max_header_list_size: config.max_header_list_size,
+                keepalive_interval: config.keepalive_interval,
+                keepalive_timeout: config.keepalive_timeout,
+                max_connection_age: config.max_connection_age,
+            },
             simulator,
         })
     }
@@ -239,13 +260,23 @@ impl App {
         );
         let mut stop_accepting = stopping_rx;
         tracing::info!(addr = %self.local_addr, "connect-facade serving gRPC");
+        let limits = self.limits;
         let server = Server::builder()
             .tcp_nodelay(true)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_max_header_list_size(limits.max_header_list_size)
+            .max_connection_age(limits.max_connection_age)
+            .max_connection_age_grace(self.shutdown_grace)
+            .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(ContactServiceServer::new(self.api))
+            .add_service(
+                ContactServiceServer::new(self.api)
+                    .max_decoding_message_size(limits.max_message_size),
+            )
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
                 let _ = stop_accepting.wait_for(|stopping| *stopping).await;
             });
@@ -279,6 +310,19 @@ impl App {
         tracing::info!("connect-facade stopped");
         Ok(served?)
     }
+}
+
+/// tonic answers a message over the size limit with OUT_OF_RANGE, where gRPC specifies
+/// RESOURCE_EXHAUSTED ("message larger than configured limit", doc/statuscodes.md). No service here
+/// answers OUT_OF_RANGE itself, so the code is rewritten in the (trailers-only) answer's headers.
+fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let status = response.headers().get("grpc-status");
+    if status.is_some_and(|code| code == "11") {
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 /// Completes on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.

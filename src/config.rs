@@ -178,6 +178,37 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_BREAKER_COOL_DOWN", default_value = "5s", value_parser = duration)]
     pub breaker_cool_down: Duration,
 
+    /// Largest request message accepted, in bytes (a valid request is under 2 KiB); larger ones are
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CONNECT_FACADE_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024)]
+    pub max_message_size: usize,
+
+    /// HTTP/2 streams (concurrent calls) allowed per connection.
+    #[arg(
+        long,
+        env = "CONNECT_FACADE_MAX_CONCURRENT_STREAMS",
+        default_value_t = 256
+    )]
+    pub max_concurrent_streams: u32,
+
+    /// Largest HTTP/2 header list (metadata) accepted per call, in bytes.
+    #[arg(long, env = "CONNECT_FACADE_MAX_HEADER_LIST_SIZE", default_value_t = 16 * 1024)]
+    pub max_header_list_size: u32,
+
+    /// Interval of HTTP/2 keepalive pings, which find dead peers and close their connections.
+    #[arg(long, env = "CONNECT_FACADE_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub keepalive_interval: Duration,
+
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "CONNECT_FACADE_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub keepalive_timeout: Duration,
+
+    /// Close connections older than this (after a GOAWAY and a grace period), so long-lived
+    /// HTTP/2 connections rebalance across replicas behind kube-proxy. Together with keepalive it
+    /// bounds how long any connection, idle or not, is held.
+    #[arg(long, env = "CONNECT_FACADE_MAX_CONNECTION_AGE", default_value = "30m", value_parser = duration)]
+    pub max_connection_age: Duration,
+
     /// On SIGTERM or Ctrl-C, how long calls in flight may finish (keep it under Kubernetes'
     /// terminationGracePeriodSeconds, 30 s by default); calls still running then are answered
     /// UNAVAILABLE.

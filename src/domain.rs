@@ -300,3 +300,64 @@ mod tests {
         assert_eq!(parsed.initial_contact_id(), "a/b c?d#é");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Any Unicode at all, control characters and non-BMP included, up to `max` characters.
+    fn any_text(max: usize) -> impl Strategy<Value = String> {
+        prop::collection::vec(any::<char>(), 0..=max).prop_map(String::from_iter)
+    }
+
+    fn within(value: &str, min: usize, max: usize) -> bool {
+        (min..=max).contains(&value.chars().count())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn parse_never_panics_and_accepts_exactly_what_the_limits_allow(
+            instance_id in any_text(limits::INSTANCE_ID_MAX + 20),
+            initial_contact_id in any_text(limits::CONTACT_ID_MAX + 20),
+            source_contact_id in any_text(limits::CONTACT_ID_MAX + 20),
+            client_token in any_text(limits::CLIENT_TOKEN_MAX + 20),
+            rehydration_type in prop::option::of(prop_oneof![
+                Just(RehydrationType::EntirePastSession),
+                Just(RehydrationType::FromSegment),
+            ]),
+        ) {
+            let mut expected = Vec::new();
+            if !within(&instance_id, 1, limits::INSTANCE_ID_MAX) { expected.push("instance_id"); }
+            if !within(&initial_contact_id, 1, limits::CONTACT_ID_MAX) { expected.push("initial_contact_id"); }
+            if !within(&source_contact_id, 1, limits::CONTACT_ID_MAX) { expected.push("source_contact_id"); }
+            if !within(&client_token, 0, limits::CLIENT_TOKEN_MAX) { expected.push("client_token"); }
+            if rehydration_type.is_none() { expected.push("rehydration_type"); }
+            let raw = UnvalidatedRequest {
+                instance_id: instance_id.clone(),
+                initial_contact_id: initial_contact_id.clone(),
+                rehydration_type,
+                source_contact_id: source_contact_id.clone(),
+                client_token: client_token.clone(),
+            };
+            match AssociationRequest::parse(raw) {
+                Ok(parsed) => {
+                    prop_assert!(expected.is_empty());
+                    prop_assert_eq!(parsed.instance_id(), instance_id.as_str());
+                    prop_assert_eq!(parsed.initial_contact_id(), initial_contact_id.as_str());
+                    prop_assert_eq!(parsed.source_contact_id(), source_contact_id.as_str());
+                    if !client_token.is_empty() {
+                        prop_assert_eq!(parsed.client_token().as_str(), client_token.as_str());
+                    }
+                }
+                Err(invalid) => {
+                    let fields: Vec<_> = invalid.violations.iter().map(|v| v.field).collect();
+                    prop_assert_eq!(fields, expected);
+                }
+            }
+        }
+    }
+}

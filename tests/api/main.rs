@@ -4,6 +4,7 @@
 mod association;
 mod discovery;
 mod errors;
+mod hardening;
 mod helpers;
 mod observability;
 mod process;
