@@ -391,3 +391,28 @@ async fn a_rate_above_the_aws_quota_adapts_until_throttles_die_out() {
         "{reached_late} requests reached AWS in the last 3 s"
     );
 }
+
+#[tokio::test]
+async fn a_per_instance_sub_limit_refuses_one_instance_without_starving_others() {
+    let app = spawn_with(Fixtures::demo(), |c| {
+        c.instance_rate_limit = Some(0.5);
+        c.instance_rate_burst = 1;
+        c.max_queue_wait = Duration::ZERO;
+    })
+    .await;
+    app.call_expecting(unknown_instance(), Code::NotFound).await;
+    let (_, info, details) = app
+        .call_expecting(unknown_instance(), Code::ResourceExhausted)
+        .await;
+    assert_eq!(info.reason, "RATE_LIMITED");
+    let violation = &details.quota_failure().expect("QuotaFailure").violations[0];
+    assert_eq!(violation.subject, "instance:not-in-the-fixtures");
+    let delay = details.retry_info().unwrap().retry_delay.unwrap();
+    assert!(
+        delay > Duration::from_millis(1_500) && delay <= Duration::from_secs(2),
+        "{delay:?}"
+    );
+    app.call(entire_session())
+        .await
+        .expect("another instance is served");
+}
