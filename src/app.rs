@@ -6,7 +6,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tower::util::MapResponseLayer;
 
@@ -41,6 +41,13 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot read TLS file {path}: {source}")]
+    TlsFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid TLS configuration: {0}")]
+    Tls(tonic::transport::Error),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("the gRPC server failed: {0}")]
@@ -96,6 +103,7 @@ pub struct App {
     drain: Drain,
     shutdown_grace: Duration,
     limits: ConnectionLimits,
+    tls: Option<ServerTlsConfig>,
     simulator: Option<Simulator>,
 }
 
@@ -167,6 +175,7 @@ impl App {
             addr: config.listen,
             source,
         })?;
+        let tls = tls_config(&config)?;
         let metrics = Arc::new(Metrics::new());
         let metrics_endpoint = match config.metrics_listen {
             Some(addr) => {
@@ -204,6 +213,7 @@ impl App {
             breaker,
             drain,
             shutdown_grace: config.shutdown_grace,
+            tls,
             limits: ConnectionLimits {
                 max_message_size: config.max_message_size,
                 max_concurrent_streams: config.max_concurrent_streams,
@@ -261,7 +271,11 @@ impl App {
         let mut stop_accepting = stopping_rx;
         tracing::info!(addr = %self.local_addr, "connect-facade serving gRPC");
         let limits = self.limits;
-        let server = Server::builder()
+        let mut server = Server::builder();
+        if let Some(tls) = self.tls {
+            server = server.tls_config(tls).map_err(StartupError::Tls)?;
+        }
+        let server = server
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
@@ -310,6 +324,29 @@ impl App {
         tracing::info!("connect-facade stopped");
         Ok(served?)
     }
+}
+
+/// TLS (and mutual TLS) from PEM files, read and checked at startup so a bad file stops the server
+/// before it listens.
+fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>, StartupError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| StartupError::TlsFile {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    // tonic parses the PEM files only when the config is applied: apply it once now to fail fast.
+    Server::builder()
+        .tls_config(tls.clone())
+        .map_err(StartupError::Tls)?;
+    Ok(Some(tls))
 }
 
 /// tonic answers a message over the size limit with OUT_OF_RANGE, where gRPC specifies

@@ -60,6 +60,20 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 
+    /// PEM certificate chain to serve gRPC over TLS (with --tls-key). Plaintext when absent: fine on
+    /// loopback or behind a mesh that terminates TLS, otherwise turn TLS on.
+    #[arg(long, env = "CONNECT_FACADE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CONNECT_FACADE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle for mutual TLS: callers must present a certificate it signed, or the TLS
+    /// handshake is refused.
+    #[arg(long, env = "CONNECT_FACADE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Serve Prometheus metrics on this address (plain HTTP, GET /metrics); off when absent.
     #[arg(long, env = "CONNECT_FACADE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,

@@ -70,6 +70,7 @@ pub async fn spawn_with(fixtures: Fixtures, configure: impl FnOnce(&mut ServeCon
         secret_access_key: "test-secret".into(),
     });
     configure(&mut config);
+    let tls = config.tls_cert.is_some();
     let app = App::build(config).await.expect("facade starts");
     let addr = app.local_addr();
     let metrics_addr = app.metrics_addr();
@@ -78,7 +79,16 @@ pub async fn spawn_with(fixtures: Fixtures, configure: impl FnOnce(&mut ServeCon
             .await
             .expect("facade serves")
     });
-    let client = ContactServiceClient::new(channel(addr).await);
+    // A TLS server needs a TLS client: those tests build their own and get a lazy plaintext one here.
+    let client = if tls {
+        ContactServiceClient::new(
+            Channel::from_shared(format!("http://{addr}"))
+                .expect("valid uri")
+                .connect_lazy(),
+        )
+    } else {
+        ContactServiceClient::new(channel(addr).await)
+    };
     TestApp {
         addr,
         metrics_addr,

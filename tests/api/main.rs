@@ -9,4 +9,5 @@ mod helpers;
 mod observability;
 mod process;
 mod resilience;
+mod tls;
 mod validation;
