@@ -12,6 +12,7 @@ use tower::util::MapResponseLayer;
 
 use crate::{
     api::ContactApi,
+    auth::{AuthFileError, Callers},
     config::{Command, ServeConfig, SimulateConfig},
     lifecycle::{Drain, follow_breaker, set_health},
     metrics::{self, Metrics},
@@ -48,6 +49,8 @@ pub enum StartupError {
     },
     #[error("invalid TLS configuration: {0}")]
     Tls(tonic::transport::Error),
+    #[error(transparent)]
+    AuthFile(#[from] AuthFileError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("the gRPC server failed: {0}")]
@@ -176,6 +179,10 @@ impl App {
             source,
         })?;
         let tls = tls_config(&config)?;
+        let callers = match &config.auth_file {
+            Some(path) => Some(Arc::new(Callers::from_path(path)?)),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let metrics_endpoint = match config.metrics_listen {
             Some(addr) => {
@@ -206,6 +213,7 @@ impl App {
                 config.default_deadline,
                 drain.clone(),
                 metrics.clone(),
+                callers,
             ),
             metrics,
             metrics_endpoint,

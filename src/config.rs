@@ -74,6 +74,11 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// YAML file of the callers allowed to call and the instances each may use (bearer-token SHA-256
+    /// or mTLS subject); everyone may call when absent. Reflection and health stay open.
+    #[arg(long, env = "CONNECT_FACADE_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+
     /// Serve Prometheus metrics on this address (plain HTTP, GET /metrics); off when absent.
     #[arg(long, env = "CONNECT_FACADE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,

@@ -88,6 +88,12 @@ pub struct Metrics {
     rate_limiter_refusals: Counter,
     rate_limit: Family<KeyLabels, Gauge<f64, AtomicU64>>,
     breaker_open: Family<KeyLabels, Gauge<i64, AtomicI64>>,
+    calls_by_caller: Family<CallerLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallerLabels {
+    caller: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -177,6 +183,12 @@ impl Metrics {
             "1 while the circuit breaker refuses calls, per region/identity key",
             breaker_open.clone(),
         );
+        let calls_by_caller = Family::default();
+        sub.register(
+            "caller_calls",
+            "Calls by authorized caller (with --auth-file)",
+            calls_by_caller.clone(),
+        );
         sub.register(
             "build",
             "Build information",
@@ -197,7 +209,17 @@ impl Metrics {
             rate_limiter_refusals,
             rate_limit,
             breaker_open,
+            calls_by_caller,
         }
+    }
+
+    /// An authorized caller made a call.
+    pub fn caller_call(&self, caller: &str) {
+        self.calls_by_caller
+            .get_or_create(&CallerLabels {
+                caller: caller.to_owned(),
+            })
+            .inc();
     }
 
     fn rpc() -> RpcLabels {

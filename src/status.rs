@@ -62,6 +62,14 @@ pub enum CallError {
     /// Too many calls are already in flight or waiting.
     #[error("too many calls in progress; try again shortly")]
     Overloaded,
+    /// The caller presented no credentials the auth file knows.
+    #[error(
+        "unknown caller: send `authorization: Bearer <token>` or a client certificate the auth file lists"
+    )]
+    Unauthenticated,
+    /// A known caller asked for an instance it was not granted.
+    #[error("caller {caller} may not use this instance")]
+    CallerNotAllowed { caller: String },
     /// The server is shutting down and the call did not finish within the grace period.
     #[error("the server is shutting down; retry with the same client_token")]
     ShuttingDown,
@@ -120,6 +128,17 @@ impl From<FailedCall> for Status {
                 details.set_retry_info(Some(OVERLOADED_RETRY_DELAY));
                 details.set_error_info("OVERLOADED", FACADE_DOMAIN, info);
                 (Code::ResourceExhausted, message)
+            }
+            CallError::Unauthenticated => {
+                let message = CallError::Unauthenticated.to_string();
+                details.set_error_info("CALLER_UNKNOWN", FACADE_DOMAIN, info);
+                (Code::Unauthenticated, message)
+            }
+            CallError::CallerNotAllowed { caller } => {
+                let message = format!("caller {caller} may not use this instance");
+                info.insert("caller".to_owned(), caller);
+                details.set_error_info("CALLER_NOT_ALLOWED", FACADE_DOMAIN, info);
+                (Code::PermissionDenied, message)
             }
             CallError::ShuttingDown => {
                 let message = CallError::ShuttingDown.to_string();

@@ -11,6 +11,7 @@ use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
 use tracing::{Instrument, Span};
 
 use crate::{
+    auth::{Callers, Refusal, certificate_subject},
     domain::{AssociationRequest, RehydrationType, UnvalidatedRequest},
     lifecycle::Drain,
     metrics::Metrics,
@@ -36,6 +37,7 @@ pub struct ContactApi {
     default_deadline: Duration,
     drain: Drain,
     metrics: Arc<Metrics>,
+    callers: Option<Arc<Callers>>,
 }
 
 impl ContactApi {
@@ -44,12 +46,14 @@ impl ContactApi {
         default_deadline: Duration,
         drain: Drain,
         metrics: Arc<Metrics>,
+        callers: Option<Arc<Callers>>,
     ) -> Self {
         Self {
             upstream,
             default_deadline,
             drain,
             metrics,
+            callers,
         }
     }
 }
@@ -59,6 +63,8 @@ impl ContactApi {
         &self,
         request: Request<CreatePersistentContactAssociationRequest>,
     ) -> Result<Response<CreatePersistentContactAssociationResponse>, Status> {
+        self.authorize(&request)
+            .map_err(|refused| Status::from(*refused))?;
         let budget = deadline::call_budget(request.metadata(), self.default_deadline);
         let unvalidated = unvalidated(request.into_inner());
         let instance_id = unvalidated.instance_id.clone();
@@ -114,6 +120,7 @@ impl ContactService for ContactApi {
             "rpc",
             method = "amazonconnect.v1.ContactService/CreatePersistentContactAssociation",
             instance_id = request.get_ref().instance_id.as_str(),
+            caller = tracing::field::Empty,
             client_token = tracing::field::Empty,
             attempts = 0u32,
             aws_request_id = tracing::field::Empty,
@@ -127,6 +134,42 @@ impl ContactService for ContactApi {
         span.record("latency_ms", started.elapsed().as_secs_f64() * 1000.0);
         span.in_scope(|| tracing::info!("rpc finished"));
         result
+    }
+}
+
+impl ContactApi {
+    /// With an auth file, only its callers may call, each on its own instances.
+    fn authorize(
+        &self,
+        request: &Request<CreatePersistentContactAssociationRequest>,
+    ) -> Result<(), Box<FailedCall>> {
+        let Some(callers) = &self.callers else {
+            return Ok(());
+        };
+        let tls_subject = request
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|der| certificate_subject(der)));
+        let instance_id = &request.get_ref().instance_id;
+        let error = match callers.authorize(request.metadata(), tls_subject.as_deref(), instance_id)
+        {
+            Ok(caller) => {
+                Span::current().record("caller", caller);
+                self.metrics.caller_call(caller);
+                return Ok(());
+            }
+            Err(Refusal::Unauthenticated) => CallError::Unauthenticated,
+            Err(Refusal::NotAllowed { caller }) => {
+                Span::current().record("caller", caller.as_str());
+                CallError::CallerNotAllowed { caller }
+            }
+        };
+        tracing::warn!(error = %error, "call refused");
+        Err(Box::new(FailedCall {
+            error,
+            instance_id: instance_id.clone(),
+            client_token: None,
+            metadata: attempts_metadata(0),
+        }))
     }
 }
 

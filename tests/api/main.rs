@@ -2,6 +2,7 @@
 //! the real SDK and the simulator, called with a real gRPC client.
 
 mod association;
+mod auth;
 mod discovery;
 mod errors;
 mod hardening;

@@ -10,14 +10,14 @@ use crate::helpers::{TestApp, entire_session, spawn_with};
 use connect_facade::proto::contact_service_client::ContactServiceClient;
 
 /// A certificate authority and what it signed, as PEM.
-struct Pki {
-    dir: PathBuf,
-    ca_pem: String,
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl Pki {
-    fn new(name: &str) -> Self {
+    pub fn new(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "connect-facade-tls-{name}-{}-{}",
             std::process::id(),
@@ -43,7 +43,7 @@ impl Pki {
     }
 
     /// A leaf certificate for `name` (also its DNS name); returns (cert PEM, key PEM).
-    fn leaf(&self, name: &str) -> (String, String) {
+    pub fn leaf(&self, name: &str) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
@@ -51,7 +51,7 @@ impl Pki {
         (cert.pem(), key.serialize_pem())
     }
 
-    fn write(&self, file: &str, pem: &str) -> PathBuf {
+    pub fn write(&self, file: &str, pem: &str) -> PathBuf {
         let path = self.dir.join(file);
         std::fs::write(&path, pem).unwrap();
         path
@@ -64,7 +64,16 @@ impl Drop for Pki {
     }
 }
 
-async fn tls_app(pki: &Pki, client_ca: Option<&Path>) -> TestApp {
+pub async fn tls_app(pki: &Pki, client_ca: Option<&Path>) -> TestApp {
+    tls_app_with(pki, client_ca, |_| {}).await
+}
+
+/// A TLS facade (mutual when `client_ca` is given), further configured by `configure`.
+pub async fn tls_app_with(
+    pki: &Pki,
+    client_ca: Option<&Path>,
+    configure: impl FnOnce(&mut ServeConfig),
+) -> TestApp {
     let (cert, key) = pki.leaf("localhost");
     let cert = pki.write("server.pem", &cert);
     let key = pki.write("server.key", &key);
@@ -73,11 +82,12 @@ async fn tls_app(pki: &Pki, client_ca: Option<&Path>) -> TestApp {
         c.tls_cert = Some(cert);
         c.tls_key = Some(key);
         c.tls_client_ca = client_ca;
+        configure(c);
     })
     .await
 }
 
-fn tls_client(
+pub fn tls_client(
     app: &TestApp,
     ca_pem: &str,
     identity: Option<(String, String)>,

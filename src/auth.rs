@@ -1,0 +1,304 @@
+//! Optional caller authorization (`--auth-file`): who may call, and on which Connect instances.
+//!
+//! A caller proves who it is with a bearer token (`authorization: Bearer <token>`, stored only as its
+//! SHA-256, compared in constant time) or with a client certificate verified by mutual TLS (matched by
+//! its subject, e.g. `CN=ops-console`). No or unknown credentials: UNAUTHENTICATED. A known caller on an
+//! instance it was not granted: PERMISSION_DENIED. AWS is called in neither case. Only
+//! `amazonconnect.v1.ContactService` is guarded: reflection and health stay open for tools and probes.
+//! The caller's name, never its token, is logged and counted.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tonic::metadata::MetadataMap;
+
+/// The auth file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    callers: Vec<Caller>,
+}
+
+/// One caller and what it may do.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawCaller")]
+pub struct Caller {
+    name: String,
+    credential: Credential,
+    instances: Vec<String>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("name", &self.name)
+            .field("instances", &self.instances)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+enum Credential {
+    TokenSha256([u8; 32]),
+    TlsSubject(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCaller {
+    name: String,
+    #[serde(default)]
+    token_sha256: Option<String>,
+    #[serde(default)]
+    tls_subject: Option<String>,
+    instances: Vec<String>,
+}
+
+impl TryFrom<RawCaller> for Caller {
+    type Error = String;
+
+    fn try_from(raw: RawCaller) -> Result<Self, Self::Error> {
+        if raw.name.trim().is_empty() {
+            return Err("a caller needs a name".to_owned());
+        }
+        if raw.instances.is_empty() {
+            return Err(format!(
+                "caller {} lists no instances (use [\"*\"] for all)",
+                raw.name
+            ));
+        }
+        let credential = match (raw.token_sha256, raw.tls_subject) {
+            (Some(hash), None) => {
+                let mut digest = [0u8; 32];
+                hex::decode_to_slice(hash.trim(), &mut digest).map_err(|_| {
+                    format!(
+                        "caller {}: token_sha256 must be 64 hex digits (the SHA-256 of its token)",
+                        raw.name
+                    )
+                })?;
+                Credential::TokenSha256(digest)
+            }
+            (None, Some(subject)) if !subject.trim().is_empty() => {
+                Credential::TlsSubject(subject.trim().to_owned())
+            }
+            _ => {
+                return Err(format!(
+                    "caller {} needs exactly one of token_sha256 and tls_subject",
+                    raw.name
+                ));
+            }
+        };
+        Ok(Self {
+            name: raw.name,
+            credential,
+            instances: raw.instances,
+        })
+    }
+}
+
+/// The auth file could not be used; the message names the file and the line.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthFileError {
+    #[error("cannot read auth file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid auth file {path}: {source}")]
+    Parse {
+        path: String,
+        source: serde_norway::Error,
+    },
+}
+
+/// Why a call was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No credentials, or credentials no caller has.
+    Unauthenticated,
+    /// A known caller, on an instance it was not granted.
+    NotAllowed { caller: String },
+}
+
+/// The callers allowed to use the service.
+#[derive(Clone, Debug)]
+pub struct Callers {
+    callers: Vec<Caller>,
+}
+
+impl Callers {
+    /// Reads and checks an auth file.
+    pub fn from_path(path: &Path) -> Result<Self, AuthFileError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| AuthFileError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        Self::parse(&text, &name)
+    }
+
+    /// Parses the YAML text of an auth file; `name` says where it came from in errors.
+    pub fn parse(text: &str, name: &str) -> Result<Self, AuthFileError> {
+        let file: AuthFile =
+            serde_norway::from_str(text).map_err(|source| AuthFileError::Parse {
+                path: name.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            callers: file.callers,
+        })
+    }
+
+    /// Identifies the caller, then checks it may use `instance_id`; answers its name.
+    pub fn authorize(
+        &self,
+        metadata: &MetadataMap,
+        tls_subject: Option<&str>,
+        instance_id: &str,
+    ) -> Result<&str, Refusal> {
+        let caller = self
+            .identify(metadata, tls_subject)
+            .ok_or(Refusal::Unauthenticated)?;
+        if caller
+            .instances
+            .iter()
+            .any(|granted| granted == "*" || granted == instance_id)
+        {
+            Ok(&caller.name)
+        } else {
+            Err(Refusal::NotAllowed {
+                caller: caller.name.clone(),
+            })
+        }
+    }
+
+    fn identify(&self, metadata: &MetadataMap, tls_subject: Option<&str>) -> Option<&Caller> {
+        let presented: Option<[u8; 32]> = metadata
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(|token| Sha256::digest(token.trim().as_bytes()).into());
+        // Every token hash is compared, in constant time, so timing reveals nothing about the tokens.
+        let mut by_token = None;
+        if let Some(presented) = presented {
+            for caller in &self.callers {
+                if let Credential::TokenSha256(expected) = &caller.credential
+                    && bool::from(expected.ct_eq(&presented))
+                {
+                    by_token = Some(caller);
+                }
+            }
+        }
+        by_token.or_else(|| {
+            let subject = tls_subject?;
+            self.callers.iter().find(|caller| {
+                matches!(&caller.credential, Credential::TlsSubject(expected) if expected == subject)
+            })
+        })
+    }
+}
+
+/// The subject of a DER certificate, as `CN=…, O=…` (RFC 4514 order as written in the certificate).
+pub fn certificate_subject(der: &[u8]) -> Option<String> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(certificate.subject().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "s3cret-billing-token";
+
+    fn file() -> String {
+        format!(
+            r#"callers:
+  - name: billing-service
+    token_sha256: "{}"
+    instances: ["instance-a"]
+  - name: ops-console
+    tls_subject: "CN=ops-console"
+    instances: ["*"]
+"#,
+            hex::encode(Sha256::digest(TOKEN.as_bytes()))
+        )
+    }
+
+    fn bearer(token: &str) -> MetadataMap {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        metadata
+    }
+
+    #[test]
+    fn a_token_caller_is_allowed_on_its_instances_only() {
+        let callers = Callers::parse(&file(), "test").unwrap();
+        assert_eq!(
+            callers.authorize(&bearer(TOKEN), None, "instance-a"),
+            Ok("billing-service")
+        );
+        assert_eq!(
+            callers.authorize(&bearer(TOKEN), None, "instance-b"),
+            Err(Refusal::NotAllowed {
+                caller: "billing-service".into()
+            })
+        );
+    }
+
+    #[test]
+    fn no_or_unknown_credentials_are_unauthenticated() {
+        let callers = Callers::parse(&file(), "test").unwrap();
+        assert_eq!(
+            callers.authorize(&MetadataMap::new(), None, "instance-a"),
+            Err(Refusal::Unauthenticated)
+        );
+        assert_eq!(
+            callers.authorize(&bearer("guess"), None, "instance-a"),
+            Err(Refusal::Unauthenticated)
+        );
+        assert_eq!(
+            callers.authorize(&MetadataMap::new(), Some("CN=someone-else"), "instance-a"),
+            Err(Refusal::Unauthenticated)
+        );
+    }
+
+    #[test]
+    fn a_certificate_subject_identifies_a_caller() {
+        let callers = Callers::parse(&file(), "test").unwrap();
+        assert_eq!(
+            callers.authorize(&MetadataMap::new(), Some("CN=ops-console"), "anything"),
+            Ok("ops-console")
+        );
+    }
+
+    #[test]
+    fn a_bad_file_is_refused_naming_the_line() {
+        let bad = "callers:\n  - name: x\n    token_sha256: nothex\n    instances: [\"*\"]\n";
+        let err = Callers::parse(bad, "auth.yaml").unwrap_err().to_string();
+        assert!(err.contains("auth.yaml") && err.contains("line"), "{err}");
+        assert!(err.contains("64 hex digits"), "{err}");
+
+        let both = "callers:\n  - name: x\n    instances: [\"*\"]\n";
+        let err = Callers::parse(both, "auth.yaml").unwrap_err().to_string();
+        assert!(err.contains("exactly one"), "{err}");
+
+        let unknown =
+            "callers:\n  - name: x\n    tls_subject: CN=x\n    instances: [a]\n    admin: true\n";
+        let err = Callers::parse(unknown, "auth.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_credential() {
+        let callers = Callers::parse(&file(), "test").unwrap();
+        let shown = format!("{callers:?}");
+        assert!(
+            !shown.contains(&hex::encode(Sha256::digest(TOKEN.as_bytes()))),
+            "{shown}"
+        );
+    }
+}
