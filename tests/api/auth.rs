@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use connect_facade::{app::App, config::ServeConfig, simulator::fixtures::Fixtures};
+use connect_facade::{app::App, simulator::fixtures::Fixtures};
 use sha2::{Digest, Sha256};
 use tonic::{Code, Request};
 
 use crate::{
-    helpers::{INSTANCE, TestApp, channel, entire_session, spawn_with},
+    helpers::{INSTANCE, TestApp, channel, entire_session, offline_config, spawn_with},
     tls::{Pki, tls_client},
 };
 
@@ -148,15 +148,7 @@ async fn a_bad_auth_file_stops_startup_naming_the_line() {
         "auth.yaml",
         "callers:\n  - name: x\n    token_sha256: not-hex\n    instances: [\"*\"]\n",
     );
-    let mut config = ServeConfig::from_args([
-        "--listen",
-        "127.0.0.1:0",
-        "--region",
-        "us-east-1",
-        "--endpoint-url",
-        "http://127.0.0.1:9",
-    ])
-    .unwrap();
+    let mut config = offline_config();
     config.auth_file = Some(file);
     let err = App::build(config).await.err().expect("startup fails");
     let message = err.to_string();

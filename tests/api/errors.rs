@@ -190,16 +190,9 @@ async fn the_callers_deadline_answers_deadline_exceeded_on_time() {
     let app = spawn().await;
     app.simulator
         .add_fault(fault(FaultEffect::Latency { millis: 3_000 }));
-    let mut request = tonic::Request::new(entire_session());
-    request.set_timeout(Duration::from_millis(500));
-    let started = Instant::now();
-    let status = app
-        .client
-        .clone()
-        .create_persistent_contact_association(request)
-        .await
-        .expect_err("deadline passes");
-    let elapsed = started.elapsed();
+    let (status, elapsed) = app
+        .call_with_deadline(entire_session(), Duration::from_millis(500))
+        .await;
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     let info = tonic_types::StatusExt::get_error_details(&status)
         .error_info()

@@ -142,7 +142,38 @@ pub fn fault(effect: FaultEffect) -> Fault {
     }
 }
 
+/// A valid `serve` configuration whose AWS endpoint is never reached (start-up tests).
+pub fn offline_config() -> ServeConfig {
+    ServeConfig::from_args([
+        "--listen",
+        "127.0.0.1:0",
+        "--region",
+        "us-east-1",
+        "--endpoint-url",
+        "http://127.0.0.1:9",
+    ])
+    .expect("valid test configuration")
+}
+
 impl TestApp {
+    /// Calls with a gRPC deadline of `timeout`, expecting a failure; returns it and how long it took.
+    pub async fn call_with_deadline(
+        &self,
+        request: CreatePersistentContactAssociationRequest,
+        timeout: std::time::Duration,
+    ) -> (Status, std::time::Duration) {
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(timeout);
+        let started = std::time::Instant::now();
+        let status = self
+            .client
+            .clone()
+            .create_persistent_contact_association(request)
+            .await
+            .expect_err("the deadline passes");
+        (status, started.elapsed())
+    }
+
     /// Scrapes `/metrics` (the app must have been started with `metrics_listen`).
     pub async fn scrape(&self) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -9,8 +9,12 @@ use std::{
 };
 
 use connect_facade::{
-    proto::contact_service_client::ContactServiceClient, simulator::Simulator,
-    simulator::fixtures::Fixtures, status::FACADE_DOMAIN,
+    proto::{
+        CreatePersistentContactAssociationResponse, contact_service_client::ContactServiceClient,
+    },
+    simulator::Simulator,
+    simulator::fixtures::Fixtures,
+    status::FACADE_DOMAIN,
 };
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -210,26 +214,47 @@ fn sigterm(child: &Child) {
     assert!(status.success());
 }
 
-#[tokio::test]
-async fn sigterm_lets_a_call_in_flight_finish_then_exits_zero() {
-    let fixtures = slow_fixtures(1_000);
-    let Serving {
-        addr, mut child, ..
-    } = serving(facade(&[
+/// The binary over its embedded simulator, every answer delayed by `latency_millis`, with `extra`
+/// flags; and a call to it already in flight.
+async fn serving_a_slow_call(
+    latency_millis: u64,
+    extra: &[&str],
+) -> (
+    Serving,
+    tokio::task::JoinHandle<
+        Result<tonic::Response<CreatePersistentContactAssociationResponse>, tonic::Status>,
+    >,
+) {
+    let fixtures = slow_fixtures(latency_millis);
+    let mut args = vec![
         "serve",
         "--simulator",
         "--simulator-fixtures",
         fixtures.to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
-    ]))
-    .await;
-    let mut client = ContactServiceClient::new(channel(addr).await);
+    ];
+    args.extend_from_slice(extra);
+    let serving = serving(facade(&args)).await;
+    // The binary has read its fixtures: the file is no longer needed.
+    let _ = std::fs::remove_file(&fixtures);
+    let mut client = ContactServiceClient::new(channel(serving.addr).await);
     let call = tokio::spawn(async move {
         client
             .create_persistent_contact_association(entire_session())
             .await
     });
+    (serving, call)
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_call_in_flight_finish_then_exits_zero() {
+    let (
+        Serving {
+            addr, mut child, ..
+        },
+        call,
+    ) = serving_a_slow_call(1_000, &[]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     sigterm(&child);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -244,31 +269,12 @@ async fn sigterm_lets_a_call_in_flight_finish_then_exits_zero() {
         .expect("exits after the drain")
         .unwrap();
     assert!(status.success(), "{status:?}");
-    let _ = std::fs::remove_file(fixtures);
 }
 
 #[tokio::test]
 async fn calls_outlasting_the_grace_period_are_answered_unavailable() {
-    let fixtures = slow_fixtures(5_000);
-    let Serving {
-        addr, mut child, ..
-    } = serving(facade(&[
-        "serve",
-        "--simulator",
-        "--simulator-fixtures",
-        fixtures.to_str().unwrap(),
-        "--shutdown-grace",
-        "300ms",
-        "--listen",
-        "127.0.0.1:0",
-    ]))
-    .await;
-    let mut client = ContactServiceClient::new(channel(addr).await);
-    let call = tokio::spawn(async move {
-        client
-            .create_persistent_contact_association(entire_session())
-            .await
-    });
+    let (Serving { mut child, .. }, call) =
+        serving_a_slow_call(5_000, &["--shutdown-grace", "300ms"]).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let signalled = std::time::Instant::now();
     sigterm(&child);
@@ -291,7 +297,6 @@ async fn calls_outlasting_the_grace_period_are_answered_unavailable() {
         .expect("exits")
         .unwrap();
     assert!(exit.success(), "{exit:?}");
-    let _ = std::fs::remove_file(fixtures);
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use connect_facade::{app::App, config::ServeConfig, simulator::fixtures::Fixture
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::helpers::{TestApp, entire_session, spawn_with};
+use crate::helpers::{TestApp, entire_session, offline_config, spawn_with};
 use connect_facade::proto::contact_service_client::ContactServiceClient;
 
 /// A certificate authority and what it signed, as PEM.
@@ -151,15 +151,7 @@ async fn a_bad_certificate_file_stops_startup() {
     let pki = Pki::new("bad");
     let cert = pki.write("server.pem", "not a certificate");
     let key = pki.write("server.key", "not a key");
-    let mut config = ServeConfig::from_args([
-        "--listen",
-        "127.0.0.1:0",
-        "--region",
-        "us-east-1",
-        "--endpoint-url",
-        "http://127.0.0.1:9",
-    ])
-    .unwrap();
+    let mut config = offline_config();
     config.tls_cert = Some(cert);
     config.tls_key = Some(key);
     let err = App::build(config).await.err().expect("startup fails");
