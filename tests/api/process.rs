@@ -16,6 +16,7 @@ use connect_facade::{
     simulator::fixtures::Fixtures,
     status::FACADE_DOMAIN,
 };
+use sha2::Digest;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -307,6 +308,15 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
     let endpoint = simulator.endpoint_url();
     let secret = "wJalrXUtnFEMI-SECRET-NEVER-LOGGED";
     let session_token = "FwoGZXIvYXdzEXAMPLE-SESSION-NEVER-LOGGED";
+    let bearer = "caller-bearer-token-NEVER-LOGGED";
+    let bearer_hash = hex::encode(sha2::Sha256::digest(bearer.as_bytes()));
+    let auth_file =
+        std::env::temp_dir().join(format!("connect-facade-auth-{}.yaml", std::process::id()));
+    std::fs::write(
+        &auth_file,
+        format!("callers:\n  - name: tracer\n    token_sha256: \"{bearer_hash}\"\n    instances: [\"*\"]\n"),
+    )
+    .unwrap();
     let mut command = facade(&[
         "serve",
         "--listen",
@@ -315,6 +325,8 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
         "eu-west-2",
         "--endpoint-url",
         &endpoint,
+        "--auth-file",
+        auth_file.to_str().unwrap(),
     ]);
     command
         .env("RUST_LOG", "trace")
@@ -327,10 +339,15 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
         logs,
     } = serving(command).await;
     let mut client = ContactServiceClient::new(channel(addr).await);
+    let mut request = tonic::Request::new(entire_session());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
     let response = client
-        .create_persistent_contact_association(entire_session())
+        .create_persistent_contact_association(request)
         .await
         .expect("the call succeeds with the environment's keys");
+    let _ = std::fs::remove_file(&auth_file);
     let token = response.get_ref().client_token.clone();
     sigterm(&child);
     child.wait().await.unwrap();
@@ -342,6 +359,11 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
         logs.len()
     );
     assert!(!logs.contains(secret), "the secret key reached the logs");
+    assert!(!logs.contains(bearer), "the bearer token reached the logs");
+    assert!(
+        !logs.contains(&bearer_hash),
+        "the auth file's content reached the logs"
+    );
     assert!(
         !logs.contains(session_token),
         "the session token reached the logs"
@@ -357,6 +379,7 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
     assert_eq!(span["client_token"], token.as_str());
     assert_eq!(span["grpc_code"], "Ok");
     assert_eq!(span["attempts"], 1);
+    assert_eq!(span["caller"], "tracer");
     assert_eq!(span["instance_id"], crate::helpers::INSTANCE);
     assert!(span["aws_request_id"].is_string(), "{span}");
     assert!(span["latency_ms"].is_number(), "{span}");
