@@ -12,8 +12,6 @@
 //! It sits inside the retry layer, so it counts attempts, and a retry never hammers an open circuit.
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
     task::{Context, Poll},
     time::Duration,
@@ -22,7 +20,7 @@ use std::{
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
-use super::{UpstreamCall, retry::is_retryable};
+use super::{CallFuture, UpstreamCall, retry::is_retryable};
 use crate::{status::CallError, upstream::Association};
 
 /// Breaker knobs.
@@ -212,7 +210,7 @@ where
 {
     type Response = Association;
     type Error = CallError;
-    type Future = Pin<Box<dyn Future<Output = Result<Association, CallError>> + Send>>;
+    type Future = CallFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))

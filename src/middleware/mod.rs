@@ -153,6 +153,10 @@ impl UpstreamStack {
     }
 }
 
+/// What every middleware service answers: a boxed future, so layers compose without naming each
+/// other's future types.
+pub type CallFuture = Pin<Box<dyn Future<Output = Result<Association, CallError>> + Send>>;
+
 /// The innermost service: one SDK attempt, counted.
 #[derive(Clone)]
 struct SdkAttempt {
@@ -163,7 +167,7 @@ struct SdkAttempt {
 impl Service<UpstreamCall> for SdkAttempt {
     type Response = Association;
     type Error = CallError;
-    type Future = Pin<Box<dyn Future<Output = Result<Association, CallError>> + Send>>;
+    type Future = CallFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))

@@ -13,9 +13,7 @@
 //! `Clone` and cannot wait with a deadline, hence this small layer.
 
 use std::{
-    future::Future,
     num::NonZeroU32,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
@@ -29,7 +27,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 use super::{
-    UpstreamCall,
+    CallFuture, UpstreamCall,
     adaptive::{AdaptiveBucket, AdaptiveConfig},
 };
 use crate::{
@@ -209,7 +207,7 @@ where
 {
     type Response = Association;
     type Error = CallError;
-    type Future = Pin<Box<dyn Future<Output = Result<Association, CallError>> + Send>>;
+    type Future = CallFuture;
 
     /// Always ready: waiting for the inner service happens inside the call, after a token is taken,
     /// so that the outer overload bound counts waiting calls instead of shedding them.
