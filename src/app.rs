@@ -74,10 +74,7 @@ pub async fn run(command: Command) -> Result<(), StartupError> {
 }
 
 async fn start_simulator(config: &SimulateConfig) -> Result<Simulator, StartupError> {
-    let mut fixtures = match &config.fixtures {
-        Some(path) => Fixtures::from_path(path)?,
-        None => Fixtures::demo(),
-    };
+    let mut fixtures = Fixtures::load(config.fixtures.as_deref())?;
     fixtures.faults.extend(config.faults.iter().cloned());
     if let (Some(rate_per_second), Some(burst)) = (config.quota_rate, config.quota_burst) {
         fixtures.quota = Some(QuotaFixture {
@@ -125,10 +122,7 @@ impl App {
     /// Builds everything from the configuration; fails fast on anything that would fail every call.
     pub async fn build(config: ServeConfig) -> Result<Self, StartupError> {
         let simulator = if config.simulator {
-            let fixtures = match &config.simulator_fixtures {
-                Some(path) => Fixtures::from_path(path)?,
-                None => Fixtures::demo(),
-            };
+            let fixtures = Fixtures::load(config.simulator_fixtures.as_deref())?;
             let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
             let simulator = Simulator::start(loopback, fixtures)
                 .await

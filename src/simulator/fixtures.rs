@@ -95,6 +95,11 @@ impl Fixtures {
         Self::parse(DEMO, "built-in fixtures").expect("the built-in fixtures are valid")
     }
 
+    /// The fixtures file at `path`, or the built-in demo when there is none.
+    pub fn load(path: Option<&Path>) -> Result<Self, FixturesError> {
+        path.map_or_else(|| Ok(Self::demo()), Self::from_path)
+    }
+
     /// Reads a YAML or JSON fixtures file.
     pub fn from_path(path: &Path) -> Result<Self, FixturesError> {
         let name = path.display().to_string();

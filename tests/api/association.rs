@@ -47,13 +47,10 @@ async fn the_callers_token_is_sent_and_echoed_and_a_repeat_replays_the_answer() 
     let again = app.call(request).await.expect("the repeat is idempotent");
     assert_eq!(first.get_ref(), again.get_ref());
     assert_eq!(first.get_ref().client_token, "caller-chosen-token");
-    let tokens: Vec<_> = app
-        .simulator
-        .requests()
-        .into_iter()
-        .map(|r| r.client_token)
-        .collect();
-    assert_eq!(tokens, vec![Some("caller-chosen-token".to_owned()); 2]);
+    assert_eq!(
+        app.sent_tokens(),
+        vec![Some("caller-chosen-token".to_owned()); 2]
+    );
 }
 
 #[tokio::test]

@@ -156,6 +156,15 @@ pub fn offline_config() -> ServeConfig {
 }
 
 impl TestApp {
+    /// The ClientToken of every request that reached the simulator, in order.
+    pub fn sent_tokens(&self) -> Vec<Option<String>> {
+        self.simulator
+            .requests()
+            .into_iter()
+            .map(|r| r.client_token)
+            .collect()
+    }
+
     /// Calls with a gRPC deadline of `timeout`, expecting a failure; returns it and how long it took.
     pub async fn call_with_deadline(
         &self,

@@ -206,6 +206,15 @@ fn slow_fixtures(millis: u64) -> std::path::PathBuf {
     path
 }
 
+/// Waits (at most 5 s) for the process to exit, and checks it exited 0.
+async fn exits_zero(child: &mut Child) {
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("the process exits within 5 s")
+        .expect("its status is readable");
+    assert!(status.success(), "{status:?}");
+}
+
 fn sigterm(child: &Child) {
     let pid = child.id().expect("still running").to_string();
     let status = std::process::Command::new("kill")
@@ -265,11 +274,7 @@ async fn sigterm_lets_a_call_in_flight_finish_then_exits_zero() {
     );
     let response = call.await.unwrap().expect("the call in flight completes");
     assert_eq!(response.get_ref().continued_from_contact_id, "C3");
-    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
-        .await
-        .expect("exits after the drain")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    exits_zero(&mut child).await;
 }
 
 #[tokio::test]
@@ -293,11 +298,7 @@ async fn calls_outlasting_the_grace_period_are_answered_unavailable() {
         elapsed >= Duration::from_millis(250) && elapsed < Duration::from_millis(1_500),
         "answered {elapsed:?} after SIGTERM"
     );
-    let exit = tokio::time::timeout(Duration::from_secs(5), child.wait())
-        .await
-        .expect("exits")
-        .unwrap();
-    assert!(exit.success(), "{exit:?}");
+    exits_zero(&mut child).await;
 }
 
 #[tokio::test]

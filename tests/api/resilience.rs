@@ -47,14 +47,8 @@ async fn ok_after_two_failures(code: &str) {
         .expect("third attempt succeeds");
     assert_eq!(response.get_ref().continued_from_contact_id, "C3");
     assert_eq!(attempts(response.metadata()), 3);
-    let tokens: Vec<_> = app
-        .simulator
-        .requests()
-        .into_iter()
-        .map(|r| r.client_token)
-        .collect();
     assert_eq!(
-        tokens,
+        app.sent_tokens(),
         vec![Some(response.get_ref().client_token.clone()); 3]
     );
 }
