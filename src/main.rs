@@ -6,8 +6,11 @@ use connect_facade::{app, config::Cli, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
-    match app::run(cli.command).await {
+    let telemetry = telemetry::init(cli.log_format);
+    let outcome = app::run(cli.command).await;
+    // The span exporter's last batch goes out before exit; shutting it down blocks.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("connect-facade: {err}");

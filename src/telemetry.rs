@@ -1,15 +1,32 @@
-//! Logging: `tracing` events to stderr, as JSON lines (one object per event, with the RPC span's
-//! fields) or human-readable text, filtered by `RUST_LOG` (default `info`).
+//! Logs and traces.
 //!
-//! JSON is the default when stderr is not a terminal, i.e. in containers, where a log pipeline parses
-//! it; text when a person is watching. Nothing secret is ever a field: credentials types redact
-//! themselves in `Debug`, and the SDK does not log keys or session tokens even at `trace` (a test
-//! proves it).
+//! Logs: `tracing` events to stderr, as JSON lines (one object per event, with the RPC span's fields)
+//! or human-readable text, filtered by `RUST_LOG` (default `info`). JSON is the default when stderr
+//! is not a terminal, i.e. in containers, where a log pipeline parses it; text when a person is
+//! watching. Nothing secret is ever a field: credentials types redact themselves in `Debug`, and the
+//! SDK does not log keys or session tokens even at `trace` (a test proves it).
+//!
+//! Traces: the same spans, exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, and not at all otherwise. The exporter reads the
+//! standard `OTEL_*` variables itself (headers, timeout, batch delay, sampler); `OTEL_SERVICE_NAME`
+//! names the service, `connect-facade` by default. A W3C `traceparent` in a call's metadata is
+//! continued by the RPC's span ([`continue_trace`]).
 
 use std::io::IsTerminal;
 
 use clap::ValueEnum;
-use tracing_subscriber::EnvFilter;
+use opentelemetry::{
+    propagation::{Extractor, TextMapPropagator},
+    trace::{TraceContextExt, TracerProvider},
+};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tonic::metadata::{KeyRef, MetadataMap};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+/// The service name spans carry unless `OTEL_SERVICE_NAME` says otherwise.
+pub const SERVICE_NAME: &str = "connect-facade";
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -21,8 +38,28 @@ pub enum LogFormat {
     Text,
 }
 
-/// Installs the process-wide subscriber; a second call (tests) is a no-op.
-pub fn init(format: LogFormat) {
+/// What [`init`] installed that needs an orderly end: the span exporter, whose last batch is sent
+/// by [`Telemetry::shutdown`].
+#[must_use = "call shutdown() before exiting, or the last spans are lost"]
+pub struct Telemetry {
+    tracer_provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes and stops the span exporter. It blocks (on the exporter's own thread), so async
+    /// callers run it with `spawn_blocking`.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.tracer_provider
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("connect-facade: exporting the last spans failed: {err}");
+        }
+    }
+}
+
+/// Installs the process-wide subscriber; a second call (tests) installs nothing. Must run inside
+/// the Tokio runtime: the OTLP exporter's gRPC channel lives there.
+pub fn init(format: LogFormat) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let terminal = std::io::stderr().is_terminal();
     let json = match format {
@@ -30,16 +67,148 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => true,
         LogFormat::Text => false,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder
-            .json()
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json()
             .with_current_span(true)
             .with_span_list(false)
-            .try_init()
+            .boxed()
     } else {
-        builder.with_ansi(terminal).try_init()
+        fmt.with_ansi(terminal).boxed()
     };
+    let (tracer_provider, exporter_error) = match otlp_tracer_provider() {
+        Ok(provider) => (provider, None),
+        Err(err) => (None, Some(err)),
+    };
+    let otel = tracer_provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer().with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
+    });
+    let installed = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .with(filter)
+        .try_init()
+        .is_ok();
+    if let Some(err) = exporter_error {
+        tracing::error!(error = %err, "OTLP trace export is configured but cannot start; spans are not exported");
+    }
+    if !installed {
+        return Telemetry {
+            tracer_provider: None,
+        };
+    }
+    if tracer_provider.is_some() {
+        tracing::info!("exporting spans over OTLP/gRPC");
+    }
+    Telemetry { tracer_provider }
+}
+
+/// The OTLP exporter when the standard environment asks for one.
+fn otlp_tracer_provider()
+-> Result<Option<SdkTracerProvider>, opentelemetry_otlp::ExporterBuildError> {
+    let configured = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()));
+    if !configured {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()?;
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(SERVICE_NAME);
+    }
+    let resource = resource
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build();
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build(),
+    ))
+}
+
+/// Makes `span` a child of the caller's trace when the call carries a valid W3C `traceparent`
+/// (and `tracestate`), and records its trace id so log lines can be joined to the trace.
+pub fn continue_trace(span: &Span, metadata: &MetadataMap) {
+    if metadata.get("traceparent").is_none() {
+        return;
+    }
+    let parent = TraceContextPropagator::new().extract(&MetadataExtractor(metadata));
+    let remote = parent.span().span_context().clone();
+    if !remote.is_valid() {
+        return;
+    }
+    span.record("trace_id", tracing::field::display(remote.trace_id()));
+    // Without an exporter there is no OpenTelemetry layer to take the parent: nothing to do.
+    let _ = span.set_parent(parent);
+}
+
+/// gRPC metadata as the propagator reads it: ASCII entries only (trace context is ASCII).
+struct MetadataExtractor<'a>(&'a MetadataMap);
+
+impl Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|key| match key {
+                KeyRef::Ascii(key) => Some(key.as_str()),
+                KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(entries: &[(&'static str, &str)]) -> MetadataMap {
+        let mut metadata = MetadataMap::new();
+        for (key, value) in entries {
+            metadata.insert(*key, value.parse().unwrap());
+        }
+        metadata
+    }
+
+    #[test]
+    fn reads_a_w3c_traceparent_from_metadata() {
+        let metadata = metadata(&[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )]);
+        let parent = TraceContextPropagator::new().extract(&MetadataExtractor(&metadata));
+        let context = parent.span().span_context().clone();
+        assert!(context.is_valid() && context.is_remote() && context.is_sampled());
+        assert_eq!(
+            context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(context.span_id().to_string(), "00f067aa0ba902b7");
+    }
+
+    #[test]
+    fn ignores_a_malformed_traceparent() {
+        for bad in [
+            "",
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        ] {
+            let metadata = metadata(&[("traceparent", bad)]);
+            let parent = TraceContextPropagator::new().extract(&MetadataExtractor(&metadata));
+            assert!(!parent.span().span_context().is_valid(), "{bad:?}");
+        }
+    }
 }

@@ -21,8 +21,12 @@ use crate::{
         CreatePersistentContactAssociationResponse, contact_service_server::ContactService,
     },
     status::{CallError, FailedCall},
+    telemetry,
     upstream::UpstreamErrorKind,
 };
+
+/// The RPC's full name, as gRPC and trace backends write it.
+const RPC_METHOD: &str = "amazonconnect.v1.ContactService/CreatePersistentContactAssociation";
 
 /// Response metadata key carrying AWS's request id on success.
 pub const AWS_REQUEST_ID_HEADER: &str = "x-amzn-requestid";
@@ -88,7 +92,7 @@ impl ContactApi {
             }
             () = self.drain.expired() => Err(CallError::ShuttingDown),
         };
-        span.record("attempts", call.attempts());
+        span.record("attempts", i64::from(call.attempts()));
         let mut metadata = attempts_metadata(call.attempts());
         let association = match outcome {
             Ok(association) => association,
@@ -116,21 +120,34 @@ impl ContactService for ContactApi {
     ) -> Result<Response<CreatePersistentContactAssociationResponse>, Status> {
         let started = Instant::now();
         let recorded = self.metrics.rpc_started();
+        // The `otel.*` and `rpc.*` fields name and classify the span for trace backends
+        // (OpenTelemetry's RPC conventions); the others are what a log line needs.
         let span = tracing::info_span!(
             "rpc",
-            method = "amazonconnect.v1.ContactService/CreatePersistentContactAssociation",
+            otel.name = RPC_METHOD,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.grpc.status_code = tracing::field::Empty,
+            method = RPC_METHOD,
             instance_id = request.get_ref().instance_id.as_str(),
             caller = tracing::field::Empty,
             client_token = tracing::field::Empty,
-            attempts = 0u32,
+            attempts = 0i64,
             aws_request_id = tracing::field::Empty,
             grpc_code = tracing::field::Empty,
             latency_ms = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
         );
+        telemetry::continue_trace(&span, request.metadata());
         let result = self.associate(request).instrument(span.clone()).await;
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
         recorded.answered(code);
-        span.record("grpc_code", format!("{code:?}"));
+        span.record("grpc_code", tracing::field::debug(code));
+        span.record("rpc.grpc.status_code", code as i32);
+        if is_server_error(code) {
+            span.record("otel.status_code", "ERROR");
+        }
         span.record("latency_ms", started.elapsed().as_secs_f64() * 1000.0);
         span.in_scope(|| tracing::info!("rpc finished"));
         result
@@ -171,6 +188,20 @@ impl ContactApi {
             metadata: attempts_metadata(0),
         }))
     }
+}
+
+/// The codes OpenTelemetry's gRPC conventions count as a server's own failure; the others (bad
+/// input, not found, throttled…) are the caller's answer, not an error of this span.
+fn is_server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
 }
 
 fn attempts_metadata(attempts: u32) -> MetadataMap {

@@ -34,6 +34,7 @@ use tower::{
     BoxError, Service, ServiceBuilder, ServiceExt, limit::GlobalConcurrencyLimitLayer,
     load_shed::LoadShedLayer, retry::RetryLayer, util::BoxCloneSyncService,
 };
+use tracing::Instrument;
 
 use crate::{
     domain::AssociationRequest,
@@ -176,26 +177,51 @@ impl Service<UpstreamCall> for SdkAttempt {
     fn call(&mut self, call: UpstreamCall) -> Self::Future {
         let upstream = self.upstream.clone();
         let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let attempt = call.attempts.fetch_add(1, Ordering::Relaxed) + 1;
-            let started = std::time::Instant::now();
-            let outcome = upstream
-                .create_persistent_contact_association(&call.request)
-                .await;
-            let elapsed = started.elapsed();
-            match &outcome {
-                Ok(_) => {
-                    tracing::info!(attempt, outcome = "ok", "upstream attempt");
-                    metrics.upstream_attempt("ok", "", elapsed);
+        let attempt = call.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+        // A client span per attempt, so a trace shows each retry and the backoff between them.
+        let span = tracing::info_span!(
+            "upstream_attempt",
+            otel.name = "Connect/CreatePersistentContactAssociation",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "aws-api",
+            // As i64: trace exporters write unsigned integers as strings.
+            attempt = i64::from(attempt),
+            // A log line shows only its innermost span: these join an attempt's line to its call.
+            instance_id = call.request.instance_id(),
+            client_token = call.request.client_token().as_str(),
+            aws_request_id = tracing::field::Empty,
+        );
+        Box::pin(
+            async move {
+                let started = std::time::Instant::now();
+                let outcome = upstream
+                    .create_persistent_contact_association(&call.request)
+                    .await;
+                let elapsed = started.elapsed();
+                match &outcome {
+                    Ok(association) => {
+                        if let Some(id) = &association.request_id {
+                            tracing::Span::current().record("aws_request_id", id.as_str());
+                        }
+                        tracing::info!(attempt, outcome = "ok", "upstream attempt");
+                        metrics.upstream_attempt("ok", "", elapsed);
+                    }
+                    Err(err) => {
+                        let aws_error_code = err.aws_code.as_deref().unwrap_or("");
+                        let kind = format!("{:?}", err.kind);
+                        let span = tracing::Span::current();
+                        span.record("otel.status_code", "ERROR");
+                        if let Some(id) = &err.request_id {
+                            span.record("aws_request_id", id.as_str());
+                        }
+                        tracing::info!(attempt, outcome = %kind, aws_error_code, "upstream attempt");
+                        metrics.upstream_attempt(&kind, aws_error_code, elapsed);
+                    }
                 }
-                Err(err) => {
-                    let aws_error_code = err.aws_code.as_deref().unwrap_or("");
-                    let kind = format!("{:?}", err.kind);
-                    tracing::info!(attempt, outcome = %kind, aws_error_code, "upstream attempt");
-                    metrics.upstream_attempt(&kind, aws_error_code, elapsed);
-                }
+                outcome.map_err(CallError::Upstream)
             }
-            outcome.map_err(CallError::Upstream)
-        })
+            .instrument(span),
+        )
     }
 }

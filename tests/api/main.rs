@@ -11,4 +11,5 @@ mod observability;
 mod process;
 mod resilience;
 mod tls;
+mod traces;
 mod validation;

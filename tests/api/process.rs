@@ -27,7 +27,7 @@ use tonic_types::StatusExt;
 use crate::helpers::{channel, entire_session, loopback};
 
 /// The binary with an environment that has no AWS configuration at all.
-fn facade(args: &[&str]) -> Command {
+pub(crate) fn facade(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_connect-facade"));
     command
         .args(args)
@@ -45,15 +45,15 @@ fn facade(args: &[&str]) -> Command {
 }
 
 /// A running facade process, with every log line it wrote so far.
-struct Serving {
-    child: Child,
-    addr: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
+pub(crate) struct Serving {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) logs: Arc<Mutex<Vec<String>>>,
 }
 
 /// Starts `serve` and waits for it to log (in JSON, as it does when stderr is not a terminal) the
 /// address it bound.
-async fn serving(mut command: Command) -> Serving {
+pub(crate) async fn serving(mut command: Command) -> Serving {
     let mut child = command.spawn().expect("binary starts");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
     let logs = Arc::new(Mutex::new(Vec::new()));
@@ -189,25 +189,26 @@ async fn raw_http(mut stream: tokio::net::TcpStream, request: &str) -> String {
 
 /// Writes demo fixtures plus a latency fault to a fresh file for `--simulator-fixtures`.
 fn slow_fixtures(millis: u64) -> std::path::PathBuf {
+    fixtures_with_faults(&format!("  - {{ kind: latency, millis: {millis} }}\n"))
+}
+
+/// Writes demo fixtures plus `faults` (YAML list items) to a fresh file for `--simulator-fixtures`.
+pub(crate) fn fixtures_with_faults(faults: &str) -> std::path::PathBuf {
     let demo = include_str!("../../fixtures/demo.yaml");
     let path = std::env::temp_dir().join(format!(
-        "connect-facade-slow-{}-{}.yaml",
+        "connect-facade-fixtures-{}-{}.yaml",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos()
     ));
-    std::fs::write(
-        &path,
-        format!("{demo}\nfaults:\n  - {{ kind: latency, millis: {millis} }}\n"),
-    )
-    .unwrap();
+    std::fs::write(&path, format!("{demo}\nfaults:\n{faults}")).unwrap();
     path
 }
 
 /// Waits (at most 5 s) for the process to exit, and checks it exited 0.
-async fn exits_zero(child: &mut Child) {
+pub(crate) async fn exits_zero(child: &mut Child) {
     let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
         .await
         .expect("the process exits within 5 s")
@@ -215,7 +216,7 @@ async fn exits_zero(child: &mut Child) {
     assert!(status.success(), "{status:?}");
 }
 
-fn sigterm(child: &Child) {
+pub(crate) fn sigterm(child: &Child) {
     let pid = child.id().expect("still running").to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
