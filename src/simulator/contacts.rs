@@ -34,6 +34,8 @@ struct Association {
 #[derive(Debug, Default)]
 struct Instance {
     contacts: HashMap<String, ContactFixture>,
+    /// Unlisted initial contacts are fresh active chats, and their calls are not remembered.
+    open_chats: bool,
     /// Associations by initial contact id.
     associations: HashMap<String, Association>,
     /// Associations by the client token that made them.
@@ -60,6 +62,7 @@ impl ContactStore {
                     fixture.id.clone(),
                     Instance {
                         contacts,
+                        open_chats: fixture.open_chats,
                         ..Instance::default()
                     },
                 )
@@ -98,13 +101,17 @@ impl ContactStore {
                 .get(id)
                 .ok_or_else(|| AssociationError::NotFound(format!("Contact {id} not found")))
         };
-        let initial = contact(initial_contact_id)?;
-        let source = contact(source_contact_id)?;
-        if initial.channel != Channel::Chat || initial.state != ContactState::Active {
-            return Err(AssociationError::InvalidRequest(format!(
-                "Contact {initial_contact_id} is not an active chat contact"
-            )));
+        // An open instance's unlisted contact is a fresh active chat that nothing remembers.
+        let remembered = !instance.open_chats || instance.contacts.contains_key(initial_contact_id);
+        if remembered {
+            let initial = contact(initial_contact_id)?;
+            if initial.channel != Channel::Chat || initial.state != ContactState::Active {
+                return Err(AssociationError::InvalidRequest(format!(
+                    "Contact {initial_contact_id} is not an active chat contact"
+                )));
+            }
         }
+        let source = contact(source_contact_id)?;
         if source.channel != Channel::Chat || source.state != ContactState::Ended {
             return Err(AssociationError::InvalidRequest(format!(
                 "Contact {source_contact_id} is not a chat contact that has ended"
@@ -127,6 +134,9 @@ impl ContactStore {
                 most_recent_in_session(&instance.contacts, source_contact_id)
             }
         };
+        if !remembered {
+            return Ok(continued_from_contact_id);
+        }
         let association = Association {
             initial_contact_id: initial_contact_id.to_owned(),
             rehydration_type,
@@ -168,6 +178,65 @@ fn most_recent_in_session(contacts: &HashMap<String, ContactFixture>, first: &st
 mod tests {
     use super::*;
     use crate::simulator::fixtures::Fixtures;
+
+    fn open_demo() -> ContactStore {
+        let mut instances = Fixtures::demo().instances;
+        instances[0].open_chats = true;
+        ContactStore::new(&instances)
+    }
+
+    #[test]
+    fn an_open_instance_treats_unlisted_contacts_as_fresh_chats_every_time() {
+        let mut store = open_demo();
+        for _ in 0..3 {
+            let answer = store.associate(
+                INSTANCE,
+                "load-test-chat",
+                RehydrationType::EntirePastSession,
+                "C1",
+                Some("same-token"),
+            );
+            assert_eq!(answer, Ok("C3".to_owned()));
+        }
+        assert!(store.instances[INSTANCE].associations.is_empty());
+        assert!(store.instances[INSTANCE].by_token.is_empty());
+    }
+
+    #[test]
+    fn an_open_instance_still_checks_sources_and_listed_contacts() {
+        let mut store = open_demo();
+        let unknown_source = store.associate(
+            INSTANCE,
+            "load-test-chat",
+            RehydrationType::FromSegment,
+            "nope",
+            None,
+        );
+        assert!(matches!(unknown_source, Err(AssociationError::NotFound(_))));
+        let listed_voice = store.associate(
+            INSTANCE,
+            "ended-call-1",
+            RehydrationType::FromSegment,
+            "C2",
+            None,
+        );
+        assert!(matches!(
+            listed_voice,
+            Err(AssociationError::InvalidRequest(_))
+        ));
+        for expected in [Ok("C2".to_owned()), Err(())] {
+            let listed = store
+                .associate(
+                    INSTANCE,
+                    "new-chat-1",
+                    RehydrationType::FromSegment,
+                    "C2",
+                    None,
+                )
+                .map_err(|_| ());
+            assert_eq!(listed, expected, "listed chats are remembered as before");
+        }
+    }
 
     const INSTANCE: &str = "11111111-2222-3333-4444-555555555555";
 

@@ -32,6 +32,11 @@ pub struct InstanceFixture {
     pub id: String,
     #[serde(default)]
     pub contacts: Vec<ContactFixture>,
+    /// For load tests: any initial contact id not listed is a fresh active chat on every call, and
+    /// calls with one are not remembered (no replay, never "already enabled"), so one request can be
+    /// sent any number of times and the simulator's memory stays flat.
+    #[serde(default)]
+    pub open_chats: bool,
 }
 
 /// One contact: a segment of a customer interaction.
@@ -160,6 +165,15 @@ mod tests {
         let c3 = contacts.iter().find(|c| c.id == "C3").unwrap();
         assert_eq!(c3.previous_contact_id.as_deref(), Some("C2"));
         assert!(demo.faults.is_empty() && demo.quota.is_none());
+    }
+
+    #[test]
+    fn the_bench_fixtures_are_an_open_instance_with_the_documented_session() {
+        let bench =
+            Fixtures::parse(include_str!("../../fixtures/bench.yaml"), "bench.yaml").unwrap();
+        assert!(bench.instances[0].open_chats);
+        assert_eq!(bench.instances[0].contacts.len(), 3);
+        assert!(bench.faults.is_empty() && bench.quota.is_none());
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod fixtures;
 mod wire;
 
 use std::{
-    collections::HashSet,
+    collections::{HashSet, VecDeque},
     net::SocketAddr,
     num::NonZeroU32,
     sync::{Arc, Mutex, MutexGuard},
@@ -48,8 +48,12 @@ pub struct SimulatorState {
     faults: Mutex<FaultSet>,
     quota: Option<DefaultDirectRateLimiter>,
     access_key_ids: HashSet<String>,
-    requests: Mutex<Vec<RecordedRequest>>,
+    /// The most recent requests, at most [`RECORDED_REQUESTS`], so a long load test stays bounded.
+    requests: Mutex<VecDeque<RecordedRequest>>,
 }
+
+/// How many requests the simulator remembers for [`Simulator::requests`].
+pub const RECORDED_REQUESTS: usize = 100_000;
 
 /// Locks a mutex even if a panicking thread poisoned it: every critical section here leaves the data
 /// consistent, and a simulator that stops answering would hide the original panic.
@@ -75,14 +79,20 @@ impl SimulatorState {
             faults: Mutex::new(FaultSet::new(fixtures.faults)),
             quota,
             access_key_ids: fixtures.access_key_ids.into_iter().collect(),
-            requests: Mutex::new(Vec::new()),
+            requests: Mutex::new(VecDeque::new()),
         }
     }
 
     /// Records a request and decides its fate: `None` when the account's quota refuses it.
     fn admit(&self, request: RecordedRequest) -> Option<Verdict> {
         let instance_id = request.instance_id.clone();
-        lock(&self.requests).push(request);
+        {
+            let mut requests = lock(&self.requests);
+            if requests.len() == RECORDED_REQUESTS {
+                requests.pop_front();
+            }
+            requests.push_back(request);
+        }
         if let Some(quota) = &self.quota
             && quota.check().is_err()
         {
@@ -131,9 +141,10 @@ impl Simulator {
         format!("http://{}", self.local_addr)
     }
 
-    /// Every request that reached the operation so far, in arrival order.
+    /// Every request that reached the operation so far (the last [`RECORDED_REQUESTS`]), in
+    /// arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.state.requests).clone()
+        lock(&self.state.requests).iter().cloned().collect()
     }
 
     /// Adds a fault rule while running.

@@ -86,6 +86,7 @@ async fn ids_with_slashes_spaces_and_non_ascii_reach_aws_intact() {
         instances: vec![InstanceFixture {
             id: instance.into(),
             contacts,
+            open_chats: false,
         }],
         ..Fixtures::default()
     };
