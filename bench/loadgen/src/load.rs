@@ -1,0 +1,225 @@
+//! Applying the load: closed loop (N workers, each calling again when answered) or open loop (calls
+//! sent on a fixed schedule whatever the latency, the only honest way to state latency at a rate).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{task::JoinSet, time::Instant};
+
+use crate::{
+    RunArgs, TargetKind,
+    report::{Report, Setup, Stats, own_cpu_seconds},
+    target::Target,
+};
+
+/// Calls answered so far, for the progress line.
+#[derive(Default)]
+struct Progress {
+    calls: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Progress {
+    fn count(&self, failed: bool) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Open-loop bookkeeping.
+#[derive(Default)]
+struct Schedule {
+    dropped: u64,
+    max_lag: Duration,
+}
+
+pub async fn run(args: RunArgs) -> Result<(), String> {
+    let (mode, concurrency, rate) = match (args.concurrency, args.rate) {
+        (Some(concurrency), None) if concurrency > 0 => ("closed", Some(concurrency), None),
+        (None, Some(rate)) if rate > 0.0 && rate.is_finite() => ("open", None, Some(rate)),
+        _ => return Err("give either --concurrency N (> 0) or --rate R (> 0)".into()),
+    };
+    let connections = args
+        .connections
+        .unwrap_or_else(|| concurrency.unwrap_or(8).min(8))
+        .max(1);
+    let target = match args.target {
+        TargetKind::Grpc => Target::grpc(&args.url, connections).await?,
+        TargetKind::Sdk => Target::sdk(&args.url).await,
+    };
+    let setup = Setup {
+        label: args.label.clone(),
+        target: match args.target {
+            TargetKind::Grpc => "grpc",
+            TargetKind::Sdk => "sdk",
+        },
+        url: args.url.clone(),
+        mode,
+        concurrency,
+        rate,
+        connections: if args.target == TargetKind::Grpc {
+            connections
+        } else {
+            0
+        },
+    };
+
+    if !args.warmup.is_zero() {
+        drive(&target, &args, args.warmup, &Arc::new(Progress::default())).await;
+    }
+    let progress = Arc::new(Progress::default());
+    let printer = (!args.quiet).then(|| tokio::spawn(print_progress(progress.clone())));
+    let cpu_before = own_cpu_seconds();
+    let started = Instant::now();
+    let (stats, schedule) = drive(&target, &args, args.duration, &progress).await;
+    let elapsed = started.elapsed();
+    let cpu_seconds = own_cpu_seconds() - cpu_before;
+    if let Some(printer) = printer {
+        printer.abort();
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!();
+        }
+    }
+
+    let report = Report {
+        setup,
+        stats,
+        elapsed,
+        dropped: schedule.dropped,
+        max_schedule_lag: schedule.max_lag,
+        cpu_seconds,
+    };
+    println!("{}", report.summary());
+    if let Some(path) = &args.json {
+        let text =
+            serde_json::to_string_pretty(&report.to_json()).map_err(|err| err.to_string())?;
+        std::fs::write(path, text + "\n")
+            .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn drive(
+    target: &Target,
+    args: &RunArgs,
+    duration: Duration,
+    progress: &Arc<Progress>,
+) -> (Stats, Schedule) {
+    match (args.concurrency, args.rate) {
+        (Some(concurrency), _) => (
+            closed_loop(target, concurrency, duration, progress).await,
+            Schedule::default(),
+        ),
+        (_, Some(rate)) => open_loop(target, rate, args.max_in_flight, duration, progress).await,
+        _ => (Stats::default(), Schedule::default()),
+    }
+}
+
+async fn closed_loop(
+    target: &Target,
+    concurrency: usize,
+    duration: Duration,
+    progress: &Arc<Progress>,
+) -> Stats {
+    let end = Instant::now() + duration;
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency {
+        let target = target.clone();
+        let progress = progress.clone();
+        workers.spawn(async move {
+            let mut stats = Stats::default();
+            while Instant::now() < end {
+                let sent = Instant::now();
+                let outcome = target.call().await;
+                progress.count(outcome.is_err());
+                stats.record(sent.elapsed(), outcome);
+            }
+            stats
+        });
+    }
+    let mut total = Stats::default();
+    while let Some(stats) = workers.join_next().await {
+        total.merge(stats.expect("a worker does not panic"));
+    }
+    total
+}
+
+async fn open_loop(
+    target: &Target,
+    rate: f64,
+    max_in_flight: usize,
+    duration: Duration,
+    progress: &Arc<Progress>,
+) -> (Stats, Schedule) {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let end = start + duration;
+    let mut stats = Stats::default();
+    let mut schedule = Schedule::default();
+    let mut in_flight = JoinSet::new();
+    let record = |stats: &mut Stats, joined: Result<(Duration, crate::target::Outcome), _>| {
+        let (latency, outcome) = joined.expect("a call task does not panic");
+        progress.count(outcome.is_err());
+        stats.record(latency, outcome);
+    };
+    for sequence in 0u32.. {
+        let due = start + interval * sequence;
+        if due >= end {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        // Latency is timed from the actual send; how late sends were is reported on its own.
+        schedule.max_lag = schedule.max_lag.max(Instant::now() - due);
+        while let Some(joined) = in_flight.try_join_next() {
+            record(&mut stats, joined);
+        }
+        if in_flight.len() >= max_in_flight {
+            schedule.dropped += 1;
+            continue;
+        }
+        let target = target.clone();
+        in_flight.spawn(async move {
+            let sent = Instant::now();
+            let outcome = target.call().await;
+            (sent.elapsed(), outcome)
+        });
+    }
+    while let Some(joined) = in_flight.join_next().await {
+        record(&mut stats, joined);
+    }
+    (stats, schedule)
+}
+
+async fn print_progress(progress: Arc<Progress>) {
+    let started = Instant::now();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last = 0;
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    loop {
+        ticker.tick().await;
+        let calls = progress.calls.load(Ordering::Relaxed);
+        let errors = progress.errors.load(Ordering::Relaxed);
+        let line = format!(
+            "[{:>4.0} s] {calls} calls, {}/s, {errors} errors",
+            started.elapsed().as_secs_f64(),
+            calls - last
+        );
+        // One line rewritten in place on a terminal; one line per second in a log file.
+        if terminal {
+            eprint!("\r{line}   ");
+        } else {
+            eprintln!("{line}");
+        }
+        last = calls;
+    }
+}

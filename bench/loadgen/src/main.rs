@@ -1,0 +1,109 @@
+//! `loadgen`: drives connect-facade benchmarks (see scripts/bench.sh and docs/BENCHMARKS.md).
+//!
+//! - `loadgen run`: calls CreatePersistentContactAssociation over gRPC (the facade, the bare tonic
+//!   server, the Python alternative) or with aws-sdk-connect straight to a simulator, closed-loop at
+//!   a concurrency or open-loop at a fixed rate, for a duration; prints throughput, latency
+//!   percentiles (HDR histogram) and errors by code, and writes JSON.
+//! - `loadgen bare-server`: a tonic server whose handler answers at once (the gRPC hop alone).
+//! - `loadgen frame`: writes one gRPC-framed request, for h2load.
+
+mod bare;
+mod load;
+mod report;
+mod target;
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(version, about = "Load generator for connect-facade benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run load against a target and report.
+    Run(RunArgs),
+    /// Serve ContactService with a handler that answers at once.
+    BareServer {
+        #[arg(long, default_value = "127.0.0.1:50052")]
+        listen: SocketAddr,
+    },
+    /// Write one gRPC-framed request (5-byte prefix + protobuf), for h2load's --data.
+    Frame {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// What is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TargetKind {
+    /// A gRPC server of the contract (the facade, the bare server, the Python alternative).
+    Grpc,
+    /// aws-sdk-connect straight to a Connect endpoint (the simulator): no gRPC hop.
+    Sdk,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    #[arg(long, value_enum, default_value = "grpc")]
+    pub target: TargetKind,
+    /// gRPC server URL, or the Connect endpoint URL for `--target sdk`.
+    #[arg(long)]
+    pub url: String,
+    /// Open loop: calls per second, sent on schedule whatever the answers' latency.
+    #[arg(long, conflicts_with = "concurrency")]
+    pub rate: Option<f64>,
+    /// Closed loop: calls in flight at all times (each worker calls again as soon as answered).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Measured time.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Unmeasured time first (connections, pools, caches).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub warmup: Duration,
+    /// HTTP/2 connections for gRPC targets (calls are spread round-robin); one connection
+    /// serialises on its socket. Default: the concurrency, at most 8 (8 in open loop).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Open loop: calls allowed in flight before new ones are counted as dropped.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+    /// Where to write the JSON report.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// A label for the report (e.g. "facade").
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// No progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => load::run(args).await,
+            Command::BareServer { listen } => bare::serve(listen).await,
+            Command::Frame { out } => std::fs::write(&out, target::framed_request())
+                .map_err(|err| format!("cannot write {}: {err}", out.display())),
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("loadgen: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
