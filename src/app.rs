@@ -55,6 +55,8 @@ pub enum StartupError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("invalid flags: {0}")]
+    Flags(&'static str),
 }
 
 /// Runs one subcommand to completion.
@@ -121,6 +123,11 @@ struct ConnectionLimits {
 impl App {
     /// Builds everything from the configuration; fails fast on anything that would fail every call.
     pub async fn build(config: ServeConfig) -> Result<Self, StartupError> {
+        if config.rate_limit == 0.0 && config.instance_rate_limit.is_some() {
+            return Err(StartupError::Flags(
+                "--instance-rate-limit needs the account-wide limiter (--rate-limit above 0)",
+            ));
+        }
         let simulator = if config.simulator {
             let fixtures = Fixtures::load(config.simulator_fixtures.as_deref())?;
             let loopback = SocketAddr::from(([127, 0, 0, 1], 0));

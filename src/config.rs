@@ -42,6 +42,14 @@ fn positive_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A rate where 0 means "no limit".
+fn rate_or_off(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate == 0.0 => Ok(rate),
+        _ => positive_rate(text),
+    }
+}
+
 fn unit_factor(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(factor) if factor > 0.0 && factor <= 1.0 => Ok(factor),
@@ -150,8 +158,9 @@ pub struct ServeConfig {
     pub retry_budget_window: Duration,
 
     /// Requests per second sent to Amazon Connect by this process (the account and region's quota;
-    /// Connect's default for most operations is 2). Retries count too.
-    #[arg(long, env = "CONNECT_FACADE_RATE_LIMIT", default_value_t = 2.0, value_parser = positive_rate)]
+    /// Connect's default for most operations is 2). Retries count too. 0 turns the limiter off
+    /// (AWS's throttling and the retry budget alone then bound the rate).
+    #[arg(long, env = "CONNECT_FACADE_RATE_LIMIT", default_value_t = 2.0, value_parser = rate_or_off)]
     pub rate_limit: f64,
 
     /// Requests allowed at once after a quiet period (Connect's default burst: 5).

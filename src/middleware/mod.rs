@@ -105,21 +105,20 @@ impl UpstreamStack {
         metrics: Arc<Metrics>,
     ) -> Self {
         let breaker = CircuitBreakerLayer::new(key, config.breaker.clone());
+        // A layer turned off by its flag is left out, not bypassed: it then costs nothing.
+        let retry = (config.retry.max_attempts > 1)
+            .then(|| RetryLayer::new(RetryPolicy::new(config.retry.clone(), metrics.clone())));
+        let breaker_layer = (config.breaker.failure_threshold > 0).then(|| breaker.clone());
+        let rate_limit = (config.rate_limit.rate_per_second > 0.0)
+            .then(|| RateLimitLayer::new(key, &config.rate_limit, metrics.clone()));
         let service = ServiceBuilder::new()
             .layer(LoadShedLayer::new())
             .layer(GlobalConcurrencyLimitLayer::new(
                 config.max_in_flight + config.max_waiting,
             ))
-            .layer(RetryLayer::new(RetryPolicy::new(
-                config.retry.clone(),
-                metrics.clone(),
-            )))
-            .layer(breaker.clone())
-            .layer(RateLimitLayer::new(
-                key,
-                &config.rate_limit,
-                metrics.clone(),
-            ))
+            .option_layer(retry)
+            .option_layer(breaker_layer)
+            .option_layer(rate_limit)
             .layer(GlobalConcurrencyLimitLayer::new(config.max_in_flight))
             .service(SdkAttempt { upstream, metrics });
         Self {

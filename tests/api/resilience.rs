@@ -408,3 +408,66 @@ async fn a_per_instance_sub_limit_refuses_one_instance_without_starving_others()
         .await
         .expect("another instance is served");
 }
+
+#[tokio::test]
+async fn a_rate_limit_of_zero_leaves_the_limiter_out() {
+    let app = spawn_with(Fixtures::demo(), |c| {
+        c.rate_limit = 0.0;
+        c.rate_burst = 1;
+        c.max_queue_wait = Duration::ZERO;
+    })
+    .await;
+    // At a limit of 1/s with no queueing, 39 of these 40 would be refused.
+    let calls: Vec<_> = (0..40)
+        .map(|_| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                client
+                    .create_persistent_contact_association(unknown_instance())
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        let status = call.await.unwrap().expect_err("unknown instance");
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
+    assert_eq!(app.simulator.requests().len(), 40, "every call reached AWS");
+}
+
+#[tokio::test]
+async fn an_instance_limit_without_the_account_limiter_is_refused_at_startup() {
+    let mut config = crate::helpers::offline_config();
+    config.rate_limit = 0.0;
+    config.instance_rate_limit = Some(1.0);
+    let err = connect_facade::app::App::build(config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("--instance-rate-limit"), "{err}");
+}
+
+#[tokio::test]
+async fn zero_breaker_failures_leaves_the_breaker_out() {
+    let app = spawn_with(Fixtures::demo(), |c| {
+        c.breaker_failures = 0;
+        c.max_attempts = 1;
+    })
+    .await;
+    app.simulator
+        .add_fault(always_error("InternalServiceException"));
+    for _ in 0..12 {
+        let status = app
+            .client
+            .clone()
+            .create_persistent_contact_association(entire_session())
+            .await
+            .expect_err("AWS keeps failing");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert_ne!(
+            status.get_error_details().error_info().unwrap().reason,
+            "CIRCUIT_OPEN"
+        );
+    }
+    assert_eq!(app.simulator.requests().len(), 12, "no call failed fast");
+}
