@@ -72,13 +72,20 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     };
 
     if !args.warmup.is_zero() {
-        drive(&target, &args, args.warmup, &Arc::new(Progress::default())).await;
+        drive(
+            &target,
+            &args,
+            args.warmup,
+            None,
+            &Arc::new(Progress::default()),
+        )
+        .await;
     }
     let progress = Arc::new(Progress::default());
     let printer = (!args.quiet).then(|| tokio::spawn(print_progress(progress.clone())));
     let cpu_before = own_cpu_seconds();
     let started = Instant::now();
-    let (stats, schedule) = drive(&target, &args, args.duration, &progress).await;
+    let (stats, schedule) = drive(&target, &args, args.duration, args.calls, &progress).await;
     let elapsed = started.elapsed();
     let cpu_seconds = own_cpu_seconds() - cpu_before;
     if let Some(printer) = printer {
@@ -110,11 +117,12 @@ async fn drive(
     target: &Target,
     args: &RunArgs,
     duration: Duration,
+    calls: Option<u64>,
     progress: &Arc<Progress>,
 ) -> (Stats, Schedule) {
     match (args.concurrency, args.rate) {
         (Some(concurrency), _) => (
-            closed_loop(target, concurrency, duration, progress).await,
+            closed_loop(target, concurrency, duration, calls, progress).await,
             Schedule::default(),
         ),
         (_, Some(rate)) => open_loop(target, rate, args.max_in_flight, duration, progress).await,
@@ -126,16 +134,32 @@ async fn closed_loop(
     target: &Target,
     concurrency: usize,
     duration: Duration,
+    calls: Option<u64>,
     progress: &Arc<Progress>,
 ) -> Stats {
-    let end = Instant::now() + duration;
+    // With a call count, the count ends the run, not the clock.
+    let end = Instant::now()
+        + if calls.is_some() {
+            Duration::from_secs(86_400)
+        } else {
+            duration
+        };
+    let remaining = Arc::new(AtomicU64::new(calls.unwrap_or(u64::MAX)));
     let mut workers = JoinSet::new();
     for _ in 0..concurrency {
         let target = target.clone();
         let progress = progress.clone();
+        let remaining = remaining.clone();
         workers.spawn(async move {
             let mut stats = Stats::default();
-            while Instant::now() < end {
+            let take = || {
+                remaining
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                        left.checked_sub(1)
+                    })
+                    .is_ok()
+            };
+            while Instant::now() < end && take() {
                 let sent = Instant::now();
                 let outcome = target.call().await;
                 progress.count(outcome.is_err());

@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// Measured time.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub duration: Duration,
+    /// Closed loop: stop after this many calls instead of at the end of --duration (fixed work, for
+    /// instruction counts under callgrind).
+    #[arg(long, requires = "concurrency")]
+    pub calls: Option<u64>,
     /// Unmeasured time first (connections, pools, caches).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     pub warmup: Duration,

@@ -1,0 +1,99 @@
+// Calling connect-facade from Node with @grpc/grpc-js, the contract loaded from proto/ at start.
+//
+//   npm install && node client.js localhost:50051
+//
+// Shows a successful call; reading a RESOURCE_EXHAUSTED (or UNAVAILABLE) answer's google.rpc details
+// (RetryInfo: how long to wait; ErrorInfo: the client_token the facade used); retrying with that
+// token, so a retry can never apply the association twice; and a validation error's BadRequest.
+'use strict';
+
+const path = require('path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+const protobuf = require('protobufjs');
+const googleProtos = require('google-proto-files');
+
+const PROTO_ROOT = path.join(__dirname, '..', '..', 'proto');
+const INSTANCE = '11111111-2222-3333-4444-555555555555';
+
+const definition = protoLoader.loadSync('amazonconnect/v1/contact_service.proto', {
+  includeDirs: [PROTO_ROOT],
+  keepCase: true,
+  enums: String,
+  defaults: true,
+});
+const { ContactService } = grpc.loadPackageDefinition(definition).amazonconnect.v1;
+
+// google.rpc.Status and its detail messages, to decode the grpc-status-details-bin trailer.
+const rpcTypes = new protobuf.Root();
+rpcTypes.resolvePath = (_origin, target) => path.join(googleProtos.getProtoPath(), '..', target);
+rpcTypes.loadSync(['google/rpc/status.proto', 'google/rpc/error_details.proto'], { keepCase: true });
+
+function details(error) {
+  const found = {};
+  const [bin] = error.metadata ? error.metadata.get('grpc-status-details-bin') : [];
+  if (!bin) return found;
+  const status = rpcTypes.lookupType('google.rpc.Status').decode(bin);
+  for (const any of status.details) {
+    const name = any.type_url.split('/').pop();
+    found[name.split('.').pop()] = rpcTypes.lookupType(name).toObject(
+      rpcTypes.lookupType(name).decode(any.value), { defaults: true, longs: Number });
+  }
+  return found;
+}
+
+function call(client, request) {
+  return new Promise((resolve, reject) => {
+    const deadline = new Date(Date.now() + 10_000);
+    client.CreatePersistentContactAssociation(request, { deadline }, (error, response) =>
+      error ? reject(error) : resolve(response));
+  });
+}
+
+const RETRYABLE = new Set([grpc.status.RESOURCE_EXHAUSTED, grpc.status.UNAVAILABLE]);
+
+async function associate(client, request, attempts = 5) {
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    try {
+      const response = await call(client, request);
+      console.log(`call ${attempt}: OK continued_from_contact_id=${response.continued_from_contact_id} ` +
+        `client_token=${response.client_token}`);
+      return response;
+    } catch (error) {
+      if (!RETRYABLE.has(error.code)) throw error;
+      const found = details(error);
+      const delay = found.RetryInfo
+        ? Number(found.RetryInfo.retry_delay.seconds) + found.RetryInfo.retry_delay.nanos / 1e9 : 1;
+      const token = (found.ErrorInfo && found.ErrorInfo.metadata.clientToken) || '';
+      console.log(`call ${attempt}: ${grpc.status[error.code]} (${found.ErrorInfo ? found.ErrorInfo.reason : '?'}): ` +
+        `retry in ${delay.toFixed(3)}s with client_token=${token}`);
+      await new Promise((resume) => setTimeout(resume, delay * 1000));
+      // The same token: if the failed attempt reached AWS after all, this one replays its answer.
+      request = { ...request, client_token: token };
+    }
+  }
+  throw new Error('gave up');
+}
+
+async function main() {
+  const target = process.argv[2] || 'localhost:50051';
+  const client = new ContactService(target, grpc.credentials.createInsecure());
+  await associate(client, {
+    instance_id: INSTANCE,
+    initial_contact_id: 'new-chat-1',
+    rehydration_type: 'REHYDRATION_TYPE_ENTIRE_PAST_SESSION',
+    source_contact_id: 'C1',
+  });
+  try {
+    await call(client, { instance_id: INSTANCE });
+  } catch (error) {
+    const fields = details(error).BadRequest.field_violations.map((v) => v.field);
+    console.log(`invalid: ${grpc.status[error.code]} fields=${fields.join(',')}`);
+  }
+  client.close();
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# Measures the facade against the alternatives and writes docs/BENCHMARKS.md.
+#
+#   scripts/bench.sh            # full run, release builds (about 20 minutes)
+#   scripts/bench.sh --smoke    # a few seconds per path with the debug build CI already has;
+#                               # writes target/bench/BENCHMARKS.md and fails if any path fails
+#
+# Paths, one after the other, against the same simulator (fixtures/bench.yaml: no faults, no quota):
+#   facade  connect-facade serve (limiter high enough not to interfere)      the product
+#   direct  aws-sdk-connect straight to the simulator (loadgen --target sdk)  the floor
+#   bare    a tonic server answering at once (loadgen bare-server)            the gRPC hop alone
+#   python  grpcio + boto3 (bench/python/server.py)                           the obvious alternative
+# The application side runs pinned to CPU 0; the simulator and the load generator share CPU 1, so
+# every figure is per core of application.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+smoke=0
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) smoke=1 ;;
+    --out) out=$2; shift ;;
+    *) echo "usage: scripts/bench.sh [--smoke] [--out FILE]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [ "$smoke" = 1 ]; then
+  duration=1s warmup=300ms soak=4s soak_sample=2 callgrind_calls=(5 15) profile=debug
+  out=${out:-target/bench/BENCHMARKS.md}
+else
+  duration=10s warmup=2s soak=300s soak_sample=60 callgrind_calls=(200 600) profile=release
+  out=${out:-docs/BENCHMARKS.md}
+fi
+work=$root/target/bench
+results=$work/results
+rm -rf "$results"
+mkdir -p "$results"
+
+echo "== build ($profile)"
+if [ "$profile" = release ]; then
+  cargo build --release --locked --workspace
+else
+  # The same feature set `cargo test --workspace` builds: nothing is compiled twice in CI.
+  cargo test --workspace --locked --no-run
+fi
+bin=$root/target/$profile
+[ -x "$bin/connect-facade" ] && [ -x "$bin/loadgen" ] || { echo "missing binaries in $bin" >&2; exit 1; }
+
+echo "== tools"
+venv=${BENCH_VENV:-$work/venv}
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import grpc, grpc_tools, boto3" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "boto3==1.44.8" "grpcio==1.85.1" "grpcio-tools==1.85.1"
+fi
+if ! command -v h2load >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get install -y -qq nghttp2-client >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq nghttp2-client >/dev/null 2>&1; }) || true
+  fi
+fi
+command -v h2load >/dev/null || echo "h2load unavailable: the cross-check is skipped"
+
+if [ "$(nproc)" -ge 2 ]; then app_cpu=0 load_cpu=1; else app_cpu=0 load_cpu=0; fi
+app() { taskset -c "$app_cpu" "$@"; }
+load() { taskset -c "$load_cpu" "$@"; }
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { # port timeout_s
+  for _ in $(seq 1 $(($2 * 10))); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1 after $2 s" >&2; return 1
+}
+cpu_s() { awk '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / 100 }' "/proc/$1/stat"; }
+status_kib() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
+fds() { ls "/proc/$1/fd" | wc -l; }
+# start_printing_addr LOG CPU COMMAND...: COMMAND in the background on CPU; its first stdout line is
+# its address. Sets PID (the command's own, taskset execs it) and LINE.
+start_printing_addr() {
+  local log=$1 cpu=$2; shift 2
+  taskset -c "$cpu" "$@" >"$log.out" 2>"$log.err" &
+  PID=$!; pids+=("$PID")
+  for _ in $(seq 1 300); do
+    LINE=$(head -n1 "$log.out" 2>/dev/null || true)
+    [ -n "$LINE" ] && return 0
+    kill -0 "$PID" 2>/dev/null || { cat "$log.err" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "no address from $*" >&2; return 1
+}
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# loadgen LABEL URL TARGET ARGS...: a measured run, its JSON in results/LABEL.json.
+loadgen() {
+  local label=$1 url=$2 target=$3; shift 3
+  load "$bin/loadgen" run --quiet --label "$label" --target "$target" --url "$url" \
+    --json "$results/$label.json" "$@" >>"$results/loadgen.log"
+}
+# app_run LABEL PID URL ARGS...: a measured run against a server PID, with the server's CPU time.
+app_run() {
+  local label=$1 pid=$2 url=$3; shift 3
+  local before after
+  before=$(cpu_s "$pid")
+  loadgen "$label" "$url" grpc --warmup 0 "$@"
+  after=$(cpu_s "$pid")
+  printf '{"cpu_s": %s, "rss_kib": %s, "peak_rss_kib": %s}\n' \
+    "$(awk "BEGIN { print $after - $before }")" "$(status_kib "$pid" VmRSS)" "$(status_kib "$pid" VmHWM)" \
+    >"$results/$label.app.json"
+}
+
+echo "== simulator (CPU $load_cpu)"
+start_printing_addr "$work/simulator" "$load_cpu" "$bin/connect-facade" simulate --listen 127.0.0.1:0 \
+  --fixtures fixtures/bench.yaml --log-format json
+sim_url=${LINE##* }
+echo "$sim_url"
+
+facade_env=(env AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench-secret AWS_EC2_METADATA_DISABLED=true)
+facade_log=info
+# start_facade LOG FLAGS...: the facade on CPU 0; sets FACADE_PID, FACADE_URL, METRICS_PORT.
+start_facade() {
+  local log=$1; shift
+  local port; port=$(free_port); METRICS_PORT=$(free_port)
+  # The limiter high enough not to interfere, unless the caller sets it.
+  local rate=(--rate-limit 1000000 --rate-burst 1000000)
+  case " $* " in *" --rate-limit "*) rate=() ;; esac
+  "${facade_env[@]}" RUST_LOG="$facade_log" taskset -c "$app_cpu" "$bin/connect-facade" serve --listen "127.0.0.1:$port" \
+    --metrics-listen "127.0.0.1:$METRICS_PORT" --region us-east-1 --endpoint-url "$sim_url" \
+    "${rate[@]}" --log-format json "$@" >"$work/$log.out" 2>"$work/$log.err" &
+  FACADE_PID=$!; pids+=("$FACADE_PID")
+  wait_port "$port" 60
+  FACADE_URL=http://127.0.0.1:$port
+}
+closed_loops() { # PREFIX PID URL
+  for c in 1 16 64; do app_run "$1-c$c" "$2" "$3" --concurrency "$c" --duration "$duration"; done
+}
+
+echo "== facade"
+start_facade facade
+status_kib "$FACADE_PID" VmRSS >"$results/facade.idle_rss_kib"
+loadgen warmup-facade "$FACADE_URL" grpc --concurrency 64 --duration "$warmup" --warmup 0
+closed_loops facade "$FACADE_PID" "$FACADE_URL"
+facade_max=$(python3 -c "import json,sys; print(max(json.load(open(f'$results/facade-c{c}.json'))['throughput_per_s'] for c in (1,16,64)))")
+rate=$(python3 -c "print(max(1, int($facade_max / 2)))")
+echo "$rate" >"$results/fixed_rate"
+app_run facade-rate "$FACADE_PID" "$FACADE_URL" --rate "$rate" --duration "$duration"
+app_run facade-rate500 "$FACADE_PID" "$FACADE_URL" --rate 500 --duration "$duration"
+
+if command -v h2load >/dev/null; then
+  echo "== h2load cross-check (facade, 16 streams over 4 connections)"
+  "$bin/loadgen" frame --out "$work/request.bin"
+  app_run facade-c16x4 "$FACADE_PID" "$FACADE_URL" --concurrency 16 --connections 4 --duration "$duration"
+  n=$(python3 -c "import json; print(max(200, int(json.load(open('$results/facade-c16x4.json'))['throughput_per_s'] * ${duration%s})))")
+  ok_before=$(curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '/^grpc_server_handled_total.*grpc_code="OK"/ { print $2 }')
+  load h2load -n "$n" -c 4 -m 4 -t 1 --data="$work/request.bin" \
+    -H 'content-type: application/grpc' -H 'te: trailers' \
+    "$FACADE_URL/amazonconnect.v1.ContactService/CreatePersistentContactAssociation" >"$results/h2load.txt"
+  ok_after=$(curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '/^grpc_server_handled_total.*grpc_code="OK"/ { print $2 }')
+  echo "$n $((${ok_after:-0} - ${ok_before:-0}))" >"$results/h2load.counts"
+fi
+stop "$FACADE_PID"
+
+echo "== layers (facade at concurrency 64, one layer left out at a time)"
+for layer in retry breaker limiter all; do
+  case $layer in
+    retry) flags=(--max-attempts 1) ;;
+    breaker) flags=(--breaker-failures 0) ;;
+    limiter) flags=(--rate-limit 0) ;;
+    all) flags=(--max-attempts 1 --breaker-failures 0 --rate-limit 0) ;;
+  esac
+  start_facade "facade-no-$layer" "${flags[@]}"
+  loadgen "warmup-no-$layer" "$FACADE_URL" grpc --concurrency 64 --duration "$warmup" --warmup 0
+  app_run "layers-no-$layer-c64" "$FACADE_PID" "$FACADE_URL" --concurrency 64 --duration "$duration"
+  stop "$FACADE_PID"
+done
+echo "== facade logging at warn (no per-call log lines)"
+facade_log=warn
+start_facade facade-warn
+facade_log=info
+loadgen warmup-warn "$FACADE_URL" grpc --concurrency 64 --duration "$warmup" --warmup 0
+app_run "layers-logs-warn-c64" "$FACADE_PID" "$FACADE_URL" --concurrency 64 --duration "$duration"
+stop "$FACADE_PID"
+
+echo "== direct: aws-sdk-connect straight to the simulator (CPU $app_cpu)"
+for c in 1 16 64; do
+  app "$bin/loadgen" run --quiet --label "direct-c$c" --target sdk --url "$sim_url" \
+    --concurrency "$c" --duration "$duration" --warmup "$warmup" --json "$results/direct-c$c.json" >>"$results/loadgen.log"
+done
+for r in "$rate" 500; do
+  label=direct-rate; [ "$r" = 500 ] && label=direct-rate500
+  app "$bin/loadgen" run --quiet --label "$label" --target sdk --url "$sim_url" \
+    --rate "$r" --duration "$duration" --warmup "$warmup" --json "$results/$label.json" >>"$results/loadgen.log"
+done
+
+echo "== bare tonic hop"
+start_printing_addr "$work/bare" "$app_cpu" "$bin/loadgen" bare-server --listen 127.0.0.1:0
+bare_pid=$PID bare_url=http://$LINE
+status_kib "$bare_pid" VmRSS >"$results/bare.idle_rss_kib"
+loadgen warmup-bare "$bare_url" grpc --concurrency 64 --duration "$warmup" --warmup 0
+closed_loops bare "$bare_pid" "$bare_url"
+app_run bare-rate "$bare_pid" "$bare_url" --rate "$rate" --duration "$duration"
+app_run bare-rate500 "$bare_pid" "$bare_url" --rate 500 --duration "$duration"
+stop "$bare_pid"
+
+echo "== python: grpcio + boto3"
+start_printing_addr "$work/python" "$app_cpu" "$venv/bin/python" bench/python/server.py --endpoint-url "$sim_url"
+py_pid=$PID py_url=http://$LINE
+status_kib "$py_pid" VmRSS >"$results/python.idle_rss_kib"
+loadgen warmup-python "$py_url" grpc --concurrency 64 --duration "$warmup" --warmup 0
+closed_loops python "$py_pid" "$py_url"
+py_max=$(python3 -c "import json; print(max(json.load(open(f'$results/python-c{c}.json'))['throughput_per_s'] for c in (1,16,64)))")
+# Open loop past a server's capacity measures only its queue: the fixed rates it cannot sustain are skipped.
+if python3 -c "import sys; sys.exit(0 if $rate <= 0.8 * $py_max else 1)"; then
+  app_run python-rate "$py_pid" "$py_url" --rate "$rate" --duration "$duration"
+fi
+if python3 -c "import sys; sys.exit(0 if 500 <= 0.8 * $py_max else 1)"; then
+  app_run python-rate500 "$py_pid" "$py_url" --rate 500 --duration "$duration"
+fi
+stop "$py_pid"
+
+echo "== callgrind: instructions per call (facade and direct), ${callgrind_calls[*]} calls"
+for n in "${callgrind_calls[@]}"; do
+  port=$(free_port)
+  "${facade_env[@]}" taskset -c "$app_cpu" valgrind --tool=callgrind --callgrind-out-file="$results/callgrind.facade.$n" \
+    "$bin/connect-facade" serve --listen "127.0.0.1:$port" --region us-east-1 --endpoint-url "$sim_url" \
+    --rate-limit 1000000 --rate-burst 1000000 --log-format json >"$work/callgrind.out" 2>"$work/callgrind.err" &
+  vg_pid=$!; pids+=("$vg_pid")
+  wait_port "$port" 180
+  loadgen "callgrind-facade-$n" "http://127.0.0.1:$port" grpc --concurrency 1 --calls "$n" --warmup 0
+  stop "$vg_pid"
+  app valgrind --tool=callgrind --callgrind-out-file="$results/callgrind.direct.$n" \
+    "$bin/loadgen" run --quiet --target sdk --url "$sim_url" --concurrency 1 --calls "$n" --warmup 0 \
+    >>"$results/loadgen.log" 2>"$work/callgrind-direct.err"
+done
+# Every function's self instructions in both facade runs: their difference is the per-call profile.
+for n in "${callgrind_calls[@]}"; do
+  callgrind_annotate --inclusive=no --auto=no --threshold=100 "$results/callgrind.facade.$n" \
+    >"$results/callgrind.facade.$n.annotated" 2>/dev/null
+done
+
+echo "== memory soak: $soak at the fixed rate ($rate/s)"
+start_facade facade-soak
+loadgen soak "$FACADE_URL" grpc --rate "$rate" --duration "$soak" --warmup 0 &
+soak_pid=$!
+sleep "$soak_sample"
+echo "$(status_kib "$FACADE_PID" VmRSS) $(fds "$FACADE_PID") $(status_kib "$FACADE_PID" Threads)" >"$results/soak.first"
+wait "$soak_pid"
+echo "$(status_kib "$FACADE_PID" VmRSS) $(fds "$FACADE_PID") $(status_kib "$FACADE_PID" Threads)" >"$results/soak.end"
+stop "$FACADE_PID"
+
+echo "== report"
+{
+  echo "cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)"
+  echo "cores=$(nproc)"
+  echo "kernel=$(uname -r)"
+  echo "rustc=$(rustc -V)"
+  echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "profile=$profile"
+  echo "duration=$duration"
+  echo "soak=$soak"
+  echo "soak_sample=${soak_sample}s"
+  echo "callgrind_calls=${callgrind_calls[*]}"
+  echo "app_cpu=$app_cpu"
+  echo "load_cpu=$load_cpu"
+} >"$results/machine.env"
+mkdir -p "$(dirname "$out")"
+python3 scripts/bench_report.py "$results" "$out" $([ "$smoke" = 1 ] && echo --smoke)
+echo "wrote $out"

@@ -1,0 +1,414 @@
+#!/usr/bin/env python3
+"""Turns scripts/bench.sh's results directory into docs/BENCHMARKS.md.
+
+    scripts/bench_report.py RESULTS_DIR OUT.md [--smoke]
+
+Exits non-zero when a run failed calls, so a broken path cannot pass unnoticed (in --smoke mode, the
+check CI relies on). The performance targets are evaluated and reported, not enforced: absolute
+figures on a shared machine drift, the report says which targets hold in this run.
+"""
+
+import json
+import os
+import re
+import sys
+from collections import defaultdict
+
+PATHS = [
+    ("facade", "connect-facade (the product)"),
+    ("direct", "aws-sdk-connect direct (no gRPC hop)"),
+    ("bare", "bare tonic hop"),
+    ("python", "Python grpcio + boto3"),
+]
+
+
+def load(results, name):
+    path = os.path.join(results, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def read(results, name, default=None):
+    path = os.path.join(results, name)
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return f.read().strip()
+
+
+class Run:
+    """One measured run: the load generator's report and the application's CPU and memory."""
+
+    def __init__(self, results, label):
+        self.label = label
+        self.report = load(results, f"{label}.json")
+        self.app = load(results, f"{label}.app.json")
+
+    def __bool__(self):
+        return self.report is not None
+
+    @property
+    def calls(self):
+        return self.report["calls"]
+
+    @property
+    def throughput(self):
+        return self.report["throughput_per_s"]
+
+    def latency(self, key):
+        return self.report["latency_us"][key]
+
+    @property
+    def cpu_s(self):
+        # Server paths: the server's CPU; the direct path: the load generator is the application.
+        return self.app["cpu_s"] if self.app else self.report["loadgen"]["cpu_s"]
+
+    @property
+    def cpu_ms_per_1000(self):
+        return self.cpu_s * 1e6 / self.calls if self.calls else float("nan")
+
+    @property
+    def peak_rss_kib(self):
+        return self.app["peak_rss_kib"] if self.app else self.report["loadgen"]["peak_rss_kib"]
+
+    @property
+    def errors(self):
+        return self.report["errors"]
+
+
+def mib(kib):
+    return f"{int(kib) / 1024:.1f}" if kib not in (None, "") else "—"
+
+
+def fmt(value, digits=0):
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def check(ok):
+    return "✅" if ok else "❌"
+
+
+def callgrind_total(path):
+    if not os.path.exists(path):
+        return None
+    with open(path, errors="replace") as f:
+        for line in f:
+            match = re.match(r"^(?:summary|totals):\s+(\d+)", line)
+            if match:
+                return int(match.group(1))
+    return None
+
+
+def crate_of(function, obj):
+    """The crate (or library) a symbol belongs to, for the profile summary."""
+    if "libc.so" in obj or "ld-linux" in obj or "libgcc" in obj:
+        return "libc (malloc, memcpy, syscalls)"
+    name = function.lstrip("<&*").removeprefix("dyn ").removeprefix("mut ")
+    crate = re.split(r"::|<| ", name, maxsplit=1)[0]
+    if crate in ("core", "alloc", "std"):
+        return "Rust std (core, alloc, std)"
+    if crate.startswith("aws_smithy") or crate.startswith("aws_sigv4") or crate.startswith("aws_sdk") \
+            or crate.startswith("aws_runtime") or crate.startswith("aws_types") or crate.startswith("aws_credential"):
+        return "AWS SDK (aws_sdk_connect, aws_smithy_*, aws_sigv4, aws_runtime)"
+    return crate or "?"
+
+
+def self_costs(path):
+    """Self instructions per function, from `callgrind_annotate --auto=no --threshold=100`."""
+    costs = {}
+    if not os.path.exists(path):
+        return None
+    with open(path, errors="replace") as f:
+        for line in f:
+            if "PROGRAM TOTALS" in line:
+                continue
+            match = re.match(r"^\s*([\d,]+)\s+(?:\([\s\d.]+%\)\s+)?(\S[^:]*):(.+?)(?:\s+\[(.*)\])?\s*$", line)
+            if match:
+                key = (match.group(3), match.group(4) or "")
+                costs[key] = costs.get(key, 0) + int(match.group(1).replace(",", ""))
+    return costs
+
+
+def profile(small_path, large_path, extra_calls):
+    """The per-call profile: self instructions of the larger run minus the smaller (start-up cancels),
+    by crate and by function."""
+    small, large = self_costs(small_path), self_costs(large_path)
+    if not small or not large or extra_calls <= 0:
+        return None, None
+    per_call = {key: (large.get(key, 0) - small.get(key, 0)) / extra_calls for key in large}
+    per_call = {key: value for key, value in per_call.items() if value > 0}
+    by_crate = defaultdict(float)
+    for (function, obj), value in per_call.items():
+        by_crate[crate_of(function, obj)] += value
+    functions = sorted(((value, function) for (function, _), value in per_call.items()), reverse=True)
+    return sorted(by_crate.items(), key=lambda kv: -kv[1]), functions
+
+
+def main():
+    results, out = sys.argv[1], sys.argv[2]
+    smoke = "--smoke" in sys.argv[3:]
+    env = dict(line.split("=", 1) for line in read(results, "machine.env", "").splitlines() if "=" in line)
+    rate = int(read(results, "fixed_rate", "0"))
+    runs = {label: Run(results, label) for label in
+            [f"{p}-c{c}" for p, _ in PATHS for c in (1, 16, 64)]
+            + [f"{p}-rate{s}" for p, _ in PATHS for s in ("", "500")]
+            + ["facade-c16x4"]
+            + [f"layers-{v}-c64" for v in ("no-retry", "no-breaker", "no-limiter", "no-all", "logs-warn")]}
+
+    problems = []
+    for label, run in runs.items():
+        if not run:
+            continue
+        if run.calls == 0:
+            problems.append(f"{label}: no calls")
+        if run.errors:
+            problems.append(f"{label}: errors {run.errors}")
+        if run.report.get("dropped"):
+            problems.append(f"{label}: {run.report['dropped']} calls dropped by the open loop")
+    for path, _ in PATHS:
+        if not runs[f"{path}-c64"]:
+            problems.append(f"{path}: no result at concurrency 64")
+
+    lines = []
+    w = lines.append
+    w("# Benchmarks")
+    w("")
+    if smoke:
+        w("**Smoke run** (debug build, a second per path): it proves the script works; its figures mean nothing.")
+        w("")
+    w("Written by `scripts/bench.sh` (see its header for what each path is). Every figure is per core of")
+    w(f"application: the application under test runs pinned to CPU {env.get('app_cpu', '0')}, the simulator and")
+    w(f"the load generator share CPU {env.get('load_cpu', '1')}. The simulator (`connect-facade simulate` with")
+    w("`fixtures/bench.yaml`: no faults, no quota) answers every path. Throughput is closed loop (N calls")
+    w("always in flight); latency is open loop (calls sent on schedule, whatever the answers' latency).")
+    w("")
+    w("| machine | |")
+    w("|---|---|")
+    for key, name in [("cpu", "CPU"), ("cores", "cores"), ("kernel", "kernel"), ("rustc", "rustc"),
+                      ("profile", "build"), ("commit", "commit"), ("date", "date"), ("duration", "each run")]:
+        w(f"| {name} | {env.get(key, '?')} |")
+    w("")
+    w("```sh")
+    w("scripts/bench.sh            # this report (release builds; about 20 minutes)")
+    w("scripts/bench.sh --smoke    # a few seconds per path, as CI runs it")
+    w("# one run by hand:")
+    w("connect-facade simulate --listen 127.0.0.1:8787 --fixtures fixtures/bench.yaml &")
+    w("AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=y connect-facade serve --region us-east-1 \\")
+    w("  --endpoint-url http://127.0.0.1:8787 --rate-limit 1000000 --rate-burst 1000000 &")
+    w("loadgen run --url http://127.0.0.1:50051 --concurrency 64 --duration 10s --json out.json")
+    w("loadgen run --url http://127.0.0.1:50051 --rate 2000 --duration 10s")
+    w("loadgen run --target sdk --url http://127.0.0.1:8787 --concurrency 64 --duration 10s")
+    w("```")
+    w("")
+
+    w("## Throughput and cost")
+    w("")
+    w("| path | calls/s at c=1 | c=16 | c=64 | CPU ms per 1,000 calls (c=64) | idle RSS MiB | peak RSS MiB |")
+    w("|---|---:|---:|---:|---:|---:|---:|")
+    for path, name in PATHS:
+        c1, c16, c64 = (runs[f"{path}-c{c}"] for c in (1, 16, 64))
+        idle = read(results, f"{path}.idle_rss_kib")
+        w(f"| {name} | {fmt(c1.throughput) if c1 else '—'} | {fmt(c16.throughput) if c16 else '—'} "
+          f"| {fmt(c64.throughput) if c64 else '—'} | {fmt(c64.cpu_ms_per_1000, 1) if c64 else '—'} "
+          f"| {mib(idle) if idle else '—'} | {mib(c64.peak_rss_kib) if c64 else '—'} |")
+    w("")
+    w("For the direct path the application is the load generator itself (the SDK client on CPU 0), so its")
+    w("CPU includes the generator's own bookkeeping, and it has no idle server to measure.")
+    w("")
+
+    w(f"## Latency at a fixed rate (open loop)")
+    w("")
+    w(f"Half the facade's best throughput ({rate:,}/s), and 500/s. Latencies in µs.")
+    w("")
+    w("| path | rate/s | achieved/s | p50 | p90 | p99 | p99.9 | max | CPU ms per 1,000 calls |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for suffix, target_rate in (("", rate), ("500", 500)):
+        for path, name in PATHS:
+            run = runs[f"{path}-rate{suffix}"]
+            if not run:
+                w(f"| {name} | {target_rate:,} | over its capacity: not run | | | | | | |")
+                continue
+            w(f"| {name} | {target_rate:,} | {fmt(run.throughput)} | {fmt(run.latency('p50'))} "
+              f"| {fmt(run.latency('p90'))} | {fmt(run.latency('p99'))} | {fmt(run.latency('p999'))} "
+              f"| {fmt(run.latency('max'))} | {fmt(run.cpu_ms_per_1000, 1)} |")
+    w("")
+
+    facade, direct, bare, python = (runs[f"{p}-c64"] for p, _ in PATHS)
+    w("## Targets (ratios from this run)")
+    w("")
+    if facade and direct and bare and python:
+        floor = direct.cpu_ms_per_1000 + bare.cpu_ms_per_1000
+        fr, dr, br = runs["facade-rate"], runs["direct-rate"], runs["bare-rate"]
+        facade_max = max(runs[f"facade-c{c}"].throughput for c in (1, 16, 64))
+        python_max = max(runs[f"python-c{c}"].throughput for c in (1, 16, 64))
+        idle = int(read(results, "facade.idle_rss_kib", "0") or 0)
+        rows = [
+            ("CPU per call ≤ 1.1 × (direct + bare hop)",
+             f"{facade.cpu_ms_per_1000:.1f} vs {floor:.1f} ms/1,000 calls: {facade.cpu_ms_per_1000 / floor:.2f}×",
+             facade.cpu_ms_per_1000 <= 1.1 * floor),
+            ("throughput per core at c=64 ≥ 0.85 × direct",
+             f"{facade.throughput:,.0f} vs {direct.throughput:,.0f}/s: {facade.throughput / direct.throughput:.2f}×",
+             facade.throughput >= 0.85 * direct.throughput),
+        ]
+        if fr and dr and br:
+            added50 = fr.latency("p50") - dr.latency("p50")
+            added99 = fr.latency("p99") - dr.latency("p99")
+            rows += [
+                (f"added p50 at {rate:,}/s ≤ 1.25 × bare hop p50",
+                 f"{added50:,} µs vs 1.25 × {br.latency('p50'):,} µs",
+                 added50 <= 1.25 * br.latency("p50")),
+                (f"added p99 at {rate:,}/s ≤ 1 ms", f"{added99:,} µs", added99 <= 1000),
+            ]
+        rows += [
+            ("throughput ≥ 7 × Python's (best of c=1/16/64)",
+             f"{facade_max:,.0f} vs {python_max:,.0f}/s: {facade_max / python_max:.1f}×",
+             facade_max >= 7 * python_max),
+            ("CPU per call ≤ 1/6 of Python's",
+             f"{facade.cpu_ms_per_1000:.1f} vs {python.cpu_ms_per_1000:.1f} ms/1,000 calls: "
+             f"1/{python.cpu_ms_per_1000 / facade.cpu_ms_per_1000:.1f}",
+             facade.cpu_ms_per_1000 * 6 <= python.cpu_ms_per_1000),
+            ("idle RSS ≤ 30 MiB", f"{mib(idle)} MiB", idle <= 30 * 1024),
+            ("peak RSS at c=64 ≤ 64 MiB", f"{mib(facade.peak_rss_kib)} MiB", facade.peak_rss_kib <= 64 * 1024),
+        ]
+        w("| target | measured | holds |")
+        w("|---|---|:---:|")
+        for name, measured, ok in rows:
+            w(f"| {name} | {measured} | {check(ok)} |")
+    else:
+        w("Not every path produced a result; see the problems below.")
+    w("")
+
+    w("## Cost of each middleware layer")
+    w("")
+    w("The facade at c=64 with one layer left out of the stack by its flag (a layer turned off is not in")
+    w("the stack at all), and with per-call log lines off (`RUST_LOG=warn`).")
+    w("")
+    w("| variant | flags | calls/s | CPU ms per 1,000 calls | vs the product |")
+    w("|---|---|---:|---:|---:|")
+    variants = [("facade-c64", "the product", ""),
+                ("layers-no-retry-c64", "no retry layer", "`--max-attempts 1`"),
+                ("layers-no-breaker-c64", "no circuit breaker", "`--breaker-failures 0`"),
+                ("layers-no-limiter-c64", "no rate limiter", "`--rate-limit 0`"),
+                ("layers-no-all-c64", "none of the three", "all three"),
+                ("layers-logs-warn-c64", "no per-call log lines", "`RUST_LOG=warn`")]
+    for label, name, flags in variants:
+        run = runs[label]
+        if not run:
+            continue
+        delta = (run.cpu_ms_per_1000 - facade.cpu_ms_per_1000) if facade else 0
+        w(f"| {name} | {flags} | {fmt(run.throughput)} | {fmt(run.cpu_ms_per_1000, 1)} | {delta:+.1f} ms |")
+    w("")
+
+    h2 = read(results, "h2load.txt")
+    counts = read(results, "h2load.counts")
+    w("## Cross-check with h2load")
+    w("")
+    if h2 and runs["facade-c16x4"]:
+        match = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", h2)
+        done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", h2)
+        sent, ok_metric = (counts or "0 0").split()
+        h2_rate = float(match.group(3)) if match else float("nan")
+        loadgen_rate = runs["facade-c16x4"].throughput
+        w(f"16 streams over 4 connections against the facade, from a pre-framed request (`loadgen frame`):")
+        w("")
+        w("| tool | calls/s |")
+        w("|---|---:|")
+        w(f"| loadgen (c=16, 4 connections) | {loadgen_rate:,.0f} |")
+        w(f"| h2load (`-c 4 -m 4`) | {h2_rate:,.0f} |")
+        w("")
+        w(f"h2load: {done.group(3) if done else '?'} of {sent} requests succeeded at HTTP level; the facade's")
+        w(f"`grpc_server_handled_total{{grpc_code=\"OK\"}}` grew by {ok_metric}, so they were real successful calls.")
+        w(f"The two tools agree within {abs(h2_rate - loadgen_rate) / loadgen_rate * 100:.0f}%.")
+        if done and int(ok_metric) != int(sent):
+            problems.append(f"h2load: {sent} sent but {ok_metric} answered OK")
+    else:
+        w("h2load was not available in this run.")
+    w("")
+
+    calls = [int(c) for c in env.get("callgrind_calls", "0 0").split()]
+    w("## Instructions per call (callgrind)")
+    w("")
+    figures = {}
+    for path in ("facade", "direct"):
+        small, large = (callgrind_total(os.path.join(results, f"callgrind.{path}.{n}")) for n in calls)
+        if small is not None and large is not None and calls[1] > calls[0]:
+            figures[path] = (large - small) / (calls[1] - calls[0])
+    if figures:
+        w(f"`valgrind --tool=callgrind`, {calls[0]} and {calls[1]} calls at c=1; the difference over the")
+        w("extra calls removes start-up. Instruction counts repeat to within 1% where timings do not.")
+        w("")
+        w("| path | instructions per call |")
+        w("|---|---:|")
+        for path, value in figures.items():
+            w(f"| {dict(PATHS)[path]} | {value:,.0f} |")
+        if "facade" in figures and "direct" in figures:
+            w(f"| facade − direct (the gRPC side and the middleware) | {figures['facade'] - figures['direct']:,.0f} |")
+    else:
+        w("callgrind did not run.")
+    w("")
+
+    crates, functions = profile(os.path.join(results, f"callgrind.facade.{calls[0]}.annotated"),
+                                os.path.join(results, f"callgrind.facade.{calls[1]}.annotated"),
+                                calls[1] - calls[0])
+    w("## Where the facade's own time goes")
+    w("")
+    if crates:
+        total = sum(ir for _, ir in crates)
+        w(f"Self instructions per call by crate: every function's count in the {calls[1]}-call run minus the")
+        w(f"{calls[0]}-call run, over the {calls[1] - calls[0]} extra calls (start-up cancels out):")
+        w("")
+        w("| crate | instructions per call | share |")
+        w("|---|---:|---:|")
+        for crate, ir in crates[:15]:
+            w(f"| {crate} | {ir:,.0f} | {ir / total * 100:.1f}% |")
+        w("")
+        w("Top functions by self instructions per call:")
+        w("")
+        w("| instructions per call | share | function |")
+        w("|---:|---:|---|")
+        for ir, function in functions[:20]:
+            name = function if len(function) < 110 else function[:107] + "…"
+            w(f"| {ir:,.0f} | {ir / total * 100:.1f}% | `{name}` |")
+    else:
+        w("No profile in this run.")
+    w("")
+
+    first, end = read(results, "soak.first"), read(results, "soak.end")
+    w("## Memory soak")
+    w("")
+    if first and end:
+        (rss1, fd1, th1), (rss2, fd2, th2) = (map(int, x.split()) for x in (first, end))
+        soak_run = Run(results, "soak")
+        growth = (rss2 - rss1) / rss1 * 100
+        w(f"The facade at {rate:,}/s for {env.get('soak')} ({fmt(soak_run.calls) if soak_run else '?'} calls, "
+          f"errors: {soak_run.errors if soak_run else '?'}):")
+        w("")
+        w(f"| | after {env.get('soak_sample')} | at the end |")
+        w("|---|---:|---:|")
+        w(f"| RSS MiB | {mib(rss1)} | {mib(rss2)} ({growth:+.1f}%) |")
+        w(f"| open file descriptors | {fd1} | {fd2} |")
+        w(f"| threads | {th1} | {th2} |")
+        w("")
+        ok = abs(growth) <= 10 and fd2 <= fd1 and th2 <= th1
+        w(f"RSS within 10% and no growth in descriptors or threads: {check(ok)}")
+    w("")
+
+    if problems:
+        w("## Problems in this run")
+        w("")
+        for problem in problems:
+            w(f"- {problem}")
+        w("")
+    with open(out, "w") as f:
+        f.write("\n".join(lines))
+    if problems:
+        print("bench: problems:\n  " + "\n  ".join(problems), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

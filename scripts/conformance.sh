@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The contract seen from other languages: runs examples/python (grpcio), examples/node (@grpc/grpc-js)
+# and examples/grpcurl against the real facade over its simulator, and checks what each one saw:
+# RESOURCE_EXHAUSTED with reason THROTTLED and a 1 s RetryInfo, the retry with the returned
+# client_token answered OK from C3 with that same token, and INVALID_ARGUMENT naming the bad fields.
+# Usage: scripts/conformance.sh path/to/connect-facade   (python with examples/python/requirements.txt,
+# node with examples/node's packages installed, and grpcurl on PATH)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+facade=${1:-target/debug/connect-facade}
+
+fixtures=$(mktemp --suffix=.yaml)
+log=$(mktemp)
+pid=""
+trap 'rm -f "$fixtures" "$log"; [ -n "$pid" ] && kill "$pid" 2>/dev/null; true' EXIT
+# The demo session, and AWS throttling the first request; one attempt, so the caller sees it.
+{ cat fixtures/demo.yaml; printf 'faults:\n  - { kind: error, code: ThrottlingException, times: 1 }\n'; } >"$fixtures"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+failed=0
+for client in python node grpcurl; do
+  "$facade" serve --simulator --simulator-fixtures "$fixtures" --max-attempts 1 \
+    --listen "127.0.0.1:$port" --log-format json 2>"$log" &
+  pid=$!
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  case $client in
+    python) output=$(python3 examples/python/client.py "127.0.0.1:$port" 2>&1) || true ;;
+    node) output=$(node examples/node/client.js "127.0.0.1:$port" 2>&1) || true ;;
+    grpcurl) output=$(examples/grpcurl/call.sh "127.0.0.1:$port" 2>&1) || true ;;
+  esac
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  if python3 - "$output" <<'PY'
+import re, sys
+lines = sys.argv[1].splitlines()
+assert len(lines) == 3, f"expected 3 lines, got {lines}"
+first = re.fullmatch(r"call 1: RESOURCE_EXHAUSTED \(THROTTLED\): retry in 1\.000s with client_token=([0-9a-f-]{36})", lines[0])
+assert first, f"first call: {lines[0]!r}"
+assert lines[1] == f"call 2: OK continued_from_contact_id=C3 client_token={first.group(1)}", f"retry: {lines[1]!r}"
+assert lines[2] == "invalid: INVALID_ARGUMENT fields=initial_contact_id,source_contact_id,rehydration_type", lines[2]
+PY
+  then
+    echo "ok   $client: RESOURCE_EXHAUSTED + RetryInfo, retry with the token OK, INVALID_ARGUMENT fields"
+  else
+    echo "FAIL $client:"; echo "$output" | sed 's/^/     /'; failed=1
+  fi
+done
+exit $failed
