@@ -111,8 +111,7 @@ def crate_of(function, obj):
     crate = re.split(r"::|<| ", name, maxsplit=1)[0]
     if crate in ("core", "alloc", "std"):
         return "Rust std (core, alloc, std)"
-    if crate.startswith("aws_smithy") or crate.startswith("aws_sigv4") or crate.startswith("aws_sdk") \
-            or crate.startswith("aws_runtime") or crate.startswith("aws_types") or crate.startswith("aws_credential"):
+    if crate.startswith(("aws_smithy", "aws_sigv4", "aws_sdk", "aws_runtime", "aws_types", "aws_credential")):
         return "AWS SDK (aws_sdk_connect, aws_smithy_*, aws_sigv4, aws_runtime)"
     return crate or "?"
 

@@ -16,13 +16,16 @@ trap 'rm -f "$fixtures" "$log"; [ -n "$pid" ] && kill "$pid" 2>/dev/null; true' 
 # The demo session, and AWS throttling the first request; one attempt, so the caller sees it.
 { cat fixtures/demo.yaml; printf 'faults:\n  - { kind: error, code: ThrottlingException, times: 1 }\n'; } >"$fixtures"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+port=$(free_port)
 failed=0
 for client in python node grpcurl; do
   "$facade" serve --simulator --simulator-fixtures "$fixtures" --max-attempts 1 \
     --listen "127.0.0.1:$port" --log-format json 2>"$log" &
   pid=$!
-  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  # Not ready in time: the client's own failure below says what went wrong.
+  wait_port "$port" 10 2>/dev/null || true
   case $client in
     python) output=$(python3 examples/python/client.py "127.0.0.1:$port" 2>&1) || true ;;
     node) output=$(node examples/node/client.js "127.0.0.1:$port" 2>&1) || true ;;

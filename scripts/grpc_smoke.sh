@@ -4,7 +4,9 @@
 # Usage: scripts/grpc_smoke.sh [path/to/connect-facade]   (grpcurl and buf must be on PATH)
 set -euo pipefail
 binary=${1:-target/debug/connect-facade}
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+port=$(free_port)
 addr=127.0.0.1:$port
 log=$(mktemp)
 "$binary" serve --simulator --listen "$addr" 2>"$log" &
