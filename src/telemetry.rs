@@ -12,7 +12,10 @@
 //! names the service, `connect-facade` by default. A W3C `traceparent` in a call's metadata is
 //! continued by the RPC's span ([`continue_trace`]).
 
-use std::io::IsTerminal;
+use std::{
+    io::IsTerminal,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use clap::ValueEnum;
 use opentelemetry::{
@@ -23,10 +26,29 @@ use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::Sd
 use tonic::metadata::{KeyRef, MetadataMap};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer, Registry,
+    filter::{FilterExt, filter_fn},
+    fmt::MakeWriter,
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
 
 /// The service name spans carry unless `OTEL_SERVICE_NAME` says otherwise.
 pub const SERVICE_NAME: &str = "connect-facade";
+
+/// The span each AWS attempt runs in. It exists for traces only: the log formatter leaves it out
+/// (an attempt's log line shows the call's span), so without an exporter no layer wants it and
+/// creating it costs nothing.
+pub const ATTEMPT_SPAN: &str = "upstream_attempt";
+
+/// Whether spans are exported; set once by [`init`].
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether an exporter is running, so attributes only traces need can be skipped otherwise.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -60,33 +82,23 @@ impl Telemetry {
 /// Installs the process-wide subscriber; a second call (tests) installs nothing. Must run inside
 /// the Tokio runtime: the OTLP exporter's gRPC channel lives there.
 pub fn init(format: LogFormat) -> Telemetry {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let terminal = std::io::stderr().is_terminal();
     let json = match format {
         LogFormat::Auto => !terminal,
         LogFormat::Json => true,
         LogFormat::Text => false,
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let fmt = if json {
-        fmt.json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .boxed()
-    } else {
-        fmt.with_ansi(terminal).boxed()
-    };
     let (tracer_provider, exporter_error) = match otlp_tracer_provider() {
         Ok(provider) => (provider, None),
         Err(err) => (None, Some(err)),
     };
-    let otel = tracer_provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer().with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
-    });
     let installed = tracing_subscriber::registry()
-        .with(fmt)
-        .with(otel)
-        .with(filter)
+        .with(layers(
+            json,
+            terminal,
+            std::io::stderr,
+            tracer_provider.as_ref(),
+        ))
         .try_init()
         .is_ok();
     if let Some(err) = exporter_error {
@@ -98,9 +110,63 @@ pub fn init(format: LogFormat) -> Telemetry {
         };
     }
     if tracer_provider.is_some() {
+        EXPORTING.store(true, Ordering::Relaxed);
         tracing::info!("exporting spans over OTLP/gRPC");
     }
     Telemetry { tracer_provider }
+}
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// The log formatter, and the span exporter when there is one, each with its own filter (rather
+/// than one global filter, or an absent layer that, as an `Option`, would enable every span): a
+/// span every present layer refuses, such as an attempt span without an exporter, is then never
+/// created at all.
+fn layers<W>(
+    json: bool,
+    ansi: bool,
+    writer: W,
+    tracer_provider: Option<&SdkTracerProvider>,
+) -> Vec<BoxedLayer>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let mut layers = vec![log_layer(json, ansi, writer, env_filter())];
+    if let Some(provider) = tracer_provider {
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
+                .with_filter(env_filter())
+                .boxed(),
+        );
+    }
+    layers
+}
+
+/// `RUST_LOG`, `info` by default.
+fn env_filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// The log formatter: JSON lines showing the innermost span's fields, or text (coloured for a
+/// terminal), without the trace-only attempt spans.
+fn log_layer<W>(json: bool, ansi: bool, writer: W, filter: EnvFilter) -> BoxedLayer
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    let fmt = if json {
+        fmt.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed()
+    } else {
+        fmt.with_ansi(ansi).boxed()
+    };
+    fmt.with_filter(filter.and(filter_fn(|metadata| {
+        !(metadata.is_span() && metadata.name() == ATTEMPT_SPAN)
+    })))
+    .boxed()
 }
 
 /// The OTLP exporter when the standard environment asks for one.
@@ -181,6 +247,22 @@ mod tests {
             metadata.insert(*key, value.parse().unwrap());
         }
         metadata
+    }
+
+    #[test]
+    fn attempt_spans_exist_only_for_an_exporter() {
+        let provider = SdkTracerProvider::builder().build();
+        for json in [true, false] {
+            for exporting in [false, true] {
+                let layers = layers(json, false, std::io::sink, exporting.then_some(&provider));
+                let subscriber = tracing_subscriber::registry().with(layers);
+                tracing::subscriber::with_default(subscriber, || {
+                    let attempt = tracing::info_span!(ATTEMPT_SPAN);
+                    assert_eq!(attempt.is_disabled(), !exporting, "json {json}");
+                    assert!(!tracing::info_span!("rpc").is_disabled());
+                });
+            }
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
 use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     auth::{Callers, Refusal, certificate_subject},
@@ -62,10 +63,33 @@ impl ContactApi {
     }
 }
 
+/// What a call's log line (and, when exporting, its span) reports once the call has its answer;
+/// filled in as the call goes, then written once, because every field recorded on a span separately
+/// costs the log formatter a re-serialisation.
+#[derive(Debug, Default)]
+struct CallRecord {
+    /// The validated request, whose client token (the caller's or a generated one) the call used.
+    request: Option<Arc<AssociationRequest>>,
+    /// The token of a request refused as invalid, if it had one.
+    refused_token: Option<String>,
+    attempts: u32,
+    aws_request_id: Option<String>,
+}
+
+impl CallRecord {
+    fn client_token(&self) -> Option<&str> {
+        match &self.request {
+            Some(request) => Some(request.client_token().as_str()),
+            None => self.refused_token.as_deref(),
+        }
+    }
+}
+
 impl ContactApi {
     async fn associate(
         &self,
         request: Request<CreatePersistentContactAssociationRequest>,
+        record: &mut CallRecord,
     ) -> Result<Response<CreatePersistentContactAssociationResponse>, Status> {
         self.authorize(&request)
             .map_err(|refused| Status::from(*refused))?;
@@ -74,16 +98,20 @@ impl ContactApi {
         let instance_id = unvalidated.instance_id.clone();
         let caller_token =
             (!unvalidated.client_token.is_empty()).then(|| unvalidated.client_token.clone());
-        let request = AssociationRequest::parse(unvalidated).map_err(|invalid| FailedCall {
-            error: invalid.into(),
-            instance_id,
-            client_token: caller_token,
-            metadata: attempts_metadata(0),
-        })?;
-
-        let span = Span::current();
-        span.record("client_token", request.client_token().as_str());
-        let request = Arc::new(request);
+        let request = match AssociationRequest::parse(unvalidated) {
+            Ok(request) => Arc::new(request),
+            Err(invalid) => {
+                record.refused_token.clone_from(&caller_token);
+                return Err(FailedCall {
+                    error: invalid.into(),
+                    instance_id,
+                    client_token: caller_token,
+                    metadata: attempts_metadata(0),
+                }
+                .into());
+            }
+        };
+        record.request = Some(request.clone());
         let deadline = Instant::now() + budget;
         let call = UpstreamCall::new(request.clone(), deadline);
         let outcome = tokio::select! {
@@ -92,18 +120,23 @@ impl ContactApi {
             }
             () = self.drain.expired() => Err(CallError::ShuttingDown),
         };
-        span.record("attempts", i64::from(call.attempts()));
+        record.attempts = call.attempts();
         let mut metadata = attempts_metadata(call.attempts());
         let association = match outcome {
             Ok(association) => association,
-            Err(error) => return Err(failed(error, &request, metadata).into()),
-        };
-        if let Some(id) = &association.request_id {
-            span.record("aws_request_id", id.as_str());
-            if let Ok(value) = id.parse() {
-                metadata.insert(AWS_REQUEST_ID_HEADER, value);
+            Err(error) => {
+                if let CallError::Upstream(upstream) = &error {
+                    record.aws_request_id.clone_from(&upstream.request_id);
+                }
+                return Err(failed(error, &request, metadata).into());
             }
+        };
+        if let Some(id) = &association.request_id
+            && let Ok(value) = id.parse()
+        {
+            metadata.insert(AWS_REQUEST_ID_HEADER, value);
         }
+        record.aws_request_id = association.request_id;
         let response = CreatePersistentContactAssociationResponse {
             continued_from_contact_id: association.continued_from_contact_id,
             client_token: request.client_token().to_string(),
@@ -120,37 +153,58 @@ impl ContactService for ContactApi {
     ) -> Result<Response<CreatePersistentContactAssociationResponse>, Status> {
         let started = Instant::now();
         let recorded = self.metrics.rpc_started();
-        // The `otel.*` and `rpc.*` fields name and classify the span for trace backends
-        // (OpenTelemetry's RPC conventions); the others are what a log line needs.
+        // Only what is known now is a span field (recording one later re-serialises the span's
+        // fields for the log formatter); the outcome is the fields of the `rpc finished` event.
+        // `otel.*` name and classify the span for trace backends.
         let span = tracing::info_span!(
             "rpc",
             otel.name = RPC_METHOD,
             otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            rpc.system = "grpc",
-            rpc.grpc.status_code = tracing::field::Empty,
             method = RPC_METHOD,
             instance_id = request.get_ref().instance_id.as_str(),
             caller = tracing::field::Empty,
-            client_token = tracing::field::Empty,
-            attempts = 0i64,
-            aws_request_id = tracing::field::Empty,
-            grpc_code = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
         telemetry::continue_trace(&span, request.metadata());
-        let result = self.associate(request).instrument(span.clone()).await;
+        let mut record = CallRecord::default();
+        let result = self
+            .associate(request, &mut record)
+            .instrument(span.clone())
+            .await;
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
         recorded.answered(code);
-        span.record("grpc_code", tracing::field::debug(code));
-        span.record("rpc.grpc.status_code", code as i32);
-        if is_server_error(code) {
-            span.record("otel.status_code", "ERROR");
+        span.in_scope(|| {
+            tracing::info!(
+                grpc_code = ?code,
+                attempts = i64::from(record.attempts),
+                client_token = record.client_token(),
+                aws_request_id = record.aws_request_id.as_deref(),
+                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "rpc finished"
+            )
+        });
+        if telemetry::exporting() {
+            annotate_server_span(&span, code, record);
         }
-        span.record("latency_ms", started.elapsed().as_secs_f64() * 1000.0);
-        span.in_scope(|| tracing::info!("rpc finished"));
         result
+    }
+}
+
+/// The server span's attributes under OpenTelemetry's RPC conventions, plus what a trace search
+/// needs; set on the exported span only, so logs pay nothing for them.
+fn annotate_server_span(span: &Span, code: Code, record: CallRecord) {
+    span.set_attribute("rpc.system", "grpc");
+    span.set_attribute("rpc.grpc.status_code", code as i64);
+    span.set_attribute("attempts", i64::from(record.attempts));
+    if let Some(token) = record.client_token() {
+        span.set_attribute("client_token", token.to_owned());
+    }
+    if let Some(id) = record.aws_request_id {
+        span.set_attribute("aws_request_id", id);
+    }
+    // The other codes (bad input, not found, throttled…) are the caller's answer, not a failure.
+    if is_server_error(code) {
+        span.set_status(opentelemetry::trace::Status::error(format!("{code:?}")));
     }
 }
 
@@ -190,8 +244,7 @@ impl ContactApi {
     }
 }
 
-/// The codes OpenTelemetry's gRPC conventions count as a server's own failure; the others (bad
-/// input, not found, throttled…) are the caller's answer, not an error of this span.
+/// The codes OpenTelemetry's gRPC conventions count as a server's own failure.
 fn is_server_error(code: Code) -> bool {
     matches!(
         code,
@@ -225,11 +278,6 @@ fn failed(error: CallError, request: &AssociationRequest, metadata: MetadataMap)
             tracing::error!(error = %upstream, "unexpected answer from Amazon Connect")
         }
         other => tracing::debug!(error = %other, "call failed"),
-    }
-    if let CallError::Upstream(upstream) = &error
-        && let Some(id) = &upstream.request_id
-    {
-        Span::current().record("aws_request_id", id.as_str());
     }
     FailedCall {
         error,

@@ -40,6 +40,7 @@ use crate::{
     domain::AssociationRequest,
     metrics::Metrics,
     status::CallError,
+    telemetry,
     upstream::{Association, ConnectUpstream},
 };
 
@@ -177,18 +178,17 @@ impl Service<UpstreamCall> for SdkAttempt {
         let upstream = self.upstream.clone();
         let metrics = self.metrics.clone();
         let attempt = call.attempts.fetch_add(1, Ordering::Relaxed) + 1;
-        // A client span per attempt, so a trace shows each retry and the backoff between them.
+        // A client span per attempt, so a trace shows each retry and the backoff between them. It is
+        // for traces only (the log formatter skips it, see `telemetry`): without an exporter it is
+        // disabled and costs nothing.
         let span = tracing::info_span!(
-            "upstream_attempt",
+            telemetry::ATTEMPT_SPAN,
             otel.name = "Connect/CreatePersistentContactAssociation",
             otel.kind = "client",
             otel.status_code = tracing::field::Empty,
             rpc.system = "aws-api",
             // As i64: trace exporters write unsigned integers as strings.
             attempt = i64::from(attempt),
-            // A log line shows only its innermost span: these join an attempt's line to its call.
-            instance_id = call.request.instance_id(),
-            client_token = call.request.client_token().as_str(),
             aws_request_id = tracing::field::Empty,
         );
         Box::pin(
@@ -198,23 +198,27 @@ impl Service<UpstreamCall> for SdkAttempt {
                     .create_persistent_contact_association(&call.request)
                     .await;
                 let elapsed = started.elapsed();
+                let client_token = call.request.client_token().as_str();
+                let span = tracing::Span::current();
                 match &outcome {
                     Ok(association) => {
-                        if let Some(id) = &association.request_id {
-                            tracing::Span::current().record("aws_request_id", id.as_str());
+                        let aws_request_id = association.request_id.as_deref();
+                        if let Some(id) = aws_request_id {
+                            span.record("aws_request_id", id);
                         }
-                        tracing::info!(attempt, outcome = "ok", "upstream attempt");
+                        // The call's `rpc finished` line says the same; a success is detail.
+                        tracing::debug!(attempt, outcome = "ok", aws_request_id, client_token, "upstream attempt");
                         metrics.upstream_attempt("ok", "", elapsed);
                     }
                     Err(err) => {
                         let aws_error_code = err.aws_code.as_deref().unwrap_or("");
+                        let aws_request_id = err.request_id.as_deref();
                         let kind = format!("{:?}", err.kind);
-                        let span = tracing::Span::current();
                         span.record("otel.status_code", "ERROR");
-                        if let Some(id) = &err.request_id {
-                            span.record("aws_request_id", id.as_str());
+                        if let Some(id) = aws_request_id {
+                            span.record("aws_request_id", id);
                         }
-                        tracing::info!(attempt, outcome = %kind, aws_error_code, "upstream attempt");
+                        tracing::info!(attempt, outcome = %kind, aws_error_code, aws_request_id, client_token, "upstream attempt");
                         metrics.upstream_attempt(&kind, aws_error_code, elapsed);
                     }
                 }

@@ -179,6 +179,11 @@ async fn a_callers_trace_is_continued_and_exported_over_otlp_before_exit() {
         string_attribute(&traced.attributes, "instance_id").as_deref(),
         Some(crate::helpers::INSTANCE)
     );
+    assert_eq!(int_attribute(&traced.attributes, "attempts"), Some(2));
+    assert_eq!(
+        string_attribute(&traced.attributes, "client_token").as_deref(),
+        Some(response.get_ref().client_token.as_str())
+    );
 
     let untraced = rpcs
         .iter()
@@ -208,13 +213,29 @@ async fn a_callers_trace_is_continued_and_exported_over_otlp_before_exit() {
         );
     }
 
-    // Log lines of the traced call carry its trace id, to join logs and traces.
+    // Log lines of the traced call carry its trace id, to join logs and traces; the failed
+    // attempt has its own line, in the call's span (attempt spans are for traces only).
     let logs = logs.lock().unwrap();
     assert!(
         logs.iter()
             .any(|line| line.contains("rpc finished") && line.contains(TRACE_ID)),
         "{logs:#?}"
     );
+    let attempt_lines: Vec<serde_json::Value> = logs
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["fields"]["message"] == "upstream attempt")
+        .collect();
+    assert_eq!(attempt_lines.len(), 1, "only the failed attempt logs at info");
+    let failed = &attempt_lines[0];
+    assert_eq!(failed["fields"]["attempt"], 1);
+    assert_eq!(failed["fields"]["aws_error_code"], "InternalServiceException");
+    assert_eq!(
+        failed["fields"]["client_token"],
+        response.get_ref().client_token.as_str()
+    );
+    assert_eq!(failed["span"]["name"], "rpc");
+    assert_eq!(failed["span"]["trace_id"], TRACE_ID);
 }
 
 #[tokio::test]
@@ -236,4 +257,11 @@ async fn without_an_otlp_endpoint_nothing_is_exported() {
         !logs.iter().any(|line| line.contains("OTLP")),
         "no exporter is started: {logs:#?}"
     );
+    // At the default level a successful call is one line: its `rpc finished`.
+    let call_lines: Vec<&String> = logs
+        .iter()
+        .filter(|line| line.contains(crate::helpers::INSTANCE))
+        .collect();
+    assert_eq!(call_lines.len(), 1, "{call_lines:#?}");
+    assert!(call_lines[0].contains("rpc finished"), "{call_lines:#?}");
 }
