@@ -154,14 +154,19 @@ fn log_layer<W>(json: bool, ansi: bool, writer: W, filter: EnvFilter) -> BoxedLa
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    // json-subscriber writes the same lines as tracing-subscriber's JSON formatter, but keeps each
+    // span's fields serialised once instead of re-parsing them for every event and record.
     let fmt = if json {
-        fmt.json()
+        json_subscriber::fmt::layer()
+            .with_writer(writer)
             .with_current_span(true)
             .with_span_list(false)
             .boxed()
     } else {
-        fmt.with_ansi(ansi).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .boxed()
     };
     fmt.with_filter(filter.and(filter_fn(|metadata| {
         !(metadata.is_span() && metadata.name() == ATTEMPT_SPAN)

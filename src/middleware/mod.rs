@@ -206,7 +206,6 @@ impl Service<UpstreamCall> for SdkAttempt {
                         if let Some(id) = aws_request_id {
                             span.record("aws_request_id", id);
                         }
-                        // The call's `rpc finished` line says the same; a success is detail.
                         tracing::debug!(attempt, outcome = "ok", aws_request_id, client_token, "upstream attempt");
                         metrics.upstream_attempt("ok", "", elapsed);
                     }
@@ -218,7 +217,9 @@ impl Service<UpstreamCall> for SdkAttempt {
                         if let Some(id) = aws_request_id {
                             span.record("aws_request_id", id);
                         }
-                        tracing::info!(attempt, outcome = %kind, aws_error_code, aws_request_id, client_token, "upstream attempt");
+                        // Detail: a retry's `retrying` line and the call's `rpc finished` line
+                        // report a failure at `info`.
+                        tracing::debug!(attempt, outcome = %kind, aws_error_code, aws_request_id, client_token, "upstream attempt");
                         metrics.upstream_attempt(&kind, aws_error_code, elapsed);
                     }
                 }

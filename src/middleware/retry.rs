@@ -142,10 +142,19 @@ impl Policy<UpstreamCall, Association, CallError> for RetryPolicy {
             return None;
         }
         self.metrics.retry();
+        // The one line a failed attempt gets at `info`: what failed, and what happens next.
+        let (aws_error_code, aws_request_id) = match error {
+            CallError::Upstream(e) => (e.aws_code.as_deref(), e.request_id.as_deref()),
+            _ => (None, None),
+        };
         tracing::info!(
             attempts,
             backoff_ms = delay.as_millis() as u64,
             throttled,
+            error = %error,
+            aws_error_code,
+            aws_request_id,
+            client_token = call.request.client_token().as_str(),
             "retrying"
         );
         Some(Box::pin(tokio::time::sleep(delay)))

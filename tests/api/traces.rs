@@ -213,23 +213,21 @@ async fn a_callers_trace_is_continued_and_exported_over_otlp_before_exit() {
         );
     }
 
-    // Log lines of the traced call carry its trace id, to join logs and traces; the failed
-    // attempt has its own line, in the call's span (attempt spans are for traces only).
+    // The retry has its line, naming the failed attempt's error, in the call's span (attempt
+    // spans are for traces only), with the trace id, to join logs and traces.
     let logs = logs.lock().unwrap();
-    assert!(
-        logs.iter()
-            .any(|line| line.contains("rpc finished") && line.contains(TRACE_ID)),
-        "{logs:#?}"
-    );
-    let attempt_lines: Vec<serde_json::Value> = logs
+    let retry_lines: Vec<serde_json::Value> = logs
         .iter()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|event| event["fields"]["message"] == "upstream attempt")
+        .filter(|event| event["fields"]["message"] == "retrying")
         .collect();
-    assert_eq!(attempt_lines.len(), 1, "only the failed attempt logs at info");
-    let failed = &attempt_lines[0];
-    assert_eq!(failed["fields"]["attempt"], 1);
-    assert_eq!(failed["fields"]["aws_error_code"], "InternalServiceException");
+    assert_eq!(retry_lines.len(), 1, "{logs:#?}");
+    let failed = &retry_lines[0];
+    assert_eq!(failed["fields"]["attempts"], 1);
+    assert_eq!(
+        failed["fields"]["aws_error_code"],
+        "InternalServiceException"
+    );
     assert_eq!(
         failed["fields"]["client_token"],
         response.get_ref().client_token.as_str()
@@ -250,6 +248,14 @@ async fn without_an_otlp_endpoint_nothing_is_exported() {
         .create_persistent_contact_association(entire_session())
         .await
         .expect("the call succeeds");
+    let unknown = client
+        .create_persistent_contact_association(CreatePersistentContactAssociationRequest {
+            initial_contact_id: "no-such-chat".into(),
+            ..entire_session()
+        })
+        .await
+        .expect_err("an unknown chat is not found");
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
     sigterm(&child);
     exits_zero(&mut child).await;
     let logs = logs.lock().unwrap();
@@ -257,11 +263,18 @@ async fn without_an_otlp_endpoint_nothing_is_exported() {
         !logs.iter().any(|line| line.contains("OTLP")),
         "no exporter is started: {logs:#?}"
     );
-    // At the default level a successful call is one line: its `rpc finished`.
-    let call_lines: Vec<&String> = logs
+    // At the default level a successful call writes no line (metrics and traces count it), a
+    // failed one exactly one, with its outcome.
+    let call_lines: Vec<serde_json::Value> = logs
         .iter()
         .filter(|line| line.contains(crate::helpers::INSTANCE))
+        .filter_map(|line| serde_json::from_str(line).ok())
         .collect();
     assert_eq!(call_lines.len(), 1, "{call_lines:#?}");
-    assert!(call_lines[0].contains("rpc finished"), "{call_lines:#?}");
+    let failed = &call_lines[0];
+    assert_eq!(failed["fields"]["message"], "rpc finished");
+    assert_eq!(failed["fields"]["grpc_code"], "NotFound");
+    assert_eq!(failed["fields"]["attempts"], 1);
+    assert_eq!(failed["target"], "connect_facade::calls");
+    assert_eq!(failed["level"], "INFO");
 }
