@@ -28,10 +28,11 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$smoke" = 1 ]; then
-  duration=1s warmup=300ms soak=4s soak_sample=2 callgrind_calls=(5 15) profile=debug
+  duration=1s warmup=300ms soak_s=4 soak_sample=2 idle_max=2 callgrind_calls=(5 15) profile=debug
   out=${out:-target/bench/BENCHMARKS.md}
 else
-  duration=10s warmup=2s soak=300s soak_sample=60 callgrind_calls=(200 600) profile=release
+  # idle_max: the SDK's pooled connections close after 90 s idle, checked every 90 s.
+  duration=10s warmup=2s soak_s=300 soak_sample=60 idle_max=200 callgrind_calls=(200 600) profile=release
   out=${out:-docs/BENCHMARKS.md}
 fi
 work=$root/target/bench
@@ -175,12 +176,12 @@ for layer in retry breaker limiter all; do
   app_run "layers-no-$layer-c64" "$FACADE_PID" "$FACADE_URL" --concurrency 64 --duration "$duration"
   stop "$FACADE_PID"
 done
-echo "== facade logging at warn (no per-call log lines)"
-facade_log=warn
-start_facade facade-warn
+echo "== facade logging every call (successful calls log at debug by default)"
+facade_log=info,connect_facade::calls=debug
+start_facade facade-log-all
 facade_log=info
-loadgen warmup-warn "$FACADE_URL" grpc --concurrency 64 --duration "$warmup" --warmup 0
-app_run "layers-logs-warn-c64" "$FACADE_PID" "$FACADE_URL" --concurrency 64 --duration "$duration"
+loadgen warmup-log-all "$FACADE_URL" grpc --concurrency 64 --duration "$warmup" --warmup 0
+app_run "layers-logs-all-c64" "$FACADE_PID" "$FACADE_URL" --concurrency 64 --duration "$duration"
 stop "$FACADE_PID"
 
 echo "== direct: aws-sdk-connect straight to the simulator (CPU $app_cpu)"
@@ -240,14 +241,31 @@ for n in "${callgrind_calls[@]}"; do
     >"$results/callgrind.facade.$n.annotated" 2>/dev/null
 done
 
-echo "== memory soak: $soak at the fixed rate ($rate/s)"
+echo "== memory soak: ${soak_s}s at the fixed rate ($rate/s), then idle until the connections close"
 start_facade facade-soak
-loadgen soak "$FACADE_URL" grpc --rate "$rate" --duration "$soak" --warmup 0 &
+# sample LABEL: RSS KiB, open descriptors, threads, live Tokio tasks (the facade's own gauge).
+sample() {
+  local tasks
+  tasks=$(curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '$1 == "connect_facade_runtime_alive_tasks" { print $2 }')
+  echo "$1 $(status_kib "$FACADE_PID" VmRSS) $(fds "$FACADE_PID") $(status_kib "$FACADE_PID" Threads) ${tasks:-0}" \
+    >>"$results/soak.samples"
+}
+sample idle
+read -r _ _ idle_fds _ <"$results/soak.samples"
+loadgen soak "$FACADE_URL" grpc --rate "$rate" --duration "${soak_s}s" --warmup 0 &
 soak_pid=$!
-sleep "$soak_sample"
-echo "$(status_kib "$FACADE_PID" VmRSS) $(fds "$FACADE_PID") $(status_kib "$FACADE_PID" Threads)" >"$results/soak.first"
+for ((t = soak_sample; t < soak_s; t += soak_sample)); do
+  sleep "$soak_sample"
+  sample "${t}s"
+done
 wait "$soak_pid"
-echo "$(status_kib "$FACADE_PID" VmRSS) $(fds "$FACADE_PID") $(status_kib "$FACADE_PID" Threads)" >"$results/soak.end"
+sample end
+waited=0 step=$((idle_max < 5 ? idle_max : 5))
+until [ "$waited" -ge "$idle_max" ]; do
+  [ "$(fds "$FACADE_PID")" -le "$idle_fds" ] && break
+  sleep "$step"; waited=$((waited + step))
+done
+sample "idle+${waited}s"
 stop "$FACADE_PID"
 
 echo "== report"
@@ -260,8 +278,9 @@ echo "== report"
   echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"
   echo "profile=$profile"
   echo "duration=$duration"
-  echo "soak=$soak"
+  echo "soak=${soak_s}s"
   echo "soak_sample=${soak_sample}s"
+  echo "idle_max=${idle_max}s"
   echo "callgrind_calls=${callgrind_calls[*]}"
   echo "app_cpu=$app_cpu"
   echo "load_cpu=$load_cpu"

@@ -89,6 +89,7 @@ pub struct Metrics {
     rate_limit: Family<KeyLabels, Gauge<f64, AtomicU64>>,
     breaker_open: Family<KeyLabels, Gauge<i64, AtomicI64>>,
     calls_by_caller: Family<CallerLabels, Counter>,
+    runtime_tasks: Gauge<i64, AtomicI64>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -189,6 +190,12 @@ impl Metrics {
             "Calls by authorized caller (with --auth-file)",
             calls_by_caller.clone(),
         );
+        let runtime_tasks = Gauge::default();
+        sub.register(
+            "runtime_alive_tasks",
+            "Tokio tasks alive in the process; under a steady load it must stay flat (a rise is a leak)",
+            runtime_tasks.clone(),
+        );
         sub.register(
             "build",
             "Build information",
@@ -210,6 +217,7 @@ impl Metrics {
             rate_limit,
             breaker_open,
             calls_by_caller,
+            runtime_tasks,
         }
     }
 
@@ -306,6 +314,13 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
+        // Read at scrape time: the runtime counts its tasks itself, so there is nothing to update
+        // on the hot path.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let tasks = runtime.metrics().num_alive_tasks();
+            self.runtime_tasks
+                .set(i64::try_from(tasks).unwrap_or(i64::MAX));
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);

@@ -82,3 +82,23 @@ async fn metrics_count_calls_codes_attempts_and_retries() {
     );
     assert!(metrics.contains("connect_facade_build_info{version="));
 }
+
+#[tokio::test]
+async fn the_runtime_task_gauge_is_flat_across_calls() {
+    let app = spawn_with(Fixtures::demo(), |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let unknown_chat = || connect_facade::proto::CreatePersistentContactAssociationRequest {
+        initial_contact_id: "no-such-chat".into(),
+        ..entire_session()
+    };
+    app.call_expecting(unknown_chat(), Code::NotFound).await;
+    let before = value(&app.scrape().await, "connect_facade_runtime_alive_tasks");
+    assert!(before > 0.0, "the server's own tasks are counted");
+    for _ in 0..50 {
+        app.call_expecting(unknown_chat(), Code::NotFound).await;
+    }
+    let after = value(&app.scrape().await, "connect_facade_runtime_alive_tasks");
+    assert_eq!(after, before, "finished calls leave no task behind");
+}
