@@ -92,8 +92,10 @@ pub struct UnvalidatedRequest {
 }
 
 impl AssociationRequest {
-    /// Parses a caller's request, reporting every violated field at once.
-    pub fn parse(raw: UnvalidatedRequest) -> Result<Self, ValidationError> {
+    /// Parses a caller's request, reporting every violated field at once. A refused request is
+    /// handed back with the error, so its instance and token can be reported without copying
+    /// them beforehand on every call.
+    pub fn parse(raw: UnvalidatedRequest) -> Result<Self, Box<Rejected>> {
         let mut violations = Vec::new();
         check_length(
             &mut violations,
@@ -146,7 +148,10 @@ impl AssociationRequest {
                     }
                 },
             }),
-            _ => Err(ValidationError { violations }),
+            _ => Err(Box::new(Rejected {
+                error: ValidationError { violations },
+                request: raw,
+            })),
         }
     }
 
@@ -199,6 +204,13 @@ pub struct FieldViolation {
     pub description: String,
 }
 
+/// A request [`AssociationRequest::parse`] refused, and why.
+#[derive(Clone, Debug)]
+pub struct Rejected {
+    pub error: ValidationError,
+    pub request: UnvalidatedRequest,
+}
+
 /// All the ways a request breaks the API model's limits.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid request: {}", summary(.violations))]
@@ -236,7 +248,7 @@ mod tests {
     fn an_empty_request_names_every_required_field() {
         let err = AssociationRequest::parse(UnvalidatedRequest::default()).unwrap_err();
         assert_eq!(
-            fields(err),
+            fields(err.error),
             [
                 "instance_id",
                 "initial_contact_id",
@@ -263,7 +275,7 @@ mod tests {
         raw.initial_contact_id = "c".repeat(limits::CONTACT_ID_MAX + 1);
         raw.source_contact_id = "c".repeat(limits::CONTACT_ID_MAX + 1);
         raw.client_token = "t".repeat(limits::CLIENT_TOKEN_MAX + 1);
-        let err = AssociationRequest::parse(raw).unwrap_err();
+        let err = AssociationRequest::parse(raw).unwrap_err().error;
         assert_eq!(
             fields(err.clone()),
             [
@@ -353,9 +365,10 @@ mod properties {
                         prop_assert_eq!(parsed.client_token().as_str(), client_token.as_str());
                     }
                 }
-                Err(invalid) => {
-                    let fields: Vec<_> = invalid.violations.iter().map(|v| v.field).collect();
+                Err(rejected) => {
+                    let fields: Vec<_> = rejected.error.violations.iter().map(|v| v.field).collect();
                     prop_assert_eq!(fields, expected);
+                    prop_assert_eq!(rejected.request.instance_id, instance_id);
                 }
             }
         }

@@ -9,6 +9,7 @@
 //! every app (and every test) counts only its own calls.
 
 use std::{
+    borrow::Cow,
     sync::{
         Arc,
         atomic::{AtomicI64, AtomicU64},
@@ -54,8 +55,9 @@ struct HandledLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttemptLabels {
-    outcome: String,
-    aws_error_code: String,
+    // Borrowed for a success, so the hot path allocates no label.
+    outcome: Cow<'static, str>,
+    aws_error_code: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -266,11 +268,16 @@ impl Metrics {
     }
 
     /// One attempt to AWS ended (`outcome` is `ok` or the failure kind).
-    pub fn upstream_attempt(&self, outcome: &str, aws_error_code: &str, elapsed: Duration) {
+    pub fn upstream_attempt(
+        &self,
+        outcome: impl Into<Cow<'static, str>>,
+        aws_error_code: impl Into<Cow<'static, str>>,
+        elapsed: Duration,
+    ) {
         self.upstream_attempts
             .get_or_create(&AttemptLabels {
-                outcome: outcome.to_owned(),
-                aws_error_code: aws_error_code.to_owned(),
+                outcome: outcome.into(),
+                aws_error_code: aws_error_code.into(),
             })
             .inc();
         self.upstream_seconds.observe(elapsed.as_secs_f64());

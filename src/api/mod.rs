@@ -13,7 +13,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     auth::{Callers, Refusal, certificate_subject},
-    domain::{AssociationRequest, RehydrationType, UnvalidatedRequest},
+    domain::{AssociationRequest, RehydrationType, Rejected, UnvalidatedRequest},
     lifecycle::Drain,
     metrics::Metrics,
     middleware::{UpstreamCall, UpstreamStack},
@@ -94,17 +94,16 @@ impl ContactApi {
         self.authorize(&request)
             .map_err(|refused| Status::from(*refused))?;
         let budget = deadline::call_budget(request.metadata(), self.default_deadline);
-        let unvalidated = unvalidated(request.into_inner());
-        let instance_id = unvalidated.instance_id.clone();
-        let caller_token =
-            (!unvalidated.client_token.is_empty()).then(|| unvalidated.client_token.clone());
-        let request = match AssociationRequest::parse(unvalidated) {
+        let request = match AssociationRequest::parse(unvalidated(request.into_inner())) {
             Ok(request) => Arc::new(request),
-            Err(invalid) => {
+            Err(rejected) => {
+                let Rejected { error, request } = *rejected;
+                let caller_token =
+                    (!request.client_token.is_empty()).then_some(request.client_token);
                 record.refused_token.clone_from(&caller_token);
                 return Err(FailedCall {
-                    error: invalid.into(),
-                    instance_id,
+                    error: error.into(),
+                    instance_id: request.instance_id,
                     client_token: caller_token,
                     metadata: attempts_metadata(0),
                 }

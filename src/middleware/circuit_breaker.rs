@@ -12,7 +12,10 @@
 //! It sits inside the retry layer, so it counts attempts, and a retry never hammers an open circuit.
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU8, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -44,12 +47,31 @@ enum State {
     HalfOpen,
 }
 
+impl State {
+    fn summary(self) -> u8 {
+        match self {
+            State::Closed { failures: 0 } => CLEAN,
+            State::Closed { .. } => FAILING,
+            State::Open { .. } | State::HalfOpen => TRIPPED,
+        }
+    }
+}
+
+/// [`State`] in brief, readable without the lock.
+const CLEAN: u8 = 0;
+const FAILING: u8 = 1;
+const TRIPPED: u8 = 2;
+
 /// The breaker's state, shared by every clone of the service.
 #[derive(Debug)]
 pub struct Breaker {
     key: String,
     config: BreakerConfig,
     state: Mutex<State>,
+    /// The state's summary, written with it under the lock: every call on a closed breaker is
+    /// admitted, and a success on one with no failures changes nothing, so the common case reads
+    /// this and takes no lock.
+    summary: AtomicU8,
 }
 
 /// How a call was let through.
@@ -65,7 +87,13 @@ impl Breaker {
             key: key.to_owned(),
             config,
             state: Mutex::new(State::Closed { failures: 0 }),
+            summary: AtomicU8::new(CLEAN),
         }
+    }
+
+    fn set(&self, state: &mut MutexGuard<'_, State>, new: State) {
+        **state = new;
+        self.summary.store(new.summary(), Ordering::Release);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -87,7 +115,7 @@ impl Breaker {
 
     /// Lets a call through, or refuses it while the breaker is open.
     pub fn admit(&self) -> Result<Admission, CallError> {
-        if self.config.failure_threshold == 0 {
+        if self.config.failure_threshold == 0 || self.summary.load(Ordering::Acquire) != TRIPPED {
             return Ok(Admission::Normal);
         }
         let mut state = self.state();
@@ -98,7 +126,7 @@ impl Breaker {
                 retry_after: until - now,
             }),
             State::Open { .. } => {
-                *state = State::HalfOpen;
+                self.set(&mut state, State::HalfOpen);
                 tracing::info!(key = %self.key, "circuit breaker half-open: probing Amazon Connect");
                 Ok(Admission::Probe)
             }
@@ -110,14 +138,16 @@ impl Breaker {
 
     /// Records how an admitted call ended.
     pub fn record(&self, admission: &Admission, failed: bool) {
-        if self.config.failure_threshold == 0 {
+        if self.config.failure_threshold == 0
+            || (!failed && self.summary.load(Ordering::Acquire) == CLEAN)
+        {
             return;
         }
         let mut state = self.state();
         let open = State::Open {
             until: Instant::now() + self.config.cool_down,
         };
-        *state = match (*state, admission, failed) {
+        let new = match (*state, admission, failed) {
             (State::HalfOpen, Admission::Probe, false) => {
                 tracing::info!(key = %self.key, "circuit breaker closed");
                 State::Closed { failures: 0 }
@@ -139,15 +169,19 @@ impl Breaker {
             // A call admitted before the breaker opened, finishing late: it changes nothing.
             (other, _, _) => other,
         };
+        self.set(&mut state, new);
     }
 
     /// A probe that ended without an outcome: let the next call probe.
     fn abandon_probe(&self) {
         let mut state = self.state();
         if *state == State::HalfOpen {
-            *state = State::Open {
-                until: Instant::now(),
-            };
+            self.set(
+                &mut state,
+                State::Open {
+                    until: Instant::now(),
+                },
+            );
         }
     }
 }

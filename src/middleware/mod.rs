@@ -210,7 +210,7 @@ impl Service<UpstreamCall> for SdkAttempt {
                         metrics.upstream_attempt("ok", "", elapsed);
                     }
                     Err(err) => {
-                        let aws_error_code = err.aws_code.as_deref().unwrap_or("");
+                        let aws_error_code = err.aws_code.clone().unwrap_or_default();
                         let aws_request_id = err.request_id.as_deref();
                         let kind = format!("{:?}", err.kind);
                         span.record("otel.status_code", "ERROR");
@@ -219,8 +219,8 @@ impl Service<UpstreamCall> for SdkAttempt {
                         }
                         // Detail: a retry's `retrying` line and the call's `rpc finished` line
                         // report a failure at `info`.
-                        tracing::debug!(attempt, outcome = %kind, aws_error_code, aws_request_id, client_token, "upstream attempt");
-                        metrics.upstream_attempt(&kind, aws_error_code, elapsed);
+                        tracing::debug!(attempt, outcome = %kind, aws_error_code = aws_error_code.as_str(), aws_request_id, client_token, "upstream attempt");
+                        metrics.upstream_attempt(kind, aws_error_code, elapsed);
                     }
                 }
                 outcome.map_err(CallError::Upstream)
