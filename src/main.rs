@@ -3,6 +3,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use connect_facade::{app, config::Cli, telemetry};
 
+// The AWS SDK allocates heavily on every call (signing, the orchestrator's config bag, headers):
+// with glibc's allocator, malloc and free were a quarter of the facade's instructions per call
+// (docs/BENCHMARKS.md). mimalloc's thread-local free lists make them a fraction of that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
