@@ -216,7 +216,9 @@ def main():
           f"| {mib(idle) if idle else '—'} | {mib(c64.peak_rss_kib) if c64 else '—'} |")
     w("")
     w("For the direct path the application is the load generator itself (the SDK client on CPU 0), so its")
-    w("CPU includes the generator's own bookkeeping, and it has no idle server to measure.")
+    w("CPU includes the generator's own bookkeeping, and it has no idle server to measure. The facade")
+    w("runs on mimalloc (its global allocator); the direct path and the bare hop on the system allocator,")
+    w("as a team's own program would by default.")
     w("")
 
     w(f"## Latency at a fixed rate (open loop)")
@@ -241,7 +243,6 @@ def main():
     w("")
     if facade and direct and bare and python:
         floor = direct.cpu_ms_per_1000 + bare.cpu_ms_per_1000
-        fr, dr, br = runs["facade-rate"], runs["direct-rate"], runs["bare-rate"]
         facade_max = max(runs[f"facade-c{c}"].throughput for c in (1, 16, 64))
         python_max = max(runs[f"python-c{c}"].throughput for c in (1, 16, 64))
         idle = int(read(results, "facade.idle_rss_kib", "0") or 0)
@@ -253,14 +254,18 @@ def main():
              f"{facade.throughput:,.0f} vs {direct.throughput:,.0f}/s: {facade.throughput / direct.throughput:.2f}×",
              facade.throughput >= 0.85 * direct.throughput),
         ]
-        if fr and dr and br:
+        # The issue allows either fixed rate (half the facade's max, or 500/s): both are judged.
+        for suffix, at in (("rate", rate), ("rate500", 500)):
+            fr, dr, br = (runs[f"{p}-{suffix}"] for p in ("facade", "direct", "bare"))
+            if not (fr and dr and br):
+                continue
             added50 = fr.latency("p50") - dr.latency("p50")
             added99 = fr.latency("p99") - dr.latency("p99")
             rows += [
-                (f"added p50 at {rate:,}/s ≤ 1.25 × bare hop p50",
+                (f"added p50 at {at:,}/s ≤ 1.25 × bare hop p50",
                  f"{added50:,} µs vs 1.25 × {br.latency('p50'):,} µs",
                  added50 <= 1.25 * br.latency("p50")),
-                (f"added p99 at {rate:,}/s ≤ 1 ms", f"{added99:,} µs", added99 <= 1000),
+                (f"added p99 at {at:,}/s ≤ 1 ms", f"{added99:,} µs", added99 <= 1000),
             ]
         rows += [
             ("throughput ≥ 7 × Python's (best of c=1/16/64)",
@@ -277,6 +282,12 @@ def main():
         w("|---|---|:---:|")
         for name, measured, ok in rows:
             w(f"| {name} | {measured} | {check(ok)} |")
+        bound = direct.cpu_ms_per_1000 / floor
+        w("")
+        w(f"On one core, a facade costing exactly its floor (the SDK call + the bare hop) would serve at most")
+        w(f"{direct.cpu_ms_per_1000:.1f} / {floor:.1f} = {bound:.2f}× the direct path's calls per second: the")
+        w(f"throughput target needs the hop to cost under {100 * (1 / 0.85 - 1):.0f}% of the SDK call, and here it")
+        w(f"costs {100 * bare.cpu_ms_per_1000 / direct.cpu_ms_per_1000:.0f}%.")
     else:
         w("Not every path produced a result; see the problems below.")
     w("")

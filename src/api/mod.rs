@@ -185,8 +185,8 @@ impl ContactService for ContactApi {
 pub const CALL_LOG_TARGET: &str = "connect_facade::calls";
 
 /// A call's one line: at `info` when it failed; at `debug` when it succeeded, because at the rates
-/// the facade serves, a line per successful call is hundreds of gigabytes of logs a day and a third
-/// of its CPU, while metrics and traces already count and time every call.
+/// the facade serves, a line per successful call is hundreds of gigabytes of logs a day, while
+/// metrics and traces already count and time every call.
 /// `RUST_LOG=info,connect_facade::calls=debug` logs every call.
 fn log_call(code: Code, record: &CallRecord, latency_ms: f64) {
     macro_rules! line {
