@@ -8,10 +8,10 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
-use tower::util::MapResponseLayer;
+use tower::util::{MapRequestLayer, MapResponseLayer};
 
 use crate::{
-    api::ContactApi,
+    api::{ContactApi, deadline},
     auth::{AuthFileError, Callers},
     config::{Command, ServeConfig, SimulateConfig},
     lifecycle::{Drain, follow_breaker, set_health},
@@ -292,6 +292,7 @@ impl App {
             .http2_max_header_list_size(limits.max_header_list_size)
             .max_connection_age(limits.max_connection_age)
             .max_connection_age_grace(self.shutdown_grace)
+            .layer(MapRequestLayer::new(deadline::stamp_arrival))
             .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -45,7 +45,8 @@ pub struct ClientToken {
 }
 
 impl ClientToken {
-    /// A fresh random token (a UUID v4), for a caller that sent none.
+    /// A fresh random token (a UUID v4), for a caller that sent none. uuid's `fast-rng` draws it
+    /// from a thread-local CSPRNG: without it every call made a `getrandom` system call.
     pub fn generate() -> Self {
         Self {
             value: uuid::Uuid::new_v4().to_string(),

@@ -4,10 +4,34 @@
 //! as their own cancellation, and it gives handlers no deadline value (its parser is crate-private). So
 //! the header is parsed here and the handler enforces the deadline, answering DEADLINE_EXCEEDED a hair
 //! before tonic's own timer would fire.
+//!
+//! The budget runs from the call's arrival, stamped by [`stamp_arrival`] in the same synchronous
+//! `call` that starts tonic's timer: a handler first polled late on a busy runtime (tonic's timer
+//! already running) would otherwise set its deadline after tonic's and lose the race.
 
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
+
+/// When the call reached the server's service stack (a request extension).
+#[derive(Clone, Copy, Debug)]
+pub struct Arrival(Instant);
+
+/// Stamps a request with its [`Arrival`]; the server runs it as a `MapRequestLayer`.
+pub fn stamp_arrival<B>(mut request: http::Request<B>) -> http::Request<B> {
+    request.extensions_mut().insert(Arrival(Instant::now()));
+    request
+}
+
+/// When this call's deadline falls: its arrival (now, for a request that was never stamped) plus
+/// its budget.
+pub fn deadline(extensions: &http::Extensions, budget: Duration) -> Instant {
+    extensions
+        .get::<Arrival>()
+        .map_or_else(Instant::now, |arrival| arrival.0)
+        + budget
+}
 
 /// How much earlier than the caller's deadline the facade answers, so its DEADLINE_EXCEEDED wins the
 /// race against tonic's CANCELLED: at most 5 ms, and at most a tenth of very short deadlines.
@@ -50,6 +74,20 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_runs_from_the_stamped_arrival() {
+        let stamped = stamp_arrival(http::Request::new(()));
+        let arrived = Instant::now();
+        tokio::time::advance(Duration::from_millis(40)).await;
+        let budget = Duration::from_millis(100);
+        assert_eq!(deadline(stamped.extensions(), budget), arrived + budget);
+        assert_eq!(
+            deadline(&http::Extensions::new(), budget),
+            Instant::now() + budget,
+            "an unstamped request's budget starts now"
+        );
+    }
 
     #[test]
     fn every_unit_parses() {

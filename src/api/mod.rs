@@ -94,6 +94,7 @@ impl ContactApi {
         self.authorize(&request)
             .map_err(|refused| Status::from(*refused))?;
         let budget = deadline::call_budget(request.metadata(), self.default_deadline);
+        let deadline = deadline::deadline(request.extensions(), budget);
         let request = match AssociationRequest::parse(unvalidated(request.into_inner())) {
             Ok(request) => Arc::new(request),
             Err(rejected) => {
@@ -111,7 +112,6 @@ impl ContactApi {
             }
         };
         record.request = Some(request.clone());
-        let deadline = Instant::now() + budget;
         let call = UpstreamCall::new(request.clone(), deadline);
         let outcome = tokio::select! {
             outcome = tokio::time::timeout_at(deadline, self.upstream.call(call.clone())) => {
