@@ -224,11 +224,15 @@ stop "$py_pid"
 echo "== callgrind: instructions per call (facade and direct), ${callgrind_calls[*]} calls"
 for n in "${callgrind_calls[@]}"; do
   port=$(free_port)
-  "${facade_env[@]}" taskset -c "$app_cpu" valgrind --tool=callgrind --callgrind-out-file="$results/callgrind.facade.$n" \
+  # Counting starts once the facade listens: its start-up includes a clock calibration (governor's
+  # quanta clock) that runs for a time, not a number of instructions, so it would not cancel out.
+  "${facade_env[@]}" taskset -c "$app_cpu" valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$results/callgrind.facade.$n" \
     "$bin/connect-facade" serve --listen "127.0.0.1:$port" --region us-east-1 --endpoint-url "$sim_url" \
     --rate-limit 1000000 --rate-burst 1000000 --log-format json >"$work/callgrind.out" 2>"$work/callgrind.err" &
   vg_pid=$!; pids+=("$vg_pid")
   wait_port "$port" 180
+  callgrind_control --instr=on "$vg_pid" >/dev/null 2>&1
   loadgen "callgrind-facade-$n" "http://127.0.0.1:$port" grpc --concurrency 1 --calls "$n" --warmup 0
   stop "$vg_pid"
   app valgrind --tool=callgrind --callgrind-out-file="$results/callgrind.direct.$n" \
