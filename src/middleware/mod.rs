@@ -207,7 +207,7 @@ impl Service<UpstreamCall> for SdkAttempt {
                             span.record("aws_request_id", id);
                         }
                         tracing::debug!(attempt, outcome = "ok", aws_request_id, client_token, "upstream attempt");
-                        metrics.upstream_attempt("ok", "", elapsed);
+                        metrics.upstream_attempt_ok(elapsed);
                     }
                     Err(err) => {
                         let aws_error_code = err.aws_code.clone().unwrap_or_default();
