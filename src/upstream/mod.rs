@@ -6,12 +6,19 @@
 //! off: a retry layer inside the SDK would multiply with any retry around it and could sleep past the
 //! caller's deadline, so the facade owns retries above this module. Timeouts bound each attempt and
 //! its connection set-up, so a dead endpoint costs a bounded time rather than the caller's whole deadline.
+//! The SDK's stalled-stream protection is off too: it ends a body that moves no byte for 5 s, but this
+//! operation's bodies are a few hundred bytes and the attempt timeout (5 s by default) already ends any
+//! stalled attempt, while the protection's throughput tracking on every body poll cost about 2% of
+//! the facade's instructions per call (docs/BENCHMARKS.md).
 
 mod error;
 
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_config::{
+    BehaviorVersion, retry::RetryConfig, stalled_stream_protection::StalledStreamProtectionConfig,
+    timeout::TimeoutConfig,
+};
 use aws_sdk_connect::{
     config::{Credentials, Region},
     operation::RequestId,
@@ -78,6 +85,7 @@ impl ConnectUpstream {
     pub async fn connect(settings: &UpstreamSettings) -> Result<Self, UpstreamConfigError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::disabled())
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(settings.connect_timeout)
