@@ -32,7 +32,7 @@ if [ "$smoke" = 1 ]; then
   out=${out:-target/bench/BENCHMARKS.md}
 else
   # idle_max: the SDK's pooled connections close after 90 s idle, checked every 90 s.
-  duration=10s warmup=2s soak_s=300 soak_sample=60 idle_max=200 callgrind_calls=(200 600) profile=release
+  duration=10s warmup=2s soak_s=300 soak_sample=60 idle_max=200 callgrind_calls=(300 1300) profile=release
   out=${out:-docs/BENCHMARKS.md}
 fi
 work=$root/target/bench
@@ -64,6 +64,14 @@ if ! command -v h2load >/dev/null; then
   fi
 fi
 command -v h2load >/dev/null || echo "h2load unavailable: the cross-check is skipped"
+# perf: the native profile (callgrind's virtual CPU lacks some instructions, e.g. SHA, so its
+# profile alone can point at the wrong place).
+perf_works() { perf record -q -o /dev/null -- true >/dev/null 2>&1; }
+if ! perf_works && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get install -y -qq linux-perf >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq linux-perf >/dev/null 2>&1; }) || true
+fi
+perf_works || echo "perf unavailable (or not permitted): the native profile is skipped"
 
 if [ "$(nproc)" -ge 2 ]; then app_cpu=0 load_cpu=1; else app_cpu=0 load_cpu=0; fi
 app() { taskset -c "$app_cpu" "$@"; }
@@ -161,6 +169,17 @@ if command -v h2load >/dev/null; then
   ok_after=$(curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '/^grpc_server_handled_total.*grpc_code="OK"/ { print $2 }')
   echo "$n $((${ok_after:-0} - ${ok_before:-0}))" >"$results/h2load.counts"
 fi
+if perf_works; then
+  echo "== native profile (perf samples of the facade at concurrency 64)"
+  # perf itself runs beside the load generator, not on the facade's core.
+  load perf record -q -F 999 -p "$FACADE_PID" -o "$work/perf.data" >"$work/perf.out" 2>&1 &
+  perf_pid=$!
+  app_run facade-profile "$FACADE_PID" "$FACADE_URL" --concurrency 64 --duration "$duration"
+  kill -TERM "$perf_pid" 2>/dev/null || true  # (a background job ignores SIGINT)
+  wait "$perf_pid" 2>/dev/null || true
+  perf report -i "$work/perf.data" --no-children --sort dso,sym --stdio -g none -t '|' \
+    >"$results/perf.facade.txt" 2>/dev/null || true
+fi
 stop "$FACADE_PID"
 
 echo "== layers (facade at concurrency 64, one layer left out at a time)"
@@ -221,7 +240,7 @@ if python3 -c "import sys; sys.exit(0 if 500 <= 0.8 * $py_max else 1)"; then
 fi
 stop "$py_pid"
 
-echo "== callgrind: instructions per call (facade and direct), ${callgrind_calls[*]} calls"
+echo "== callgrind: instructions per call (facade, direct, bare hop), ${callgrind_calls[*]} calls"
 for n in "${callgrind_calls[@]}"; do
   port=$(free_port)
   # Counting starts once the facade listens: its start-up includes a clock calibration (governor's
@@ -238,6 +257,11 @@ for n in "${callgrind_calls[@]}"; do
   app valgrind --tool=callgrind --callgrind-out-file="$results/callgrind.direct.$n" \
     "$bin/loadgen" run --quiet --target sdk --url "$sim_url" --concurrency 1 --calls "$n" --warmup 0 \
     >>"$results/loadgen.log" 2>"$work/callgrind-direct.err"
+  start_printing_addr "$work/callgrind-bare" "$app_cpu" valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$results/callgrind.bare.$n" "$bin/loadgen" bare-server --listen 127.0.0.1:0
+  callgrind_control --instr=on "$PID" >/dev/null 2>&1
+  loadgen "callgrind-bare-$n" "http://$LINE" grpc --concurrency 1 --calls "$n" --warmup 0
+  stop "$PID"
 done
 # Every function's self instructions in both facade runs: their difference is the per-call profile.
 for n in "${callgrind_calls[@]}"; do
