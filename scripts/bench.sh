@@ -182,14 +182,18 @@ if perf_works; then
 fi
 stop "$FACADE_PID"
 
-echo "== layers (facade at concurrency 64, one layer left out at a time)"
-for layer in retry breaker limiter all; do
-  case $layer in
+# layer_flags LAYER: sets `flags` to the facade flags that leave LAYER out of the stack.
+layer_flags() {
+  case $1 in
     retry) flags=(--max-attempts 1) ;;
     breaker) flags=(--breaker-failures 0) ;;
     limiter) flags=(--rate-limit 0) ;;
     all) flags=(--max-attempts 1 --breaker-failures 0 --rate-limit 0) ;;
   esac
+}
+echo "== layers (facade at concurrency 64, one layer left out at a time)"
+for layer in retry breaker limiter all; do
+  layer_flags "$layer"
   start_facade "facade-no-$layer" "${flags[@]}"
   loadgen "warmup-no-$layer" "$FACADE_URL" grpc --concurrency 64 --duration "$warmup" --warmup 0
   app_run "layers-no-$layer-c64" "$FACADE_PID" "$FACADE_URL" --concurrency 64 --duration "$duration"
@@ -240,20 +244,32 @@ if python3 -c "import sys; sys.exit(0 if 500 <= 0.8 * $py_max else 1)"; then
 fi
 stop "$py_pid"
 
-echo "== callgrind: instructions per call (facade, direct, bare hop), ${callgrind_calls[*]} calls"
-for n in "${callgrind_calls[@]}"; do
-  port=$(free_port)
-  # Counting starts once the facade listens: its start-up includes a clock calibration (governor's
-  # quanta clock) that runs for a time, not a number of instructions, so it would not cancel out.
+echo "== callgrind: instructions per call (facade, each layer left out, direct, bare hop), ${callgrind_calls[*]} calls"
+# callgrind_facade NAME CALLS FLAGS...: the facade's instructions over CALLS calls at c=1, in
+# results/callgrind.NAME.CALLS. Counting starts once it listens: its start-up includes a clock
+# calibration (governor's quanta clock) that runs for a time, not a number of instructions, so it
+# would not cancel out.
+callgrind_facade() {
+  local name=$1 n=$2; shift 2
+  local port; port=$(free_port)
+  local rate=(--rate-limit 1000000 --rate-burst 1000000)
+  case " $* " in *" --rate-limit "*) rate=() ;; esac
   "${facade_env[@]}" taskset -c "$app_cpu" valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$results/callgrind.facade.$n" \
+    --callgrind-out-file="$results/callgrind.$name.$n" \
     "$bin/connect-facade" serve --listen "127.0.0.1:$port" --region us-east-1 --endpoint-url "$sim_url" \
-    --rate-limit 1000000 --rate-burst 1000000 --log-format json >"$work/callgrind.out" 2>"$work/callgrind.err" &
-  vg_pid=$!; pids+=("$vg_pid")
+    "${rate[@]}" --log-format json "$@" >"$work/callgrind.out" 2>"$work/callgrind.err" &
+  local vg_pid=$!; pids+=("$vg_pid")
   wait_port "$port" 180
   callgrind_control --instr=on "$vg_pid" >/dev/null 2>&1
-  loadgen "callgrind-facade-$n" "http://127.0.0.1:$port" grpc --concurrency 1 --calls "$n" --warmup 0
+  loadgen "callgrind-$name-$n" "http://127.0.0.1:$port" grpc --concurrency 1 --calls "$n" --warmup 0
   stop "$vg_pid"
+}
+for n in "${callgrind_calls[@]}"; do
+  callgrind_facade facade "$n"
+  for layer in retry breaker limiter all; do
+    layer_flags "$layer"
+    callgrind_facade "facade-no-$layer" "$n" "${flags[@]}"
+  done
   app valgrind --tool=callgrind --callgrind-out-file="$results/callgrind.direct.$n" \
     "$bin/loadgen" run --quiet --target sdk --url "$sim_url" --concurrency 1 --calls "$n" --warmup 0 \
     >>"$results/loadgen.log" 2>"$work/callgrind-direct.err"

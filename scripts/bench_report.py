@@ -103,6 +103,14 @@ def callgrind_total(path):
     return None
 
 
+def callgrind_per_call(results, name, calls):
+    """Instructions per call: the larger run's total minus the smaller's, over the extra calls."""
+    small, large = (callgrind_total(os.path.join(results, f"callgrind.{name}.{n}")) for n in calls)
+    if small is None or large is None or calls[1] <= calls[0]:
+        return None
+    return (large - small) / (calls[1] - calls[0])
+
+
 def crate_of(function, obj):
     """The crate (or library) a symbol belongs to, for the profile summary."""
     if "kernel" in obj:
@@ -184,6 +192,7 @@ def main():
     smoke = "--smoke" in sys.argv[3:]
     env = dict(line.split("=", 1) for line in read(results, "machine.env", "").splitlines() if "=" in line)
     rate = int(read(results, "fixed_rate", "0"))
+    calls = [int(c) for c in env.get("callgrind_calls", "0 0").split()]
     runs = {label: Run(results, label) for label in
             [f"{p}-c{c}" for p, _ in PATHS for c in (1, 16, 64)]
             + [f"{p}-rate{s}" for p, _ in PATHS for s in ("", "500")]
@@ -334,21 +343,27 @@ def main():
     w("")
     w("The facade at c=64 with one layer left out of the stack by its flag (a layer turned off is not in")
     w("the stack at all), and with a log line for every call (by default only failed calls log one).")
+    w("CPU time on a shared machine moves by about ±2 ms per 1,000 calls from run to run, as much as a")
+    w("layer costs; the instruction counts (callgrind, c=1, as in the next sections) are the exact figure.")
     w("")
-    w("| variant | flags | calls/s | CPU ms per 1,000 calls | vs the product |")
-    w("|---|---|---:|---:|---:|")
-    variants = [("facade-c64", "the product", ""),
-                ("layers-no-retry-c64", "no retry layer", "`--max-attempts 1`"),
-                ("layers-no-breaker-c64", "no circuit breaker", "`--breaker-failures 0`"),
-                ("layers-no-limiter-c64", "no rate limiter", "`--rate-limit 0`"),
-                ("layers-no-all-c64", "none of the three", "all three"),
-                ("layers-logs-all-c64", "a log line per call", "`RUST_LOG=info,connect_facade::calls=debug`")]
-    for label, name, flags in variants:
+    w("| variant | flags | calls/s | CPU ms per 1,000 calls | vs the product | instructions per call | vs the product |")
+    w("|---|---|---:|---:|---:|---:|---:|")
+    variants = [("facade-c64", "facade", "the product", ""),
+                ("layers-no-retry-c64", "facade-no-retry", "no retry layer", "`--max-attempts 1`"),
+                ("layers-no-breaker-c64", "facade-no-breaker", "no circuit breaker", "`--breaker-failures 0`"),
+                ("layers-no-limiter-c64", "facade-no-limiter", "no rate limiter", "`--rate-limit 0`"),
+                ("layers-no-all-c64", "facade-no-all", "none of the three", "all three"),
+                ("layers-logs-all-c64", None, "a log line per call", "`RUST_LOG=info,connect_facade::calls=debug`")]
+    product_ir = callgrind_per_call(results, "facade", calls)
+    for label, callgrind, name, flags in variants:
         run = runs[label]
         if not run:
             continue
         delta = (run.cpu_ms_per_1000 - facade.cpu_ms_per_1000) if facade else 0
-        w(f"| {name} | {flags} | {fmt(run.throughput)} | {fmt(run.cpu_ms_per_1000, 1)} | {delta:+.1f} ms |")
+        ir = callgrind_per_call(results, callgrind, calls) if callgrind else None
+        ir_cells = (f"{ir:,.0f} | {ir - product_ir:+,.0f}" if ir is not None and product_ir is not None
+                    else "— | —")
+        w(f"| {name} | {flags} | {fmt(run.throughput)} | {fmt(run.cpu_ms_per_1000, 1)} | {delta:+.1f} ms | {ir_cells} |")
     w("")
 
     h2 = read(results, "h2load.txt")
@@ -377,14 +392,13 @@ def main():
         w("h2load was not available in this run.")
     w("")
 
-    calls = [int(c) for c in env.get("callgrind_calls", "0 0").split()]
     w("## Instructions per call (callgrind)")
     w("")
     figures = {}
     for path in ("facade", "direct", "bare"):
-        small, large = (callgrind_total(os.path.join(results, f"callgrind.{path}.{n}")) for n in calls)
-        if small is not None and large is not None and calls[1] > calls[0]:
-            figures[path] = (large - small) / (calls[1] - calls[0])
+        per_call = callgrind_per_call(results, path, calls)
+        if per_call is not None:
+            figures[path] = per_call
     if figures:
         w(f"`valgrind --tool=callgrind`, {calls[0]} and {calls[1]} calls at c=1; the difference over the")
         w("extra calls removes start-up (the facade is counted only from when it listens: its start-up")
