@@ -171,8 +171,9 @@ if command -v h2load >/dev/null; then
 fi
 if perf_works; then
   echo "== native profile (perf samples of the facade at concurrency 64)"
-  # perf itself runs beside the load generator, not on the facade's core.
-  load perf record -q -F 999 -p "$FACADE_PID" -o "$work/perf.data" >"$work/perf.out" 2>&1 &
+  # perf itself runs beside the load generator, not on the facade's core. Not through `load`: a
+  # function in the background is a subshell, and the signal below must reach perf itself.
+  taskset -c "$load_cpu" perf record -q -F 999 -p "$FACADE_PID" -o "$work/perf.data" >"$work/perf.out" 2>&1 &
   perf_pid=$!
   app_run facade-profile "$FACADE_PID" "$FACADE_URL" --concurrency 64 --duration "$duration"
   kill -TERM "$perf_pid" 2>/dev/null || true  # (a background job ignores SIGINT)

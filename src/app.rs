@@ -59,6 +59,37 @@ pub enum StartupError {
     Flags(&'static str),
 }
 
+/// The Tokio runtime the process runs on, sized to the CPUs it may use (`available_parallelism`
+/// reads the affinity mask and the cgroup CPU quota, so a pod limited to one CPU counts one).
+///
+/// On one CPU, a current-thread runtime: a multi-thread runtime would run a single worker anyway,
+/// but pay for work stealing it cannot do (atomic queues, a thread hand-off per wake-up); the
+/// current-thread scheduler served the same calls with less CPU (docs/BENCHMARKS.md). Setting
+/// `TOKIO_WORKER_THREADS` asks for the multi-thread runtime with that many workers.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let workers_asked = std::env::var_os("TOKIO_WORKER_THREADS").is_some();
+    let mut builder = match scheduler_for(cpus, workers_asked) {
+        Scheduler::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Scheduler::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build()
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Scheduler {
+    CurrentThread,
+    MultiThread,
+}
+
+fn scheduler_for(cpus: usize, workers_asked: bool) -> Scheduler {
+    if cpus <= 1 && !workers_asked {
+        Scheduler::CurrentThread
+    } else {
+        Scheduler::MultiThread
+    }
+}
+
 /// Runs one subcommand to completion.
 pub async fn run(command: Command) -> Result<(), StartupError> {
     match command {
@@ -393,5 +424,18 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_cpu_runs_the_current_thread_scheduler_unless_workers_are_asked_for() {
+        assert_eq!(scheduler_for(1, false), Scheduler::CurrentThread);
+        assert_eq!(scheduler_for(1, true), Scheduler::MultiThread);
+        assert_eq!(scheduler_for(2, false), Scheduler::MultiThread);
+        assert_eq!(scheduler_for(8, true), Scheduler::MultiThread);
     }
 }

@@ -9,13 +9,22 @@ use connect_facade::{app, config::Cli, telemetry};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let telemetry = telemetry::init(cli.log_format);
-    let outcome = app::run(cli.command).await;
-    // The span exporter's last batch goes out before exit; shutting it down blocks.
-    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    let runtime = match app::runtime() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("connect-facade: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let telemetry = telemetry::init(cli.log_format);
+        let outcome = app::run(cli.command).await;
+        // The span exporter's last batch goes out before exit; shutting it down blocks.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        outcome
+    });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
