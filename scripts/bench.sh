@@ -28,11 +28,11 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$smoke" = 1 ]; then
-  duration=1s warmup=300ms soak_s=4 soak_sample=2 idle_max=2 callgrind_calls=(5 15) profile=debug
+  duration=1s warmup=300ms soak_s=4 soak_sample=2 idle_max=2 callgrind_calls=(5 15) callgrind_reps=1 burst_s=1 profile=debug
   out=${out:-target/bench/BENCHMARKS.md}
 else
   # idle_max: the SDK's pooled connections close after 90 s idle, checked every 90 s.
-  duration=10s warmup=2s soak_s=300 soak_sample=60 idle_max=200 callgrind_calls=(300 1300) profile=release
+  duration=10s warmup=2s soak_s=300 soak_sample=60 idle_max=200 callgrind_calls=(300 1300) callgrind_reps=3 burst_s=15 profile=release
   out=${out:-docs/BENCHMARKS.md}
 fi
 work=$root/target/bench
@@ -247,7 +247,7 @@ stop "$py_pid"
 
 echo "== callgrind: instructions per call (facade, each layer left out, direct, bare hop), ${callgrind_calls[*]} calls"
 # callgrind_facade NAME CALLS FLAGS...: the facade's instructions over CALLS calls at c=1, in
-# results/callgrind.NAME.CALLS. Counting starts once it listens: its start-up includes a clock
+# results/callgrind.NAME.CALLS (then .rN for repeat N). Counting starts once it listens: its start-up includes a clock
 # calibration (governor's quanta clock) that runs for a time, not a number of instructions, so it
 # would not cancel out.
 callgrind_facade() {
@@ -256,7 +256,7 @@ callgrind_facade() {
   local rate=(--rate-limit 1000000 --rate-burst 1000000)
   case " $* " in *" --rate-limit "*) rate=() ;; esac
   "${facade_env[@]}" taskset -c "$app_cpu" valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$results/callgrind.$name.$n" \
+    --callgrind-out-file="$results/callgrind.$name.$n$cg_suffix" \
     "$bin/connect-facade" serve --listen "127.0.0.1:$port" --region us-east-1 --endpoint-url "$sim_url" \
     "${rate[@]}" --log-format json "$@" >"$work/callgrind.out" 2>"$work/callgrind.err" &
   local vg_pid=$!; pids+=("$vg_pid")
@@ -265,20 +265,25 @@ callgrind_facade() {
   loadgen "callgrind-$name-$n" "http://127.0.0.1:$port" grpc --concurrency 1 --calls "$n" --warmup 0
   stop "$vg_pid"
 }
-for n in "${callgrind_calls[@]}"; do
-  callgrind_facade facade "$n"
-  for layer in retry breaker limiter all; do
-    layer_flags "$layer"
-    callgrind_facade "facade-no-$layer" "$n" "${flags[@]}"
+# Repeated, so the report can take each figure's median: a layer costs about as many instructions as
+# one run differs from the next (timers fire by wall time, and valgrind slows the calls 50-fold).
+for ((r = 1; r <= callgrind_reps; r++)); do
+  cg_suffix=$([ "$r" = 1 ] || echo ".r$r")
+  for n in "${callgrind_calls[@]}"; do
+    callgrind_facade facade "$n"
+    for layer in retry breaker limiter all; do
+      layer_flags "$layer"
+      callgrind_facade "facade-no-$layer" "$n" "${flags[@]}"
+    done
+    app valgrind --tool=callgrind --callgrind-out-file="$results/callgrind.direct.$n$cg_suffix" \
+      "$bin/loadgen" run --quiet --target sdk --url "$sim_url" --concurrency 1 --calls "$n" --warmup 0 \
+      >>"$results/loadgen.log" 2>"$work/callgrind-direct.err"
+    start_printing_addr "$work/callgrind-bare" "$app_cpu" valgrind --tool=callgrind --instr-atstart=no \
+      --callgrind-out-file="$results/callgrind.bare.$n$cg_suffix" "$bin/loadgen" bare-server --listen 127.0.0.1:0
+    callgrind_control --instr=on "$PID" >/dev/null 2>&1
+    loadgen "callgrind-bare-$n" "http://$LINE" grpc --concurrency 1 --calls "$n" --warmup 0
+    stop "$PID"
   done
-  app valgrind --tool=callgrind --callgrind-out-file="$results/callgrind.direct.$n" \
-    "$bin/loadgen" run --quiet --target sdk --url "$sim_url" --concurrency 1 --calls "$n" --warmup 0 \
-    >>"$results/loadgen.log" 2>"$work/callgrind-direct.err"
-  start_printing_addr "$work/callgrind-bare" "$app_cpu" valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$results/callgrind.bare.$n" "$bin/loadgen" bare-server --listen 127.0.0.1:0
-  callgrind_control --instr=on "$PID" >/dev/null 2>&1
-  loadgen "callgrind-bare-$n" "http://$LINE" grpc --concurrency 1 --calls "$n" --warmup 0
-  stop "$PID"
 done
 # Every function's self instructions in both facade runs: their difference is the per-call profile.
 for n in "${callgrind_calls[@]}"; do
@@ -311,6 +316,14 @@ until [ "$waited" -ge "$idle_max" ]; do
   sleep "$step"; waited=$((waited + step))
 done
 sample "idle+${waited}s"
+# A leak grows with each burst; a cache (the allocator's, the connection pool's) plateaus. Three
+# rounds of the fixed rate, then 300 calls in flight (past the overload bound, as a stall makes).
+for round in 1 2 3; do
+  loadgen "burst-steady-$round" "$FACADE_URL" grpc --rate "$rate" --duration "${burst_s}s" --warmup 0
+  echo "$round steady $(status_kib "$FACADE_PID" VmRSS) $(fds "$FACADE_PID")" >>"$results/bursts.samples"
+  loadgen "burst-$round" "$FACADE_URL" grpc --concurrency 300 --connections 16 --duration 4s --warmup 0 || true
+  echo "$round burst $(status_kib "$FACADE_PID" VmRSS) $(fds "$FACADE_PID")" >>"$results/bursts.samples"
+done
 stop "$FACADE_PID"
 
 echo "== report"
@@ -327,6 +340,7 @@ echo "== report"
   echo "soak_sample=${soak_sample}s"
   echo "idle_max=${idle_max}s"
   echo "callgrind_calls=${callgrind_calls[*]}"
+  echo "callgrind_reps=$callgrind_reps"
   echo "app_cpu=$app_cpu"
   echo "load_cpu=$load_cpu"
 } >"$results/machine.env"
