@@ -544,8 +544,8 @@ def main():
     bursts = [line.split() for line in (read(results, "bursts.samples") or "").splitlines() if line.strip()]
     if bursts:
         w("Then, on the same process, three rounds of the fixed rate followed by 4 s with 300 calls in flight")
-        w("(the burst a stall makes; the overload bound admits 320). A leak would grow round after round; the")
-        w("allocator's free pages and the connection pool grow to the burst and stay there:")
+        w("(the burst a stall makes; the overload bound admits 320). A leak would grow round after round,")
+        w("while the allocator's free pages and the connection pool grow to the burst and stay there:")
         w("")
         w("| round | after the fixed rate: RSS MiB | descriptors | after the burst: RSS MiB | descriptors |")
         w("|---|---:|---:|---:|---:|")
@@ -556,6 +556,11 @@ def main():
             steady, burst = phases.get("steady", ("0", "?")), phases.get("burst", ("0", "?"))
             w(f"| {number} | {mib(int(steady[0]))} | {steady[1]} | {mib(int(burst[0]))} | {burst[1]} |")
         w("")
+        first, last = (int(rounds[k].get("burst", ("0",))[0]) for k in (min(rounds), max(rounds)))
+        if first:
+            growth = (last - first) / first * 100
+            w(f"- RSS after the last burst vs the first: {growth:+.1f}% (a plateau is within 5%) {check(abs(growth) <= 5)}")
+            w("")
 
     if problems:
         w("## Problems in this run")
