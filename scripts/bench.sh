@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures the facade against the alternatives and writes docs/BENCHMARKS.md.
 #
-#   scripts/bench.sh            # full run, release builds (about 10 minutes, after a 7-minute build)
+#   scripts/bench.sh            # full run, release builds (about 25 minutes with the soak, after a 2-7 minute build)
 #   scripts/bench.sh --smoke    # a few seconds per path with the debug build CI already has;
 #                               # writes target/bench/BENCHMARKS.md and fails if any path fails
 #

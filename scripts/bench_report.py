@@ -243,7 +243,7 @@ def main():
         w(f"| {name} | {env.get(key, '?')} |")
     w("")
     w("```sh")
-    w("scripts/bench.sh            # this report (about 10 minutes, after a 7-minute release build)")
+    w("scripts/bench.sh            # this report (about 25 minutes with the soak, after a 2-7 minute release build)")
     w("scripts/bench.sh --smoke    # a few seconds per path, as CI runs it")
     w("# one run by hand:")
     w("connect-facade simulate --listen 127.0.0.1:8787 --fixtures fixtures/bench.yaml &")
