@@ -128,13 +128,17 @@ echo "$sim_url"
 
 facade_env=(env AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench-secret AWS_EC2_METADATA_DISABLED=true)
 facade_log=info
+# limiter_flags FLAGS...: sets `rate` to the flags that set the limiter high enough not to interfere,
+# unless FLAGS set it themselves.
+limiter_flags() {
+  rate=(--rate-limit 1000000 --rate-burst 1000000)
+  case " $* " in *" --rate-limit "*) rate=() ;; esac
+}
 # start_facade LOG FLAGS...: the facade on CPU 0; sets FACADE_PID, FACADE_URL, METRICS_PORT.
 start_facade() {
   local log=$1; shift
   local port; port=$(free_port); METRICS_PORT=$(free_port)
-  # The limiter high enough not to interfere, unless the caller sets it.
-  local rate=(--rate-limit 1000000 --rate-burst 1000000)
-  case " $* " in *" --rate-limit "*) rate=() ;; esac
+  local rate; limiter_flags "$@"
   "${facade_env[@]}" RUST_LOG="$facade_log" taskset -c "$app_cpu" "$bin/connect-facade" serve --listen "127.0.0.1:$port" \
     --metrics-listen "127.0.0.1:$METRICS_PORT" --region us-east-1 --endpoint-url "$sim_url" \
     "${rate[@]}" --log-format json "$@" >"$work/$log.out" 2>"$work/$log.err" &
@@ -176,7 +180,7 @@ if perf_works; then
   taskset -c "$load_cpu" perf record -q -F 999 -p "$FACADE_PID" -o "$work/perf.data" >"$work/perf.out" 2>&1 &
   perf_pid=$!
   app_run facade-profile "$FACADE_PID" "$FACADE_URL" --concurrency 64 --duration "$duration"
-  kill -TERM "$perf_pid" 2>/dev/null || true  # (a background job ignores SIGINT)
+  kill -TERM "$perf_pid" 2>/dev/null || true
   wait "$perf_pid" 2>/dev/null || true
   perf report -i "$work/perf.data" --no-children --sort dso,sym --stdio -g none -t '|' \
     >"$results/perf.facade.txt" 2>/dev/null || true
@@ -253,8 +257,7 @@ echo "== callgrind: instructions per call (facade, each layer left out, direct, 
 callgrind_facade() {
   local name=$1 n=$2; shift 2
   local port; port=$(free_port)
-  local rate=(--rate-limit 1000000 --rate-burst 1000000)
-  case " $* " in *" --rate-limit "*) rate=() ;; esac
+  local rate; limiter_flags "$@"
   "${facade_env[@]}" taskset -c "$app_cpu" valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$results/callgrind.$name.$n$cg_suffix" \
     "$bin/connect-facade" serve --listen "127.0.0.1:$port" --region us-east-1 --endpoint-url "$sim_url" \

@@ -103,11 +103,11 @@ def callgrind_total(path):
     return None
 
 
-def callgrind_repeats(results, name, calls):
-    """Instructions per call in each repeat: the larger run's total minus the smaller's, over the
-    extra calls."""
+def callgrind_repeats(results, name, calls, reps):
+    """Instructions per call in each of `reps` repeats: the larger run's total minus the smaller's,
+    over the extra calls."""
     figures = []
-    for suffix in [""] + [f".r{r}" for r in range(2, 10)]:
+    for suffix in [""] + [f".r{r}" for r in range(2, reps + 1)]:
         small, large = (callgrind_total(os.path.join(results, f"callgrind.{name}.{n}{suffix}")) for n in calls)
         if small is None or large is None or calls[1] <= calls[0]:
             break
@@ -115,9 +115,9 @@ def callgrind_repeats(results, name, calls):
     return figures
 
 
-def callgrind_per_call(results, name, calls):
+def callgrind_per_call(results, name, calls, reps):
     """The median over the repeats, or None."""
-    figures = sorted(callgrind_repeats(results, name, calls))
+    figures = sorted(callgrind_repeats(results, name, calls, reps))
     return figures[len(figures) // 2] if figures else None
 
 
@@ -166,11 +166,21 @@ def profile(small_path, large_path, extra_calls):
         return None, None
     per_call = {key: (large.get(key, 0) - small.get(key, 0)) / extra_calls for key in large}
     per_call = {key: value for key, value in per_call.items() if value > 0}
-    by_crate = defaultdict(float)
-    for (function, obj), value in per_call.items():
-        by_crate[crate_of(function, obj)] += value
     functions = sorted(((value, function) for (function, _), value in per_call.items()), reverse=True)
-    return sorted(by_crate.items(), key=lambda kv: -kv[1]), functions
+    return by_crate(per_call), functions
+
+
+def by_crate(costs):
+    """Costs keyed by (function, library), summed by crate, largest first."""
+    sums = defaultdict(float)
+    for (function, obj), value in costs.items():
+        sums[crate_of(function, obj)] += value
+    return sorted(sums.items(), key=lambda kv: -kv[1])
+
+
+def short(function):
+    """A function name that fits a table row."""
+    return function if len(function) < 110 else function[:107] + "…"
 
 
 def perf_profile(path):
@@ -203,6 +213,7 @@ def main():
     env = dict(line.split("=", 1) for line in read(results, "machine.env", "").splitlines() if "=" in line)
     rate = int(read(results, "fixed_rate", "0"))
     calls = [int(c) for c in env.get("callgrind_calls", "0 0").split()]
+    reps = int(env.get("callgrind_reps", "1"))
     runs = {label: Run(results, label) for label in
             [f"{p}-c{c}" for p, _ in PATHS for c in (1, 16, 64)]
             + [f"{p}-rate{s}" for p, _ in PATHS for s in ("", "500")]
@@ -378,13 +389,13 @@ def main():
                 ("layers-no-limiter-c64", "facade-no-limiter", "no rate limiter", "`--rate-limit 0`"),
                 ("layers-no-all-c64", "facade-no-all", "none of the three", "all three"),
                 ("layers-logs-all-c64", None, "a log line per call", "`RUST_LOG=info,connect_facade::calls=debug`")]
-    product_ir = callgrind_per_call(results, "facade", calls)
+    product_ir = callgrind_per_call(results, "facade", calls, reps)
     for label, callgrind, name, flags in variants:
         run = runs[label]
         if not run:
             continue
         delta = (run.cpu_ms_per_1000 - facade.cpu_ms_per_1000) if facade else 0
-        ir = callgrind_per_call(results, callgrind, calls) if callgrind else None
+        ir = callgrind_per_call(results, callgrind, calls, reps) if callgrind else None
         ir_cells = (f"{ir:,.0f} | {ir - product_ir:+,.0f}" if ir is not None and product_ir is not None
                     else "— | —")
         w(f"| {name} | {flags} | {fmt(run.throughput)} | {fmt(run.cpu_ms_per_1000, 1)} | {delta:+.1f} ms | {ir_cells} |")
@@ -420,11 +431,11 @@ def main():
     w("")
     figures = {}
     for path in ("facade", "direct", "bare"):
-        per_call = callgrind_per_call(results, path, calls)
+        per_call = callgrind_per_call(results, path, calls, reps)
         if per_call is not None:
             figures[path] = per_call
     if figures:
-        repeats = callgrind_repeats(results, "facade", calls)
+        repeats = callgrind_repeats(results, "facade", calls, reps)
         w(f"`valgrind --tool=callgrind`, {calls[0]} and {calls[1]} calls at c=1; the difference over the")
         w("extra calls removes start-up (the facade is counted only from when it listens: its start-up")
         w("calibrates a clock for a time, not a number of instructions).")
@@ -454,9 +465,6 @@ def main():
     profiled = Run(results, "facade-profile")
     if native and profiled:
         us_per_call = profiled.cpu_s * 1e6 / profiled.calls
-        by_crate = defaultdict(float)
-        for (function, obj), share in native.items():
-            by_crate[crate_of(function, obj)] += share
         w(f"Native CPU samples (`perf record -F 999`) of the facade at c=64: {fmt(profiled.throughput)} calls/s,")
         w(f"{us_per_call:.1f} µs of CPU per call in that run (perf's sampling included). Self time by crate")
         w("(the kernel's share is the facade's own system calls: its reads and writes on both connections,")
@@ -464,7 +472,7 @@ def main():
         w("")
         w("| crate or part | share | µs per call |")
         w("|---|---:|---:|")
-        for crate, share in sorted(by_crate.items(), key=lambda kv: -kv[1])[:15]:
+        for crate, share in by_crate(native)[:15]:
             w(f"| {crate} | {share * 100:.1f}% | {share * us_per_call:.1f} |")
         w("")
         w("Top functions by native self time:")
@@ -472,8 +480,7 @@ def main():
         w("| share | µs per call | function |")
         w("|---:|---:|---|")
         for (function, _), share in sorted(native.items(), key=lambda kv: -kv[1])[:20]:
-            name = function if len(function) < 110 else function[:107] + "…"
-            w(f"| {share * 100:.1f}% | {share * us_per_call:.2f} | `{name}` |")
+            w(f"| {share * 100:.1f}% | {share * us_per_call:.2f} | `{short(function)}` |")
     else:
         w("perf was not available in this run: no native profile.")
     w("")
@@ -499,8 +506,7 @@ def main():
         w("| instructions per call | share | function |")
         w("|---:|---:|---|")
         for ir, function in functions[:12]:
-            name = function if len(function) < 110 else function[:107] + "…"
-            w(f"| {ir:,.0f} | {ir / total * 100:.1f}% | `{name}` |")
+            w(f"| {ir:,.0f} | {ir / total * 100:.1f}% | `{short(function)}` |")
     else:
         w("No callgrind profile in this run.")
     w("")
