@@ -13,6 +13,7 @@ use tokio::{task::JoinSet, time::Instant};
 
 use crate::{
     RunArgs, TargetKind,
+    pacer::{Pacer, Pacing},
     report::{Report, Setup, Stats, own_cpu_seconds},
     target::Target,
 };
@@ -38,6 +39,10 @@ impl Progress {
 struct Schedule {
     dropped: u64,
     max_lag: Duration,
+    total_lag: Duration,
+    sends: u32,
+    /// What paced the sends (None in closed loop).
+    pacing: Option<&'static str>,
 }
 
 pub async fn run(args: RunArgs) -> Result<(), String> {
@@ -101,6 +106,11 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         elapsed,
         dropped: schedule.dropped,
         max_schedule_lag: schedule.max_lag,
+        mean_schedule_lag: schedule
+            .total_lag
+            .checked_div(schedule.sends)
+            .unwrap_or_default(),
+        pacing: schedule.pacing,
         cpu_seconds,
     };
     println!("{}", report.summary());
@@ -125,7 +135,17 @@ async fn drive(
             closed_loop(target, concurrency, duration, calls, progress).await,
             Schedule::default(),
         ),
-        (_, Some(rate)) => open_loop(target, rate, args.max_in_flight, duration, progress).await,
+        (_, Some(rate)) => {
+            open_loop(
+                target,
+                rate,
+                args.pacing,
+                args.max_in_flight,
+                duration,
+                progress,
+            )
+            .await
+        }
         _ => (Stats::default(), Schedule::default()),
     }
 }
@@ -178,10 +198,12 @@ async fn closed_loop(
 async fn open_loop(
     target: &Target,
     rate: f64,
+    pacing: Pacing,
     max_in_flight: usize,
     duration: Duration,
     progress: &Arc<Progress>,
 ) -> (Stats, Schedule) {
+    let mut pacer = Pacer::new(pacing);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let end = start + duration;
@@ -198,9 +220,12 @@ async fn open_loop(
         if due >= end {
             break;
         }
-        tokio::time::sleep_until(due).await;
+        pacer.until(due).await;
         // Latency is timed from the actual send; how late sends were is reported on its own.
-        schedule.max_lag = schedule.max_lag.max(Instant::now() - due);
+        let lag = Instant::now() - due;
+        schedule.max_lag = schedule.max_lag.max(lag);
+        schedule.total_lag += lag;
+        schedule.sends += 1;
         while let Some(joined) = in_flight.try_join_next() {
             record(&mut stats, joined);
         }
@@ -218,6 +243,7 @@ async fn open_loop(
     while let Some(joined) = in_flight.join_next().await {
         record(&mut stats, joined);
     }
+    schedule.pacing = Some(pacer.name());
     (stats, schedule)
 }
 

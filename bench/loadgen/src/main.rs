@@ -9,6 +9,7 @@
 
 mod bare;
 mod load;
+mod pacer;
 mod report;
 mod target;
 
@@ -75,6 +76,10 @@ pub struct RunArgs {
     /// serialises on its socket. Default: the concurrency, at most 8 (8 in open loop).
     #[arg(long)]
     pub connections: Option<usize>,
+    /// Open loop: what times the sends. Tokio's timer ticks once a millisecond, so above 1,000/s
+    /// it sends in groups; a timerfd (Linux) spaces them as scheduled.
+    #[arg(long, value_enum, default_value = "timerfd")]
+    pub pacing: pacer::Pacing,
     /// Open loop: calls allowed in flight before new ones are counted as dropped.
     #[arg(long, default_value_t = 10_000)]
     pub max_in_flight: usize,

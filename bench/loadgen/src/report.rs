@@ -95,6 +95,8 @@ pub struct Report {
     pub elapsed: Duration,
     pub dropped: u64,
     pub max_schedule_lag: Duration,
+    pub mean_schedule_lag: Duration,
+    pub pacing: Option<&'static str>,
     pub cpu_seconds: f64,
 }
 
@@ -131,7 +133,9 @@ impl Report {
                 "max": self.stats.histogram.max(),
                 "mean": self.stats.histogram.mean(),
             },
+            "pacing": self.pacing,
             "max_schedule_lag_us": u64::try_from(self.max_schedule_lag.as_micros()).unwrap_or(u64::MAX),
+            "mean_schedule_lag_us": u64::try_from(self.mean_schedule_lag.as_micros()).unwrap_or(u64::MAX),
             "loadgen": {
                 "cpu_s": self.cpu_seconds,
                 "cpu_ms_per_1000_calls": if calls == 0 { 0.0 } else { self.cpu_seconds * 1e6 / calls as f64 },
@@ -153,7 +157,10 @@ impl Report {
         };
         let load = match (self.setup.concurrency, self.setup.rate) {
             (Some(concurrency), _) => format!("closed loop, concurrency {concurrency}"),
-            (_, Some(rate)) => format!("open loop, {rate}/s"),
+            (_, Some(rate)) => format!(
+                "open loop, {rate}/s paced by {}",
+                self.pacing.unwrap_or("nothing")
+            ),
             _ => String::new(),
         };
         format!(
