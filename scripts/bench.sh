@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Measures the facade against the alternatives and writes docs/BENCHMARKS.md.
 #
-#   scripts/bench.sh            # full run, release builds (about 25 minutes with the soak, after a 2-7 minute build)
+#   scripts/bench.sh            # full run, release builds (about 27 minutes with the soak, after a 2-7 minute build)
 #   scripts/bench.sh --smoke    # a few seconds per path with the debug build CI already has;
 #                               # writes target/bench/BENCHMARKS.md and fails if any path fails
 #
-# Paths, one after the other, against the same simulator (fixtures/bench.yaml: no faults, no quota):
+# Paths, one after the other (at the fixed rates, in interleaved rounds), against the same simulator
+# (fixtures/bench.yaml: no faults, no quota):
 #   facade  connect-facade serve (limiter high enough not to interfere)      the product
 #   direct  aws-sdk-connect straight to the simulator (loadgen --target sdk)  the floor
 #   bare    a tonic server answering at once (loadgen bare-server)            the gRPC hop alone
@@ -29,10 +30,12 @@ done
 
 if [ "$smoke" = 1 ]; then
   duration=1s warmup=300ms soak_s=4 soak_sample=2 idle_max=2 callgrind_calls=(5 15) callgrind_reps=1 burst_s=1 profile=debug
+  lat_rounds=2 lat_s=1s lat_warmup=300ms
   out=${out:-target/bench/BENCHMARKS.md}
 else
   # idle_max: the SDK's pooled connections close after 90 s idle, checked every 90 s.
   duration=10s warmup=2s soak_s=300 soak_sample=60 idle_max=200 callgrind_calls=(300 1300) callgrind_reps=3 burst_s=15 profile=release
+  lat_rounds=5 lat_s=6s lat_warmup=1s
   out=${out:-docs/BENCHMARKS.md}
 fi
 work=$root/target/bench
@@ -158,8 +161,6 @@ closed_loops facade "$FACADE_PID" "$FACADE_URL"
 facade_max=$(python3 -c "import json,sys; print(max(json.load(open(f'$results/facade-c{c}.json'))['throughput_per_s'] for c in (1,16,64)))")
 rate=$(python3 -c "print(max(1, int($facade_max / 2)))")
 echo "$rate" >"$results/fixed_rate"
-app_run facade-rate "$FACADE_PID" "$FACADE_URL" --rate "$rate" --duration "$duration"
-app_run facade-rate500 "$FACADE_PID" "$FACADE_URL" --rate 500 --duration "$duration"
 
 if command -v h2load >/dev/null; then
   echo "== h2load cross-check (facade, 16 streams over 4 connections)"
@@ -217,11 +218,6 @@ for c in 1 16 64; do
   app "$bin/loadgen" run --quiet --label "direct-c$c" --target sdk --url "$sim_url" \
     --concurrency "$c" --duration "$duration" --warmup "$warmup" --json "$results/direct-c$c.json" >>"$results/loadgen.log"
 done
-for r in "$rate" 500; do
-  label=direct-rate; [ "$r" = 500 ] && label=direct-rate500
-  app "$bin/loadgen" run --quiet --label "$label" --target sdk --url "$sim_url" \
-    --rate "$r" --duration "$duration" --warmup "$warmup" --json "$results/$label.json" >>"$results/loadgen.log"
-done
 
 echo "== bare tonic hop"
 start_printing_addr "$work/bare" "$app_cpu" "$bin/loadgen" bare-server --listen 127.0.0.1:0
@@ -229,8 +225,39 @@ bare_pid=$PID bare_url=http://$LINE
 status_kib "$bare_pid" VmRSS >"$results/bare.idle_rss_kib"
 loadgen warmup-bare "$bare_url" grpc --concurrency 64 --duration "$warmup" --warmup 0
 closed_loops bare "$bare_pid" "$bare_url"
-app_run bare-rate "$bare_pid" "$bare_url" --rate "$rate" --duration "$duration"
-app_run bare-rate500 "$bare_pid" "$bare_url" --rate 500 --duration "$duration"
+
+echo "== latency: $lat_rounds interleaved rounds of facade, direct and bare hop at $rate/s and 500/s"
+# The added latency compares paths measured apart in time; one path after another would meet the
+# shared machine's drift at different times. Short rounds in a rotating order spread it over all
+# three, and the report takes the median over rounds.
+start_facade facade-latency
+loadgen warmup-latency "$FACADE_URL" grpc --concurrency 64 --duration "$warmup" --warmup 0
+# latency_run PATH LABEL RATE: one round of PATH at RATE, in results/LABEL.json (and .app.json).
+latency_run() {
+  local path=$1 label=$2 r=$3 pid url
+  case $path in
+    direct)
+      app "$bin/loadgen" run --quiet --label "$label" --target sdk --url "$sim_url" --rate "$r" \
+        --duration "$lat_s" --warmup "$lat_warmup" --json "$results/$label.json" >>"$results/loadgen.log"
+      return ;;
+    facade) pid=$FACADE_PID url=$FACADE_URL ;;
+    bare) pid=$bare_pid url=$bare_url ;;
+  esac
+  # The warm-up is a run of its own: the server's CPU is counted over the measured calls only.
+  loadgen "warmup-$label" "$url" grpc --rate "$r" --duration "$lat_warmup" --warmup 0
+  app_run "$label" "$pid" "$url" --rate "$r" --duration "$lat_s"
+}
+paths=(facade direct bare)
+for suffix in "" 500; do
+  r=$rate; [ "$suffix" = 500 ] && r=500
+  for round in $(seq 1 "$lat_rounds"); do
+    for i in 0 1 2; do
+      path=${paths[$(((round - 1 + i) % 3))]}
+      latency_run "$path" "$path-rate$suffix.r$round" "$r"
+    done
+  done
+done
+stop "$FACADE_PID"
 stop "$bare_pid"
 
 echo "== python: grpcio + boto3"
@@ -344,6 +371,8 @@ echo "== report"
   echo "idle_max=${idle_max}s"
   echo "callgrind_calls=${callgrind_calls[*]}"
   echo "callgrind_reps=$callgrind_reps"
+  echo "lat_rounds=$lat_rounds"
+  echo "lat_s=$lat_s"
   echo "app_cpu=$app_cpu"
   echo "load_cpu=$load_cpu"
 } >"$results/machine.env"
