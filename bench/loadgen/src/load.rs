@@ -183,7 +183,8 @@ async fn closed_loop(
                 let sent = Instant::now();
                 let outcome = target.call().await;
                 progress.count(outcome.is_err());
-                stats.record(sent.elapsed(), outcome);
+                let latency = sent.elapsed();
+                stats.record(latency, latency, outcome);
             }
             stats
         });
@@ -210,18 +211,19 @@ async fn open_loop(
     let mut stats = Stats::default();
     let mut schedule = Schedule::default();
     let mut in_flight = JoinSet::new();
-    let record = |stats: &mut Stats, joined: Result<(Duration, crate::target::Outcome), _>| {
-        let (latency, outcome) = joined.expect("a call task does not panic");
-        progress.count(outcome.is_err());
-        stats.record(latency, outcome);
-    };
+    let record =
+        |stats: &mut Stats, joined: Result<(Duration, Duration, crate::target::Outcome), _>| {
+            let (from_due, from_send, outcome) = joined.expect("a call task does not panic");
+            progress.count(outcome.is_err());
+            stats.record(from_due, from_send, outcome);
+        };
     for sequence in 0u32.. {
         let due = start + interval * sequence;
         if due >= end {
             break;
         }
         pacer.until(due).await;
-        // Latency is timed from the actual send; how late sends were is reported on its own.
+        // How late sends left is reported on its own, and counted in the latency (timed from `due`).
         let lag = Instant::now() - due;
         schedule.max_lag = schedule.max_lag.max(lag);
         schedule.total_lag += lag;
@@ -237,7 +239,8 @@ async fn open_loop(
         in_flight.spawn(async move {
             let sent = Instant::now();
             let outcome = target.call().await;
-            (sent.elapsed(), outcome)
+            let done = Instant::now();
+            (done - due, done - sent, outcome)
         });
     }
     while let Some(joined) = in_flight.join_next().await {

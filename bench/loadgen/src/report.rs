@@ -10,7 +10,12 @@ use crate::target::Outcome;
 
 /// Latencies (µs, 3 significant digits, up to 60 s) and outcomes.
 pub struct Stats {
+    /// From when each call was due: in open loop a send the generator made late still counts its
+    /// lateness, as a caller sending on schedule would see it (no coordinated omission: a stall of
+    /// the generator's own core cannot hide from the figures). In closed loop, from the send.
     histogram: Histogram<u64>,
+    /// From the actual send.
+    from_send: Histogram<u64>,
     ok: u64,
     errors: BTreeMap<String, u64>,
 }
@@ -19,6 +24,7 @@ impl Default for Stats {
     fn default() -> Self {
         Self {
             histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            from_send: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
             ok: 0,
             errors: BTreeMap::new(),
         }
@@ -26,9 +32,11 @@ impl Default for Stats {
 }
 
 impl Stats {
-    pub fn record(&mut self, latency: Duration, outcome: Outcome) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.histogram.saturating_record(micros.max(1));
+    /// One call: its latency from when it was due and from when it was sent.
+    pub fn record(&mut self, from_due: Duration, from_send: Duration, outcome: Outcome) {
+        let micros = |latency: Duration| u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.histogram.saturating_record(micros(from_due).max(1));
+        self.from_send.saturating_record(micros(from_send).max(1));
         match outcome {
             Ok(()) => self.ok += 1,
             Err(code) => *self.errors.entry(code).or_default() += 1,
@@ -38,6 +46,9 @@ impl Stats {
     pub fn merge(&mut self, other: Stats) {
         self.histogram
             .add(&other.histogram)
+            .expect("histograms with the same bounds");
+        self.from_send
+            .add(&other.from_send)
             .expect("histograms with the same bounds");
         self.ok += other.ok;
         for (code, count) in other.errors {
@@ -109,6 +120,17 @@ impl Report {
         self.stats.histogram.value_at_quantile(quantile)
     }
 
+    fn percentiles(histogram: &Histogram<u64>) -> serde_json::Value {
+        json!({
+            "p50": histogram.value_at_quantile(0.5),
+            "p90": histogram.value_at_quantile(0.9),
+            "p99": histogram.value_at_quantile(0.99),
+            "p999": histogram.value_at_quantile(0.999),
+            "max": histogram.max(),
+            "mean": histogram.mean(),
+        })
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         let calls = self.stats.calls();
         json!({
@@ -125,14 +147,9 @@ impl Report {
             "errors": self.stats.errors,
             "dropped": self.dropped,
             "throughput_per_s": self.throughput(),
-            "latency_us": {
-                "p50": self.percentile(0.5),
-                "p90": self.percentile(0.9),
-                "p99": self.percentile(0.99),
-                "p999": self.percentile(0.999),
-                "max": self.stats.histogram.max(),
-                "mean": self.stats.histogram.mean(),
-            },
+            "latency_timed_from": if self.setup.mode == "open" { "due" } else { "send" },
+            "latency_us": Self::percentiles(&self.stats.histogram),
+            "latency_from_send_us": Self::percentiles(&self.stats.from_send),
             "pacing": self.pacing,
             "max_schedule_lag_us": u64::try_from(self.max_schedule_lag.as_micros()).unwrap_or(u64::MAX),
             "mean_schedule_lag_us": u64::try_from(self.mean_schedule_lag.as_micros()).unwrap_or(u64::MAX),
@@ -166,9 +183,14 @@ impl Report {
         format!(
             "{label} {target} {url}: {load}, {connections} connection(s), {secs:.1} s\n  \
              calls {calls} ({tput:.0}/s)  ok {ok}  errors: {errors}  dropped {dropped}\n  \
-             latency µs  p50 {p50}  p90 {p90}  p99 {p99}  p99.9 {p999}  max {max}\n  \
+             latency µs{timed}  p50 {p50}  p90 {p90}  p99 {p99}  p99.9 {p999}  max {max}\n  \
              loadgen CPU {cpu:.2} s",
             label = self.setup.label,
+            timed = if self.setup.mode == "open" {
+                " (from due times)"
+            } else {
+                ""
+            },
             target = self.setup.target,
             url = self.setup.url,
             connections = self.setup.connections,
@@ -194,17 +216,19 @@ mod tests {
     #[test]
     fn stats_count_outcomes_and_merge() {
         let mut a = Stats::default();
-        a.record(Duration::from_micros(100), Ok(()));
-        a.record(Duration::from_micros(300), Err("Unavailable".into()));
+        let us = Duration::from_micros;
+        a.record(us(100), us(90), Ok(()));
+        a.record(us(300), us(300), Err("Unavailable".into()));
         let mut b = Stats::default();
-        b.record(Duration::from_micros(200), Ok(()));
-        b.record(Duration::ZERO, Err("Unavailable".into()));
+        b.record(us(200), us(150), Ok(()));
+        b.record(Duration::ZERO, Duration::ZERO, Err("Unavailable".into()));
         a.merge(b);
         assert_eq!(a.calls(), 4);
         assert_eq!(a.ok, 2);
         assert_eq!(a.errors["Unavailable"], 2);
         assert_eq!(a.histogram.len(), 4);
         assert!((199..=201).contains(&a.histogram.value_at_quantile(0.75)));
+        assert!((149..=151).contains(&a.from_send.value_at_quantile(0.75)));
     }
 
     #[test]
