@@ -162,7 +162,22 @@ def fmt(value, digits=0):
 
 
 def check(ok):
+    if ok is None:
+        return "❔"
     return "✅" if ok else "❌"
+
+
+def verdict(holds):
+    """A target judged round by round: it holds (or fails) when all rounds but at most one in five
+    agree; otherwise the machine's noise is larger than the effect, and the run does not decide."""
+    held, rounds = sum(holds), len(holds)
+    if not rounds:
+        return None
+    if rounds - held <= rounds // 5:
+        return True
+    if held <= rounds // 5:
+        return False
+    return None
 
 
 def callgrind_total(path):
@@ -407,7 +422,8 @@ def main():
     if fr and dr and runs["bare-rate"]:
         w("Round by round (µs): the facade's p50 and p99 minus the direct path's in the same round, against")
         w("the allowance of that round's bare hop (1.25 × its p50"
-          + (", timed from its sends" if timed == "due" else "") + "). The targets take the medians.")
+          + (", timed from its sends" if timed == "due" else "") + "). The targets below give the medians and")
+        w("count the rounds within.")
         if timed == "due":
             from_send = [(at, added(runs[f"facade-rate{sfx}"], runs[f"direct-rate{sfx}"], k, "latency_from_send_us")[0])
                          for sfx, at in (("", rate), ("500", 500)) for k in ("p50", "p99")]
@@ -448,13 +464,20 @@ def main():
             fr, dr, br = (runs[f"{p}-{suffix}"] for p in ("facade", "direct", "bare"))
             if not (fr and dr and br):
                 continue
-            added50, _ = added(fr, dr, "p50")
-            added99, _ = added(fr, dr, "p99")
+            added50, per_round50 = added(fr, dr, "p50")
+            added99, per_round99 = added(fr, dr, "p99")
+            allowed = [1.25 * b.latency("p50", hop_field(br)) for b in br.rounds]
+            holds50 = [a <= limit for a, limit in zip(per_round50, allowed)]
+            holds99 = [a <= 1000 for a in per_round99]
             rows += [
                 (f"added p50 at {at:,}/s ≤ 1.25 × bare hop p50",
-                 f"{added50:,} µs vs 1.25 × {br.latency('p50', hop_field(br)):,} µs (medians over rounds)",
-                 added50 <= 1.25 * br.latency("p50", hop_field(br))),
-                (f"added p99 at {at:,}/s ≤ 1 ms", f"{added99:,} µs (median over rounds)", added99 <= 1000),
+                 f"{added50:,} µs vs 1.25 × {br.latency('p50', hop_field(br)):,} µs (medians over rounds); "
+                 f"{sum(holds50)} of {len(holds50)} rounds within",
+                 verdict(holds50)),
+                (f"added p99 at {at:,}/s ≤ 1 ms",
+                 f"{added99:,} µs (median over rounds; rounds {min(per_round99, default=0):,} to {max(per_round99, default=0):,}); "
+                 f"{sum(holds99)} of {len(holds99)} rounds within",
+                 verdict(holds99)),
             ]
         rows += [
             ("throughput ≥ 7 × Python's (best of c=1/16/64)",
@@ -471,6 +494,9 @@ def main():
         w("|---|---|:---:|")
         for name, measured, ok in rows:
             w(f"| {name} | {measured} | {check(ok)} |")
+        w("")
+        w("A latency target is judged round by round: ✅ or ❌ when all rounds but at most one in five agree,")
+        w("❔ when they disagree more (the shared machine's noise is then larger than what is measured).")
         bound = direct.cpu_ms_per_1000 / floor
         w("")
         w(f"On one core, a facade costing exactly its floor (the SDK call + the bare hop) would serve at most")
