@@ -111,6 +111,13 @@ loadgen() {
   load "$bin/loadgen" run --quiet --label "$label" --target "$target" --url "$url" \
     --json "$results/$label.json" "$@" >>"$results/loadgen.log"
 }
+# direct_run LABEL ARGS...: aws-sdk-connect straight to the simulator, the load generator itself the
+# application (on the application's CPU), its JSON in results/LABEL.json.
+direct_run() {
+  local label=$1; shift
+  app "$bin/loadgen" run --quiet --label "$label" --target sdk --url "$sim_url" \
+    --json "$results/$label.json" "$@" >>"$results/loadgen.log"
+}
 # app_run LABEL PID URL ARGS...: a measured run against a server PID, with the server's CPU time.
 app_run() {
   local label=$1 pid=$2 url=$3; shift 3
@@ -215,8 +222,7 @@ stop "$FACADE_PID"
 
 echo "== direct: aws-sdk-connect straight to the simulator (CPU $app_cpu)"
 for c in 1 16 64; do
-  app "$bin/loadgen" run --quiet --label "direct-c$c" --target sdk --url "$sim_url" \
-    --concurrency "$c" --duration "$duration" --warmup "$warmup" --json "$results/direct-c$c.json" >>"$results/loadgen.log"
+  direct_run "direct-c$c" --concurrency "$c" --duration "$duration" --warmup "$warmup"
 done
 
 echo "== bare tonic hop"
@@ -237,8 +243,7 @@ latency_run() {
   local path=$1 label=$2 r=$3 pid url
   case $path in
     direct)
-      app "$bin/loadgen" run --quiet --label "$label" --target sdk --url "$sim_url" --rate "$r" \
-        --duration "$lat_s" --warmup "$lat_warmup" --json "$results/$label.json" >>"$results/loadgen.log"
+      direct_run "$label" --rate "$r" --duration "$lat_s" --warmup "$lat_warmup"
       return ;;
     facade) pid=$FACADE_PID url=$FACADE_URL ;;
     bare) pid=$bare_pid url=$bare_url ;;

@@ -111,17 +111,13 @@ class Rounds:
     def mean_schedule_lag(self):
         return median(r.report.get("mean_schedule_lag_us", 0) for r in self.rounds)
 
-    @property
-    def timed_from(self):
-        return self.rounds[0].report.get("latency_timed_from") if self.rounds else None
+    def setting(self, key):
+        """How the rounds were run (the same for all): e.g. `pacing`, `latency_timed_from`."""
+        return self.rounds[0].report.get(key) if self.rounds else None
 
     def latency(self, key, field="latency_us"):
         figures = [r.latency(key, field) for r in self.rounds]
         return max(figures) if key == "max" else median(figures)
-
-    @property
-    def pacing(self):
-        return self.rounds[0].report.get("pacing") if self.rounds else None
 
     @property
     def cpu_ms_per_1000(self):
@@ -140,15 +136,17 @@ def hop_field(run):
     """Where the bare hop's p50 (the allowance) is read: from the actual sends when latencies are
     timed from due times. The generator's own lateness cancels out of a difference of two paths,
     but would inflate an absolute allowance."""
-    return "latency_from_send_us" if getattr(run, "timed_from", None) == "due" else "latency_us"
+    return "latency_from_send_us" if run.setting("latency_timed_from") == "due" else "latency_us"
 
 
-def added(facade, direct, key, field="latency_us"):
-    """The facade's latency percentile minus the direct path's, round by round (each round measures
-    the paths a few seconds apart), and the median of those."""
-    per_round = [f.latency(key, field) - d.latency(key, field) for f, d in zip(facade.rounds, direct.rounds)
-                 if f.latency(key, field) is not None and d.latency(key, field) is not None]
-    return median(per_round), per_round
+def compare_rounds(facade, direct, bare, field="latency_us"):
+    """Round by round (each round measures the paths a few seconds apart): the facade's p50 and p99
+    minus the direct path's, and the allowance from that round's bare hop (1.25 × its p50)."""
+    return [{"facade": f, "direct": d,
+             "added50": f.latency("p50", field) - d.latency("p50", field),
+             "allowed": 1.25 * b.latency("p50", hop_field(bare)),
+             "added99": f.latency("p99", field) - d.latency("p99", field)}
+            for f, d, b in zip(facade.rounds, direct.rounds, bare.rounds)]
 
 
 def mib(kib):
@@ -377,8 +375,8 @@ def main():
 
     w(f"## Latency at a fixed rate (open loop)")
     w("")
-    pacing = runs["facade-rate"].pacing if runs["facade-rate"] else None
-    timed = runs["facade-rate"].timed_from if runs["facade-rate"] else None
+    pacing = runs["facade-rate"].setting("pacing")
+    timed = runs["facade-rate"].setting("latency_timed_from")
     w(f"Half the facade's best throughput ({rate:,}/s), and 500/s. Latencies in µs, timed from each")
     if timed == "due":
         w("call's due time in the schedule, not its actual send: for the direct path the generator is the")
@@ -424,23 +422,22 @@ def main():
         w("the allowance of that round's bare hop (1.25 × its p50"
           + (", timed from its sends" if timed == "due" else "") + "). The targets below give the medians and")
         w("count the rounds within.")
+        at_rates = [(at, *(runs[f"{p}-rate{sfx}"] for p in ("facade", "direct", "bare")))
+                    for sfx, at in (("", rate), ("500", 500))]
         if timed == "due":
-            from_send = [(at, added(runs[f"facade-rate{sfx}"], runs[f"direct-rate{sfx}"], k, "latency_from_send_us")[0])
-                         for sfx, at in (("", rate), ("500", 500)) for k in ("p50", "p99")]
-            if all(v is not None for _, v in from_send):
-                w("Timed from the actual sends instead, the added p50 and p99 would be "
-                  + "; ".join(f"{from_send[i][1]:,} and {from_send[i + 1][1]:,} µs at {from_send[i][0]:,}/s" for i in (0, 2))
-                  + ".")
+            from_send = [(at, compare_rounds(*paths, field="latency_from_send_us")) for at, *paths in at_rates]
+            w("Timed from the actual sends instead, the added p50 and p99 would be "
+              + "; ".join(f"{median(r['added50'] for r in rounds):,} and {median(r['added99'] for r in rounds):,} µs "
+                          f"at {at:,}/s" for at, rounds in from_send)
+              + ".")
         w("")
         w("| rate/s | round | facade p50 | direct p50 | added p50 | allowed | facade p99 | direct p99 | added p99 |")
         w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for suffix, at in (("", rate), ("500", 500)):
-            f, d, b = (runs[f"{p}-rate{suffix}"] for p in ("facade", "direct", "bare"))
-            for n, (fr_, dr_, br_) in enumerate(zip(f.rounds, d.rounds, b.rounds), start=1):
-                w(f"| {at:,} | {n} | {fmt(fr_.latency('p50'))} | {fmt(dr_.latency('p50'))} "
-                  f"| {fmt(fr_.latency('p50') - dr_.latency('p50'))} | {fmt(1.25 * br_.latency('p50', hop_field(b)))} "
-                  f"| {fmt(fr_.latency('p99'))} | {fmt(dr_.latency('p99'))} "
-                  f"| {fmt(fr_.latency('p99') - dr_.latency('p99'))} |")
+        for at, *paths in at_rates:
+            for n, r in enumerate(compare_rounds(*paths), start=1):
+                w(f"| {at:,} | {n} | {fmt(r['facade'].latency('p50'))} | {fmt(r['direct'].latency('p50'))} "
+                  f"| {fmt(r['added50'])} | {fmt(r['allowed'])} "
+                  f"| {fmt(r['facade'].latency('p99'))} | {fmt(r['direct'].latency('p99'))} | {fmt(r['added99'])} |")
         w("")
 
     facade, direct, bare, python = (runs[f"{p}-c64"] for p, _ in PATHS)
@@ -464,10 +461,10 @@ def main():
             fr, dr, br = (runs[f"{p}-{suffix}"] for p in ("facade", "direct", "bare"))
             if not (fr and dr and br):
                 continue
-            added50, per_round50 = added(fr, dr, "p50")
-            added99, per_round99 = added(fr, dr, "p99")
-            allowed = [1.25 * b.latency("p50", hop_field(br)) for b in br.rounds]
-            holds50 = [a <= limit for a, limit in zip(per_round50, allowed)]
+            rounds = compare_rounds(fr, dr, br)
+            per_round99 = [r["added99"] for r in rounds]
+            added50, added99 = median(r["added50"] for r in rounds), median(per_round99)
+            holds50 = [r["added50"] <= r["allowed"] for r in rounds]
             holds99 = [a <= 1000 for a in per_round99]
             rows += [
                 (f"added p50 at {at:,}/s ≤ 1.25 × bare hop p50",

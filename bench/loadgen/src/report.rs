@@ -72,6 +72,13 @@ pub struct Setup {
     pub connections: usize,
 }
 
+impl Setup {
+    /// What latencies are timed from: in open loop each call's due time (see [`Stats`]).
+    fn latency_timed_from(&self) -> &'static str {
+        if self.mode == "open" { "due" } else { "send" }
+    }
+}
+
 /// This process's CPU time (user + system) so far, from /proc (Linux's USER_HZ is 100).
 pub fn own_cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
@@ -147,7 +154,7 @@ impl Report {
             "errors": self.stats.errors,
             "dropped": self.dropped,
             "throughput_per_s": self.throughput(),
-            "latency_timed_from": if self.setup.mode == "open" { "due" } else { "send" },
+            "latency_timed_from": self.setup.latency_timed_from(),
             "latency_us": Self::percentiles(&self.stats.histogram),
             "latency_from_send_us": Self::percentiles(&self.stats.from_send),
             "pacing": self.pacing,
@@ -186,7 +193,7 @@ impl Report {
              latency µs{timed}  p50 {p50}  p90 {p90}  p99 {p99}  p99.9 {p999}  max {max}\n  \
              loadgen CPU {cpu:.2} s",
             label = self.setup.label,
-            timed = if self.setup.mode == "open" {
+            timed = if self.setup.latency_timed_from() == "due" {
                 " (from due times)"
             } else {
                 ""
