@@ -4,6 +4,7 @@
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
+    sync::{Mutex, MutexGuard, PoisonError},
 };
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
@@ -17,7 +18,18 @@ impl Drop for Killed {
     }
 }
 
-fn bare_server() -> (Killed, String) {
+/// A bare server, and this test's turn at loading the machine: the tests that run load take turns,
+/// or one's closed loop saturates the cores while another measures how late its sends leave.
+struct BareServer {
+    _child: Killed,
+    _turn: MutexGuard<'static, ()>,
+}
+
+static LOAD_TURN: Mutex<()> = Mutex::new(());
+
+fn bare_server() -> (BareServer, String) {
+    // A test that failed while holding the turn leaves nothing behind that the next one needs.
+    let turn = LOAD_TURN.lock().unwrap_or_else(PoisonError::into_inner);
     let mut child = Command::new(LOADGEN)
         .args(["bare-server", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -27,7 +39,11 @@ fn bare_server() -> (Killed, String) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .expect("the address on stdout");
-    (Killed(child), format!("http://{}", line.trim()))
+    let server = BareServer {
+        _child: Killed(child),
+        _turn: turn,
+    };
+    (server, format!("http://{}", line.trim()))
 }
 
 fn run(url: &str, load: &[&str]) -> serde_json::Value {
