@@ -324,7 +324,7 @@ def main():
     runs = {label: Run(results, label) for label in
             [f"{p}-c{c}" for p, _ in PATHS for c in (1, 16, 64)]
             + [f"python-rate{s}" for s in ("", "500")]
-            + ["facade-c16x4", "facade-profile"]
+            + ["facade-c16x4", "facade-profile", "bare-c64-end"]
             + [f"layers-{v}-c64" for v in ("no-retry", "no-breaker", "no-limiter", "no-all", "logs-all")]}
     # Facade, direct and bare hop at the fixed rates: interleaved rounds.
     runs.update({f"{p}-rate{s}": Rounds(results, f"{p}-rate{s}")
@@ -363,9 +363,12 @@ def main():
     for key, name in [("cpu", "CPU"), ("cores", "cores"), ("kernel", "kernel"), ("rustc", "rustc"),
                       ("profile", "build"), ("commit", "commit"), ("date", "date"), ("duration", "each run")]:
         w(f"| {name} | {env.get(key, '?')} |")
+    start, end = runs["bare-c64"], runs["bare-c64-end"]
+    if start and end:
+        w(f"| host speed: the bare hop at c=64, first and last run | {start.throughput:,.0f} and {end.throughput:,.0f} calls/s |")
     w("")
     w("```sh")
-    w("scripts/bench.sh            # this report (about 25 minutes with the soak, after a 2-7 minute release build)")
+    w("scripts/bench.sh            # this report (about 30 minutes with the soak, after a 2-7 minute release build)")
     w("scripts/bench.sh --smoke    # a few seconds per path, as CI runs it")
     w("# one run by hand:")
     w("connect-facade simulate --listen 127.0.0.1:8787 --fixtures fixtures/bench.yaml &")
