@@ -146,7 +146,8 @@ def compare_rounds(facade, direct, bare, field="latency_us"):
     return [{"facade": f, "direct": d,
              "added50": f.latency("p50", field) - d.latency("p50", field),
              "allowed": 1.25 * b.latency("p50", hop_field(bare)),
-             "added99": f.latency("p99", field) - d.latency("p99", field)}
+             "added99": f.latency("p99", field) - d.latency("p99", field),
+             "hop99": b.latency("p99", hop_field(bare))}
             for f, d, b in zip(facade.rounds, direct.rounds, bare.rounds)]
 
 
@@ -445,7 +446,8 @@ def main():
         w("Round by round (µs): the facade's p50 and p99 minus the direct path's in the same round, against")
         w("the allowance of that round's bare hop (1.25 × its p50"
           + (", timed from its sends" if timed == "due" else "") + "). The targets below give the medians and")
-        w("count the rounds within.")
+        w("count the rounds within. The last column is that round's bare hop's own p99 (a gRPC server that")
+        w("does nothing, timed from its sends): the tail any gRPC hop has on this machine at that moment.")
         at_rates = [(at, *(runs[f"{p}-rate{sfx}"] for p in ("facade", "direct", "bare")))
                     for sfx, at in (("", rate), ("500", 500))]
         if timed == "due":
@@ -455,13 +457,14 @@ def main():
                           f"at {at:,}/s" for at, rounds in from_send)
               + ".")
         w("")
-        w("| rate/s | round | facade p50 | direct p50 | added p50 | allowed | facade p99 | direct p99 | added p99 |")
-        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        w("| rate/s | round | facade p50 | direct p50 | added p50 | allowed | facade p99 | direct p99 | added p99 | hop p99 |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for at, *paths in at_rates:
             for n, r in enumerate(compare_rounds(*paths), start=1):
                 w(f"| {at:,} | {n} | {fmt(r['facade'].latency('p50'))} | {fmt(r['direct'].latency('p50'))} "
                   f"| {fmt(r['added50'])} | {fmt(r['allowed'])} "
-                  f"| {fmt(r['facade'].latency('p99'))} | {fmt(r['direct'].latency('p99'))} | {fmt(r['added99'])} |")
+                  f"| {fmt(r['facade'].latency('p99'))} | {fmt(r['direct'].latency('p99'))} | {fmt(r['added99'])} "
+                  f"| {fmt(r['hop99'])} |")
         w("")
 
     facade, direct, bare, python = (runs[f"{p}-c64"] for p, _ in PATHS)
