@@ -143,11 +143,12 @@ def hop_field(run):
 def compare_rounds(facade, direct, bare, field="latency_us"):
     """Round by round (each round measures the paths a few seconds apart): the facade's p50 and p99
     minus the direct path's, and the allowance from that round's bare hop (1.25 × its p50)."""
+    hop = hop_field(bare)
     return [{"facade": f, "direct": d,
              "added50": f.latency("p50", field) - d.latency("p50", field),
-             "allowed": 1.25 * b.latency("p50", hop_field(bare)),
+             "allowed": 1.25 * b.latency("p50", hop),
              "added99": f.latency("p99", field) - d.latency("p99", field),
-             "hop99": b.latency("p99", hop_field(bare))}
+             "hop99": b.latency("p99", hop)}
             for f, d, b in zip(facade.rounds, direct.rounds, bare.rounds)]
 
 
@@ -330,7 +331,7 @@ def main():
     # Facade, direct and bare hop at the fixed rates: interleaved rounds.
     runs.update({f"{p}-rate{s}": Rounds(results, f"{p}-rate{s}")
                  for p in ("facade", "direct", "bare") for s in ("", "500")})
-    lat_rounds = env.get("lat_rounds", "?")
+    lat_rounds = len(runs["facade-rate"].rounds)
 
     problems = []
     for label, run in runs.items():
@@ -521,7 +522,7 @@ def main():
         w("")
         w("A latency target is judged round by round, by a one-sided sign test: ✅ when so many rounds are")
         w("within its limit that a machine whose median sat at the limit would give as many less than 5% of")
-        w(f"the time ({min_within(len(runs['facade-rate'].rounds))}), ❌ when as many are over, ❔ otherwise (the shared")
+        w(f"the time ({min_within(lat_rounds)}), ❌ when as many are over, ❔ otherwise (the shared")
         w("machine's noise is then larger than what is measured).")
         bound = direct.cpu_ms_per_1000 / floor
         w("")

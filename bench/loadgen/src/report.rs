@@ -34,7 +34,6 @@ impl Default for Stats {
 impl Stats {
     /// One call: its latency from when it was due and from when it was sent.
     pub fn record(&mut self, from_due: Duration, from_send: Duration, outcome: Outcome) {
-        let micros = |latency: Duration| u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.histogram.saturating_record(micros(from_due).max(1));
         self.from_send.saturating_record(micros(from_send).max(1));
         match outcome {
@@ -77,6 +76,11 @@ impl Setup {
     fn latency_timed_from(&self) -> &'static str {
         if self.mode == "open" { "due" } else { "send" }
     }
+}
+
+/// Whole microseconds, saturating (a histogram or JSON value cannot hold more).
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// This process's CPU time (user + system) so far, from /proc (Linux's USER_HZ is 100).
@@ -158,8 +162,8 @@ impl Report {
             "latency_us": Self::percentiles(&self.stats.histogram),
             "latency_from_send_us": Self::percentiles(&self.stats.from_send),
             "pacing": self.pacing,
-            "max_schedule_lag_us": u64::try_from(self.max_schedule_lag.as_micros()).unwrap_or(u64::MAX),
-            "mean_schedule_lag_us": u64::try_from(self.mean_schedule_lag.as_micros()).unwrap_or(u64::MAX),
+            "max_schedule_lag_us": micros(self.max_schedule_lag),
+            "mean_schedule_lag_us": micros(self.mean_schedule_lag),
             "loadgen": {
                 "cpu_s": self.cpu_seconds,
                 "cpu_ms_per_1000_calls": if calls == 0 { 0.0 } else { self.cpu_seconds * 1e6 / calls as f64 },
