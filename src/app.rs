@@ -5,8 +5,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::ServingStatus;
 use tower::util::{MapRequestLayer, MapResponseLayer};
 
@@ -316,7 +315,6 @@ impl App {
             server = server.tls_config(tls).map_err(StartupError::Tls)?;
         }
         let server = server
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .max_concurrent_streams(limits.max_concurrent_streams)
@@ -332,7 +330,7 @@ impl App {
                 ContactServiceServer::new(self.api)
                     .max_decoding_message_size(limits.max_message_size),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
+            .serve_with_incoming_shutdown(incoming(self.listener), async move {
                 let _ = stop_accepting.wait_for(|stopping| *stopping).await;
             });
         tokio::pin!(server);
@@ -365,6 +363,14 @@ impl App {
         tracing::info!("connect-facade stopped");
         Ok(served?)
     }
+}
+
+/// Connections accepted from the bound listener, with TCP_NODELAY set: a response written while an
+/// earlier one is unacknowledged would otherwise wait for that ACK (Nagle). tonic's
+/// `Server::tcp_nodelay` applies only to the listener tonic binds itself, not to one served through
+/// `serve_with_incoming`, which this server uses so that it can bind (and report the port) first.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// TLS (and mutual TLS) from PEM files, read and checked at startup so a bad file stops the server
@@ -430,6 +436,17 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_stream::StreamExt;
+
+    #[tokio::test]
+    async fn accepted_connections_have_tcp_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 
     #[test]
     fn one_cpu_runs_the_current_thread_scheduler_unless_workers_are_asked_for() {

@@ -30,10 +30,12 @@ pub async fn serve(listen: SocketAddr) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|err| err.to_string())?;
     // The address on stdout, for scripts that bind port 0.
     println!("{addr}");
+    // TCP_NODELAY as `Server::serve` sets it by default: tonic ignores `tcp_nodelay` for a listener
+    // passed to `serve_with_incoming`, so the incoming stream sets it.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(ContactServiceServer::new(Bare))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .serve_with_incoming(incoming)
         .await
         .map_err(|err| err.to_string())
 }
