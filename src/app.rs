@@ -2,10 +2,10 @@
 //! one, which is how tests run it) and wires the gRPC services; [`App::run_until_stopped`] serves until
 //! SIGTERM or Ctrl-C. `main` and the tests start exactly the same thing.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::ServingStatus;
 use tower::util::{MapRequestLayer, MapResponseLayer};
 
@@ -21,6 +21,7 @@ use crate::{
         Simulator,
         fixtures::{Fixtures, FixturesError, QuotaFixture},
     },
+    tls::{Tls, TlsError, TlsFiles},
     upstream::{ConnectUpstream, StaticCredentials, UpstreamConfigError, UpstreamSettings},
 };
 
@@ -41,13 +42,8 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot read TLS file {path}: {source}")]
-    TlsFile {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid TLS configuration: {0}")]
-    Tls(tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error(transparent)]
     AuthFile(#[from] AuthFileError),
     #[error("cannot build the reflection service: {0}")]
@@ -135,7 +131,8 @@ pub struct App {
     drain: Drain,
     shutdown_grace: Duration,
     limits: ConnectionLimits,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<Tls>,
+    tls_reload_interval: Duration,
     simulator: Option<Simulator>,
 }
 
@@ -209,12 +206,22 @@ impl App {
             addr: config.listen,
             source,
         })?;
-        let tls = tls_config(&config)?;
         let callers = match &config.auth_file {
             Some(path) => Some(Arc::new(Callers::from_path(path)?)),
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls::load(
+                TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: config.tls_client_ca.clone(),
+                },
+                metrics.clone(),
+            )?),
+            _ => None,
+        };
         let metrics_endpoint = match config.metrics_listen {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)
@@ -253,6 +260,7 @@ impl App {
             drain,
             shutdown_grace: config.shutdown_grace,
             tls,
+            tls_reload_interval: config.tls_reload_interval,
             limits: ConnectionLimits {
                 max_message_size: config.max_message_size,
                 max_concurrent_streams: config.max_concurrent_streams,
@@ -310,11 +318,7 @@ impl App {
         let mut stop_accepting = stopping_rx;
         tracing::info!(addr = %self.local_addr, "connect-facade serving gRPC");
         let limits = self.limits;
-        let mut server = Server::builder();
-        if let Some(tls) = self.tls {
-            server = server.tls_config(tls).map_err(StartupError::Tls)?;
-        }
-        let server = server
+        let router = Server::builder()
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .max_concurrent_streams(limits.max_concurrent_streams)
@@ -329,11 +333,22 @@ impl App {
             .add_service(
                 ContactServiceServer::new(self.api)
                     .max_decoding_message_size(limits.max_message_size),
-            )
-            .serve_with_incoming_shutdown(incoming(self.listener), async move {
-                let _ = stop_accepting.wait_for(|stopping| *stopping).await;
-            });
-        tokio::pin!(server);
+            );
+        let stop_accepting = async move {
+            let _ = stop_accepting.wait_for(|stopping| *stopping).await;
+        };
+        let tcp = incoming(self.listener);
+        // The two listeners yield different connection types, hence the box.
+        let mut reloads = None;
+        let mut server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+            match self.tls {
+                Some(tls) => {
+                    let connections = tls.incoming(tcp);
+                    reloads = Some(tls.reload_on_change(self.tls_reload_interval));
+                    Box::pin(router.serve_with_incoming_shutdown(connections, stop_accepting))
+                }
+                None => Box::pin(router.serve_with_incoming_shutdown(tcp, stop_accepting)),
+            };
 
         tokio::select! {
             served = &mut server => return Ok(served?),
@@ -357,6 +372,9 @@ impl App {
             }
         };
         drop(self.simulator);
+        if let Some(task) = reloads {
+            task.abort();
+        }
         if let Some((_, task)) = self.metrics_endpoint {
             task.abort();
         }
@@ -371,29 +389,6 @@ impl App {
 /// `serve_with_incoming`, which this server uses so that it can bind (and report the port) first.
 fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
-}
-
-/// TLS (and mutual TLS) from PEM files, read and checked at startup so a bad file stops the server
-/// before it listens.
-fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>, StartupError> {
-    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-        return Ok(None);
-    };
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|source| StartupError::TlsFile {
-            path: path.display().to_string(),
-            source,
-        })
-    };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
-    if let Some(ca) = &config.tls_client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
-    }
-    // tonic parses the PEM files only when the config is applied: apply it once now to fail fast.
-    Server::builder()
-        .tls_config(tls.clone())
-        .map_err(StartupError::Tls)?;
-    Ok(Some(tls))
 }
 
 /// tonic answers a message over the size limit with OUT_OF_RANGE, where gRPC specifies

@@ -82,6 +82,11 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// How often the TLS files are re-read; changed files are applied to new connections without a
+    /// restart (SIGHUP reloads at once). 0 turns the periodic check off.
+    #[arg(long, env = "CONNECT_FACADE_TLS_RELOAD_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub tls_reload_interval: Duration,
+
     /// YAML file of the callers allowed to call and the instances each may use (bearer-token SHA-256
     /// or mTLS subject); everyone may call when absent. Reflection and health stay open.
     #[arg(long, env = "CONNECT_FACADE_AUTH_FILE")]

@@ -28,6 +28,7 @@ pub mod middleware;
 pub mod simulator;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 
 /// Code generated from `proto/amazonconnect/v1/contact_service.proto`.

@@ -64,6 +64,16 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertLabels {
+    cert: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeyLabels {
     key: String,
 }
@@ -90,6 +100,8 @@ pub struct Metrics {
     breaker_open: Family<KeyLabels, Gauge<i64, AtomicI64>>,
     calls_by_caller: Family<CallerLabels, Counter>,
     runtime_tasks: Gauge<i64, AtomicI64>,
+    tls_reloads: Family<OutcomeLabels, Counter>,
+    tls_expiry: Family<CertLabels, Gauge<i64, AtomicI64>>,
     series: HotSeries,
 }
 
@@ -210,6 +222,18 @@ impl Metrics {
             "Tokio tasks alive in the process; under a steady load it must stay flat (a rise is a leak)",
             runtime_tasks.clone(),
         );
+        let tls_reloads = Family::default();
+        sub.register(
+            "tls_reloads",
+            "TLS certificate reloads (SIGHUP or changed files), by result (ok, error)",
+            tls_reloads.clone(),
+        );
+        let tls_expiry = Family::default();
+        sub.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the certificate served over TLS (seconds since the epoch), by file; alert well before it",
+            tls_expiry.clone(),
+        );
         sub.register(
             "build",
             "Build information",
@@ -232,6 +256,8 @@ impl Metrics {
             breaker_open,
             calls_by_caller,
             runtime_tasks,
+            tls_reloads,
+            tls_expiry,
             series: HotSeries::default(),
         }
     }
@@ -359,6 +385,22 @@ impl Metrics {
                 key: key.to_owned(),
             })
             .set(i64::from(open));
+    }
+
+    pub fn tls_reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.tls_reloads
+            .get_or_create(&OutcomeLabels { result })
+            .inc();
+    }
+
+    /// Present only with TLS on, so that an expiry alert never fires on a plaintext server.
+    pub fn set_tls_certificate_expiry(&self, cert: &str, not_after: i64) {
+        self.tls_expiry
+            .get_or_create(&CertLabels {
+                cert: cert.to_owned(),
+            })
+            .set(not_after);
     }
 
     /// The OpenMetrics text exposition.

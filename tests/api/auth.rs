@@ -129,12 +129,12 @@ async fn an_mtls_subject_identifies_a_caller() {
     let client_ca = pki.write("client-ca.pem", &pki.ca_pem);
     let app =
         crate::tls::tls_app_with(&pki, Some(&client_ca), move |c| c.auth_file = Some(file)).await;
-    let response = tls_client(&app, &pki.ca_pem, Some(pki.leaf("ops-console")))
+    let response = tls_client(app.addr, &pki.ca_pem, Some(pki.leaf("ops-console")))
         .create_persistent_contact_association(entire_session())
         .await
         .expect("ops-console may use every instance");
     assert_eq!(response.get_ref().continued_from_contact_id, "C3");
-    let status = tls_client(&app, &pki.ca_pem, Some(pki.leaf("someone-else")))
+    let status = tls_client(app.addr, &pki.ca_pem, Some(pki.leaf("someone-else")))
         .create_persistent_contact_association(entire_session())
         .await
         .expect_err("a valid certificate of an unlisted caller");

@@ -387,3 +387,58 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
     assert!(fields["aws_request_id"].is_string(), "{fields}");
     assert!(fields["latency_ms"].is_number(), "{fields}");
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_tls_certificate_without_a_restart() {
+    use crate::tls::{Pki, reaches_service, renew, until_served_by};
+    let first = Pki::new("hup-first");
+    let renewed = Pki::new("hup-renewed");
+    let (cert, key) = first.leaf("localhost");
+    let cert = first.write("server.pem", &cert);
+    let key = first.write("server.key", &key);
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let serving = serving(facade(&[
+        "serve",
+        "--simulator",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        // Only the signal reloads.
+        "--tls-reload-interval",
+        "0",
+    ]))
+    .await;
+    assert!(
+        reaches_service(serving.addr, &first.ca_pem).await,
+        "served with the first certificate"
+    );
+
+    renew(&first, &renewed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !reaches_service(serving.addr, &renewed.ca_pem).await,
+        "without the signal the files are not re-read"
+    );
+    let pid = serving.child.id().expect("still running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    assert!(
+        until_served_by(serving.addr, &renewed.ca_pem).await,
+        "after SIGHUP new connections get the renewed certificate"
+    );
+    assert!(
+        serving
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains("TLS certificates reloaded")),
+        "the reload is logged"
+    );
+}

@@ -1,6 +1,9 @@
 //! TLS and mutual TLS with certificates made for the test (rcgen), checked by a real TLS client.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use connect_facade::{app::App, config::ServeConfig, simulator::fixtures::Fixtures};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
@@ -88,7 +91,7 @@ pub async fn tls_app_with(
 }
 
 pub fn tls_client(
-    app: &TestApp,
+    addr: std::net::SocketAddr,
     ca_pem: &str,
     identity: Option<(String, String)>,
 ) -> ContactServiceClient<Channel> {
@@ -98,7 +101,7 @@ pub fn tls_client(
     if let Some((cert, key)) = identity {
         tls = tls.identity(Identity::from_pem(cert, key));
     }
-    let channel = Channel::from_shared(format!("https://{}", app.addr))
+    let channel = Channel::from_shared(format!("https://{addr}"))
         .unwrap()
         .tls_config(tls)
         .unwrap()
@@ -110,7 +113,7 @@ pub fn tls_client(
 async fn tls_serves_calls_and_refuses_plaintext() {
     let pki = Pki::new("server");
     let app = tls_app(&pki, None).await;
-    let response = tls_client(&app, &pki.ca_pem, None)
+    let response = tls_client(app.addr, &pki.ca_pem, None)
         .create_persistent_contact_association(entire_session())
         .await
         .expect("a TLS call succeeds");
@@ -127,19 +130,19 @@ async fn mutual_tls_refuses_callers_without_a_certificate_from_the_client_ca() {
     let client_ca = pki.write("client-ca.pem", &pki.ca_pem);
     let app = tls_app(&pki, Some(&client_ca)).await;
 
-    let anonymous = tls_client(&app, &pki.ca_pem, None)
+    let anonymous = tls_client(app.addr, &pki.ca_pem, None)
         .create_persistent_contact_association(entire_session())
         .await;
     assert!(anonymous.is_err(), "no client certificate: refused");
 
     let stranger = Pki::new("stranger");
-    let foreign = tls_client(&app, &pki.ca_pem, Some(stranger.leaf("intruder")))
+    let foreign = tls_client(app.addr, &pki.ca_pem, Some(stranger.leaf("intruder")))
         .create_persistent_contact_association(entire_session())
         .await;
     assert!(foreign.is_err(), "a certificate from another CA: refused");
     assert!(app.simulator.requests().is_empty(), "AWS never called");
 
-    let response = tls_client(&app, &pki.ca_pem, Some(pki.leaf("billing-service")))
+    let response = tls_client(app.addr, &pki.ca_pem, Some(pki.leaf("billing-service")))
         .create_persistent_contact_association(entire_session())
         .await
         .expect("a certificate from the client CA is accepted");
@@ -156,4 +159,154 @@ async fn a_bad_certificate_file_stops_startup() {
     config.tls_key = Some(key);
     let err = App::build(config).await.err().expect("startup fails");
     assert!(err.to_string().contains("TLS"), "{err}");
+}
+
+/// Whether a call reached the service: any answer from it counts (the demo call, repeated, is
+/// answered FAILED_PRECONDITION), while a refused TLS handshake is UNAVAILABLE.
+pub fn answered<T>(result: Result<T, tonic::Status>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(status) => status.code() != tonic::Code::Unavailable,
+    }
+}
+
+/// Whether a new TLS connection trusting only `ca_pem` reaches the service.
+pub async fn reaches_service(addr: std::net::SocketAddr, ca_pem: &str) -> bool {
+    answered(
+        tls_client(addr, ca_pem, None)
+            .create_persistent_contact_association(entire_session())
+            .await,
+    )
+}
+
+/// Whether a new TLS connection trusting only `ca_pem` reaches the service within 5 s.
+pub async fn until_served_by(addr: std::net::SocketAddr, ca_pem: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if reaches_service(addr, ca_pem).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A metric's value in the exposition, 0 when absent.
+fn metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The server's certificate replaced by one from `pki`, in the files the app was started with.
+pub fn renew(started: &Pki, pki: &Pki) {
+    let (cert, key) = pki.leaf("localhost");
+    started.write("server.pem", &cert);
+    started.write("server.key", &key);
+}
+
+/// A TLS facade over `pki`'s certificate that re-reads its files every 100 ms, with metrics.
+async fn reloading_app(pki: &Pki) -> TestApp {
+    tls_app_with(pki, None, |c| {
+        c.tls_reload_interval = Duration::from_millis(100);
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn renewed_certificate_files_are_served_to_new_connections_without_a_restart() {
+    let first = Pki::new("first");
+    let renewed = Pki::new("renewed");
+    let app = reloading_app(&first).await;
+    let mut open_before = tls_client(app.addr, &first.ca_pem, None);
+    open_before
+        .create_persistent_contact_association(entire_session())
+        .await
+        .expect("served with the first certificate");
+    assert!(!reaches_service(app.addr, &renewed.ca_pem).await);
+    let metrics = app.scrape().await;
+    let expiry = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("connect_facade_tls_certificate_expiry_timestamp_seconds{cert=")
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .expect("the expiry is exported");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(expiry > now, "notAfter in the future: {expiry} vs {now}");
+
+    renew(&first, &renewed);
+    assert!(
+        until_served_by(app.addr, &renewed.ca_pem).await,
+        "new connections get the renewed certificate"
+    );
+    assert!(
+        !reaches_service(app.addr, &first.ca_pem).await,
+        "the first certificate is no longer served"
+    );
+    assert!(
+        answered(
+            open_before
+                .create_persistent_contact_association(entire_session())
+                .await
+        ),
+        "a connection made before the reload keeps working"
+    );
+    let metrics = app.scrape().await;
+    assert!(metric(&metrics, "connect_facade_tls_reloads_total{result=\"ok\"}") >= 1.0);
+}
+
+#[tokio::test]
+async fn an_invalid_renewal_keeps_the_certificate_in_use() {
+    let pki = Pki::new("kept");
+    let app = reloading_app(&pki).await;
+    let errors = |metrics: String| {
+        metric(
+            &metrics,
+            "connect_facade_tls_reloads_total{result=\"error\"}",
+        )
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+
+    pki.write("server.pem", "not a certificate");
+    while errors(app.scrape().await) < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bad file is seen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        reaches_service(app.addr, &pki.ca_pem).await,
+        "still served with the certificate in use"
+    );
+
+    // A key that is not the certificate's is refused too.
+    let (cert, _) = pki.leaf("localhost");
+    let (_, other_key) = pki.leaf("localhost");
+    pki.write("server.pem", &cert);
+    pki.write("server.key", &other_key);
+    while errors(app.scrape().await) < 2.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mismatched key is seen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        reaches_service(app.addr, &pki.ca_pem).await,
+        "still served with the certificate in use"
+    );
+    assert_eq!(
+        metric(
+            &app.scrape().await,
+            "connect_facade_tls_reloads_total{result=\"ok\"}"
+        ),
+        0.0
+    );
 }

@@ -1,0 +1,308 @@
+//! TLS for the gRPC listener, with certificates reloaded without a restart.
+//!
+//! tonic's `ServerTlsConfig` is fixed once the server starts, so a renewed certificate (cert-manager
+//! renews well before expiry) would need a restart. Here the listener makes the TLS handshake itself:
+//! each connection is accepted with the rustls configuration current at that moment, and that
+//! configuration is rebuilt from the PEM files on SIGHUP and whenever their contents change.
+//!
+//! The files are re-read every `--tls-reload-interval` rather than watched: Kubernetes updates a
+//! mounted Secret by swapping a symlink two levels up, which a watch on the files misses; re-reading
+//! three small files is simple and certain. A reload that fails (unreadable or invalid PEM, a key
+//! that does not match the certificate) keeps the configuration in use and logs why; connections
+//! already open keep the certificate they were made with.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::{
+    net::TcpStream,
+    signal::unix::{Signal, SignalKind, signal},
+    sync::watch,
+    task::JoinSet,
+    time::{Instant, Interval, MissedTickBehavior},
+};
+use tokio_rustls::{
+    TlsAcceptor,
+    rustls::{
+        RootCertStore, ServerConfig,
+        crypto::aws_lc_rs,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+        server::WebPkiClientVerifier,
+    },
+    server::TlsStream,
+};
+use tokio_stream::Stream;
+use tonic::transport::server::TcpIncoming;
+
+use crate::metrics::Metrics;
+
+/// A client that opens a connection and never completes the handshake is dropped after this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read TLS file {path}: {source}")]
+    File { path: String, source: io::Error },
+    #[error("TLS file {path} is not valid PEM: {source}")]
+    Pem {
+        path: String,
+        source: tokio_rustls::rustls::pki_types::pem::Error,
+    },
+    #[error("TLS file {path} holds no certificate")]
+    NoCertificate { path: String },
+    #[error("invalid TLS configuration: {0}")]
+    Config(#[from] tokio_rustls::rustls::Error),
+    #[error("invalid client CA (--tls-client-ca): {0}")]
+    ClientCa(#[from] tokio_rustls::rustls::server::VerifierBuilderError),
+}
+
+/// The PEM files TLS is served from (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The files' bytes, compared to tell whether a reload has anything new.
+#[derive(Clone, PartialEq, Eq)]
+struct Contents {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+impl TlsFiles {
+    fn read(&self) -> Result<Contents, TlsError> {
+        Ok(Contents {
+            cert: read(&self.cert)?,
+            key: read(&self.key)?,
+            client_ca: self.client_ca.as_deref().map(read).transpose()?,
+        })
+    }
+
+    /// The rustls configuration the files describe (HTTP/2 only, as gRPC needs).
+    fn server_config(&self, contents: &Contents) -> Result<ServerConfig, TlsError> {
+        let provider = Arc::new(aws_lc_rs::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let builder = match (&self.client_ca, &contents.client_ca) {
+            (Some(path), Some(pem)) => {
+                let mut roots = RootCertStore::empty();
+                for ca in certificates(path, pem)? {
+                    roots.add(ca)?;
+                }
+                builder.with_client_cert_verifier(
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()?,
+                )
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        let key = PrivateKeyDer::from_pem_slice(&contents.key).map_err(|source| TlsError::Pem {
+            path: self.key.display().to_string(),
+            source,
+        })?;
+        // with_single_cert also checks that the key is the certificate's.
+        let mut config =
+            builder.with_single_cert(certificates(&self.cert, &contents.cert)?, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::File {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Pem {
+            path: path.display().to_string(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The served certificate's expiry (its `notAfter`, seconds since the epoch), for the metric.
+fn expiry(contents: &Contents) -> Option<i64> {
+    let leaf = CertificateDer::pem_slice_iter(&contents.cert)
+        .next()?
+        .ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// The TLS configuration in use, and what keeps it current.
+pub struct Tls {
+    files: TlsFiles,
+    /// What the files held at the last look, applied or not (a bad file is reported once, not at
+    /// every look).
+    seen: Contents,
+    current: watch::Sender<Arc<ServerConfig>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Tls {
+    /// Reads and checks the files: a bad file stops startup before the server listens.
+    pub fn load(files: TlsFiles, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
+        let seen = files.read()?;
+        let config = files.server_config(&seen)?;
+        let tls = Self {
+            files,
+            seen,
+            current: watch::Sender::new(Arc::new(config)),
+            metrics,
+        };
+        tls.export_expiry();
+        Ok(tls)
+    }
+
+    fn export_expiry(&self) {
+        if let Some(not_after) = expiry(&self.seen) {
+            let cert = self.files.cert.display().to_string();
+            self.metrics.set_tls_certificate_expiry(&cert, not_after);
+        }
+    }
+
+    /// The accepted connections of `tcp`, each after its TLS handshake with the configuration
+    /// current when it arrived.
+    pub fn incoming(&self, tcp: TcpIncoming) -> TlsIncoming {
+        TlsIncoming {
+            tcp,
+            config: self.current.subscribe(),
+            handshakes: JoinSet::new(),
+        }
+    }
+
+    /// Re-reads the files; applies them when `forced` (SIGHUP) or when they changed.
+    pub fn reload(&mut self, forced: bool) {
+        let contents = match self.files.read() {
+            Ok(contents) => contents,
+            Err(error) => return self.failed(error),
+        };
+        if contents == self.seen && !forced {
+            return;
+        }
+        self.seen = contents.clone();
+        match self.files.server_config(&contents) {
+            Ok(config) => {
+                self.current.send_replace(Arc::new(config));
+                self.metrics.tls_reloaded(true);
+                self.export_expiry();
+                tracing::info!(cert = %self.files.cert.display(), "TLS certificates reloaded");
+            }
+            Err(error) => self.failed(error),
+        }
+    }
+
+    fn failed(&self, error: TlsError) {
+        self.metrics.tls_reloaded(false);
+        tracing::error!(%error, "TLS reload failed: still serving the previous certificates");
+    }
+
+    /// Reloads on SIGHUP, and every `interval` if the files changed (never when `interval` is zero),
+    /// until the task is aborted.
+    pub fn reload_on_change(mut self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                tracing::warn!(%error, "no SIGHUP handler: TLS reloads only on file changes");
+                None
+            }
+        };
+        let mut ticks = (!interval.is_zero()).then(|| {
+            let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            ticks
+        });
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    signal = hung_up(&mut hangup) => match signal {
+                        Some(()) => self.reload(true),
+                        None => hangup = None,
+                    },
+                    () = tick(&mut ticks) => self.reload(false),
+                }
+            }
+        })
+    }
+}
+
+async fn hung_up(signal: &mut Option<Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick(ticks: &mut Option<Interval>) {
+    match ticks {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Accepted TCP connections, handed on once their TLS handshake succeeds. Handshakes run in their own
+/// tasks so that a slow client does not hold up the connections behind it; a failed one (a caller
+/// without a valid certificate under mutual TLS, a plaintext caller) is logged at debug and dropped,
+/// as tonic does with its own TLS.
+pub struct TlsIncoming {
+    tcp: TcpIncoming,
+    config: watch::Receiver<Arc<ServerConfig>>,
+    handshakes: JoinSet<io::Result<TlsStream<TcpStream>>>,
+}
+
+impl Stream for TlsIncoming {
+    type Item = io::Result<TlsStream<TcpStream>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match Pin::new(&mut self.tcp).poll_next(cx) {
+                Poll::Ready(Some(Ok(stream))) => {
+                    let acceptor = TlsAcceptor::from(self.config.borrow().clone());
+                    self.handshakes.spawn(async move {
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                            .map_err(|_| {
+                                io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                            })?
+                    });
+                    continue;
+                }
+                // tonic decides: it skips a connection's own errors and stops on the listener's.
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {}
+            }
+            match self.handshakes.poll_join_next(cx) {
+                Poll::Ready(Some(Ok(Ok(stream)))) => return Poll::Ready(Some(Ok(stream))),
+                Poll::Ready(Some(Ok(Err(error)))) => {
+                    tracing::debug!(%error, "TLS handshake failed");
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    tracing::debug!(%error, "TLS handshake task ended");
+                }
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
