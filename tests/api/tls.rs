@@ -54,9 +54,13 @@ impl Pki {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// Writes `file` whole at once (through a rename, as Kubernetes updates a Secret), so a reload
+    /// never reads it half written.
     pub fn write(&self, file: &str, pem: &str) -> PathBuf {
         let path = self.dir.join(file);
-        std::fs::write(&path, pem).unwrap();
+        let partial = self.dir.join(format!("{file}.partial"));
+        std::fs::write(&partial, pem).unwrap();
+        std::fs::rename(&partial, &path).unwrap();
         path
     }
 }
@@ -261,26 +265,25 @@ async fn renewed_certificate_files_are_served_to_new_connections_without_a_resta
     assert!(metric(&metrics, "connect_facade_tls_reloads_total{result=\"ok\"}") >= 1.0);
 }
 
+/// Waits (at most 5 s) until `count` reloads have failed.
+async fn until_reload_errors(app: &TestApp, count: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let series = "connect_facade_tls_reloads_total{result=\"error\"}";
+    while metric(&app.scrape().await, series) < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{count} failed reloads within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn an_invalid_renewal_keeps_the_certificate_in_use() {
     let pki = Pki::new("kept");
     let app = reloading_app(&pki).await;
-    let errors = |metrics: String| {
-        metric(
-            &metrics,
-            "connect_facade_tls_reloads_total{result=\"error\"}",
-        )
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-
     pki.write("server.pem", "not a certificate");
-    while errors(app.scrape().await) < 1.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the bad file is seen"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_reload_errors(&app, 1.0).await;
     assert!(
         reaches_service(app.addr, &pki.ca_pem).await,
         "still served with the certificate in use"
@@ -291,13 +294,7 @@ async fn an_invalid_renewal_keeps_the_certificate_in_use() {
     let (_, other_key) = pki.leaf("localhost");
     pki.write("server.pem", &cert);
     pki.write("server.key", &other_key);
-    while errors(app.scrape().await) < 2.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the mismatched key is seen"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_reload_errors(&app, 2.0).await;
     assert!(
         reaches_service(app.addr, &pki.ca_pem).await,
         "still served with the certificate in use"
