@@ -110,18 +110,21 @@ fn a_timerfd_sends_on_schedule_where_tokios_millisecond_timer_lags() {
         assert_eq!(report["calls"].as_u64(), Some(500), "{report}");
         report["mean_schedule_lag_us"].as_u64().unwrap()
     };
-    // The least late of three alternating runs each: other tests share the machine meanwhile.
-    let (mut timerfd, mut tokio) = (u64::MAX, u64::MAX);
-    for _ in 0..3 {
-        timerfd = timerfd.min(lag("timerfd"));
-        tokio = tokio.min(lag("tokio"));
+    // The median of five alternating runs each: other tests share the machine meanwhile, and how late
+    // Tokio's timer is in one run depends on where the schedule falls between its 1 ms ticks (seen
+    // here: from under 300 to 1,300 µs), so no single run decides.
+    let (mut timerfd, mut tokio) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        timerfd.push(lag("timerfd"));
+        tokio.push(lag("tokio"));
     }
-    // Tokio rounds every deadline up to its next 1 ms tick: about 500 µs late on average. A
-    // timerfd is late by a wake-up only (tens of µs on an idle machine).
-    assert!(
-        tokio >= 300,
-        "Tokio's timer was late by {tokio} µs on average"
-    );
+    let median = |mut lags: Vec<u64>| {
+        lags.sort_unstable();
+        lags[lags.len() / 2]
+    };
+    let (timerfd, tokio) = (median(timerfd), median(tokio));
+    // Tokio rounds every deadline up to a 1 ms tick. A timerfd is late by a wake-up only (tens of
+    // µs on an idle machine).
     assert!(
         timerfd + 150 <= tokio,
         "a timerfd was late by {timerfd} µs on average, Tokio's timer by {tokio} µs"
