@@ -92,8 +92,11 @@ impl TlsFiles {
         let provider = Arc::new(aws_lc_rs::default_provider());
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?;
-        let builder = match (&self.client_ca, &contents.client_ca) {
-            (Some(path), Some(pem)) => {
+        // Decided by the flag, not by what was read: a client CA missing from `contents` fails the
+        // load (no certificate) rather than serving without client authentication.
+        let builder = match &self.client_ca {
+            Some(path) => {
+                let pem = contents.client_ca.as_deref().unwrap_or_default();
                 let mut roots = RootCertStore::empty();
                 for ca in certificates(path, pem)? {
                     roots.add(ca)?;
@@ -103,7 +106,7 @@ impl TlsFiles {
                         .build()?,
                 )
             }
-            _ => builder.with_no_client_auth(),
+            None => builder.with_no_client_auth(),
         };
         let key = PrivateKeyDer::from_pem_slice(&contents.key).map_err(|source| TlsError::Pem {
             path: self.key.display().to_string(),
@@ -151,8 +154,8 @@ fn expiry(contents: &Contents) -> Option<i64> {
 /// The TLS configuration in use, and what keeps it current.
 pub struct Tls {
     files: TlsFiles,
-    /// What the files held at the last look, applied or not (a bad file is reported once, not at
-    /// every look).
+    /// What the files held at the last look, applied or not: invalid contents are reported once,
+    /// not at every look (an unreadable file is reported at every look until it is back).
     seen: Contents,
     current: watch::Sender<Arc<ServerConfig>>,
     metrics: Arc<Metrics>,

@@ -111,6 +111,13 @@ pub async fn channel(addr: SocketAddr) -> Channel {
 }
 
 /// A valid request: continue the whole documented session (C1, C2, C3) in `new-chat-1`.
+/// The value of one series (name and labels, as exposed) in a Prometheus exposition.
+pub fn series_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
 pub fn entire_session() -> CreatePersistentContactAssociationRequest {
     CreatePersistentContactAssociationRequest {
         instance_id: INSTANCE.into(),

@@ -3,13 +3,10 @@
 use connect_facade::simulator::fixtures::Fixtures;
 use tonic::Code;
 
-use crate::helpers::{always_error, entire_session, spawn_with};
+use crate::helpers::{always_error, entire_session, series_value, spawn_with};
 
 fn value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no series {series} in:\n{metrics}"))
+    series_value(metrics, series).unwrap_or_else(|| panic!("no series {series} in:\n{metrics}"))
 }
 
 const RPC: &str = r#"grpc_type="unary",grpc_service="amazonconnect.v1.ContactService",grpc_method="CreatePersistentContactAssociation""#;

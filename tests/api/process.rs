@@ -217,9 +217,14 @@ pub(crate) async fn exits_zero(child: &mut Child) {
 }
 
 pub(crate) fn sigterm(child: &Child) {
+    send_signal(child, "-TERM");
+}
+
+/// Sends `signal` (as `kill` names it) to the running `child`.
+fn send_signal(child: &Child, signal: &str) {
     let pid = child.id().expect("still running").to_string();
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
+        .args([signal, &pid])
         .status()
         .expect("kill runs");
     assert!(status.success());
@@ -422,12 +427,7 @@ async fn sighup_reloads_the_tls_certificate_without_a_restart() {
         !reaches_service(serving.addr, &renewed.ca_pem).await,
         "without the signal the files are not re-read"
     );
-    let pid = serving.child.id().expect("still running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
+    send_signal(&serving.child, "-HUP");
     assert!(
         until_served_by(serving.addr, &renewed.ca_pem).await,
         "after SIGHUP new connections get the renewed certificate"

@@ -9,7 +9,7 @@ use connect_facade::{app::App, config::ServeConfig, simulator::fixtures::Fixture
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::helpers::{TestApp, entire_session, offline_config, spawn_with};
+use crate::helpers::{TestApp, entire_session, offline_config, series_value, spawn_with};
 use connect_facade::proto::contact_service_client::ContactServiceClient;
 
 /// A certificate authority and what it signed, as PEM.
@@ -195,12 +195,13 @@ pub async fn until_served_by(addr: std::net::SocketAddr, ca_pem: &str) -> bool {
     false
 }
 
-/// A metric's value in the exposition, 0 when absent.
-fn metric(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+/// A reload counter's value: absent, as before the first reload of that result, is 0.
+fn reloads(metrics: &str, result: &str) -> f64 {
+    series_value(
+        metrics,
+        &format!("connect_facade_tls_reloads_total{{result=\"{result}\"}}"),
+    )
+    .unwrap_or(0.0)
 }
 
 /// The server's certificate replaced by one from `pki`, in the files the app was started with.
@@ -231,13 +232,11 @@ async fn renewed_certificate_files_are_served_to_new_connections_without_a_resta
         .expect("served with the first certificate");
     assert!(!reaches_service(app.addr, &renewed.ca_pem).await);
     let metrics = app.scrape().await;
-    let expiry = metrics
-        .lines()
-        .find(|line| {
-            line.starts_with("connect_facade_tls_certificate_expiry_timestamp_seconds{cert=")
-        })
-        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .expect("the expiry is exported");
+    let series = format!(
+        "connect_facade_tls_certificate_expiry_timestamp_seconds{{cert=\"{}\"}}",
+        first.dir.join("server.pem").display()
+    );
+    let expiry = series_value(&metrics, &series).expect("the expiry is exported");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -262,14 +261,13 @@ async fn renewed_certificate_files_are_served_to_new_connections_without_a_resta
         "a connection made before the reload keeps working"
     );
     let metrics = app.scrape().await;
-    assert!(metric(&metrics, "connect_facade_tls_reloads_total{result=\"ok\"}") >= 1.0);
+    assert!(reloads(&metrics, "ok") >= 1.0);
 }
 
 /// Waits (at most 5 s) until `count` reloads have failed.
 async fn until_reload_errors(app: &TestApp, count: f64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let series = "connect_facade_tls_reloads_total{result=\"error\"}";
-    while metric(&app.scrape().await, series) < count {
+    while reloads(&app.scrape().await, "error") < count {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{count} failed reloads within 5 s"
@@ -299,11 +297,5 @@ async fn an_invalid_renewal_keeps_the_certificate_in_use() {
         reaches_service(app.addr, &pki.ca_pem).await,
         "still served with the certificate in use"
     );
-    assert_eq!(
-        metric(
-            &app.scrape().await,
-            "connect_facade_tls_reloads_total{result=\"ok\"}"
-        ),
-        0.0
-    );
+    assert_eq!(reloads(&app.scrape().await, "ok"), 0.0);
 }
