@@ -12,11 +12,17 @@ use tower::util::{MapRequestLayer, MapResponseLayer};
 use crate::{
     api::{ContactApi, deadline},
     auth::{AuthFileError, Callers},
-    config::{Command, ServeConfig, SimulateConfig},
+    config::{Command, QuotaStoreChoice, ServeConfig, SimulateConfig},
     lifecycle::{Drain, follow_breaker, set_health},
     metrics::{self, Metrics},
     middleware::{UpstreamStack, circuit_breaker::Breaker},
     proto::{self, contact_service_server::ContactServiceServer},
+    quota::{
+        QuotaStore,
+        local::LocalQuota,
+        redis::{RedisQuota, RedisQuotaError},
+        shared::SharedQuota,
+    },
     simulator::{
         Simulator,
         fixtures::{Fixtures, FixturesError, QuotaFixture},
@@ -52,6 +58,8 @@ pub enum StartupError {
     Serve(#[from] tonic::transport::Error),
     #[error("invalid flags: {0}")]
     Flags(&'static str),
+    #[error("invalid --quota-store: {0}")]
+    QuotaStore(#[from] RedisQuotaError),
 }
 
 /// The Tokio runtime the process runs on, sized to the CPUs it may use (`available_parallelism`
@@ -133,6 +141,7 @@ pub struct App {
     limits: ConnectionLimits,
     tls: Option<Tls>,
     tls_reload_interval: Duration,
+    readiness_follows_breaker: bool,
     simulator: Option<Simulator>,
 }
 
@@ -153,6 +162,11 @@ impl App {
         if config.rate_limit == 0.0 && config.instance_rate_limit.is_some() {
             return Err(StartupError::Flags(
                 "--instance-rate-limit needs the account-wide limiter (--rate-limit above 0)",
+            ));
+        }
+        if config.rate_limit == 0.0 && config.quota_store != QuotaStoreChoice::Local {
+            return Err(StartupError::Flags(
+                "--quota-store shares the account-wide limiter: set --rate-limit above 0",
             ));
         }
         let simulator = if config.simulator {
@@ -238,6 +252,7 @@ impl App {
         let stack = UpstreamStack::new(
             upstream.clone(),
             upstream.region(),
+            quota_store(&config, metrics.clone())?,
             &config.middleware(),
             metrics.clone(),
         );
@@ -261,6 +276,7 @@ impl App {
             shutdown_grace: config.shutdown_grace,
             tls,
             tls_reload_interval: config.tls_reload_interval,
+            readiness_follows_breaker: config.readiness_follows_breaker,
             limits: ConnectionLimits {
                 max_message_size: config.max_message_size,
                 max_concurrent_streams: config.max_concurrent_streams,
@@ -313,6 +329,7 @@ impl App {
             self.breaker,
             self.metrics.clone(),
             self.key.clone(),
+            self.readiness_follows_breaker,
             stopping_rx.clone(),
         );
         let mut stop_accepting = stopping_rx;
@@ -381,6 +398,34 @@ impl App {
         tracing::info!("connect-facade stopped");
         Ok(served?)
     }
+}
+
+/// Where the quota's buckets live, as `--quota-store` chose.
+fn quota_store(
+    config: &ServeConfig,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<dyn QuotaStore>, StartupError> {
+    let limits = config.quota_limits();
+    Ok(match &config.quota_store {
+        QuotaStoreChoice::Local => Arc::new(LocalQuota::new(limits)),
+        QuotaStoreChoice::Redis(url) => {
+            let fallback = LocalQuota::new(limits.at_rate(config.quota_fallback_rate()));
+            let redis = RedisQuota::new(
+                url,
+                &config.quota_key_prefix,
+                limits,
+                config.quota_store_timeout,
+            )?;
+            tracing::info!(store = ?config.quota_store, prefix = %config.quota_key_prefix, fallback_rate = config.quota_fallback_rate(), "the quota is shared through Redis");
+            Arc::new(SharedQuota::new(
+                redis,
+                fallback,
+                config.rate_limit,
+                config.quota_store_timeout,
+                metrics,
+            ))
+        }
+    })
 }
 
 /// Connections accepted from the bound listener, with TCP_NODELAY set: a response written while an

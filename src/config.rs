@@ -6,7 +6,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    middleware::{AdaptiveConfig, BreakerConfig, MiddlewareConfig, RateLimitConfig, RetryConfig},
+    middleware::{BreakerConfig, MiddlewareConfig, RateLimitConfig, RetryConfig},
+    quota::{AdaptiveConfig, QuotaLimits},
     simulator::faults::Fault,
     telemetry::LogFormat,
     upstream::StaticCredentials,
@@ -59,6 +60,43 @@ fn unit_factor(text: &str) -> Result<f64, String> {
 
 fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(text)
+}
+
+/// Where the quota's buckets live.
+#[derive(Clone, PartialEq, Eq)]
+pub enum QuotaStoreChoice {
+    /// In this process.
+    Local,
+    /// In Redis, shared by every replica: a `redis://` or `rediss://` URL.
+    Redis(String),
+}
+
+impl std::fmt::Debug for QuotaStoreChoice {
+    /// Without the URL's password, so configuration dumps and logs never show it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local => f.write_str("Local"),
+            Self::Redis(url) => {
+                let shown = match (url.find("://"), url.rfind('@')) {
+                    (Some(scheme), Some(at)) if at > scheme => {
+                        format!("{}://<credentials>{}", &url[..scheme], &url[at..])
+                    }
+                    _ => url.clone(),
+                };
+                f.debug_tuple("Redis").field(&shown).finish()
+            }
+        }
+    }
+}
+
+fn quota_store(text: &str) -> Result<QuotaStoreChoice, String> {
+    if text == "local" {
+        Ok(QuotaStoreChoice::Local)
+    } else if text.starts_with("redis://") || text.starts_with("rediss://") {
+        Ok(QuotaStoreChoice::Redis(text.to_owned()))
+    } else {
+        Err("expected `local`, `redis://[user:pass@]HOST:PORT[/DB]` or `rediss://…`".to_owned())
+    }
 }
 
 /// Configuration of `connect-facade serve`.
@@ -168,8 +206,11 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_RATE_LIMIT", default_value_t = 2.0, value_parser = rate_or_off)]
     pub rate_limit: f64,
 
-    /// Requests allowed at once after a quiet period (Connect's default burst: 5).
-    #[arg(long, env = "CONNECT_FACADE_RATE_BURST", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Requests allowed at once after a quiet period. One under Connect's burst of 5 by default: the
+    /// slot held back absorbs the difference between when the facade sends and when AWS counts an
+    /// arrival (a first request slowed by its TLS handshake would otherwise leave every following
+    /// one at the edge of AWS's bucket, and throttled on the slightest jitter).
+    #[arg(long, env = "CONNECT_FACADE_RATE_BURST", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_burst: u32,
 
     /// Optional requests per second per Connect instance, below the global rate.
@@ -179,6 +220,32 @@ pub struct ServeConfig {
     /// Burst of the per-instance rate limit.
     #[arg(long, env = "CONNECT_FACADE_INSTANCE_RATE_BURST", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub instance_rate_burst: u32,
+
+    /// Where the quota's buckets live: `local` (this process) or a Redis URL
+    /// (`redis://[user:pass@]HOST:PORT[/DB]`, `rediss://` for TLS) shared by every replica, so that
+    /// together they send at most --rate-limit to AWS.
+    #[arg(long, env = "CONNECT_FACADE_QUOTA_STORE", default_value = "local", value_parser = quota_store)]
+    pub quota_store: QuotaStoreChoice,
+
+    /// Prefix of the quota's Redis keys. Deployments for different AWS accounts sharing one Redis need
+    /// different prefixes (the key is the region).
+    #[arg(
+        long,
+        env = "CONNECT_FACADE_QUOTA_KEY_PREFIX",
+        default_value = "connect-facade"
+    )]
+    pub quota_key_prefix: String,
+
+    /// Longest round trip to the quota store (never beyond a call's deadline); past it, or on any
+    /// Redis error, the replica uses its fallback bucket until Redis answers again.
+    #[arg(long, env = "CONNECT_FACADE_QUOTA_STORE_TIMEOUT", default_value = "100ms", value_parser = duration)]
+    pub quota_store_timeout: Duration,
+
+    /// Requests per second this replica sends while the shared quota store fails (default: half of
+    /// --rate-limit, two replicas being the base deployment). Size it as the quota over the replicas
+    /// you usually run.
+    #[arg(long, env = "CONNECT_FACADE_QUOTA_FALLBACK_RATE", value_parser = positive_rate)]
+    pub quota_fallback_rate: Option<f64>,
 
     /// Longest a call waits for a rate-limit token (never beyond its deadline); past it the call is
     /// refused with RESOURCE_EXHAUSTED.
@@ -210,6 +277,12 @@ pub struct ServeConfig {
     /// How long an open circuit breaker fails calls fast before one probe decides.
     #[arg(long, env = "CONNECT_FACADE_BREAKER_COOL_DOWN", default_value = "5s", value_parser = duration)]
     pub breaker_cool_down: Duration,
+
+    /// Report NOT_SERVING on health while the circuit breaker is open. Off by default: every replica
+    /// calls the same AWS, so in an AWS outage every breaker opens and such a readiness probe would
+    /// take every pod out of the Service at once.
+    #[arg(long, env = "CONNECT_FACADE_READINESS_FOLLOWS_BREAKER")]
+    pub readiness_follows_breaker: bool,
 
     /// Largest request message accepted, in bytes (a valid request is under 2 KiB); larger ones are
     /// refused with RESOURCE_EXHAUSTED.
@@ -296,15 +369,8 @@ impl ServeConfig {
                 budget_window: self.retry_budget_window,
             },
             rate_limit: RateLimitConfig {
-                rate_per_second: self.rate_limit,
-                burst: self.rate_burst,
-                instance_rate_per_second: self.instance_rate_limit,
-                instance_burst: self.instance_rate_burst,
+                limits: self.quota_limits(),
                 max_queue_wait: self.max_queue_wait,
-                adaptive: AdaptiveConfig {
-                    decrease_factor: self.adaptive_decrease,
-                    increase_per_second: self.adaptive_increase,
-                },
             },
             breaker: BreakerConfig {
                 failure_threshold: self.breaker_failures,
@@ -313,6 +379,26 @@ impl ServeConfig {
             max_in_flight: self.max_in_flight as usize,
             max_waiting: self.max_waiting as usize,
         }
+    }
+
+    /// The quota's limits per account and region.
+    pub fn quota_limits(&self) -> QuotaLimits {
+        QuotaLimits {
+            rate_per_second: self.rate_limit,
+            burst: self.rate_burst,
+            per_instance: self
+                .instance_rate_limit
+                .map(|rate| (rate, self.instance_rate_burst)),
+            adaptive: AdaptiveConfig {
+                decrease_factor: self.adaptive_decrease,
+                increase_per_second: self.adaptive_increase,
+            },
+        }
+    }
+
+    /// The rate of the local bucket used while the shared store fails.
+    pub fn quota_fallback_rate(&self) -> f64 {
+        self.quota_fallback_rate.unwrap_or(self.rate_limit / 2.0)
     }
 
     /// The `serve` configuration from command-line style arguments (no program name, no subcommand),
@@ -348,6 +434,24 @@ mod tests {
         assert_eq!(config.listen, "0.0.0.0:50051".parse().unwrap());
         assert_eq!(config.default_deadline, Duration::from_secs(10));
         assert!(!config.simulator);
+    }
+
+    #[test]
+    fn the_quota_store_is_local_or_a_redis_url_whose_password_never_shows() {
+        let local = ServeConfig::from_args::<_, &str>([]).unwrap();
+        assert_eq!(local.quota_store, QuotaStoreChoice::Local);
+        assert_eq!(local.quota_fallback_rate(), 1.0, "half the default 2/s");
+        let redis =
+            ServeConfig::from_args(["--quota-store", "rediss://app:s3cret@cache:6380/2"]).unwrap();
+        assert_eq!(
+            redis.quota_store,
+            QuotaStoreChoice::Redis("rediss://app:s3cret@cache:6380/2".into())
+        );
+        let shown = format!("{redis:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("@cache:6380/2"), "{shown}");
+        let error = ServeConfig::from_args(["--quota-store", "memcached://x"]).unwrap_err();
+        assert!(error.to_string().contains("redis://"), "{error}");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! 2. [`domain`]: the proto request is parsed once into a validated [`domain::AssociationRequest`]
 //!    (every violated field reported), with a client token generated when the caller sent none;
 //! 3. [`middleware`]: tower layers shed overload, retry within the deadline and a budget, break the
-//!    circuit while AWS fails, and hold calls to the account's request-rate quota;
+//!    circuit while AWS fails, and hold calls to the account's request-rate quota, whose buckets live
+//!    in a [`quota`] store (this process, or Redis shared by every replica);
 //! 4. [`upstream`]: the one aws-sdk-connect client calls AWS and classifies what comes back;
 //! 5. [`status`]: the outcome becomes a gRPC status with google.rpc details, in one place.
 //!
@@ -25,6 +26,7 @@ pub mod domain;
 pub mod lifecycle;
 pub mod metrics;
 pub mod middleware;
+pub mod quota;
 pub mod simulator;
 pub mod status;
 pub mod telemetry;

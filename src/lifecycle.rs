@@ -1,8 +1,11 @@
 //! How the server stops and how it tells the world it is ready, the way Kubernetes expects:
 //!
-//! - Readiness (and the breaker's metric): `grpc.health.v1.Health` answers SERVING (overall `""` and for the service) while the
-//!   facade can usefully take calls, and NOT_SERVING while the circuit breaker to AWS is open, so a
-//!   readiness probe sends callers to healthier replicas meanwhile.
+//! - Readiness: `grpc.health.v1.Health` answers SERVING (overall `""` and for the service) while the
+//!   server runs. It follows the circuit breaker (NOT_SERVING while it is open) only when asked
+//!   (`--readiness-follows-breaker`): every replica calls the same AWS, so when AWS fails every
+//!   breaker opens together, and a readiness that followed them would empty the Kubernetes Service.
+//!   Callers would then get connection errors instead of the facade's UNAVAILABLE with a RetryInfo.
+//!   The breaker's metric is kept either way.
 //! - Shutdown, on SIGTERM or Ctrl-C: health turns NOT_SERVING at once, the listener stops accepting
 //!   (GOAWAY on open connections), and calls in flight may finish for up to the grace period. tonic's
 //!   graceful shutdown has no drain timeout of its own, so [`Drain`] adds one: calls still running when
@@ -23,7 +26,7 @@ use crate::{
 pub const SERVICE_NAME: &str =
     <ContactServiceServer<ContactApi> as tonic::server::NamedService>::NAME;
 
-/// How often readiness follows the circuit breaker.
+/// How often the breaker's state is read into its metric (and readiness, when it follows).
 const READINESS_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Tells calls in flight that the drain period is over.
@@ -62,12 +65,14 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status(SERVICE_NAME, status).await;
 }
 
-/// Follows the circuit breaker into health until `stopping` turns true.
+/// Follows the circuit breaker into its metric and, when `readiness_follows` is set, into health,
+/// until `stopping` turns true.
 pub fn follow_breaker(
     reporter: HealthReporter,
     breaker: Arc<Breaker>,
     metrics: Arc<Metrics>,
     key: String,
+    readiness_follows: bool,
     mut stopping: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -80,7 +85,7 @@ pub fn follow_breaker(
             }
             let open = breaker.is_open();
             metrics.set_breaker_open(&key, open);
-            if open == serving {
+            if readiness_follows && open == serving {
                 serving = !open;
                 let status = if serving {
                     ServingStatus::Serving

@@ -74,9 +74,20 @@ struct CertLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeyLabels {
     key: String,
 }
+
+/// Buckets of the quota store's round trip (seconds): a Redis nearby answers in well under a
+/// millisecond, and the store's timeout is 100 ms by default.
+const STORE_BUCKETS: [f64; 11] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+];
 
 fn histogram() -> Histogram {
     Histogram::new(BUCKETS)
@@ -102,6 +113,9 @@ pub struct Metrics {
     runtime_tasks: Gauge<i64, AtomicI64>,
     tls_reloads: Family<OutcomeLabels, Counter>,
     tls_expiry: Family<CertLabels, Gauge<i64, AtomicI64>>,
+    quota_store_up: Family<StoreLabels, Gauge<i64, AtomicI64>>,
+    quota_store_errors: Counter,
+    quota_store_seconds: Histogram,
     series: HotSeries,
 }
 
@@ -234,6 +248,24 @@ impl Metrics {
             "notAfter of the certificate served over TLS (seconds since the epoch), by file; alert well before it",
             tls_expiry.clone(),
         );
+        let quota_store_up = Family::default();
+        sub.register(
+            "quota_store_up",
+            "1 while the shared quota store (Redis) answers, 0 while this replica uses its fallback bucket (with --quota-store redis:// only)",
+            quota_store_up.clone(),
+        );
+        let quota_store_errors = Counter::default();
+        sub.register(
+            "quota_store_errors",
+            "Quota store round trips that failed or timed out",
+            quota_store_errors.clone(),
+        );
+        let quota_store_seconds = Histogram::new(STORE_BUCKETS);
+        sub.register(
+            "quota_store_round_trip_seconds",
+            "Round trips to the quota store (Redis), in seconds",
+            quota_store_seconds.clone(),
+        );
         sub.register(
             "build",
             "Build information",
@@ -258,6 +290,9 @@ impl Metrics {
             runtime_tasks,
             tls_reloads,
             tls_expiry,
+            quota_store_up,
+            quota_store_errors,
+            quota_store_seconds,
             series: HotSeries::default(),
         }
     }
@@ -401,6 +436,21 @@ impl Metrics {
                 cert: cert.to_owned(),
             })
             .set(not_after);
+    }
+
+    /// Present only with a shared store, so that a store-down alert never fires on a local one.
+    pub fn set_quota_store_up(&self, up: bool) {
+        self.quota_store_up
+            .get_or_create(&StoreLabels { store: "redis" })
+            .set(i64::from(up));
+    }
+
+    pub fn quota_store_error(&self) {
+        self.quota_store_errors.inc();
+    }
+
+    pub fn quota_store_round_trip(&self, elapsed: Duration) {
+        self.quota_store_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// The OpenMetrics text exposition.

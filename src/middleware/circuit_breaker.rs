@@ -1,8 +1,8 @@
 //! A circuit breaker per region and AWS identity, as a small state machine (after linkerd2-proxy's
 //! consecutive-failures breaker):
 //!
-//! - **closed**: calls pass; a run of `failure_threshold` retryable failures in a row (throttling, 5xx,
-//!   transport) opens it; any other outcome resets the run;
+//! - **closed**: calls pass; a run of `failure_threshold` failures of AWS in a row (5xx, transport)
+//!   opens it; any other outcome resets the run;
 //! - **open**: calls fail fast with UNAVAILABLE and a RetryInfo for the rest of the cool-down, sparing
 //!   AWS and the callers' deadlines;
 //! - **half-open**: after the cool-down one probe goes through (others still fail fast); its success
@@ -10,6 +10,12 @@
 //!   caller gave up) lets the next call probe instead.
 //!
 //! It sits inside the retry layer, so it counts attempts, and a retry never hammers an open circuit.
+//!
+//! ThrottlingException is not a failure here: a throttling AWS is up and answering, and the account's
+//! quota is shared by every replica and every other application in the account. Opening the breaker
+//! on throttles turned a busy quota into UNAVAILABLE for every caller (and, with readiness following
+//! the breaker, into every pod leaving the Service at once); the adaptive rate limiter is the answer
+//! to throttling, and the caller gets RESOURCE_EXHAUSTED with a RetryInfo.
 
 use std::{
     sync::{
@@ -23,8 +29,11 @@ use std::{
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
-use super::{CallFuture, UpstreamCall, retry::is_retryable};
-use crate::{status::CallError, upstream::Association};
+use super::{CallFuture, UpstreamCall};
+use crate::{
+    status::CallError,
+    upstream::{Association, UpstreamErrorKind},
+};
 
 /// Breaker knobs.
 #[derive(Clone, Debug)]
@@ -200,6 +209,18 @@ impl Drop for ProbeGuard {
     }
 }
 
+/// Whether an outcome says Amazon Connect is failing: a 5xx or no answer at all. Throttling is not
+/// (see the module doc).
+fn is_aws_failure(error: &CallError) -> bool {
+    matches!(
+        error,
+        CallError::Upstream(e) if matches!(
+            e.kind,
+            UpstreamErrorKind::ServiceUnavailable | UpstreamErrorKind::Transport
+        )
+    )
+}
+
 /// Adds the breaker in front of a service.
 #[derive(Clone)]
 pub struct CircuitBreakerLayer {
@@ -264,7 +285,10 @@ where
             let decisive = !matches!(outcome, Err(CallError::RateLimited { .. }));
             if decisive {
                 guard.armed = false;
-                breaker.record(&admission, outcome.as_ref().err().is_some_and(is_retryable));
+                breaker.record(
+                    &admission,
+                    outcome.as_ref().err().is_some_and(is_aws_failure),
+                );
             }
             outcome
         })
@@ -354,6 +378,25 @@ mod tests {
             armed: probe == Admission::Probe,
         });
         assert_eq!(breaker.admit().unwrap(), Admission::Probe);
+    }
+
+    fn upstream(kind: UpstreamErrorKind) -> CallError {
+        CallError::Upstream(crate::upstream::UpstreamError {
+            kind,
+            aws_code: None,
+            message: String::new(),
+            request_id: None,
+        })
+    }
+
+    #[test]
+    fn only_5xx_and_transport_failures_count_throttling_does_not() {
+        assert!(is_aws_failure(&upstream(
+            UpstreamErrorKind::ServiceUnavailable
+        )));
+        assert!(is_aws_failure(&upstream(UpstreamErrorKind::Transport)));
+        assert!(!is_aws_failure(&upstream(UpstreamErrorKind::Throttling)));
+        assert!(!is_aws_failure(&upstream(UpstreamErrorKind::AccessDenied)));
     }
 
     #[test]

@@ -6,15 +6,15 @@
 //! 2. [`retry`]: the one layer that retries (the SDK's own retries are off), deadline-aware and held to a
 //!    retry budget; every attempt of a call reuses the call's ClientToken;
 //! 3. [`circuit_breaker`]: fails fast while Amazon Connect is failing;
-//! 4. [`rate_limit`]: a token bucket in front of AWS (retries draw from it too), waiting for a token only
-//!    while the call's deadline allows;
+//! 4. [`rate_limit`]: a slot of the account's quota for every attempt (retries too), from the
+//!    [`crate::quota`] store (this process's, or Redis shared by every replica), waited for only while
+//!    the call's deadline allows;
 //! 5. a global concurrency limit on calls actually in flight to AWS;
 //! 6. the SDK call itself, one attempt.
 //!
 //! The request type is [`UpstreamCall`], cheap to clone, because tower's retry must clone requests and
 //! tonic's own HTTP request cannot be cloned.
 
-pub mod adaptive;
 pub mod circuit_breaker;
 pub mod rate_limit;
 pub mod retry;
@@ -39,12 +39,12 @@ use tracing::Instrument;
 use crate::{
     domain::AssociationRequest,
     metrics::Metrics,
+    quota::QuotaStore,
     status::CallError,
     telemetry,
     upstream::{Association, ConnectUpstream},
 };
 
-pub use adaptive::AdaptiveConfig;
 pub use circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 pub use rate_limit::{RateLimitConfig, RateLimitLayer};
 pub use retry::{RetryConfig, RetryPolicy};
@@ -98,10 +98,12 @@ impl std::fmt::Debug for UpstreamStack {
 }
 
 impl UpstreamStack {
-    /// `key` names the bucket and breaker: one per region and AWS identity, i.e. one per process.
+    /// `key` names the quota bucket and breaker: one per region and AWS identity, i.e. one per
+    /// process; `quota` is where the buckets live.
     pub fn new(
         upstream: ConnectUpstream,
         key: &str,
+        quota: Arc<dyn QuotaStore>,
         config: &MiddlewareConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -110,8 +112,8 @@ impl UpstreamStack {
         let retry = (config.retry.max_attempts > 1)
             .then(|| RetryLayer::new(RetryPolicy::new(config.retry.clone(), metrics.clone())));
         let breaker_layer = (config.breaker.failure_threshold > 0).then(|| breaker.clone());
-        let rate_limit = (config.rate_limit.rate_per_second > 0.0)
-            .then(|| RateLimitLayer::new(key, &config.rate_limit, metrics.clone()));
+        let rate_limit = (config.rate_limit.limits.rate_per_second > 0.0)
+            .then(|| RateLimitLayer::new(key, quota, &config.rate_limit, metrics.clone()));
         let service = ServiceBuilder::new()
             .layer(LoadShedLayer::new())
             .layer(GlobalConcurrencyLimitLayer::new(

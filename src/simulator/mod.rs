@@ -17,7 +17,10 @@ use std::{
     collections::{HashSet, VecDeque},
     net::SocketAddr,
     num::NonZeroU32,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -50,6 +53,8 @@ pub struct SimulatorState {
     access_key_ids: HashSet<String>,
     /// The most recent requests, at most [`RECORDED_REQUESTS`], so a long load test stays bounded.
     requests: Mutex<VecDeque<RecordedRequest>>,
+    /// Requests the quota refused with ThrottlingException.
+    throttled: AtomicU64,
 }
 
 /// How many requests the simulator remembers for [`Simulator::requests`].
@@ -80,6 +85,7 @@ impl SimulatorState {
             quota,
             access_key_ids: fixtures.access_key_ids.into_iter().collect(),
             requests: Mutex::new(VecDeque::new()),
+            throttled: AtomicU64::new(0),
         }
     }
 
@@ -96,6 +102,7 @@ impl SimulatorState {
         if let Some(quota) = &self.quota
             && quota.check().is_err()
         {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         Some(lock(&self.faults).judge(&instance_id))
@@ -145,6 +152,11 @@ impl Simulator {
     /// arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.state.requests).iter().cloned().collect()
+    }
+
+    /// How many requests the account's quota refused with ThrottlingException so far.
+    pub fn throttled(&self) -> u64 {
+        self.state.throttled.load(Ordering::Relaxed)
     }
 
     /// Adds a fault rule while running.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use connect_facade::simulator::fixtures::Fixtures;
 
-use crate::helpers::{always_error, channel, entire_session, spawn, spawn_with};
+use crate::helpers::{always_error, channel, entire_session, overall_health, spawn, spawn_with};
 
 const SERVICE: &str = "amazonconnect.v1.ContactService";
 
@@ -97,43 +97,39 @@ async fn reflection_v1alpha_describes_error_details_for_grpcurl() {
     }
 }
 
-#[tokio::test]
-async fn health_is_not_serving_while_the_circuit_is_open() {
+/// A facade whose breaker opens after two 5xx for `cool_down`, and the two calls that open it.
+async fn open_the_breaker(
+    readiness_follows_breaker: bool,
+    cool_down: Duration,
+) -> crate::helpers::TestApp {
     let app = spawn_with(Fixtures::demo(), |c| {
         c.max_attempts = 1;
         c.breaker_failures = 2;
-        c.breaker_cool_down = Duration::from_millis(800);
+        c.breaker_cool_down = cool_down;
+        c.readiness_follows_breaker = readiness_follows_breaker;
     })
     .await;
     app.simulator
         .add_fault(always_error("InternalServiceException"));
-    let health = HealthClient::new(channel(app.addr).await);
-    let status = || {
-        let mut health = health.clone();
-        async move {
-            health
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .expect("health answers")
-                .get_ref()
-                .status()
-        }
-    };
     for _ in 0..2 {
         let _ = app.call(entire_session()).await;
     }
+    app
+}
+
+#[tokio::test]
+async fn with_readiness_following_the_breaker_health_is_not_serving_while_the_circuit_is_open() {
+    let app = open_the_breaker(true, Duration::from_millis(800)).await;
     let opened = Instant::now();
-    let mut seen = status().await;
+    let mut seen = overall_health(app.addr).await;
     while seen != ServingStatus::NotServing && opened.elapsed() < Duration::from_millis(600) {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        seen = status().await;
+        seen = overall_health(app.addr).await;
     }
     assert_eq!(seen, ServingStatus::NotServing);
     while seen != ServingStatus::Serving && opened.elapsed() < Duration::from_secs(2) {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        seen = status().await;
+        seen = overall_health(app.addr).await;
     }
     assert_eq!(
         seen,
@@ -141,4 +137,19 @@ async fn health_is_not_serving_while_the_circuit_is_open() {
         "ready again once a probe may go through"
     );
     assert!(opened.elapsed() >= Duration::from_millis(700));
+}
+
+#[tokio::test]
+async fn by_default_health_stays_serving_while_the_circuit_is_open() {
+    let app = open_the_breaker(false, Duration::from_secs(5)).await;
+    let (_, info, _) = app
+        .call_expecting(entire_session(), tonic::Code::Unavailable)
+        .await;
+    assert_eq!(info.reason, "CIRCUIT_OPEN", "the breaker is open");
+    // Readiness is read from the breaker every 200 ms: watch it for several rounds.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_millis(700) {
+        assert_eq!(overall_health(app.addr).await, ServingStatus::Serving);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

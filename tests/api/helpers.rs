@@ -110,6 +110,20 @@ pub async fn channel(addr: SocketAddr) -> Channel {
         .expect("facade accepts connections")
 }
 
+/// The overall health status `addr` reports now.
+pub async fn overall_health(
+    addr: SocketAddr,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    tonic_health::pb::health_client::HealthClient::new(channel(addr).await)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health answers")
+        .get_ref()
+        .status()
+}
+
 /// A valid request: continue the whole documented session (C1, C2, C3) in `new-chat-1`.
 /// The value of one series (name and labels, as exposed) in a Prometheus exposition.
 pub fn series_value(metrics: &str, series: &str) -> Option<f64> {
@@ -232,5 +246,93 @@ impl TestApp {
             .cloned()
             .expect("every error carries an ErrorInfo");
         (status, info, details)
+    }
+}
+
+/// The load-test fixtures (any initial contact succeeds, any number of times) with an account quota.
+pub fn open_chats_with_quota(rate_per_second: f64, burst: u32) -> Fixtures {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bench.yaml");
+    Fixtures {
+        quota: Some(connect_facade::simulator::fixtures::QuotaFixture {
+            rate_per_second,
+            burst,
+        }),
+        ..Fixtures::from_path(&path).expect("the bench fixtures load")
+    }
+}
+
+/// A `redis-server` of the test's own, on a free loopback port: never the machine's shared one on
+/// 6379, so tests and CI runs never see each other's keys. Nothing is saved to disk; it stops when
+/// dropped.
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind(loopback())
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = Self { child: None, port };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as a crash would: SIGKILL, nothing saved).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it (again) on its port, empty, and waits until it answers PING.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.child = Some(child);
+        let started = std::time::Instant::now();
+        while self.command(&["PING"]).await.as_deref() != Some("+PONG") {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "redis-server answers within 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends one command (inline protocol) and returns the first line of the answer.
+    pub async fn command(&self, words: &[&str]) -> Option<String> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .ok()?;
+        stream
+            .write_all(format!("{}\r\n", words.join(" ")).as_bytes())
+            .await
+            .ok()?;
+        let mut line = String::new();
+        tokio::io::BufReader::new(stream)
+            .read_line(&mut line)
+            .await
+            .ok()?;
+        Some(line.trim_end().to_owned())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -9,6 +9,7 @@ mod hardening;
 mod helpers;
 mod observability;
 mod process;
+mod quota;
 mod resilience;
 mod tls;
 mod traces;

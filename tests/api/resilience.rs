@@ -310,6 +310,36 @@ async fn the_circuit_opens_fails_fast_and_closes_after_recovery() {
 }
 
 #[tokio::test]
+async fn sustained_throttling_never_opens_the_circuit_nor_takes_the_replica_out_of_service() {
+    let app = spawn_with(Fixtures::demo(), |c| {
+        c.max_attempts = 2;
+        c.breaker_failures = 2;
+        c.breaker_cool_down = Duration::from_secs(5);
+        c.readiness_follows_breaker = true;
+    })
+    .await;
+    app.simulator.add_fault(always_error("ThrottlingException"));
+    for _ in 0..6 {
+        let (status, info, details) = app
+            .call_expecting(entire_session(), Code::ResourceExhausted)
+            .await;
+        assert_eq!(info.reason, "THROTTLED", "{status:?}");
+        assert!(details.retry_info().is_some());
+    }
+    assert_eq!(
+        app.simulator.requests().len(),
+        12,
+        "every attempt reached AWS"
+    );
+    // With readiness following the breaker, SERVING also says the breaker never opened.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        crate::helpers::overall_health(app.addr).await,
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+}
+
+#[tokio::test]
 async fn a_rate_above_the_aws_quota_adapts_until_throttles_die_out() {
     let fixtures = Fixtures {
         quota: Some(QuotaFixture {

@@ -8,6 +8,9 @@
 //!
 //! governor's buckets have a fixed rate, so a change builds a new bucket, started empty: a fresh full
 //! burst right after a throttle would be exactly the wrong thing to send.
+//!
+//! This is the local store's rate. The Redis store applies the same rule, with these same constants,
+//! in its scripts (`redis.rs`), so that every replica shares one rate.
 
 use std::{
     num::NonZeroU32,
@@ -17,7 +20,7 @@ use std::{
 
 use governor::{DefaultDirectRateLimiter, RateLimiter};
 
-use super::rate_limit::quota;
+use super::local::quota;
 
 /// Throttles closer together than this are one signal.
 pub const DECREASE_INTERVAL: Duration = Duration::from_millis(500);
@@ -26,7 +29,7 @@ pub const INCREASE_INTERVAL: Duration = Duration::from_secs(1);
 /// Quiet time after which the climb may pass the last throttled rate again.
 pub const CEILING_RESET: Duration = Duration::from_secs(30);
 /// The ceiling sits this fraction below the last throttled rate.
-const CEILING_MARGIN: f64 = 0.95;
+pub const CEILING_MARGIN: f64 = 0.95;
 
 /// Adaptation knobs.
 #[derive(Clone, Debug)]
@@ -35,6 +38,14 @@ pub struct AdaptiveConfig {
     pub decrease_factor: f64,
     /// Requests/s added each second without a throttle.
     pub increase_per_second: f64,
+}
+
+impl AdaptiveConfig {
+    /// The lowest rate throttling may bring `configured` to: a twentieth of it, so a trickle keeps
+    /// probing AWS.
+    pub fn floor(&self, configured: f64) -> f64 {
+        configured / 20.0
+    }
 }
 
 struct State {
@@ -58,8 +69,7 @@ impl AdaptiveBucket {
     pub fn new(rate_per_second: f64, burst: u32, config: AdaptiveConfig) -> Self {
         Self {
             configured: rate_per_second,
-            // Never below a twentieth of the configured rate: a trickle keeps probing AWS.
-            floor: rate_per_second / 20.0,
+            floor: config.floor(rate_per_second),
             burst,
             config,
             state: RwLock::new(State {

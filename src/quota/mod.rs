@@ -1,0 +1,108 @@
+//! The account's request-rate quota, as a store of GCRA buckets that every attempt takes a slot from.
+//!
+//! Amazon Connect's quota is per AWS account and region (2 requests/s with a burst of 5 for this
+//! operation), so it is shared by every replica of the facade. The store decides, for one attempt,
+//! whether a slot is free within the attempt's wait bound:
+//!
+//! - yes: the slot is **reserved** (now or at a future time) and the store answers how long to wait
+//!   for it, so calls waiting for the quota are served in order and never poll;
+//! - no: nothing is reserved, and the answer says which bucket is full and when a slot frees up (the
+//!   caller's RetryInfo).
+//!
+//! Two stores implement [`QuotaStore`], chosen once at startup (`--quota-store`):
+//! - [`local::LocalQuota`]: governor's buckets in this process (one replica, or a rate divided by hand);
+//! - [`shared::SharedQuota`]: one bucket per account and region in Redis ([`redis`]), for every
+//!   replica, with a local bucket as its fallback while Redis fails.
+//!
+//! Both adapt the account-wide rate to AWS's throttling ([`adaptive`]); with Redis the adapted rate is
+//! stored beside the bucket, so a throttle seen by one replica slows them all.
+//!
+//! The rate-limit layer ([`crate::middleware::rate_limit`]) knows only the trait.
+
+pub mod adaptive;
+pub mod local;
+pub mod redis;
+pub mod shared;
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use tokio::time::Instant;
+
+pub use adaptive::AdaptiveConfig;
+
+/// The limits a store enforces for each quota key.
+#[derive(Clone, Debug)]
+pub struct QuotaLimits {
+    /// Sustained requests per second to AWS for the account and region.
+    pub rate_per_second: f64,
+    /// Requests allowed at once after a quiet period.
+    pub burst: u32,
+    /// An optional sub-limit per Connect instance: (requests per second, burst).
+    pub per_instance: Option<(f64, u32)>,
+    /// How the account-wide rate follows AWS's throttling.
+    pub adaptive: AdaptiveConfig,
+}
+
+impl QuotaLimits {
+    /// The same limits at another account-wide rate (the fallback's).
+    pub fn at_rate(&self, rate_per_second: f64) -> Self {
+        Self {
+            rate_per_second,
+            ..self.clone()
+        }
+    }
+}
+
+/// One attempt asking for a slot.
+#[derive(Clone, Copy, Debug)]
+pub struct SlotRequest<'a> {
+    /// The account and region's bucket.
+    pub key: &'a str,
+    pub instance_id: &'a str,
+    /// The longest the attempt may wait for its slot.
+    pub max_wait: Duration,
+    /// The call's deadline: no round trip to a store outlasts it.
+    pub deadline: Instant,
+}
+
+/// Which bucket had no slot in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bucket {
+    Account,
+    Instance,
+}
+
+/// A slot, reserved: send after `wait`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Slot {
+    pub wait: Duration,
+    /// Whether the slot was not free at once (the attempt waited, or must wait, for it).
+    pub queued: bool,
+    /// The account-wide rate the bucket runs at now (adapted to throttling).
+    pub rate: f64,
+}
+
+/// No slot within the wait bound; nothing was reserved.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Full {
+    pub bucket: Bucket,
+    /// When a slot will be free.
+    pub retry_after: Duration,
+    pub rate: f64,
+}
+
+/// What the store methods return: boxed, so the layer can hold any store as `dyn QuotaStore`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where the quota's buckets live.
+pub trait QuotaStore: Send + Sync + 'static {
+    /// Reserves a slot in the account's bucket (and the instance's, with a sub-limit) within
+    /// `request.max_wait`, or says when one will be free. A store never fails a call by itself.
+    fn reserve<'a>(&'a self, request: SlotRequest<'a>) -> StoreFuture<'a, Result<Slot, Full>>;
+
+    /// AWS throttled an attempt sent under `key`: lower the account-wide rate.
+    fn throttled<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
+
+    /// AWS answered an attempt under `key` without throttling: the rate may climb back.
+    fn accepted<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
+}

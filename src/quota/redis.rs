@@ -1,0 +1,191 @@
+//! The quota's buckets in Redis, shared by every replica: each attempt runs one Lua script
+//! (`gcra.lua`, one round trip) that reserves its slot in the account and region's bucket, by Redis's
+//! clock, never a replica's. The adapted rate lives beside the bucket (`adaptive.lua`).
+//!
+//! Keys are `PREFIX:{KEY}:account`, `PREFIX:{KEY}:rate` and `PREFIX:{KEY}:instance:ID`: the hash tag
+//! `{KEY}` puts a quota key's keys in one slot, so a script touches one slot and runs unchanged on
+//! Redis Cluster, ElastiCache and Valkey. Every key expires once it no longer constrains anything.
+//!
+//! The `redis` crate's `ConnectionManager` reconnects by itself; its `Script` sends EVALSHA and loads
+//! the script on NOSCRIPT (after a restart or a failover). Errors are returned, never hidden: what to
+//! do when Redis fails is [`super::shared`]'s decision.
+
+use std::time::Duration;
+
+use redis::{
+    Client, RedisError, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+
+use super::{
+    Bucket, Full, QuotaLimits, Slot, SlotRequest,
+    adaptive::{CEILING_MARGIN, CEILING_RESET, DECREASE_INTERVAL, INCREASE_INTERVAL},
+};
+
+/// How long the adapted rate outlives its last change: long after a ceiling reset, so a replica
+/// restarted meanwhile finds it, yet an idle account is back at its configured rate by the next day.
+const ADAPTIVE_STATE_TTL: Duration = Duration::from_secs(600);
+
+/// What went wrong talking to Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisQuotaError {
+    #[error("{0}")]
+    Redis(#[from] RedisError),
+    #[error("unexpected answer from the quota script: {0}")]
+    Reply(String),
+}
+
+/// The buckets of every replica, in Redis.
+#[derive(Clone)]
+pub struct RedisQuota {
+    connection: ConnectionManager,
+    prefix: String,
+    limits: QuotaLimits,
+    gcra: Script,
+    adaptive: Script,
+}
+
+impl std::fmt::Debug for RedisQuota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQuota")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl RedisQuota {
+    /// A store for `url` (`redis://` or `rediss://`); it connects on first use and reconnects by
+    /// itself, so a Redis that is down at startup only delays sharing the quota.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        limits: QuotaLimits,
+        timeout: Duration,
+    ) -> Result<Self, RedisQuotaError> {
+        let client = Client::open(url)?;
+        // One quick reconnection attempt per failure: the shared store's probe asks again each
+        // interval, and a call never waits for a reconnection past its own bound.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        Ok(Self {
+            connection: ConnectionManager::new_lazy_with_config(client, config)?,
+            prefix: prefix.to_owned(),
+            limits,
+            gcra: Script::new(include_str!("gcra.lua")),
+            adaptive: Script::new(include_str!("adaptive.lua")),
+        })
+    }
+
+    fn key(&self, key: &str, what: &str) -> String {
+        format!("{}:{{{key}}}:{what}", self.prefix)
+    }
+
+    /// Reserves a slot by Redis's clock.
+    pub async fn reserve(
+        &self,
+        request: SlotRequest<'_>,
+    ) -> Result<Result<Slot, Full>, RedisQuotaError> {
+        self.reserve_at(request, None).await
+    }
+
+    /// Reserves a slot, deciding at `now` (since the Unix epoch) instead of Redis's clock when given:
+    /// how tests compare the script's decisions with governor's for the same arrivals.
+    pub async fn reserve_at(
+        &self,
+        request: SlotRequest<'_>,
+        now: Option<Duration>,
+    ) -> Result<Result<Slot, Full>, RedisQuotaError> {
+        let mut invocation = self.gcra.prepare_invoke();
+        invocation
+            .key(self.key(request.key, "account"))
+            .key(self.key(request.key, "rate"))
+            .arg(self.limits.rate_per_second)
+            .arg(self.limits.burst)
+            .arg(micros(request.max_wait));
+        match self.limits.per_instance {
+            Some((rate, burst)) => invocation
+                .key(self.key(request.key, &format!("instance:{}", request.instance_id)))
+                .arg(rate)
+                .arg(burst),
+            None => invocation.arg(0).arg(0),
+        };
+        invocation.arg(now.map_or_else(String::new, |now| micros(now).to_string()));
+        let (granted, wait, bucket, rate): (u8, u64, u8, String) = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        let rate = parse_rate(&rate)?;
+        let wait = Duration::from_micros(wait);
+        Ok(if granted == 1 {
+            Ok(Slot {
+                wait,
+                queued: !wait.is_zero(),
+                rate,
+            })
+        } else {
+            Err(Full {
+                bucket: if bucket == 1 {
+                    Bucket::Instance
+                } else {
+                    Bucket::Account
+                },
+                retry_after: wait,
+                rate,
+            })
+        })
+    }
+
+    /// AWS throttled: lowers the one shared rate (at most once per interval); returns it.
+    pub async fn throttled(&self, key: &str) -> Result<f64, RedisQuotaError> {
+        self.adapt(key, "throttled").await
+    }
+
+    /// AWS accepted: the shared rate may climb; returns it.
+    pub async fn accepted(&self, key: &str) -> Result<f64, RedisQuotaError> {
+        self.adapt(key, "accepted").await
+    }
+
+    async fn adapt(&self, key: &str, event: &str) -> Result<f64, RedisQuotaError> {
+        let limits = &self.limits;
+        let rate: String = self
+            .adaptive
+            .key(self.key(key, "rate"))
+            .key(self.key(key, "account"))
+            .arg(event)
+            .arg(limits.rate_per_second)
+            .arg(limits.burst)
+            .arg(limits.adaptive.decrease_factor)
+            .arg(limits.adaptive.floor(limits.rate_per_second))
+            .arg(CEILING_MARGIN)
+            .arg(limits.adaptive.increase_per_second)
+            .arg(micros(DECREASE_INTERVAL))
+            .arg(micros(INCREASE_INTERVAL))
+            .arg(micros(CEILING_RESET))
+            .arg(ADAPTIVE_STATE_TTL.as_millis() as u64)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        parse_rate(&rate)
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> Result<(), RedisQuotaError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn parse_rate(text: &str) -> Result<f64, RedisQuotaError> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(RedisQuotaError::Reply(format!("rate `{text}`"))),
+    }
+}

@@ -1,0 +1,385 @@
+//! One AWS quota across replicas: the Redis store's script against governor's GCRA, three facade
+//! processes sharing one Redis and one simulator quota, deadlines while waiting for a reserved slot,
+//! and Redis dying and coming back under load. Each test runs its own redis-server.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use connect_facade::{
+    proto::contact_service_client::ContactServiceClient,
+    quota::{AdaptiveConfig, QuotaLimits, SlotRequest, redis::RedisQuota},
+    simulator::Simulator,
+};
+use governor::{Quota, RateLimiter, clock::Clock, nanos::Nanos};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::{
+    helpers::{
+        RedisServer, channel, entire_session, loopback, open_chats_with_quota, series_value,
+        spawn_with,
+    },
+    process::{Serving, facade, serving},
+};
+
+/// A clock the test sets, for governor's side of the comparison.
+#[derive(Clone, Default)]
+struct SettableClock(Arc<AtomicU64>);
+
+impl SettableClock {
+    fn set_micros(&self, micros: u64) {
+        self.0.store(micros * 1_000, Ordering::Relaxed);
+    }
+}
+
+impl Clock for SettableClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        self.0.load(Ordering::Relaxed).into()
+    }
+}
+
+fn limits(rate_per_second: f64, burst: u32) -> QuotaLimits {
+    QuotaLimits {
+        rate_per_second,
+        burst,
+        per_instance: None,
+        adaptive: AdaptiveConfig {
+            decrease_factor: 0.7,
+            increase_per_second: 0.1,
+        },
+    }
+}
+
+/// A small deterministic generator (xorshift), so a failing sequence is the same on every run.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[tokio::test]
+async fn the_redis_script_decides_as_governors_gcra_does_for_the_same_arrivals() {
+    let redis = RedisServer::start().await;
+    // An epoch-like origin for the script's clock; governor counts from its own start.
+    let origin = Duration::from_secs(1_800_000_000);
+    let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+    for (case, (rate, burst)) in [(2.0, 5), (2.0, 1), (10.0, 3), (0.5, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let store = RedisQuota::new(
+            &redis.url(),
+            &format!("model-{case}"),
+            limits(rate, burst),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let clock = SettableClock::default();
+        let period = Duration::from_secs_f64(1.0 / rate);
+        let quota = Quota::with_period(period)
+            .unwrap()
+            .allow_burst(std::num::NonZeroU32::new(burst).unwrap());
+        let model = RateLimiter::direct_with_clock(quota, clock.clone());
+        let mut seed = 0x9E37_79B9_7F4A_7C15 ^ case as u64;
+        let mut at = 0u64;
+        for arrival in 0..400 {
+            at += next(&mut seed) % (period.as_micros() as u64 * 2);
+            let max_wait = match next(&mut seed) % 3 {
+                0 => Duration::ZERO,
+                _ => Duration::from_micros(next(&mut seed) % (period.as_micros() as u64 * 3)),
+            };
+            clock.set_micros(at);
+            let expected = match model.check() {
+                Ok(()) => Ok(Duration::ZERO),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(clock.now());
+                    if wait <= max_wait {
+                        // A reservation is a send at its slot's time.
+                        clock.set_micros(at + wait.as_micros() as u64);
+                        model.check().expect("the slot conforms when it is due");
+                        Ok(wait)
+                    } else {
+                        Err(wait)
+                    }
+                }
+            };
+            let request = SlotRequest {
+                key: "us-east-1",
+                instance_id: "any",
+                max_wait,
+                deadline: far,
+            };
+            let decided = store
+                .reserve_at(request, Some(origin + Duration::from_micros(at)))
+                .await
+                .expect("Redis answers")
+                .map(|slot| slot.wait)
+                .map_err(|full| full.retry_after);
+            assert_eq!(
+                decided, expected,
+                "rate {rate}/s burst {burst}: arrival {arrival} at {at} µs, max wait {max_wait:?}"
+            );
+        }
+    }
+}
+
+/// A facade process sharing the quota through `redis`, calling `simulator`.
+async fn replica(simulator: &Simulator, redis: &RedisServer, extra: &[&str]) -> Serving {
+    let endpoint = simulator.endpoint_url();
+    let url = redis.url();
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--region",
+        "us-east-1",
+        "--endpoint-url",
+        &endpoint,
+        "--quota-store",
+        &url,
+        "--rate-limit",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    let mut command = facade(&args);
+    command
+        .env("AWS_ACCESS_KEY_ID", "AKIDREPLICA")
+        .env("AWS_SECRET_ACCESS_KEY", "replica-secret");
+    serving(command).await
+}
+
+#[tokio::test]
+async fn three_replicas_sharing_redis_send_the_quota_and_are_almost_never_throttled() {
+    let redis = RedisServer::start().await;
+    let simulator = Simulator::start(loopback(), open_chats_with_quota(2.0, 5))
+        .await
+        .unwrap();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(replica(&simulator, &redis, &[]).await);
+    }
+    // 3x the quota (6 calls/s), spread over the replicas, for 20 s, each call on its own.
+    let run = Duration::from_secs(20);
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    let clients = futures_clients(&replicas).await;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / 6.0));
+    let mut sent = 0usize;
+    while started.elapsed() < run {
+        tick.tick().await;
+        let mut client = clients[sent % clients.len()].clone();
+        sent += 1;
+        calls.push(tokio::spawn(async move {
+            client
+                .create_persistent_contact_association(entire_session())
+                .await
+        }));
+    }
+    let mut ok = 0usize;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(
+                    status.get_error_details().retry_info().is_some(),
+                    "every refusal says when to come back: {status:?}"
+                );
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let attempts = simulator.requests().len();
+    let throttled = simulator.throttled() as usize;
+    let accepted = attempts - throttled;
+    let allowed = ((2.0 * elapsed + 5.0) * 1.1) as usize;
+    eprintln!(
+        "{sent} calls, {ok} ok; {attempts} attempts, {accepted} accepted, {throttled} throttled in {elapsed:.1} s"
+    );
+    assert!(
+        accepted <= allowed,
+        "{accepted} calls accepted by AWS in {elapsed:.1} s (allowed {allowed})"
+    );
+    assert!(
+        throttled * 50 <= attempts,
+        "{throttled} of {attempts} attempts throttled (at most 2%)"
+    );
+    // The shared bucket is used, not left idle: at least 90% of the quota turned into answers.
+    assert!(
+        accepted as f64 >= 0.9 * 2.0 * run.as_secs_f64(),
+        "only {accepted} calls accepted in {elapsed:.1} s"
+    );
+    assert!(ok > 0 && ok < sent, "{ok} of {sent} calls succeeded");
+}
+
+async fn futures_clients(
+    replicas: &[Serving],
+) -> Vec<ContactServiceClient<tonic::transport::Channel>> {
+    let mut clients = Vec::new();
+    for replica in replicas {
+        clients.push(ContactServiceClient::new(channel(replica.addr).await));
+    }
+    clients
+}
+
+#[tokio::test]
+async fn no_call_is_answered_after_its_deadline_while_waiting_for_a_reserved_slot() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
+        c.quota_store = connect_facade::config::QuotaStoreChoice::Redis(url);
+        c.rate_limit = 2.0;
+        c.rate_burst = 1;
+        c.max_queue_wait = Duration::from_secs(5);
+    })
+    .await;
+    let deadline = Duration::from_millis(1_200);
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let client = app.client.clone();
+            tokio::spawn(async move {
+                let mut request = tonic::Request::new(entire_session());
+                request.set_timeout(deadline);
+                let started = Instant::now();
+                let outcome = client
+                    .clone()
+                    .create_persistent_contact_association(request)
+                    .await;
+                (outcome, started.elapsed())
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for call in calls {
+        let (outcome, elapsed) = call.await.unwrap();
+        assert!(
+            elapsed <= deadline + Duration::from_millis(50),
+            "answered after {elapsed:?}"
+        );
+        match outcome {
+            Ok(_) => ok += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                let details = status.get_error_details();
+                assert_eq!(details.error_info().unwrap().reason, "RATE_LIMITED");
+                assert!(details.retry_info().is_some());
+                assert!(
+                    elapsed < Duration::from_millis(300),
+                    "a slot past the deadline is refused at once, not after {elapsed:?}"
+                );
+            }
+        }
+    }
+    // Slots at 0, 0.5 and 1.0 s fit a 1.2 s deadline; the others are refused.
+    assert_eq!(ok, 3, "{ok} calls got a slot");
+}
+
+#[tokio::test]
+async fn redis_dying_mid_run_falls_back_locally_and_the_replica_returns_within_two_seconds() {
+    let mut redis = RedisServer::start().await;
+    let url = redis.url();
+    let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
+        c.quota_store = connect_facade::config::QuotaStoreChoice::Redis(url);
+        c.rate_limit = 4.0;
+        c.rate_burst = 2;
+        c.quota_fallback_rate = Some(1.0);
+        c.metrics_listen = Some(loopback());
+    })
+    .await;
+    let store_up =
+        |metrics: &str| series_value(metrics, "connect_facade_quota_store_up{store=\"redis\"}");
+    // Calls at 10/s throughout; each must be answered, within its 2 s deadline.
+    let load = {
+        let client = app.client.clone();
+        tokio::spawn(async move {
+            let mut calls = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            for _ in 0..60 {
+                tick.tick().await;
+                let mut client = client.clone();
+                calls.push(tokio::spawn(async move {
+                    let mut request = tonic::Request::new(entire_session());
+                    request.set_timeout(Duration::from_secs(2));
+                    let started = Instant::now();
+                    let outcome = client.create_persistent_contact_association(request).await;
+                    (Instant::now(), outcome, started.elapsed())
+                }));
+            }
+            let mut outcomes = Vec::new();
+            for call in calls {
+                outcomes.push(call.await.unwrap());
+            }
+            outcomes
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(store_up(&app.scrape().await), Some(1.0));
+    assert_eq!(
+        redis
+            .command(&["EXISTS", "connect-facade:{us-east-1}:account"])
+            .await
+            .as_deref(),
+        Some(":1"),
+        "the bucket lives in Redis"
+    );
+    redis.kill();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(store_up(&app.scrape().await), Some(0.0), "on the fallback");
+    let fallback_ok_from = killed + Duration::from_millis(300);
+    let fallback_ok_to = Instant::now();
+    redis.restart().await;
+    let restarted = Instant::now();
+    while store_up(&app.scrape().await) != Some(1.0) {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(2),
+            "back on Redis within 2 s of its restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let outcomes = load.await.unwrap();
+    let mut on_fallback = 0;
+    for (answered_at, outcome, elapsed) in &outcomes {
+        assert!(
+            *elapsed < Duration::from_secs(2),
+            "answered after {elapsed:?}"
+        );
+        match outcome {
+            Ok(_) => {
+                if (fallback_ok_from..fallback_ok_to).contains(answered_at) {
+                    on_fallback += 1;
+                }
+            }
+            Err(status) => {
+                assert!(
+                    matches!(status.code(), Code::ResourceExhausted | Code::Unavailable),
+                    "{status:?}"
+                );
+                assert!(
+                    status.get_error_details().retry_info().is_some(),
+                    "{status:?}"
+                );
+            }
+        }
+    }
+    // The fallback bucket: 1/s with a burst of 2, over about 1.7 s.
+    assert!(
+        on_fallback <= 4,
+        "{on_fallback} calls succeeded on the 1/s fallback in {:?}",
+        fallback_ok_to - fallback_ok_from
+    );
+    assert!(on_fallback >= 1, "the fallback serves calls");
+    let metrics = app.scrape().await;
+    assert!(
+        series_value(&metrics, "connect_facade_quota_store_errors_total").unwrap_or(0.0) >= 1.0,
+        "{metrics}"
+    );
+}
