@@ -16,7 +16,17 @@ kubectl kustomize deploy/k8s/base >"$out/base.yaml"
 kubectl kustomize deploy/k8s/overlays/example >"$out/example.yaml"
 grep -q "eu-west-2" "$out/example.yaml" || fail "the overlay does not set the region"
 grep -q "role/connect-facade-example" "$out/example.yaml" || fail "the overlay does not set the role ARN"
-echo "ok   base and overlay render"
+python3 - "$out/example.yaml" <<'PY' || fail "the overlay does not share the quota through Redis"
+import sys, yaml
+docs = list(yaml.safe_load_all(open(sys.argv[1])))
+config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+store = next(e for e in container.get("env", []) if e["name"] == "CONNECT_FACADE_QUOTA_STORE")
+assert store["valueFrom"]["secretKeyRef"] == {"name": "connect-facade-redis", "key": "url"}, store
+assert config["CONNECT_FACADE_RATE_LIMIT"] == "2", "a shared bucket gets the whole account's rate"
+assert any(d["kind"] == "NetworkPolicy" and any(p["port"] == 6379 for r in d["spec"].get("egress", []) for p in r.get("ports", [])) for d in docs), "no egress to Redis"
+PY
+echo "ok   base and overlay render; the overlay shares the quota through Redis"
 
 echo "-- kubernetes-validate"
 for rendered in base example; do

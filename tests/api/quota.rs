@@ -383,3 +383,37 @@ async fn redis_dying_mid_run_falls_back_locally_and_the_replica_returns_within_t
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_throttle_seen_by_one_replica_lowers_the_rate_of_every_replica() {
+    let redis = RedisServer::start().await;
+    let shared = |c: &mut connect_facade::config::ServeConfig| {
+        c.quota_store = connect_facade::config::QuotaStoreChoice::Redis(redis.url());
+        c.rate_limit = 10.0;
+        c.rate_burst = 10;
+        c.max_attempts = 1;
+        c.metrics_listen = Some(loopback());
+    };
+    let throttled = spawn_with(open_chats_with_quota(100.0, 100), shared).await;
+    let other = spawn_with(open_chats_with_quota(100.0, 100), shared).await;
+    let rate = "connect_facade_rate_limit_per_second{key=\"us-east-1\"}";
+    other.call(entire_session()).await.expect("served");
+    assert_eq!(series_value(&other.scrape().await, rate), Some(10.0));
+    throttled.simulator.add_fault(crate::helpers::fault(
+        connect_facade::simulator::faults::FaultEffect::Error {
+            code: "ThrottlingException".into(),
+            status: None,
+            message: None,
+        },
+    ));
+    let (_, info, _) = throttled
+        .call_expecting(entire_session(), Code::ResourceExhausted)
+        .await;
+    assert_eq!(info.reason, "THROTTLED");
+    other.call(entire_session()).await.expect("served");
+    assert_eq!(
+        series_value(&other.scrape().await, rate),
+        Some(7.0),
+        "the other replica's slots come at the rate lowered by 0.7"
+    );
+}
