@@ -44,10 +44,13 @@ pub struct QuotaLimits {
 }
 
 impl QuotaLimits {
-    /// The same limits at another account-wide rate (the fallback's).
+    /// The same limits at another account-wide rate (the fallback's), the burst scaled with it (at
+    /// least 1): N replicas on half the rate each must not send N full bursts at once.
     pub fn at_rate(&self, rate_per_second: f64) -> Self {
+        let ratio = rate_per_second / self.rate_per_second;
         Self {
             rate_per_second,
+            burst: ((f64::from(self.burst) * ratio).round() as u32).max(1),
             ..self.clone()
         }
     }
@@ -105,4 +108,25 @@ pub trait QuotaStore: Send + Sync + 'static {
 
     /// AWS answered an attempt under `key` without throttling: the rate may climb back.
     fn accepted<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lower_rate_scales_the_burst_down_but_never_to_zero() {
+        let limits = QuotaLimits {
+            rate_per_second: 2.0,
+            burst: 4,
+            per_instance: None,
+            adaptive: AdaptiveConfig {
+                decrease_factor: 0.7,
+                increase_per_second: 0.1,
+            },
+        };
+        assert_eq!(limits.at_rate(1.0).burst, 2);
+        assert_eq!(limits.at_rate(0.1).burst, 1);
+        assert_eq!(limits.at_rate(1.0).rate_per_second, 1.0);
+    }
 }

@@ -267,15 +267,30 @@ pub fn open_chats_with_quota(rate_per_second: f64, burst: u32) -> Fixtures {
 pub struct RedisServer {
     child: Option<std::process::Child>,
     pub port: u16,
+    extra: Vec<String>,
+}
+
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(loopback())
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 impl RedisServer {
     pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind(loopback())
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let mut server = Self { child: None, port };
+        Self::start_with(Vec::new()).await
+    }
+
+    /// With more `redis-server` arguments (a TLS port, ACL users…); the plain port stays open for
+    /// the test's own commands.
+    pub async fn start_with(extra: Vec<String>) -> Self {
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            extra,
+        };
         server.restart().await;
         server
     }
@@ -298,6 +313,7 @@ impl RedisServer {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(&self.extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is installed");

@@ -53,7 +53,8 @@ pub enum TargetKind {
 pub struct RunArgs {
     #[arg(long, value_enum, default_value = "grpc")]
     pub target: TargetKind,
-    /// gRPC server URL, or the Connect endpoint URL for `--target sdk`.
+    /// gRPC server URL (several, comma-separated, to spread the calls over replicas), or the
+    /// Connect endpoint URL for `--target sdk`.
     #[arg(long)]
     pub url: String,
     /// Open loop: calls per second, sent on schedule whatever the answers' latency.

@@ -53,17 +53,25 @@ pub enum Target {
 }
 
 impl Target {
-    pub async fn grpc(url: &str, connections: usize) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|err| format!("bad URL {url}: {err}"))?
-            .tcp_nodelay(true);
+    /// `urls`: one server, or several separated by commas (replicas behind one Service), whose
+    /// connections are opened in turn so the calls spread evenly over them.
+    pub async fn grpc(urls: &str, connections: usize) -> Result<Self, String> {
+        let endpoints = urls
+            .split(',')
+            .map(|url| {
+                Endpoint::from_shared(url.to_owned())
+                    .map(|endpoint| endpoint.tcp_nodelay(true))
+                    .map_err(|err| format!("bad URL {url}: {err}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut clients = Vec::with_capacity(connections);
-        for _ in 0..connections.max(1) {
+        for index in 0..connections.max(endpoints.len()) {
+            let endpoint = &endpoints[index % endpoints.len()];
             // Each connect() is its own HTTP/2 connection.
             let channel = endpoint
                 .connect()
                 .await
-                .map_err(|err| format!("cannot connect to {url}: {err}"))?;
+                .map_err(|err| format!("cannot connect to {}: {err}", endpoint.uri()))?;
             clients.push(ContactServiceClient::new(channel));
         }
         Ok(Self::Grpc {

@@ -1,0 +1,398 @@
+#!/usr/bin/env python3
+"""Measures replicas sharing one AWS quota and writes docs/SCALING.md (run through scripts/scaling.sh).
+
+Everything is real: facade processes, a simulator process enforcing Connect's quota (2 requests/s,
+burst 5), redis-server processes of the script's own (never the machine's 6379), and loadgen sending
+an open-loop load spread over the replicas as a Kubernetes Service would.
+
+1. Quota use: 1 to 4 replicas, at 3x the quota (6 calls/s), with the store local (each replica at the
+   flags' default 2/s, and at the quota divided by hand) and on Redis. For each: the AWS calls that
+   succeeded as a share of the quota, the throttled share of attempts, and the callers' p50/p99.
+2. What Redis costs: one replica at an unlimited rate, local against Redis, in interleaved rounds:
+   added p50 latency at concurrency 1, CPU per call at concurrency 16.
+3. The fallback: 2 replicas on Redis at 3x the quota; Redis killed a third of the way in and restarted
+   at two thirds: successful calls per phase, and how long until the replicas are back on Redis.
+
+The AWS side is read from the facades' own metrics (connect_facade_upstream_attempts_total by
+outcome), summed over replicas; the callers' side from loadgen's JSON.
+"""
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+QUOTA_RATE = 2.0
+QUOTA_BURST = 5
+OFFERED = 3 * QUOTA_RATE  # calls/s: 3x the quota
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {seconds} s")
+
+
+class Processes:
+    """Every process started, stopped at the end whatever happens."""
+
+    def __init__(self, work):
+        self.work = work
+        self.running = []
+
+    def start(self, name, argv, cpu=None, env=None, stdout=None):
+        if cpu is not None:
+            argv = ["taskset", "-c", str(cpu)] + argv
+        full_env = dict(os.environ, **(env or {}))
+        err = open(os.path.join(self.work, f"{name}.err"), "ab")
+        out = stdout if stdout is not None else open(os.path.join(self.work, f"{name}.out"), "ab")
+        process = subprocess.Popen(argv, stdout=out, stderr=err, env=full_env, cwd=ROOT)
+        self.running.append(process)
+        return process
+
+    def stop(self, process):
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def stop_all(self):
+        for process in self.running:
+            self.stop(process)
+        self.running = []
+
+
+class Bench:
+    def __init__(self, args, processes):
+        self.bin = args.bin
+        self.p = processes
+        self.cpus = os.cpu_count() or 1
+        # Facades on CPU 0, everything else on the last CPU (the same CPU on a 1-CPU machine).
+        self.app_cpu = 0
+        self.load_cpu = self.cpus - 1
+
+    def simulator(self, quota=True):
+        argv = [f"{self.bin}/connect-facade", "simulate", "--listen", "127.0.0.1:0",
+                "--fixtures", "fixtures/bench.yaml", "--log-format", "json"]
+        if quota:
+            argv += ["--quota-rate", str(QUOTA_RATE), "--quota-burst", str(QUOTA_BURST)]
+        process = self.p.start("simulator", argv, cpu=self.load_cpu, stdout=subprocess.PIPE)
+        line = process.stdout.readline().decode()
+        return process, line.split()[-1]
+
+    def redis(self, port=None):
+        port = port or free_port()
+        process = self.p.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                         "--save", "", "--appendonly", "no"], cpu=self.load_cpu)
+        wait_port(port)
+        return process, port
+
+    def facade(self, simulator_url, flags):
+        port, metrics = free_port(), free_port()
+        env = {"AWS_ACCESS_KEY_ID": "AKIDSCALING", "AWS_SECRET_ACCESS_KEY": "scaling-secret",
+               "AWS_EC2_METADATA_DISABLED": "true", "RUST_LOG": "info"}
+        argv = [f"{self.bin}/connect-facade", "serve", "--listen", f"127.0.0.1:{port}",
+                "--metrics-listen", f"127.0.0.1:{metrics}", "--region", "us-east-1",
+                "--endpoint-url", simulator_url, "--log-format", "json"] + flags
+        process = self.p.start(f"facade-{port}", argv, cpu=self.app_cpu, env=env)
+        wait_port(port)
+        wait_port(metrics)
+        return {"process": process, "url": f"http://127.0.0.1:{port}", "metrics": metrics}
+
+    def loadgen(self, urls, extra, label):
+        out = os.path.join(self.p.work, f"{label}.json")
+        argv = [f"{self.bin}/loadgen", "run", "--url", ",".join(urls), "--warmup", "0s",
+                "--json", out, "--quiet", "--label", label] + extra
+        return self.p.start(f"loadgen-{label}", argv, cpu=self.load_cpu), out
+
+
+def scrape(metrics_port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as answer:
+        return answer.read().decode()
+
+
+def series_sum(text, name, labels=""):
+    """Sum of every series `name` or `name{...}` whose labels contain `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and labels in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def attempts(replicas):
+    """AWS attempts over every replica: (succeeded, throttled, all)."""
+    ok = throttled = every = 0.0
+    for replica in replicas:
+        text = scrape(replica["metrics"])
+        ok += series_sum(text, "connect_facade_upstream_attempts_total", 'outcome="ok"')
+        throttled += series_sum(text, "connect_facade_upstream_attempts_total", 'outcome="Throttling"')
+        every += series_sum(text, "connect_facade_upstream_attempts_total")
+    return ok, throttled, every
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def quota_use(bench, replicas, store, duration):
+    """One run of the quota table; returns its row."""
+    simulator, sim_url = bench.simulator()
+    redis = None
+    if store == "redis":
+        redis, redis_port = bench.redis()
+        flags = ["--quota-store", f"redis://127.0.0.1:{redis_port}", "--rate-limit", str(QUOTA_RATE)]
+        rate = QUOTA_RATE
+    elif store == "local":
+        flags, rate = ["--rate-limit", str(QUOTA_RATE)], QUOTA_RATE
+    else:  # the quota divided by hand, as deploy/'s base does
+        rate = QUOTA_RATE / replicas
+        flags = ["--rate-limit", f"{rate:g}", "--rate-burst", str(max(1, QUOTA_BURST // replicas))]
+    facades = [bench.facade(sim_url, flags) for _ in range(replicas)]
+    load, out = bench.loadgen([f["url"] for f in facades],
+                              ["--rate", f"{OFFERED:g}", "--duration", f"{duration}s",
+                               "--connections", str(replicas)], f"quota-{store}-{replicas}")
+    load.wait()
+    ok, throttled, every = attempts(facades)
+    report = json.load(open(out))
+    for process in [f["process"] for f in facades] + [simulator] + ([redis] if redis else []):
+        bench.p.stop(process)
+    return {
+        "replicas": replicas, "store": store, "rate_per_replica": rate,
+        "duration_s": report["duration_s"], "calls": report["calls"], "ok_calls": report["ok"],
+        "errors": report["errors"], "aws_ok": ok, "aws_throttled": throttled, "aws_attempts": every,
+        "quota_share": ok / (QUOTA_RATE * report["duration_s"]),
+        "throttled_share": throttled / every if every else 0.0,
+        "p50_ms": report["latency_us"]["p50"] / 1000, "p99_ms": report["latency_us"]["p99"] / 1000,
+    }
+
+
+def redis_cost(bench, rounds, duration):
+    """Local against Redis at an unlimited rate, interleaved rounds; medians per store."""
+    simulator, sim_url = bench.simulator(quota=False)
+    redis, redis_port = bench.redis()
+    unlimited = ["--rate-limit", "1000000", "--rate-burst", "1000000"]
+    stores = {"local": unlimited,
+              "redis": unlimited + ["--quota-store", f"redis://127.0.0.1:{redis_port}"]}
+    facades = {name: bench.facade(sim_url, flags) for name, flags in stores.items()}
+    samples = {name: {"p50_us": [], "cpu_us_per_call": [], "redis_cpu_us_per_call": [],
+                      "calls_per_s": []} for name in stores}
+    for round_ in range(rounds):
+        order = list(stores) if round_ % 2 == 0 else list(reversed(stores))
+        for name in order:
+            facade = facades[name]
+            load, out = bench.loadgen([facade["url"]], ["--concurrency", "1", "--duration", f"{duration}s"],
+                                      f"cost-{name}-c1-{round_}")
+            load.wait()
+            samples[name]["p50_us"].append(json.load(open(out))["latency_us"]["p50"])
+            before, redis_before = cpu_seconds(facade["process"].pid), cpu_seconds(redis.pid)
+            load, out = bench.loadgen([facade["url"]], ["--concurrency", "16", "--duration", f"{duration}s"],
+                                      f"cost-{name}-c16-{round_}")
+            load.wait()
+            report = json.load(open(out))
+            calls = max(report["calls"], 1)
+            samples[name]["cpu_us_per_call"].append(
+                (cpu_seconds(facade["process"].pid) - before) * 1e6 / calls)
+            samples[name]["redis_cpu_us_per_call"].append((cpu_seconds(redis.pid) - redis_before) * 1e6 / calls)
+            samples[name]["calls_per_s"].append(report["throughput_per_s"])
+    for process in [f["process"] for f in facades.values()] + [simulator, redis]:
+        bench.p.stop(process)
+    return {name: {key: statistics.median(values) for key, values in s.items()} | {"rounds": s}
+            for name, s in samples.items()}
+
+
+def fallback(bench, phase):
+    """2 replicas on Redis; Redis killed after one phase, restarted after the second."""
+    simulator, sim_url = bench.simulator()
+    redis, redis_port = bench.redis()
+    flags = ["--quota-store", f"redis://127.0.0.1:{redis_port}", "--rate-limit", str(QUOTA_RATE),
+             "--quota-fallback-rate", str(QUOTA_RATE / 2)]
+    facades = [bench.facade(sim_url, flags) for _ in range(2)]
+    load, out = bench.loadgen([f["url"] for f in facades],
+                              ["--rate", f"{OFFERED:g}", "--duration", f"{3 * phase}s", "--connections", "2"],
+                              "fallback")
+    marks = [attempts(facades)]
+    time.sleep(phase)
+    marks.append(attempts(facades))
+    bench.p.stop(redis)
+    time.sleep(phase)
+    marks.append(attempts(facades))
+    redis, _ = bench.redis(redis_port)
+    restarted = time.time()
+    back_after = None
+    while time.time() - restarted < phase:
+        if all(series_sum(scrape(f["metrics"]), "connect_facade_quota_store_up") == 1.0 for f in facades):
+            back_after = time.time() - restarted
+            break
+        time.sleep(0.05)
+    load.wait()
+    marks.append(attempts(facades))
+    report = json.load(open(out))
+    errors = sum(series_sum(scrape(f["metrics"]), "connect_facade_quota_store_errors_total") for f in facades)
+    for process in [f["process"] for f in facades] + [simulator, redis]:
+        bench.p.stop(process)
+    phases = []
+    for name, (a, b) in zip(["Redis up", "Redis down (fallback 1/s per replica)", "Redis restarted"],
+                            zip(marks, marks[1:])):
+        phases.append({"phase": name, "aws_ok_per_s": (b[0] - a[0]) / phase,
+                       "aws_throttled": b[1] - a[1], "aws_attempts": b[2] - a[2]})
+    return {"phase_s": phase, "phases": phases, "back_after_s": back_after, "calls": report["calls"],
+            "ok_calls": report["ok"], "errors": report["errors"], "store_errors": errors}
+
+
+def verdict(ok):
+    return "✅" if ok else "❌"
+
+
+def write_report(path, results, args):
+    quota, cost, fall = results["quota"], results["cost"], results["fallback"]
+    lines = []
+    w = lines.append
+    w("# Scaling: replicas sharing one AWS quota")
+    w("")
+    w(f"Written by `scripts/scaling.sh` ({results['commit']}, {results['date']}, {results['cpus']} CPUs, "
+      f"{'release' if 'release' in args.bin else 'debug'} build). Connect's quota for the account is "
+      f"simulated at {QUOTA_RATE:g} requests/s with a burst of {QUOTA_BURST}; the callers offer "
+      f"{OFFERED:g} calls/s (3x the quota) for {args.duration} s, spread over the replicas by loadgen as a "
+      "Service would. AWS's side is read from the facades' metrics, the callers' side from loadgen.")
+    w("")
+    w("## Targets")
+    w("")
+    redis_rows = [r for r in quota if r["store"] == "redis"]
+    use_ok = all(r["quota_share"] >= 0.95 for r in redis_rows)
+    thr_ok = all(r["throttled_share"] <= 0.01 for r in redis_rows)
+    added_p50 = (cost["redis"]["p50_us"] - cost["local"]["p50_us"]) / 1000
+    cpu_ratio = cost["redis"]["cpu_us_per_call"] / cost["local"]["cpu_us_per_call"]
+    w("| target | measured | |")
+    w("|---|---|---|")
+    w(f"| with Redis, at least 95% of the quota used at every replica count | "
+      f"{', '.join(format(r['quota_share'], '.0%') for r in redis_rows)} | {verdict(use_ok)} |")
+    w(f"| with Redis, at most 1% of attempts throttled at every replica count | "
+      f"{', '.join(format(r['throttled_share'], '.1%') for r in redis_rows)} | {verdict(thr_ok)} |")
+    w(f"| Redis adds at most 0.3 ms at p50 per call | {added_p50:+.3f} ms | {verdict(added_p50 <= 0.3)} |")
+    w(f"| CPU per call at most 1.15x the local store's | {cpu_ratio:.2f}x | {verdict(cpu_ratio <= 1.15)} |")
+    w("")
+    w("## Quota use under 3x overload")
+    w("")
+    w("\"Local, 2/s each\" is every replica at the flags' default; \"local, divided\" gives each replica "
+      "the quota divided by the replicas (rate 2/N, burst 5/N), as deploy/'s base does for its 2; "
+      "\"Redis\" shares one bucket (2/s, burst 4) through `--quota-store`. The share of the quota is AWS's "
+      "successful calls over quota x time, so the first burst can take it a little over 100%.")
+    w("")
+    w("| replicas | store | rate per replica | AWS successful calls/s | share of the quota | attempts throttled | callers answered OK | callers' p50 | callers' p99 |")
+    w("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    names = {"local": "local, 2/s each", "divided": "local, divided", "redis": "Redis"}
+    for r in quota:
+        w(f"| {r['replicas']} | {names[r['store']]} | {r['rate_per_replica']:.2g}/s | "
+          f"{r['aws_ok'] / r['duration_s']:.2f} | {r['quota_share']:.0%} | "
+          f"{r['aws_throttled']:.0f} of {r['aws_attempts']:.0f} ({r['throttled_share']:.1%}) | "
+          f"{r['ok_calls']} of {r['calls']} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.0f} ms |")
+    w("")
+    w("Callers' latency includes the wait for a reserved slot (up to `--max-queue-wait`, 1 s); the calls "
+      "not answered OK were refused at once with `RESOURCE_EXHAUSTED` and a `RetryInfo`, or, where the "
+      "store was local and AWS throttled, after their retries.")
+    w("")
+    w("## What the Redis store costs per call")
+    w("")
+    w(f"One replica at an unlimited rate (`--rate-limit 1000000`), the same process holding a local store "
+      f"and, beside it, one on Redis, measured in {args.cost_rounds} interleaved rounds of {args.cost_duration} s "
+      "each (medians): p50 at concurrency 1, CPU per call at concurrency 16. Redis and the load "
+      "generator share the other CPU.")
+    w("")
+    w("| store | p50 at c=1 | CPU µs per call (facade) | CPU µs per call (redis-server) | calls/s at c=16 |")
+    w("|---|---:|---:|---:|---:|")
+    for name in ("local", "redis"):
+        c = cost[name]
+        w(f"| {name} | {c['p50_us'] / 1000:.3f} ms | {c['cpu_us_per_call']:.1f} | "
+          f"{c['redis_cpu_us_per_call']:.1f} | {c['calls_per_s']:.0f} |")
+    w("")
+    w(f"Per round, p50 in µs: local {cost['local']['rounds']['p50_us']}, Redis {cost['redis']['rounds']['p50_us']}; "
+      f"facade CPU µs per call: local {[round(x, 1) for x in cost['local']['rounds']['cpu_us_per_call']]}, "
+      f"Redis {[round(x, 1) for x in cost['redis']['rounds']['cpu_us_per_call']]}.")
+    w("")
+    w("## When Redis fails")
+    w("")
+    w(f"Two replicas on Redis (fallback 1/s each), 3x the quota offered for {3 * fall['phase_s']} s; Redis is "
+      f"killed (SIGTERM) after {fall['phase_s']} s and started again, empty, after {2 * fall['phase_s']} s.")
+    w("")
+    w("| phase | AWS successful calls/s | attempts throttled |")
+    w("|---|---:|---:|")
+    for ph in fall["phases"]:
+        w(f"| {ph['phase']} | {ph['aws_ok_per_s']:.2f} | {ph['aws_throttled']:.0f} of {ph['aws_attempts']:.0f} |")
+    w("")
+    back = f"{fall['back_after_s']:.2f} s" if fall["back_after_s"] is not None else "not within the phase"
+    codes = ", ".join(f"{code} {count}" for code, count in sorted(fall["errors"].items())) or "none"
+    w(f"Both replicas were back on Redis {back} after it restarted. Callers: {fall['ok_calls']} of "
+      f"{fall['calls']} answered OK; the others: {codes}. No call failed because of the store itself; "
+      f"the replicas counted {fall['store_errors']:.0f} failed store round trips (probes included).")
+    w("")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bin", default="target/release")
+    parser.add_argument("--out", default="docs/SCALING.md")
+    parser.add_argument("--duration", type=int, default=30)
+    parser.add_argument("--replicas", type=int, default=4)
+    parser.add_argument("--cost-rounds", type=int, default=5)
+    parser.add_argument("--cost-duration", type=int, default=5)
+    parser.add_argument("--fallback-phase", type=int, default=10)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="connect-facade-scaling-")
+    processes = Processes(work)
+    bench = Bench(args, processes)
+    try:
+        quota = []
+        for replicas in range(1, args.replicas + 1):
+            for store in ("local", "divided", "redis"):
+                if store == "divided" and replicas == 1:
+                    continue
+                row = quota_use(bench, replicas, store, args.duration)
+                print(f"{replicas} x {store}: {row['aws_ok'] / row['duration_s']:.2f} AWS ok/s, "
+                      f"{row['throttled_share']:.1%} throttled", flush=True)
+                quota.append(row)
+        cost = redis_cost(bench, args.cost_rounds, args.cost_duration)
+        print(f"cost: {json.dumps({k: {m: v for m, v in c.items() if m != 'rounds'} for k, c in cost.items()})}",
+              flush=True)
+        fall = fallback(bench, args.fallback_phase)
+        print(f"fallback: {json.dumps(fall)}", flush=True)
+    finally:
+        processes.stop_all()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()
+    results = {"quota": quota, "cost": cost, "fallback": fall, "commit": commit,
+               "date": time.strftime("%Y-%m-%d"), "cpus": bench.cpus}
+    with open(os.path.join(work, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    write_report(args.out, results, args)
+    print(f"wrote {args.out} (raw results in {work}/results.json)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Replicas sharing one AWS quota, measured: writes docs/SCALING.md (see scripts/scaling.py for what is
+# run). Needs redis-server (each run starts its own on a free port) and taskset.
+# Usage: scripts/scaling.sh            the full run on a release build (about 10 minutes)
+#        scripts/scaling.sh --smoke    every path for a few seconds on the debug build; writes nothing
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--smoke" ]; then
+  cargo build --workspace --locked --quiet
+  out=$(mktemp)
+  trap 'rm -f "$out"' EXIT
+  python3 scripts/scaling.py --bin target/debug --out "$out" --duration 3 --replicas 2 \
+    --cost-rounds 1 --cost-duration 1 --fallback-phase 3
+  grep -q "^| 2 | Redis |" "$out" || { echo "FAIL: no Redis row for 2 replicas"; cat "$out"; exit 1; }
+  grep -q "back on Redis" "$out" || { echo "FAIL: no fallback section"; cat "$out"; exit 1; }
+  echo "scaling smoke run: every path ran"
+else
+  cargo build --workspace --release --locked
+  python3 scripts/scaling.py --bin target/release "$@"
+fi
