@@ -409,7 +409,7 @@ fn quota_store(
     Ok(match &config.quota_store {
         QuotaStoreChoice::Local => Arc::new(LocalQuota::new(limits)),
         QuotaStoreChoice::Redis(url) => {
-            let fallback = LocalQuota::new(limits.at_rate(config.quota_fallback_rate()));
+            let fallback = LocalQuota::fallback(limits.at_rate(config.quota_fallback_rate()));
             let redis = RedisQuota::new(
                 url,
                 &config.quota_key_prefix,

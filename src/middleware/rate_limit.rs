@@ -23,7 +23,7 @@ use tower::{Layer, Service, ServiceExt};
 use super::{CallFuture, UpstreamCall};
 use crate::{
     metrics::Metrics,
-    quota::{Bucket, QuotaLimits, QuotaStore, SlotRequest},
+    quota::{Bucket, Full, QuotaLimits, QuotaStore, SlotRequest},
     status::CallError,
     upstream::{Association, UpstreamErrorKind},
 };
@@ -77,10 +77,7 @@ impl Limiter {
                 self.metrics.rate_limiter_refused();
                 let (subject, description) = match full.bucket {
                     Bucket::Instance => (format!("instance:{instance_id}"), self.instance_limit()),
-                    Bucket::Account => (
-                        format!("region:{}", self.key),
-                        self.account_limit(full.rate),
-                    ),
+                    Bucket::Account => (format!("region:{}", self.key), self.account_limit(&full)),
                 };
                 tracing::debug!(%subject, wait = ?full.retry_after, "rate limited");
                 Err(CallError::RateLimited {
@@ -92,14 +89,20 @@ impl Limiter {
         }
     }
 
-    fn account_limit(&self, rate: f64) -> String {
+    fn account_limit(&self, full: &Full) -> String {
         let limits = &self.limits;
         let mut description = format!(
             "the facade sends at most {} requests/s (burst {}) to Amazon Connect for this account and \
              region",
             limits.rate_per_second, limits.burst
         );
-        if rate < limits.rate_per_second {
+        let rate = full.rate;
+        if full.fallback {
+            description.push_str(&format!(
+                " (now {rate:.2}/s from this replica: the quota store the replicas share is \
+                 unreachable)"
+            ));
+        } else if rate < limits.rate_per_second {
             description.push_str(&format!(" (now {rate:.2}/s after AWS throttling)"));
         }
         description

@@ -100,6 +100,13 @@ impl AdaptiveBucket {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Spends the burst but one slot: one call may go now, the next one interval later.
+    pub fn drain(&self) {
+        if let Some(spent) = NonZeroU32::new(self.burst.saturating_sub(1)) {
+            let _ = self.limiter().check_n(spent);
+        }
+    }
+
     fn set_rate(&self, state: &mut State, rate: f64, now: Instant) {
         let limiter = RateLimiter::direct(quota(rate, self.burst));
         let _ = limiter.check_n(NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN));

@@ -47,6 +47,8 @@ pub struct LocalQuota {
     limits: QuotaLimits,
     keys: RwLock<HashMap<String, Arc<KeyBuckets>>>,
     clock: DefaultClock,
+    /// Whether an account bucket starts with its burst spent (see [`LocalQuota::fallback`]).
+    starts_drained: bool,
 }
 
 impl LocalQuota {
@@ -55,6 +57,25 @@ impl LocalQuota {
             limits,
             keys: RwLock::new(HashMap::new()),
             clock: DefaultClock::default(),
+            starts_drained: false,
+        }
+    }
+
+    /// A shared store's fallback: its buckets start with their burst spent but one slot, and
+    /// [`Self::drain`] spends it again at each switch to it. The replicas were just sending at the
+    /// account's rate, so AWS's bucket is as good as empty: a fresh burst on every replica at once
+    /// would only be throttled. The one slot left serves the call that found the store failing.
+    pub fn fallback(limits: QuotaLimits) -> Self {
+        Self {
+            starts_drained: true,
+            ..Self::new(limits)
+        }
+    }
+
+    /// Spends the burst of every account bucket but one slot.
+    pub fn drain(&self) {
+        for buckets in self.keys.read().unwrap_or_else(|p| p.into_inner()).values() {
+            buckets.account.drain();
         }
     }
 
@@ -65,12 +86,16 @@ impl LocalQuota {
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
         keys.entry(key.to_owned())
             .or_insert_with(|| {
+                let account = AdaptiveBucket::new(
+                    self.limits.rate_per_second,
+                    self.limits.burst,
+                    self.limits.adaptive.clone(),
+                );
+                if self.starts_drained {
+                    account.drain();
+                }
                 Arc::new(KeyBuckets {
-                    account: AdaptiveBucket::new(
-                        self.limits.rate_per_second,
-                        self.limits.burst,
-                        self.limits.adaptive.clone(),
-                    ),
+                    account,
                     per_instance: self
                         .limits
                         .per_instance
@@ -120,6 +145,7 @@ impl QuotaStore for LocalQuota {
                         bucket,
                         retry_after: wait,
                         rate: buckets.account.rate(),
+                        fallback: self.starts_drained,
                     });
                 }
                 tokio::time::sleep(wait).await;
@@ -215,6 +241,26 @@ mod tests {
         store.reserve(on("us-east-1")).await.unwrap();
         assert!(store.reserve(on("us-east-1")).await.is_err());
         store.reserve(on("eu-west-2")).await.unwrap();
+    }
+
+    // governor's clock is the real one, so this one uses real (short) times.
+    #[tokio::test]
+    async fn a_fallback_starts_with_one_slot_and_spends_its_burst_again_at_each_switch() {
+        async fn one_slot(store: &LocalQuota) {
+            store.reserve(request("i", Duration::ZERO)).await.unwrap();
+            let full = store
+                .reserve(request("i", Duration::ZERO))
+                .await
+                .unwrap_err();
+            assert!(full.fallback, "{full:?}");
+            assert!(full.retry_after > Duration::from_millis(40), "{full:?}");
+        }
+        let fallback = LocalQuota::fallback(store(20.0, 3, None).limits);
+        one_slot(&fallback).await;
+        // The burst refills (3 slots in 150 ms), and a new switch to the fallback spends it again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        fallback.drain();
+        one_slot(&fallback).await;
     }
 
     #[tokio::test]

@@ -92,6 +92,8 @@ pub struct Full {
     /// When a slot will be free.
     pub retry_after: Duration,
     pub rate: f64,
+    /// Decided by a shared store's local fallback, at this replica's share of the quota.
+    pub fallback: bool,
 }
 
 /// What the store methods return: boxed, so the layer can hold any store as `dyn QuotaStore`.

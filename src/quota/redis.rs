@@ -134,6 +134,7 @@ impl RedisQuota {
                 },
                 retry_after: wait,
                 rate,
+                fallback: false,
             })
         })
     }

@@ -93,15 +93,19 @@ impl Inner {
         operation: impl Future<Output = Result<T, RedisQuotaError>>,
     ) -> Option<T> {
         let started = Instant::now();
-        let outcome = tokio::time::timeout(bound.min(self.timeout), operation).await;
+        let limit = bound.min(self.timeout);
+        let outcome = tokio::time::timeout(limit, operation).await;
         self.metrics.quota_store_round_trip(started.elapsed());
         let error = match outcome {
             Ok(Ok(answer)) => return Some(answer),
             Ok(Err(error)) => error.to_string(),
-            Err(_) => format!("no answer within {:?}", bound.min(self.timeout)),
+            // The call's deadline ran out before the store's timeout: nothing is known of Redis.
+            Err(_) if limit < self.timeout => return None,
+            Err(_) => format!("no answer within {limit:?}"),
         };
         self.metrics.quota_store_error();
         if self.up.swap(false, Ordering::AcqRel) {
+            self.fallback.drain();
             tracing::warn!(%error, "quota store failed: using the local fallback bucket until Redis answers");
             self.metrics.set_quota_store_up(false);
             tokio::spawn(probe(self.clone()));
@@ -173,30 +177,39 @@ impl QuotaStore for SharedQuota {
         })
     }
 
+    /// Sent in the background: the call already has AWS's answer, and a slow Redis must not hold it
+    /// (nor turn it into DEADLINE_EXCEEDED).
     fn throttled<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            if self.is_up()
-                && let Some(rate) = inner.ask(inner.timeout, inner.redis.throttled(key)).await
+        let inner = self.inner.clone();
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            if inner.up.load(Ordering::Acquire)
+                && let Some(rate) = inner.ask(inner.timeout, inner.redis.throttled(&key)).await
             {
                 inner.saw_rate(rate);
                 return;
             }
-            inner.fallback.throttled(key).await;
-        })
+            inner.fallback.throttled(&key).await;
+        });
+        Box::pin(std::future::ready(()))
     }
 
+    /// Asks the shared rate to climb at most once per interval, and only while it is below the
+    /// configured rate, so most accepted attempts cost no round trip; sent in the background.
     fn accepted<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            if !self.is_up() {
-                return inner.fallback.accepted(key).await;
-            }
-            if inner.climb_due()
-                && let Some(rate) = inner.ask(inner.timeout, inner.redis.accepted(key)).await
-            {
-                inner.saw_rate(rate);
-            }
-        })
+        let inner = &self.inner;
+        if !self.is_up() {
+            return inner.fallback.accepted(key);
+        }
+        if inner.climb_due() {
+            let inner = inner.clone();
+            let key = key.to_owned();
+            tokio::spawn(async move {
+                if let Some(rate) = inner.ask(inner.timeout, inner.redis.accepted(&key)).await {
+                    inner.saw_rate(rate);
+                }
+            });
+        }
+        Box::pin(std::future::ready(()))
     }
 }

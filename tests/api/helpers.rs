@@ -328,6 +328,14 @@ impl RedisServer {
         }
     }
 
+    /// Whether the facade's bucket for us-east-1 (under the default key prefix) is in Redis.
+    pub async fn holds_the_account_bucket(&self) -> bool {
+        self.command(&["EXISTS", "connect-facade:{us-east-1}:account"])
+            .await
+            .as_deref()
+            == Some(":1")
+    }
+
     /// Sends one command (inline protocol) and returns the first line of the answer.
     pub async fn command(&self, words: &[&str]) -> Option<String> {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
