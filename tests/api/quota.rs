@@ -506,3 +506,38 @@ async fn a_redis_down_at_startup_only_delays_sharing_the_quota() {
     app.call(entire_session()).await.expect("served");
     assert!(redis.holds_the_account_bucket().await);
 }
+
+#[tokio::test]
+async fn the_per_instance_sub_limit_is_shared_through_redis_too() {
+    let redis = RedisServer::start().await;
+    let shared = |c: &mut connect_facade::config::ServeConfig| {
+        c.quota_store = connect_facade::config::QuotaStoreChoice::Redis(redis.url());
+        c.rate_limit = 100.0;
+        c.instance_rate_limit = Some(0.5);
+        c.instance_rate_burst = 1;
+        c.max_queue_wait = Duration::ZERO;
+    };
+    let first = spawn_with(open_chats_with_quota(100.0, 100), shared).await;
+    let second = spawn_with(open_chats_with_quota(100.0, 100), shared).await;
+    first
+        .call(entire_session())
+        .await
+        .expect("the instance's slot");
+    let (_, info, details) = second
+        .call_expecting(entire_session(), Code::ResourceExhausted)
+        .await;
+    assert_eq!(info.reason, "RATE_LIMITED");
+    let violation = &details.quota_failure().expect("QuotaFailure").violations[0];
+    assert_eq!(
+        violation.subject,
+        format!("instance:{}", crate::helpers::INSTANCE)
+    );
+    let mut other = entire_session();
+    other.instance_id = "another-instance".into();
+    let status = second.call(other).await.expect_err("not in the fixtures");
+    assert_eq!(
+        status.code(),
+        Code::NotFound,
+        "another instance has its own bucket, so the call reached AWS: {status:?}"
+    );
+}
