@@ -5,7 +5,7 @@
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tower::util::{MapRequestLayer, MapResponseLayer};
 
@@ -14,7 +14,9 @@ use crate::{
     auth::{AuthFileError, Callers},
     config::{Command, QuotaStoreChoice, ServeConfig, SimulateConfig},
     lifecycle::{Drain, follow_breaker, set_health},
-    metrics::{self, Metrics},
+    listener::{self, AdmissionLimits},
+    metrics::Metrics,
+    metrics_endpoint,
     middleware::{UpstreamStack, circuit_breaker::Breaker},
     proto::{self, contact_service_server::ContactServiceServer},
     quota::{
@@ -30,6 +32,9 @@ use crate::{
     tls::{Tls, TlsError, TlsFiles},
     upstream::{ConnectUpstream, StaticCredentials, UpstreamConfigError, UpstreamSettings},
 };
+
+/// Connections the metrics endpoint holds at once.
+const METRICS_MAX_CONNECTIONS: usize = 32;
 
 /// Region and credentials the embedded simulator is called with: it checks their shape, not their value.
 const SIMULATOR_REGION: &str = "us-east-1";
@@ -154,6 +159,7 @@ struct ConnectionLimits {
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
     max_connection_age: Duration,
+    admission: AdmissionLimits,
 }
 
 impl App {
@@ -209,6 +215,10 @@ impl App {
         let upstream = ConnectUpstream::connect(&settings).await?;
         tracing::info!(region = upstream.region(), endpoint = ?settings.endpoint_url, "Amazon Connect client ready");
 
+        match listener::raise_descriptor_limit() {
+            Ok(limit) => tracing::info!(limit, "open files limit (soft, raised to the hard limit)"),
+            Err(error) => tracing::warn!(%error, "cannot read or raise the open files limit"),
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -245,7 +255,16 @@ impl App {
                     .local_addr()
                     .map_err(|source| StartupError::Bind { addr, source })?;
                 tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
-                Some((bound, metrics::serve(listener, metrics.clone())))
+                // Prometheus opens one connection per scrape: a few dozen are plenty.
+                let limits = AdmissionLimits {
+                    max_connections: METRICS_MAX_CONNECTIONS,
+                    handshake_timeout: config.handshake_timeout,
+                    await_first_bytes: false,
+                };
+                Some((
+                    bound,
+                    metrics_endpoint::serve(listener, metrics.clone(), limits),
+                ))
             }
             None => None,
         };
@@ -284,6 +303,11 @@ impl App {
                 keepalive_interval: config.keepalive_interval,
                 keepalive_timeout: config.keepalive_timeout,
                 max_connection_age: config.max_connection_age,
+                admission: AdmissionLimits {
+                    max_connections: config.max_connections as usize,
+                    handshake_timeout: config.handshake_timeout,
+                    await_first_bytes: true,
+                },
             },
             simulator,
         })
@@ -354,17 +378,25 @@ impl App {
         let stop_accepting = async move {
             let _ = stop_accepting.wait_for(|stopping| *stopping).await;
         };
-        let tcp = incoming(self.listener);
-        // The two listeners yield different connection types, hence the box.
+        let admission = limits.admission;
+        let metrics = self.metrics.clone();
+        // TLS or not, the connections are of different types, hence the box.
         let mut reloads = None;
         let mut server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
             match self.tls {
                 Some(tls) => {
-                    let connections = tls.incoming(tcp);
+                    let connections =
+                        listener::admit(self.listener, "grpc", admission, metrics, tls.handshake());
                     reloads = Some(tls.reload_on_change(self.tls_reload_interval));
                     Box::pin(router.serve_with_incoming_shutdown(connections, stop_accepting))
                 }
-                None => Box::pin(router.serve_with_incoming_shutdown(tcp, stop_accepting)),
+                None => {
+                    let connections =
+                        listener::admit(self.listener, "grpc", admission, metrics, |stream| {
+                            std::future::ready(Ok(stream))
+                        });
+                    Box::pin(router.serve_with_incoming_shutdown(connections, stop_accepting))
+                }
             };
 
         tokio::select! {
@@ -428,14 +460,6 @@ fn quota_store(
     })
 }
 
-/// Connections accepted from the bound listener, with TCP_NODELAY set: a response written while an
-/// earlier one is unacknowledged would otherwise wait for that ACK (Nagle). tonic's
-/// `Server::tcp_nodelay` applies only to the listener tonic binds itself, not to one served through
-/// `serve_with_incoming`, which this server uses so that it can bind (and report the port) first.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
-}
-
 /// tonic answers a message over the size limit with OUT_OF_RANGE, where gRPC specifies
 /// RESOURCE_EXHAUSTED ("message larger than configured limit", doc/statuscodes.md). No service here
 /// answers OUT_OF_RANGE itself, so the code is rewritten in the (trailers-only) answer's headers.
@@ -476,17 +500,6 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_stream::StreamExt;
-
-    #[tokio::test]
-    async fn accepted_connections_have_tcp_nodelay() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut incoming = incoming(listener);
-        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let accepted = incoming.next().await.unwrap().unwrap();
-        assert!(accepted.nodelay().unwrap());
-    }
 
     #[test]
     fn one_cpu_runs_the_current_thread_scheduler_unless_workers_are_asked_for() {

@@ -309,6 +309,17 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub keepalive_timeout: Duration,
 
+    /// Connections open at once on the gRPC listener, handshakes included; past it a new connection
+    /// is closed at once, so its client retries, elsewhere behind a Service.
+    #[arg(long, env = "CONNECT_FACADE_MAX_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Longest a new connection may take to finish its TLS handshake and send its first bytes (the
+    /// HTTP/2 preface); past it, it is closed. Also the metrics endpoint's deadline for a request's
+    /// headers.
+    #[arg(long, env = "CONNECT_FACADE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub handshake_timeout: Duration,
+
     /// Close connections older than this (after a GOAWAY and a grace period), so long-lived
     /// HTTP/2 connections rebalance across replicas behind kube-proxy. Together with keepalive it
     /// bounds how long any connection, idle or not, is held.

@@ -15,7 +15,8 @@
 //! 5. [`status`]: the outcome becomes a gRPC status with google.rpc details, in one place.
 //!
 //! Around them: [`config`] (flags and environment), [`app`] (startup and serving, with reflection and
-//! health), [`lifecycle`] (readiness and graceful shutdown), [`telemetry`] (logs), [`metrics`] (Prometheus) and [`simulator`], an Amazon Connect that speaks the real wire format,
+//! health), [`listener`] (which connections are admitted), [`lifecycle`] (readiness and graceful shutdown),
+//! [`telemetry`] (logs), [`metrics`] (Prometheus) and [`simulator`], an Amazon Connect that speaks the real wire format,
 //! used when no AWS account is at hand and by every test.
 
 pub mod api;
@@ -24,7 +25,9 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod lifecycle;
+pub mod listener;
 pub mod metrics;
+pub mod metrics_endpoint;
 pub mod middleware;
 pub mod quota;
 pub mod simulator;

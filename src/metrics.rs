@@ -1,4 +1,5 @@
-//! Prometheus metrics, served on their own plain-HTTP listener (`--metrics-listen`, `GET /metrics`).
+//! Prometheus metrics, served on their own plain-HTTP listener (`--metrics-listen`, `GET /metrics`,
+//! [`crate::metrics_endpoint`]).
 //!
 //! The gRPC server metrics use go-grpc-prometheus's names and labels (`grpc_server_started_total`,
 //! `grpc_server_handled_total`, `grpc_server_handling_seconds`, with Go's code names such as
@@ -16,17 +17,11 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
-use hyper::{body::Incoming, service::service_fn};
-use hyper_util::rt::TokioIo;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
     registry::Registry,
 };
-use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::Code;
 
 /// Latency buckets of go-grpc-prometheus (seconds), used for both histograms.
@@ -74,6 +69,17 @@ struct CertLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabels {
+    listener: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabels {
     store: &'static str,
 }
@@ -114,6 +120,9 @@ pub struct Metrics {
     tls_reloads: Family<OutcomeLabels, Counter>,
     tls_expiry: Family<CertLabels, Gauge<i64, AtomicI64>>,
     quota_store_up: Family<StoreLabels, Gauge<i64, AtomicI64>>,
+    open_connections: Family<ListenerLabels, Gauge<i64, AtomicI64>>,
+    connections_closed: Family<ClosedLabels, Counter>,
+    accept_errors: Family<ClosedLabels, Counter>,
     quota_store_errors: Counter,
     quota_store_seconds: Histogram,
     series: HotSeries,
@@ -266,6 +275,24 @@ impl Metrics {
             "Round trips to the quota store (Redis), in seconds",
             quota_store_seconds.clone(),
         );
+        let open_connections = Family::default();
+        sub.register(
+            "open_connections",
+            "Connections open now, handshakes included, by listener (grpc, metrics)",
+            open_connections.clone(),
+        );
+        let connections_closed = Family::default();
+        sub.register(
+            "connections_closed",
+            "Connections closed by the facade before they were served, by listener and reason (cap: over --max-connections; handshake_timeout; handshake_failed)",
+            connections_closed.clone(),
+        );
+        let accept_errors = Family::default();
+        sub.register(
+            "accept_errors",
+            "Failed accepts, by listener and reason (descriptors: out of file descriptors or socket memory; connection: the peer's own failure)",
+            accept_errors.clone(),
+        );
         sub.register(
             "build",
             "Build information",
@@ -291,6 +318,9 @@ impl Metrics {
             tls_reloads,
             tls_expiry,
             quota_store_up,
+            open_connections,
+            connections_closed,
+            accept_errors,
             quota_store_errors,
             quota_store_seconds,
             series: HotSeries::default(),
@@ -453,6 +483,24 @@ impl Metrics {
         self.quota_store_seconds.observe(elapsed.as_secs_f64());
     }
 
+    pub fn set_open_connections(&self, listener: &'static str, open: usize) {
+        self.open_connections
+            .get_or_create(&ListenerLabels { listener })
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    pub fn connection_closed(&self, listener: &'static str, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ClosedLabels { listener, reason })
+            .inc();
+    }
+
+    pub fn accept_error(&self, listener: &'static str, reason: &'static str) {
+        self.accept_errors
+            .get_or_create(&ClosedLabels { listener, reason })
+            .inc();
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         // Read at scrape time: the runtime counts its tasks itself, so there is nothing to update
@@ -514,50 +562,6 @@ pub fn go_code_name(code: Code) -> &'static str {
         Code::DataLoss => "DataLoss",
         Code::Unauthenticated => "Unauthenticated",
     }
-}
-
-/// Serves `GET /metrics` on `listener` until dropped.
-pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let metrics = metrics.clone();
-                    async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &request)) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    })
-}
-
-fn answer(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let (status, content_type, body) =
-        if request.method() == Method::GET && request.uri().path() == "/metrics" {
-            (
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                metrics.render(),
-            )
-        } else {
-            (
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                "try /metrics\n".to_owned(),
-            )
-        };
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, content_type)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

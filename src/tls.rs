@@ -14,9 +14,7 @@
 use std::{
     io,
     path::{Path, PathBuf},
-    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
     time::Duration,
 };
 
@@ -24,26 +22,19 @@ use tokio::{
     net::TcpStream,
     signal::unix::{Signal, SignalKind, signal},
     sync::watch,
-    task::JoinSet,
     time::{Instant, Interval, MissedTickBehavior},
 };
 use tokio_rustls::{
-    TlsAcceptor,
+    Accept, TlsAcceptor,
     rustls::{
         RootCertStore, ServerConfig,
         crypto::aws_lc_rs,
         pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
         server::WebPkiClientVerifier,
     },
-    server::TlsStream,
 };
-use tokio_stream::Stream;
-use tonic::transport::server::TcpIncoming;
 
 use crate::metrics::Metrics;
-
-/// A client that opens a connection and never completes the handshake is dropped after this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -183,14 +174,11 @@ impl Tls {
         }
     }
 
-    /// The accepted connections of `tcp`, each after its TLS handshake with the configuration
-    /// current when it arrived.
-    pub fn incoming(&self, tcp: TcpIncoming) -> TlsIncoming {
-        TlsIncoming {
-            tcp,
-            config: self.current.subscribe(),
-            handshakes: JoinSet::new(),
-        }
+    /// The TLS handshake of an accepted connection, with the configuration current when it
+    /// arrived (the listener bounds how long it may take: [`crate::listener`]).
+    pub fn handshake(&self) -> impl Fn(TcpStream) -> Accept<TcpStream> + Send + 'static {
+        let config = self.current.subscribe();
+        move |stream| TlsAcceptor::from(config.borrow().clone()).accept(stream)
     }
 
     /// Re-reads the files; applies them when `forced` (SIGHUP) or when they changed.
@@ -261,51 +249,5 @@ async fn tick(ticks: &mut Option<Interval>) {
             ticks.tick().await;
         }
         None => std::future::pending().await,
-    }
-}
-
-/// Accepted TCP connections, handed on once their TLS handshake succeeds. Handshakes run in their own
-/// tasks so that a slow client does not hold up the connections behind it; a failed one (a caller
-/// without a valid certificate under mutual TLS, a plaintext caller) is logged at debug and dropped,
-/// as tonic does with its own TLS.
-pub struct TlsIncoming {
-    tcp: TcpIncoming,
-    config: watch::Receiver<Arc<ServerConfig>>,
-    handshakes: JoinSet<io::Result<TlsStream<TcpStream>>>,
-}
-
-impl Stream for TlsIncoming {
-    type Item = io::Result<TlsStream<TcpStream>>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            match Pin::new(&mut self.tcp).poll_next(cx) {
-                Poll::Ready(Some(Ok(stream))) => {
-                    let acceptor = TlsAcceptor::from(self.config.borrow().clone());
-                    self.handshakes.spawn(async move {
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                            .await
-                            .map_err(|_| {
-                                io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
-                            })?
-                    });
-                    continue;
-                }
-                // tonic decides: it skips a connection's own errors and stops on the listener's.
-                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => {}
-            }
-            match self.handshakes.poll_join_next(cx) {
-                Poll::Ready(Some(Ok(Ok(stream)))) => return Poll::Ready(Some(Ok(stream))),
-                Poll::Ready(Some(Ok(Err(error)))) => {
-                    tracing::debug!(%error, "TLS handshake failed");
-                }
-                Poll::Ready(Some(Err(error))) => {
-                    tracing::debug!(%error, "TLS handshake task ended");
-                }
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
-            }
-        }
     }
 }

@@ -3,6 +3,7 @@
 
 mod association;
 mod auth;
+mod connections;
 mod discovery;
 mod errors;
 mod hardening;

@@ -29,8 +29,23 @@ use crate::helpers::{channel, entire_session, loopback};
 /// The binary with an environment that has no AWS configuration at all.
 pub(crate) fn facade(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_connect-facade"));
+    command.args(args);
+    without_aws(command)
+}
+
+/// The binary as [`facade`] starts it, under `ulimit -n limit` (soft and hard).
+pub(crate) fn facade_with_open_files(limit: u32, args: &[&str]) -> Command {
+    let mut command = Command::new("/bin/sh");
     command
-        .args(args)
+        .arg("-c")
+        .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_connect-facade"))
+        .args(args);
+    without_aws(command)
+}
+
+fn without_aws(mut command: Command) -> Command {
+    command
         .env_clear()
         .env("HOME", "/nonexistent")
         .env("AWS_CONFIG_FILE", "/nonexistent/config")

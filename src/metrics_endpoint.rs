@@ -1,0 +1,68 @@
+//! The metrics endpoint: `GET /metrics` in the OpenMetrics text format over plain HTTP/1.1, on its own
+//! listener (`--metrics-listen`), behind the same connection admission as the gRPC listener
+//! ([`crate::listener`]): a cap, and a deadline for the request's headers (hyper's own).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_stream::StreamExt;
+
+use crate::{
+    listener::{self, AdmissionLimits},
+    metrics::Metrics,
+};
+
+/// Serves `GET /metrics` on `listener` until the task is aborted.
+pub fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    limits: AdmissionLimits,
+) -> JoinHandle<()> {
+    let mut connections = listener::admit(listener, "metrics", limits, metrics.clone(), |stream| {
+        std::future::ready(Ok(stream))
+    });
+    tokio::spawn(async move {
+        while let Some(Ok(connection)) = connections.next().await {
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let metrics = metrics.clone();
+                    async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &request)) }
+                });
+                // A scraper that sends no request within the handshake deadline is closed too.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.handshake_timeout)
+                    .serve_connection(TokioIo::new(connection), service)
+                    .await;
+            });
+        }
+    })
+}
+
+fn answer(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, content_type, body) =
+        if request.method() == Method::GET && request.uri().path() == "/metrics" {
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics.render(),
+            )
+        } else {
+            (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "try /metrics\n".to_owned(),
+            )
+        };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
