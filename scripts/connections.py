@@ -25,28 +25,14 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
+
+from local_server import free_port, scrape, series_sum, verdict, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, seconds=60):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
 
 
 def rss_mib(pid):
@@ -61,17 +47,6 @@ def descriptors(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def scrape(port):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        return answer.read().decode()
-
-
-def series(text, name):
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 class Peak:
@@ -137,9 +112,11 @@ class Run:
     def state(self):
         text = scrape(self.metrics)
         return {"rss_mib": rss_mib(self.facade.pid), "fds": descriptors(self.facade.pid),
-                "open": series(text, 'connect_facade_open_connections{listener="grpc"}'),
-                "closed_cap": series(text, 'connect_facade_connections_closed_total{listener="grpc",reason="cap"}'),
-                "closed_timeout": series(text, 'connect_facade_connections_closed_total{listener="grpc",reason="handshake_timeout"}')}
+                "open": series_sum(text, "connect_facade_open_connections", 'listener="grpc"'),
+                "closed_cap": series_sum(text, "connect_facade_connections_closed_total",
+                                         'listener="grpc",reason="cap"'),
+                "closed_timeout": series_sum(text, "connect_facade_connections_closed_total",
+                                             'listener="grpc",reason="handshake_timeout"')}
 
     def stop(self):
         for process in (self.facade, self.simulator):
@@ -263,9 +240,6 @@ def measure_bursts(args, run, results, work):
         json.dump(results, f, indent=1)
     return results, work
 
-
-def verdict(ok):
-    return "✅" if ok else "❌"
 
 
 def write_report(path, r, args):

@@ -22,35 +22,20 @@ import argparse
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 QUOTA_RATE = 2.0
 QUOTA_BURST = 5
 OFFERED = 3 * QUOTA_RATE  # calls/s: 3x the quota
+from local_server import free_port, scrape, series_sum, verdict, wait_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, seconds=60):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {seconds} s")
 
 
 class Processes:
@@ -129,18 +114,6 @@ class Bench:
         return self.p.start(f"loadgen-{label}", argv, cpu=self.load_cpu), out
 
 
-def scrape(metrics_port):
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as answer:
-        return answer.read().decode()
-
-
-def series_sum(text, name, labels=""):
-    """Sum of every series `name` or `name{...}` whose labels contain `labels`."""
-    total = 0.0
-    for line in text.splitlines():
-        if (line.startswith(name + "{") or line.startswith(name + " ")) and labels in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def attempts(replicas):
@@ -264,9 +237,6 @@ def fallback(bench, phase):
     return {"phase_s": phase, "phases": phases, "back_after_s": back_after, "calls": report["calls"],
             "ok_calls": report["ok"], "errors": report["errors"], "store_errors": errors}
 
-
-def verdict(ok):
-    return "✅" if ok else "❌"
 
 
 def write_report(path, results, args):
