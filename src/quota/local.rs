@@ -47,8 +47,9 @@ pub struct LocalQuota {
     limits: QuotaLimits,
     keys: RwLock<HashMap<String, Arc<KeyBuckets>>>,
     clock: DefaultClock,
-    /// Whether an account bucket starts with its burst spent (see [`LocalQuota::fallback`]).
-    starts_drained: bool,
+    /// Whether this is a shared store's fallback ([`LocalQuota::fallback`]): its account buckets
+    /// start with their burst spent, and its refusals say so.
+    fallback: bool,
 }
 
 impl LocalQuota {
@@ -57,7 +58,7 @@ impl LocalQuota {
             limits,
             keys: RwLock::new(HashMap::new()),
             clock: DefaultClock::default(),
-            starts_drained: false,
+            fallback: false,
         }
     }
 
@@ -67,7 +68,7 @@ impl LocalQuota {
     /// would only be throttled. The one slot left serves the call that found the store failing.
     pub fn fallback(limits: QuotaLimits) -> Self {
         Self {
-            starts_drained: true,
+            fallback: true,
             ..Self::new(limits)
         }
     }
@@ -91,7 +92,7 @@ impl LocalQuota {
                     self.limits.burst,
                     self.limits.adaptive.clone(),
                 );
-                if self.starts_drained {
+                if self.fallback {
                     account.drain();
                 }
                 Arc::new(KeyBuckets {
@@ -129,12 +130,13 @@ impl QuotaStore for LocalQuota {
             let buckets = self.buckets(request.key);
             let started = Instant::now();
             let give_up_at = started + request.max_wait;
+            let mut queued = false;
             loop {
                 let (bucket, wait) = match self.try_take(&buckets, request.instance_id) {
                     Ok(()) => {
                         return Ok(Slot {
                             wait: Duration::ZERO,
-                            queued: Instant::now() > started,
+                            queued,
                             rate: buckets.account.rate(),
                         });
                     }
@@ -145,10 +147,11 @@ impl QuotaStore for LocalQuota {
                         bucket,
                         retry_after: wait,
                         rate: buckets.account.rate(),
-                        fallback: self.starts_drained,
+                        fallback: self.fallback,
                     });
                 }
                 tokio::time::sleep(wait).await;
+                queued = true;
             }
         })
     }
@@ -196,6 +199,7 @@ mod tests {
         for _ in 0..3 {
             let slot = store.reserve(request("i", Duration::ZERO)).await.unwrap();
             assert_eq!(slot.wait, Duration::ZERO);
+            assert!(!slot.queued, "a free slot is not a wait");
         }
         let full = store
             .reserve(request("i", Duration::from_millis(100)))
@@ -211,10 +215,11 @@ mod tests {
         let store = store(20.0, 1, None);
         store.reserve(request("i", Duration::ZERO)).await.unwrap();
         let started = std::time::Instant::now();
-        store
+        let slot = store
             .reserve(request("i", Duration::from_millis(200)))
             .await
             .unwrap();
+        assert!(slot.queued);
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(40), "{waited:?}");
     }
