@@ -153,6 +153,7 @@ impl QuotaStore for SharedQuota {
     fn reserve<'a>(&'a self, request: SlotRequest<'a>) -> StoreFuture<'a, Result<Slot, Full>> {
         Box::pin(async move {
             let inner = &self.inner;
+            let mut request = request;
             if self.is_up() {
                 let started = Instant::now();
                 let bound = request.deadline.saturating_duration_since(started);
@@ -164,14 +165,8 @@ impl QuotaStore for SharedQuota {
                     inner.saw_rate(rate);
                     return decision;
                 }
-                let left = request.max_wait.saturating_sub(started.elapsed());
-                return inner
-                    .fallback
-                    .reserve(SlotRequest {
-                        max_wait: left,
-                        ..request
-                    })
-                    .await;
+                // Redis failed this call: the fallback gets what is left of its wait.
+                request.max_wait = request.max_wait.saturating_sub(started.elapsed());
             }
             inner.fallback.reserve(request).await
         })
