@@ -4,13 +4,14 @@
 
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
+use redis::aio::ConnectionManager;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tower::util::{MapRequestLayer, MapResponseLayer};
 
 use crate::{
-    api::{ContactApi, deadline},
+    api::{ContactApi, Guards, deadline},
     auth::{AuthFileError, Callers},
     config::{Command, QuotaStoreChoice, ServeConfig, SimulateConfig},
     lifecycle::{Drain, follow_breaker, set_health},
@@ -25,6 +26,7 @@ use crate::{
         redis::{RedisQuota, RedisQuotaError},
         shared::SharedQuota,
     },
+    replay::{MemoryReplays, RedisReplays, Replayer},
     simulator::{
         Simulator,
         fixtures::{Fixtures, FixturesError, QuotaFixture},
@@ -156,10 +158,20 @@ struct ConnectionLimits {
     max_message_size: usize,
     max_concurrent_streams: u32,
     max_header_list_size: u32,
+    connection_window: u32,
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
     max_connection_age: Duration,
     admission: AdmissionLimits,
+}
+
+impl ConnectionLimits {
+    /// Room for the largest accepted message and its gRPC frame header, within the connection's
+    /// window and HTTP/2's largest.
+    fn stream_window(&self) -> u32 {
+        let message = u32::try_from(self.max_message_size.saturating_add(5)).unwrap_or(u32::MAX);
+        message.max(65_535).min(self.connection_window.max(65_535))
+    }
 }
 
 impl App {
@@ -268,13 +280,30 @@ impl App {
             }
             None => None,
         };
+        let (quota, shared_redis) = quota_store(&config, metrics.clone())?;
         let stack = UpstreamStack::new(
             upstream.clone(),
             upstream.region(),
-            quota_store(&config, metrics.clone())?,
+            quota,
             &config.middleware(),
             metrics.clone(),
         );
+        let replayer = (!config.replay_window.is_zero()).then(|| {
+            let redis = shared_redis.map(|connection| {
+                RedisReplays::new(
+                    connection,
+                    &config.quota_key_prefix,
+                    config.replay_window,
+                    config.quota_store_timeout,
+                    metrics.clone(),
+                )
+            });
+            Arc::new(Replayer::new(
+                MemoryReplays::new(config.replay_capacity, config.replay_window),
+                redis,
+                metrics.clone(),
+            ))
+        });
         let breaker = stack.breaker();
         let drain = Drain::default();
         Ok(Self {
@@ -285,7 +314,11 @@ impl App {
                 config.default_deadline,
                 drain.clone(),
                 metrics.clone(),
-                callers,
+                Guards {
+                    callers,
+                    replayer,
+                    scope: upstream.region().to_owned(),
+                },
             ),
             metrics,
             metrics_endpoint,
@@ -300,6 +333,7 @@ impl App {
                 max_message_size: config.max_message_size,
                 max_concurrent_streams: config.max_concurrent_streams,
                 max_header_list_size: config.max_header_list_size,
+                connection_window: config.connection_window,
                 keepalive_interval: config.keepalive_interval,
                 keepalive_timeout: config.keepalive_timeout,
                 max_connection_age: config.max_connection_age,
@@ -364,6 +398,8 @@ impl App {
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .max_concurrent_streams(limits.max_concurrent_streams)
             .http2_max_header_list_size(limits.max_header_list_size)
+            .initial_connection_window_size(limits.connection_window)
+            .initial_stream_window_size(limits.stream_window())
             .max_connection_age(limits.max_connection_age)
             .max_connection_age_grace(self.shutdown_grace)
             .layer(MapRequestLayer::new(deadline::stamp_arrival))
@@ -432,14 +468,15 @@ impl App {
     }
 }
 
-/// Where the quota's buckets live, as `--quota-store` chose.
+/// Where the quota's buckets live, as `--quota-store` chose; with Redis, also its connection, for
+/// the replay cache the replicas share.
 fn quota_store(
     config: &ServeConfig,
     metrics: Arc<Metrics>,
-) -> Result<Arc<dyn QuotaStore>, StartupError> {
+) -> Result<(Arc<dyn QuotaStore>, Option<ConnectionManager>), StartupError> {
     let limits = config.quota_limits();
     Ok(match &config.quota_store {
-        QuotaStoreChoice::Local => Arc::new(LocalQuota::new(limits)),
+        QuotaStoreChoice::Local => (Arc::new(LocalQuota::new(limits)), None),
         QuotaStoreChoice::Redis(url) => {
             let fallback = LocalQuota::fallback(limits.at_rate(config.quota_fallback_rate()));
             let redis = RedisQuota::new(
@@ -449,13 +486,15 @@ fn quota_store(
                 config.quota_store_timeout,
             )?;
             tracing::info!(store = ?config.quota_store, prefix = %config.quota_key_prefix, fallback_rate = config.quota_fallback_rate(), "the quota is shared through Redis");
-            Arc::new(SharedQuota::new(
+            let connection = redis.connection();
+            let store = SharedQuota::new(
                 redis,
                 fallback,
                 config.rate_limit,
                 config.quota_store_timeout,
                 metrics,
-            ))
+            );
+            (Arc::new(store), Some(connection))
         }
     })
 }

@@ -6,8 +6,12 @@
 //! instance it was not granted: PERMISSION_DENIED. AWS is called in neither case. Only
 //! `amazonconnect.v1.ContactService` is guarded: reflection and health stay open for tools and probes.
 //! The caller's name, never its token, is logged and counted.
+//!
+//! A caller may also have a `weight` (its share of the quota when callers wait for it, default 1) and a
+//! `max_rate` (calls per second past which its calls are refused, whatever the quota): see
+//! [`crate::quota::fair`].
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -28,6 +32,38 @@ pub struct Caller {
     name: String,
     credential: Credential,
     instances: Vec<String>,
+    share: CallerShare,
+}
+
+/// Who a call is for, as the quota sees it: its caller's place in the auth file, name and limits.
+/// Without an auth file every call is the one [`CallerShare::anonymous`] caller.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallerShare {
+    /// The caller's position in the auth file (0 without one).
+    pub index: usize,
+    /// The caller's name; `None` without an auth file (no per-caller metrics then).
+    pub name: Option<Arc<str>>,
+    /// Its share of the quota against the other waiting callers.
+    pub weight: f64,
+    /// Calls per second past which its calls are refused (CALLER_RATE_LIMITED).
+    pub max_rate: Option<f64>,
+}
+
+impl CallerShare {
+    /// Every call, when there is no auth file.
+    pub fn anonymous() -> Self {
+        Self {
+            index: 0,
+            name: None,
+            weight: 1.0,
+            max_rate: None,
+        }
+    }
+
+    /// The name for logs, metrics and errors.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or("anonymous")
+    }
 }
 
 impl std::fmt::Debug for Caller {
@@ -54,6 +90,10 @@ struct RawCaller {
     #[serde(default)]
     tls_subject: Option<String>,
     instances: Vec<String>,
+    #[serde(default)]
+    weight: Option<f64>,
+    #[serde(default)]
+    max_rate: Option<f64>,
 }
 
 impl TryFrom<RawCaller> for Caller {
@@ -66,6 +106,21 @@ impl TryFrom<RawCaller> for Caller {
         if raw.instances.is_empty() {
             return Err(format!(
                 "caller {} lists no instances (use [\"*\"] for all)",
+                raw.name
+            ));
+        }
+        let weight = raw.weight.unwrap_or(1.0);
+        if !(weight.is_finite() && weight > 0.0 && weight <= 1000.0) {
+            return Err(format!(
+                "caller {}: weight must be above 0 and at most 1000 (got {weight})",
+                raw.name
+            ));
+        }
+        if let Some(rate) = raw.max_rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(format!(
+                "caller {}: max_rate must be a number of calls per second above 0 (got {rate})",
                 raw.name
             ));
         }
@@ -91,6 +146,12 @@ impl TryFrom<RawCaller> for Caller {
             }
         };
         Ok(Self {
+            share: CallerShare {
+                index: 0,
+                name: Some(Arc::from(raw.name.as_str())),
+                weight,
+                max_rate: raw.max_rate,
+            },
             name: raw.name,
             credential,
             instances: raw.instances,
@@ -111,6 +172,10 @@ pub enum AuthFileError {
         path: String,
         source: serde_norway::Error,
     },
+    #[error(
+        "invalid auth file {path}: caller {caller} is listed twice (names key metrics and shares)"
+    )]
+    Duplicate { path: String, caller: String },
 }
 
 /// Why a call was refused.
@@ -146,18 +211,33 @@ impl Callers {
                 path: name.to_owned(),
                 source,
             })?;
-        Ok(Self {
-            callers: file.callers,
-        })
+        let mut callers = file.callers;
+        for (index, caller) in callers.iter_mut().enumerate() {
+            caller.share.index = index;
+        }
+        let mut names: Vec<&str> = callers.iter().map(|c| c.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(AuthFileError::Duplicate {
+                path: name.to_owned(),
+                caller: pair[0].to_owned(),
+            });
+        }
+        Ok(Self { callers })
     }
 
-    /// Identifies the caller, then checks it may use `instance_id`; answers its name.
+    /// Every caller's share, in the file's order (index = position).
+    pub fn shares(&self) -> Vec<CallerShare> {
+        self.callers.iter().map(|c| c.share.clone()).collect()
+    }
+
+    /// Identifies the caller, then checks it may use `instance_id`; answers who it is.
     pub fn authorize(
         &self,
         metadata: &MetadataMap,
         tls_subject: Option<&str>,
         instance_id: &str,
-    ) -> Result<&str, Refusal> {
+    ) -> Result<&CallerShare, Refusal> {
         let caller = self
             .identify(metadata, tls_subject)
             .ok_or(Refusal::Unauthenticated)?;
@@ -166,7 +246,7 @@ impl Callers {
             .iter()
             .any(|granted| granted == "*" || granted == instance_id)
         {
-            Ok(&caller.name)
+            Ok(&caller.share)
         } else {
             Err(Refusal::NotAllowed {
                 caller: caller.name.clone(),
@@ -236,7 +316,9 @@ mod tests {
     fn a_token_caller_is_allowed_on_its_instances_only() {
         let callers = Callers::parse(&file(), "test").unwrap();
         assert_eq!(
-            callers.authorize(&bearer(TOKEN), None, "instance-a"),
+            callers
+                .authorize(&bearer(TOKEN), None, "instance-a")
+                .map(CallerShare::label),
             Ok("billing-service")
         );
         assert_eq!(
@@ -268,7 +350,9 @@ mod tests {
     fn a_certificate_subject_identifies_a_caller() {
         let callers = Callers::parse(&file(), "test").unwrap();
         assert_eq!(
-            callers.authorize(&MetadataMap::new(), Some("CN=ops-console"), "anything"),
+            callers
+                .authorize(&MetadataMap::new(), Some("CN=ops-console"), "anything")
+                .map(CallerShare::label),
             Ok("ops-console")
         );
     }
@@ -290,6 +374,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn weights_and_rates_default_and_are_checked() {
+        let text = "callers:\n  - name: a\n    tls_subject: CN=a\n    instances: [\"*\"]\n  - name: b\n    tls_subject: CN=b\n    instances: [\"*\"]\n    weight: 3\n    max_rate: 0.5\n";
+        let shares = Callers::parse(text, "auth.yaml").unwrap().shares();
+        assert_eq!(
+            (shares[0].index, shares[0].weight, shares[0].max_rate),
+            (0, 1.0, None)
+        );
+        assert_eq!(
+            (shares[1].index, shares[1].weight, shares[1].max_rate),
+            (1, 3.0, Some(0.5))
+        );
+
+        let zero =
+            "callers:\n  - name: a\n    tls_subject: CN=a\n    instances: [a]\n    weight: 0\n";
+        let err = Callers::parse(zero, "auth.yaml").unwrap_err().to_string();
+        assert!(err.contains("weight") && err.contains("line 2"), "{err}");
+        let negative =
+            "callers:\n  - name: a\n    tls_subject: CN=a\n    instances: [a]\n    max_rate: -1\n";
+        let err = Callers::parse(negative, "auth.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_rate"), "{err}");
+        let twice = "callers:\n  - name: a\n    tls_subject: CN=a\n    instances: [a]\n  - name: a\n    tls_subject: CN=b\n    instances: [a]\n";
+        let err = Callers::parse(twice, "auth.yaml").unwrap_err().to_string();
+        assert!(err.contains("listed twice"), "{err}");
     }
 
     #[test]

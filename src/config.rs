@@ -247,9 +247,20 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_QUOTA_FALLBACK_RATE", value_parser = positive_rate)]
     pub quota_fallback_rate: Option<f64>,
 
-    /// Longest a call waits for a rate-limit token (never beyond its deadline); past it the call is
-    /// refused with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "CONNECT_FACADE_MAX_QUEUE_WAIT", default_value = "1s", value_parser = duration)]
+    /// How long a successful answer is replayed for a call with the same client_token and fields
+    /// (no AWS call, no quota slot); 0 turns replay and coalescing off.
+    #[arg(long, env = "CONNECT_FACADE_REPLAY_WINDOW", default_value = "10m", value_parser = duration)]
+    pub replay_window: Duration,
+
+    /// Answers held by the in-memory replay cache at most (least recently used evicted first).
+    #[arg(long, env = "CONNECT_FACADE_REPLAY_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub replay_capacity: u64,
+
+    /// Longest a call waits for a slot of the quota (never beyond its deadline); past it, or when
+    /// the calls fair order puts before it cannot be served by then, the call is refused with
+    /// RESOURCE_EXHAUSTED. At 2 requests/s, 3 s holds 6 slots: room for callers' weights to count
+    /// and for a quiet caller's turn to come while another floods.
+    #[arg(long, env = "CONNECT_FACADE_MAX_QUEUE_WAIT", default_value = "3s", value_parser = duration)]
     pub max_queue_wait: Duration,
 
     /// Factor applied to the request rate on each ThrottlingException from AWS (1 disables
@@ -300,6 +311,13 @@ pub struct ServeConfig {
     /// Largest HTTP/2 header list (metadata) accepted per call, in bytes.
     #[arg(long, env = "CONNECT_FACADE_MAX_HEADER_LIST_SIZE", default_value_t = 16 * 1024)]
     pub max_header_list_size: u32,
+
+    /// HTTP/2 flow-control window of a connection, in bytes: the most request data one peer can
+    /// make the facade buffer before it reads it (hyper's default is 1 MiB, so 1,000 connections
+    /// could hold 1 GiB). A stream's window is the largest message plus its 5-byte frame header,
+    /// so a request of any accepted size arrives in one go.
+    #[arg(long, env = "CONNECT_FACADE_CONNECTION_WINDOW", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u32).range(65_535..=(1 << 31) - 1))]
+    pub connection_window: u32,
 
     /// Interval of HTTP/2 keepalive pings, which find dead peers and close their connections.
     #[arg(long, env = "CONNECT_FACADE_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration)]

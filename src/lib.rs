@@ -8,6 +8,8 @@
 //!    and reads the caller's deadline;
 //! 2. [`domain`]: the proto request is parsed once into a validated [`domain::AssociationRequest`]
 //!    (every violated field reported), with a client token generated when the caller sent none;
+//!    a caller's own token may then be answered from [`replay`] (a repeated call) or share an
+//!    identical call in flight;
 //! 3. [`middleware`]: tower layers shed overload, retry within the deadline and a budget, break the
 //!    circuit while AWS fails, and hold calls to the account's request-rate quota, whose buckets live
 //!    in a [`quota`] store (this process, or Redis shared by every replica);
@@ -30,6 +32,7 @@ pub mod metrics;
 pub mod metrics_endpoint;
 pub mod middleware;
 pub mod quota;
+pub mod replay;
 pub mod simulator;
 pub mod status;
 pub mod telemetry;

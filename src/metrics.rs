@@ -116,6 +116,13 @@ pub struct Metrics {
     rate_limit: Family<KeyLabels, Gauge<f64, AtomicU64>>,
     breaker_open: Family<KeyLabels, Gauge<i64, AtomicI64>>,
     calls_by_caller: Family<CallerLabels, Counter>,
+    caller_quota_waits: Family<CallerLabels, Counter>,
+    caller_quota_slots: Family<CallerLabels, Counter>,
+    caller_refusals: Family<CallerReasonLabels, Counter>,
+    replays: Counter,
+    coalesced: Counter,
+    token_reuse_refusals: Counter,
+    replay_entries: Gauge<i64, AtomicI64>,
     runtime_tasks: Gauge<i64, AtomicI64>,
     tls_reloads: Family<OutcomeLabels, Counter>,
     tls_expiry: Family<CertLabels, Gauge<i64, AtomicI64>>,
@@ -144,6 +151,21 @@ struct HotSeries {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallerLabels {
     caller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallerReasonLabels {
+    caller: String,
+    reason: &'static str,
+}
+
+/// Why a caller's call was refused before AWS, for `connect_facade_caller_refusals_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallerRefusal {
+    /// The account's quota had no slot within the call's wait bound (RATE_LIMITED).
+    Quota,
+    /// The caller's own `max_rate` (CALLER_RATE_LIMITED).
+    CallerRate,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -239,6 +261,48 @@ impl Metrics {
             "Calls by authorized caller (with --auth-file)",
             calls_by_caller.clone(),
         );
+        let caller_quota_waits = Family::default();
+        sub.register(
+            "caller_quota_waits",
+            "Attempts that waited for a slot of the quota, by caller (with --auth-file)",
+            caller_quota_waits.clone(),
+        );
+        let caller_quota_slots = Family::default();
+        sub.register(
+            "caller_quota_slots",
+            "Slots of the quota given to a caller's attempts (let through to Amazon Connect), by caller (with --auth-file)",
+            caller_quota_slots.clone(),
+        );
+        let caller_refusals = Family::default();
+        sub.register(
+            "caller_refusals",
+            "Calls refused before Amazon Connect, by caller (with --auth-file) and reason (quota: no slot of the account's quota in time; caller_rate: over the caller's own max_rate)",
+            caller_refusals.clone(),
+        );
+        let replays = Counter::default();
+        sub.register(
+            "replays",
+            "Calls answered from the replay cache (same client_token and fields as an answered call): no AWS call, no quota slot",
+            replays.clone(),
+        );
+        let coalesced = Counter::default();
+        sub.register(
+            "coalesced_calls",
+            "Calls that shared the answer of an identical call in flight (same client_token and fields) instead of calling AWS",
+            coalesced.clone(),
+        );
+        let token_reuse_refusals = Counter::default();
+        sub.register(
+            "client_token_reuse_refusals",
+            "Calls refused because their client_token was used with other fields (CLIENT_TOKEN_REUSED)",
+            token_reuse_refusals.clone(),
+        );
+        let replay_entries = Gauge::default();
+        sub.register(
+            "replay_cache_entries",
+            "Answers held by this replica's in-memory replay cache (0 with the Redis store, which holds them)",
+            replay_entries.clone(),
+        );
         let runtime_tasks = Gauge::default();
         sub.register(
             "runtime_alive_tasks",
@@ -314,6 +378,13 @@ impl Metrics {
             rate_limit,
             breaker_open,
             calls_by_caller,
+            caller_quota_waits,
+            caller_quota_slots,
+            caller_refusals,
+            replays,
+            coalesced,
+            token_reuse_refusals,
+            replay_entries,
             runtime_tasks,
             tls_reloads,
             tls_expiry,
@@ -427,13 +498,60 @@ impl Metrics {
             .inc();
     }
 
-    pub fn rate_limiter_waited(&self, waited: Duration) {
+    pub fn rate_limiter_waited(&self, waited: Duration, caller: Option<&str>) {
         self.rate_limiter_waits.inc();
         self.rate_limiter_wait_seconds.observe(waited.as_secs_f64());
+        if let Some(caller) = caller {
+            self.caller_quota_waits
+                .get_or_create(&caller_labels(caller))
+                .inc();
+        }
     }
 
-    pub fn rate_limiter_refused(&self) {
+    pub fn rate_limiter_refused(&self, caller: Option<&str>) {
         self.rate_limiter_refusals.inc();
+        self.caller_refused(caller, CallerRefusal::Quota);
+    }
+
+    /// A caller's attempt got its slot of the quota (metrics per caller with an auth file only).
+    pub fn caller_slot_granted(&self, caller: Option<&str>) {
+        if let Some(caller) = caller {
+            self.caller_quota_slots
+                .get_or_create(&caller_labels(caller))
+                .inc();
+        }
+    }
+
+    pub fn caller_refused(&self, caller: Option<&str>, why: CallerRefusal) {
+        if let Some(caller) = caller {
+            let reason = match why {
+                CallerRefusal::Quota => "quota",
+                CallerRefusal::CallerRate => "caller_rate",
+            };
+            self.caller_refusals
+                .get_or_create(&CallerReasonLabels {
+                    caller: caller.to_owned(),
+                    reason,
+                })
+                .inc();
+        }
+    }
+
+    pub fn replayed(&self) {
+        self.replays.inc();
+    }
+
+    pub fn coalesced(&self) {
+        self.coalesced.inc();
+    }
+
+    pub fn client_token_reused(&self) {
+        self.token_reuse_refusals.inc();
+    }
+
+    pub fn set_replay_entries(&self, entries: u64) {
+        self.replay_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
     pub fn set_rate_limit(&self, key: &str, rate: f64) {
@@ -561,6 +679,12 @@ pub fn go_code_name(code: Code) -> &'static str {
         Code::Unavailable => "Unavailable",
         Code::DataLoss => "DataLoss",
         Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+fn caller_labels(caller: &str) -> CallerLabels {
+    CallerLabels {
+        caller: caller.to_owned(),
     }
 }
 

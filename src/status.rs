@@ -17,6 +17,10 @@
 //! - An AWS code the facade does not know: UNKNOWN, with the code in ErrorInfo.
 //! - The facade's own protections: its rate limit and overload bound answer RESOURCE_EXHAUSTED (with
 //!   RetryInfo, and QuotaFailure for the rate limit), an open circuit breaker UNAVAILABLE with RetryInfo.
+//!   ErrorInfo's reason says whose limit it was: RATE_LIMITED (the account's quota, shared by every
+//!   caller), CALLER_RATE_LIMITED (the caller's own `max_rate`), OVERLOADED (the facade's capacity).
+//! - A client token reused with other fields: INVALID_ARGUMENT, reason CLIENT_TOKEN_REUSED, and a
+//!   BadRequest naming `client_token`.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -42,7 +46,7 @@ pub const OVERLOADED_RETRY_DELAY: Duration = Duration::from_millis(100);
 pub const UNAVAILABLE_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 /// Why a call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum CallError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
@@ -59,6 +63,18 @@ pub enum CallError {
         /// When a token will be free, if known.
         retry_after: Option<Duration>,
     },
+    /// The caller's own `max_rate` (auth file) is spent.
+    #[error("caller {caller} is over its own limit of {max_rate} calls/s")]
+    CallerRateLimited {
+        caller: String,
+        max_rate: f64,
+        retry_after: Duration,
+    },
+    /// The client token was used by an earlier call with other fields.
+    #[error(
+        "client_token was already used with other fields; use a new token for a new request, or the same fields to retry"
+    )]
+    ClientTokenReused,
     /// Too many calls are already in flight or waiting.
     #[error("too many calls in progress; try again shortly")]
     Overloaded,
@@ -122,6 +138,31 @@ impl From<FailedCall> for Status {
                 }
                 details.set_error_info("RATE_LIMITED", FACADE_DOMAIN, info);
                 (Code::ResourceExhausted, message)
+            }
+            CallError::CallerRateLimited {
+                caller,
+                max_rate,
+                retry_after,
+            } => {
+                let message =
+                    format!("caller {caller} is over its own limit of {max_rate} calls/s");
+                details.add_quota_failure_violation(
+                    format!("caller:{caller}"),
+                    format!("caller {caller} may make at most {max_rate} calls/s (its max_rate in the auth file)"),
+                );
+                details.set_retry_info(Some(retry_after));
+                info.insert("caller".to_owned(), caller);
+                details.set_error_info("CALLER_RATE_LIMITED", FACADE_DOMAIN, info);
+                (Code::ResourceExhausted, message)
+            }
+            CallError::ClientTokenReused => {
+                let message = CallError::ClientTokenReused.to_string();
+                details.add_bad_request_violation(
+                    "client_token",
+                    "already used within the replay window by a call with other fields",
+                );
+                details.set_error_info("CLIENT_TOKEN_REUSED", FACADE_DOMAIN, info);
+                (Code::InvalidArgument, message)
             }
             CallError::Overloaded => {
                 let message = CallError::Overloaded.to_string();

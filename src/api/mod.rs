@@ -1,6 +1,8 @@
-//! The tonic service: converts the proto request into a validated domain request, runs the call through
-//! the middleware within the caller's deadline, and converts the outcome back, with the number of AWS
-//! attempts in `x-facade-attempts`. Codes are chosen in [`crate::status`], never here.
+//! The tonic service: converts the proto request into a validated domain request, checks the caller
+//! (its credentials and its own rate), answers it from [`crate::replay`] when its token was answered
+//! or is in flight, else runs the call through the middleware within the caller's deadline, and
+//! converts the outcome back, with the number of AWS attempts in `x-facade-attempts`. Codes are
+//! chosen in [`crate::status`], never here.
 
 pub mod deadline;
 
@@ -12,15 +14,17 @@ use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
-    auth::{Callers, Refusal, certificate_subject},
+    auth::{CallerShare, Callers, Refusal, certificate_subject},
     domain::{AssociationRequest, RehydrationType, Rejected, UnvalidatedRequest},
     lifecycle::Drain,
-    metrics::Metrics,
+    metrics::{CallerRefusal, Metrics},
     middleware::{UpstreamCall, UpstreamStack},
     proto::{
         self, CreatePersistentContactAssociationRequest,
         CreatePersistentContactAssociationResponse, contact_service_server::ContactService,
     },
+    quota::caller_rate::CallerRates,
+    replay::{Answered, Replayer},
     status::{CallError, FailedCall},
     telemetry,
     upstream::UpstreamErrorKind,
@@ -35,6 +39,21 @@ pub const AWS_REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 /// Response and error metadata key carrying how many AWS attempts the call made.
 pub const ATTEMPTS_HEADER: &str = "x-facade-attempts";
 
+/// Response metadata (`true`) on an answer replayed from the cache: AWS was not called.
+pub const REPLAYED_HEADER: &str = "x-facade-replayed";
+
+/// Response metadata (`true`) on an answer shared with an identical call in flight.
+pub const COALESCED_HEADER: &str = "x-facade-coalesced";
+
+/// What stands between a valid request and the middleware: who may call, each caller's own rate,
+/// and the replay cache (in `scope`, the quota key its tokens are idempotent in).
+#[derive(Clone, Debug, Default)]
+pub struct Guards {
+    pub callers: Option<Arc<Callers>>,
+    pub replayer: Option<Arc<Replayer>>,
+    pub scope: String,
+}
+
 /// `amazonconnect.v1.ContactService`, backed by Amazon Connect through the middleware.
 #[derive(Clone, Debug)]
 pub struct ContactApi {
@@ -43,6 +62,9 @@ pub struct ContactApi {
     drain: Drain,
     metrics: Arc<Metrics>,
     callers: Option<Arc<Callers>>,
+    caller_rates: Option<Arc<CallerRates>>,
+    replayer: Option<Arc<Replayer>>,
+    scope: Arc<str>,
 }
 
 impl ContactApi {
@@ -51,14 +73,23 @@ impl ContactApi {
         default_deadline: Duration,
         drain: Drain,
         metrics: Arc<Metrics>,
-        callers: Option<Arc<Callers>>,
+        guards: Guards,
     ) -> Self {
+        let caller_rates = guards
+            .callers
+            .as_ref()
+            .map(|callers| CallerRates::new(&callers.shares()))
+            .filter(CallerRates::any)
+            .map(Arc::new);
         Self {
             upstream,
             default_deadline,
             drain,
             metrics,
-            callers,
+            callers: guards.callers,
+            caller_rates,
+            replayer: guards.replayer,
+            scope: Arc::from(guards.scope),
         }
     }
 }
@@ -91,7 +122,8 @@ impl ContactApi {
         request: Request<CreatePersistentContactAssociationRequest>,
         record: &mut CallRecord,
     ) -> Result<Response<CreatePersistentContactAssociationResponse>, Status> {
-        self.authorize(&request)
+        let caller = self
+            .authorize(&request)
             .map_err(|refused| Status::from(*refused))?;
         let budget = deadline::call_budget(request.metadata(), self.default_deadline);
         let deadline = deadline::deadline(request.extensions(), budget);
@@ -112,15 +144,39 @@ impl ContactApi {
             }
         };
         record.request = Some(request.clone());
-        let call = UpstreamCall::new(request.clone(), deadline);
-        let outcome = tokio::select! {
-            outcome = tokio::time::timeout_at(deadline, self.upstream.call(call.clone())) => {
-                outcome.unwrap_or(Err(CallError::DeadlineExceeded { budget }))
+        if let Some(rates) = &self.caller_rates
+            && let Err(retry_after) = rates.check(&caller)
+        {
+            self.metrics
+                .caller_refused(caller.name.as_deref(), CallerRefusal::CallerRate);
+            let error = CallError::CallerRateLimited {
+                caller: caller.label().to_owned(),
+                max_rate: caller.max_rate.unwrap_or_default(),
+                retry_after,
+            };
+            return Err(failed(error, &request, attempts_metadata(0)).into());
+        }
+        let call = UpstreamCall::new(request.clone(), deadline, caller);
+        let answered = tokio::select! {
+            answered = tokio::time::timeout_at(deadline, self.answer(&call)) => {
+                answered.unwrap_or(Err(CallError::DeadlineExceeded { budget }))
             }
             () = self.drain.expired() => Err(CallError::ShuttingDown),
         };
         record.attempts = call.attempts();
         let mut metadata = attempts_metadata(call.attempts());
+        let outcome = match answered {
+            Ok(Answered::Called(outcome)) => outcome,
+            Ok(Answered::Replayed(association)) => {
+                metadata.insert(REPLAYED_HEADER, "true".parse().expect("ASCII"));
+                Ok(association)
+            }
+            Ok(Answered::Coalesced(outcome)) => {
+                metadata.insert(COALESCED_HEADER, "true".parse().expect("ASCII"));
+                outcome
+            }
+            Err(error) => Err(error),
+        };
         let association = match outcome {
             Ok(association) => association,
             Err(error) => {
@@ -141,6 +197,20 @@ impl ContactApi {
             client_token: request.client_token().to_string(),
         };
         Ok(Response::from_parts(metadata, response, Default::default()))
+    }
+
+    /// The call's answer: replayed, shared with an identical call in flight, or its own. A token the
+    /// facade generated is never repeated, so those calls go straight to the middleware.
+    async fn answer(&self, call: &UpstreamCall) -> Result<Answered, CallError> {
+        let own = || self.upstream.call(call.clone());
+        match &self.replayer {
+            Some(replayer) if !call.request.client_token().was_generated() => {
+                replayer
+                    .answer(&self.scope, &call.request, call.deadline, own)
+                    .await
+            }
+            _ => Ok(Answered::Called(own().await)),
+        }
     }
 }
 
@@ -233,9 +303,9 @@ impl ContactApi {
     fn authorize(
         &self,
         request: &Request<CreatePersistentContactAssociationRequest>,
-    ) -> Result<(), Box<FailedCall>> {
+    ) -> Result<CallerShare, Box<FailedCall>> {
         let Some(callers) = &self.callers else {
-            return Ok(());
+            return Ok(CallerShare::anonymous());
         };
         let tls_subject = request
             .peer_certs()
@@ -244,9 +314,9 @@ impl ContactApi {
         let error = match callers.authorize(request.metadata(), tls_subject.as_deref(), instance_id)
         {
             Ok(caller) => {
-                Span::current().record("caller", caller);
-                self.metrics.caller_call(caller);
-                return Ok(());
+                Span::current().record("caller", caller.label());
+                self.metrics.caller_call(caller.label());
+                return Ok(caller.clone());
             }
             Err(Refusal::Unauthenticated) => CallError::Unauthenticated,
             Err(Refusal::NotAllowed { caller }) => {

@@ -8,7 +8,8 @@
 //! 3. [`circuit_breaker`]: fails fast while Amazon Connect is failing;
 //! 4. [`rate_limit`]: a slot of the account's quota for every attempt (retries too), from the
 //!    [`crate::quota`] store (this process's, or Redis shared by every replica), waited for only while
-//!    the call's deadline allows;
+//!    the call's deadline allows, and shared fairly among the callers waiting
+//!    ([`crate::quota::fair`]);
 //! 5. a global concurrency limit on calls actually in flight to AWS;
 //! 6. the SDK call itself, one attempt.
 //!
@@ -37,6 +38,7 @@ use tower::{
 use tracing::Instrument;
 
 use crate::{
+    auth::CallerShare,
     domain::AssociationRequest,
     metrics::Metrics,
     quota::QuotaStore,
@@ -49,19 +51,23 @@ pub use circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 pub use rate_limit::{RateLimitConfig, RateLimitLayer};
 pub use retry::{RetryConfig, RetryPolicy};
 
-/// One call on its way to AWS: the request, its deadline, and a count of the attempts made for it.
+/// One call on its way to AWS: the request, its deadline, who it is for, and a count of the
+/// attempts made for it.
 #[derive(Clone, Debug)]
 pub struct UpstreamCall {
     pub request: Arc<AssociationRequest>,
     pub deadline: Instant,
+    /// The caller whose share of the quota its attempts take.
+    pub caller: CallerShare,
     attempts: Arc<AtomicU32>,
 }
 
 impl UpstreamCall {
-    pub fn new(request: Arc<AssociationRequest>, deadline: Instant) -> Self {
+    pub fn new(request: Arc<AssociationRequest>, deadline: Instant, caller: CallerShare) -> Self {
         Self {
             request,
             deadline,
+            caller,
             attempts: Arc::new(AtomicU32::new(0)),
         }
     }

@@ -4,8 +4,9 @@
 //! (this process's buckets, or Redis shared by every replica); the layer knows only the trait.
 //!
 //! A call whose slot is free within its wait bound (its deadline and the configured queue wait) waits
-//! for it; otherwise it is refused at once with RESOURCE_EXHAUSTED, a RetryInfo saying when a slot will
-//! be free and a QuotaFailure naming the limit, and AWS is not called.
+//! for it, in its caller's lane ([`crate::quota::fair`]: callers share the waiting slots by weight,
+//! not by arrival); otherwise it is refused at once with RESOURCE_EXHAUSTED, a RetryInfo saying when
+//! a slot will be free and a QuotaFailure naming the limit, and AWS is not called.
 //!
 //! The account-wide rate adapts to AWS's throttling (the store's [`crate::quota::adaptive`] rule), so a
 //! configured rate above the real quota settles just under it. tower's own `RateLimit` is not `Clone`,
@@ -23,7 +24,7 @@ use tower::{Layer, Service, ServiceExt};
 use super::{CallFuture, UpstreamCall};
 use crate::{
     metrics::Metrics,
-    quota::{Bucket, Full, QuotaLimits, QuotaStore, SlotRequest},
+    quota::{Bucket, Full, QuotaLimits, QuotaStore, fair::FairQueue},
     status::CallError,
     upstream::{Association, UpstreamErrorKind},
 };
@@ -41,25 +42,23 @@ pub struct RateLimitConfig {
 struct Limiter {
     key: String,
     store: Arc<dyn QuotaStore>,
+    fair: FairQueue,
     limits: QuotaLimits,
     max_queue_wait: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl Limiter {
-    /// Takes a slot, waiting for it while the deadline and the queue bound allow.
+    /// Takes a slot, waiting for it in the caller's lane while the deadline and the queue bound
+    /// allow.
     async fn acquire(&self, call: &UpstreamCall) -> Result<(), CallError> {
         let started = Instant::now();
         let give_up_at = (started + self.max_queue_wait).min(call.deadline);
         let instance_id = call.request.instance_id();
+        let caller = call.caller.name.as_deref();
         let decision = self
-            .store
-            .reserve(SlotRequest {
-                key: &self.key,
-                instance_id,
-                max_wait: give_up_at.saturating_duration_since(started),
-                deadline: call.deadline,
-            })
+            .fair
+            .acquire(&call.caller, instance_id, give_up_at, call.deadline)
             .await;
         match decision {
             Ok(slot) => {
@@ -68,13 +67,14 @@ impl Limiter {
                     tokio::time::sleep(slot.wait).await;
                 }
                 if slot.queued {
-                    self.metrics.rate_limiter_waited(started.elapsed());
+                    self.metrics.rate_limiter_waited(started.elapsed(), caller);
                 }
+                self.metrics.caller_slot_granted(caller);
                 Ok(())
             }
             Err(full) => {
                 self.metrics.set_rate_limit(&self.key, full.rate);
-                self.metrics.rate_limiter_refused();
+                self.metrics.rate_limiter_refused(caller);
                 let (subject, description) = match full.bucket {
                     Bucket::Instance => (format!("instance:{instance_id}"), self.instance_limit()),
                     Bucket::Account => (format!("region:{}", self.key), self.account_limit(&full)),
@@ -132,6 +132,7 @@ impl RateLimitLayer {
         Self {
             limiter: Arc::new(Limiter {
                 key: key.to_owned(),
+                fair: FairQueue::new(key, store.clone(), config.limits.rate_per_second),
                 store,
                 limits: config.limits.clone(),
                 max_queue_wait: config.max_queue_wait,

@@ -17,9 +17,12 @@
 //! Both adapt the account-wide rate to AWS's throttling ([`adaptive`]); with Redis the adapted rate is
 //! stored beside the bucket, so a throttle seen by one replica slows them all.
 //!
-//! The rate-limit layer ([`crate::middleware::rate_limit`]) knows only the trait.
+//! In front of the store, [`fair::FairQueue`] shares the slots among callers when they wait. The
+//! rate-limit layer ([`crate::middleware::rate_limit`]) knows only the trait and the queue.
 
 pub mod adaptive;
+pub mod caller_rate;
+pub mod fair;
 pub mod local;
 pub mod redis;
 pub mod shared;

@@ -5,6 +5,8 @@ use connect_facade::{
     simulator::fixtures::{Channel, ContactFixture, ContactState, Fixtures, InstanceFixture},
 };
 
+use std::time::Duration;
+
 use crate::helpers::{entire_session, spawn, spawn_with};
 
 #[tokio::test]
@@ -47,6 +49,36 @@ async fn the_callers_token_is_sent_and_echoed_and_a_repeat_replays_the_answer() 
     let again = app.call(request).await.expect("the repeat is idempotent");
     assert_eq!(first.get_ref(), again.get_ref());
     assert_eq!(first.get_ref().client_token, "caller-chosen-token");
+    assert!(first.metadata().get("x-facade-replayed").is_none());
+    assert_eq!(again.metadata().get("x-facade-replayed").unwrap(), "true");
+    assert_eq!(again.metadata().get("x-facade-attempts").unwrap(), "0");
+    assert_eq!(
+        again.metadata().get("x-amzn-requestid"),
+        first.metadata().get("x-amzn-requestid"),
+        "the replay carries the original AWS request id"
+    );
+    // The repeat was answered from the replay cache: AWS saw the token once.
+    assert_eq!(
+        app.sent_tokens(),
+        vec![Some("caller-chosen-token".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn without_replay_a_repeat_reaches_aws_with_the_same_token() {
+    let app = spawn_with(Fixtures::demo(), |c| c.replay_window = Duration::ZERO).await;
+    let mut request = entire_session();
+    request.client_token = "caller-chosen-token".into();
+    let first = app
+        .call(request.clone())
+        .await
+        .expect("first call succeeds");
+    let again = app
+        .call(request)
+        .await
+        .expect("AWS answers the repeat idempotently");
+    assert_eq!(first.get_ref(), again.get_ref());
+    assert!(again.metadata().get("x-facade-replayed").is_none());
     assert_eq!(
         app.sent_tokens(),
         vec![Some("caller-chosen-token".to_owned()); 2]

@@ -47,6 +47,56 @@ pub async fn spawn_with(fixtures: Fixtures, configure: impl FnOnce(&mut ServeCon
     let simulator = Simulator::start(loopback(), fixtures)
         .await
         .expect("simulator starts");
+    let replica = spawn_replica(&simulator, configure).await;
+    TestApp {
+        addr: replica.addr,
+        metrics_addr: replica.metrics_addr,
+        client: replica.client.clone(),
+        simulator,
+        server: replica.into_server(),
+    }
+}
+
+/// One more facade calling `simulator`: a replica beside a [`TestApp`].
+pub struct Replica {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub client: ContactServiceClient<Channel>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Replica {
+    fn into_server(mut self) -> tokio::task::JoinHandle<()> {
+        self.server.take().expect("serving")
+    }
+
+    pub async fn call(
+        &self,
+        request: CreatePersistentContactAssociationRequest,
+    ) -> Result<
+        tonic::Response<connect_facade::proto::CreatePersistentContactAssociationResponse>,
+        Status,
+    > {
+        self.client
+            .clone()
+            .create_persistent_contact_association(request)
+            .await
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(server) = &self.server {
+            server.abort();
+        }
+    }
+}
+
+/// A facade calling `simulator`, with `configure` applied to its config.
+pub async fn spawn_replica(
+    simulator: &Simulator,
+    configure: impl FnOnce(&mut ServeConfig),
+) -> Replica {
     // Fast retries and a limiter out of the way: tests of those layers set their own values.
     let mut config = ServeConfig::from_args([
         "--listen",
@@ -89,12 +139,11 @@ pub async fn spawn_with(fixtures: Fixtures, configure: impl FnOnce(&mut ServeCon
     } else {
         ContactServiceClient::new(channel(addr).await)
     };
-    TestApp {
+    Replica {
         addr,
         metrics_addr,
         client,
-        simulator,
-        server,
+        server: Some(server),
     }
 }
 

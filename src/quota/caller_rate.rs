@@ -1,0 +1,97 @@
+//! Each caller's own `max_rate` (auth file): calls per second past which its calls are refused at
+//! once with CALLER_RATE_LIMITED, whatever the quota has left, so one service cannot spend the
+//! account's quota past what it was given. governor's GCRA, one bucket per caller with a limit; the
+//! burst is one second of the rate (at least 1 call).
+//!
+//! The limit is per replica, as Envoy's local rate limit is: with N replicas a caller can reach N
+//! times its `max_rate` at most, while the account-wide quota (shared through Redis) still holds
+//! every replica together.
+
+use std::time::Duration;
+
+use governor::{
+    DefaultDirectRateLimiter, RateLimiter,
+    clock::{Clock, DefaultClock},
+};
+
+use super::local::quota;
+use crate::auth::CallerShare;
+
+/// The callers' own limits, by their index in the auth file.
+pub struct CallerRates {
+    buckets: Vec<Option<DefaultDirectRateLimiter>>,
+    clock: DefaultClock,
+}
+
+impl std::fmt::Debug for CallerRates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerRates")
+            .field("limited", &self.buckets.iter().flatten().count())
+            .finish()
+    }
+}
+
+impl CallerRates {
+    pub fn new(shares: &[CallerShare]) -> Self {
+        let buckets = shares
+            .iter()
+            .map(|share| {
+                share.max_rate.map(|rate| {
+                    let burst = rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+                    RateLimiter::direct(quota(rate, burst))
+                })
+            })
+            .collect();
+        Self {
+            buckets,
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Whether any caller has a limit.
+    pub fn any(&self) -> bool {
+        self.buckets.iter().any(Option::is_some)
+    }
+
+    /// Takes one call from `caller`'s own bucket, or says when the next one is allowed.
+    pub fn check(&self, caller: &CallerShare) -> Result<(), Duration> {
+        let Some(Some(bucket)) = self.buckets.get(caller.index) else {
+            return Ok(());
+        };
+        bucket
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_limited_caller_is_refused_past_its_burst() {
+        let shares = [
+            CallerShare {
+                index: 0,
+                max_rate: Some(2.0),
+                ..CallerShare::anonymous()
+            },
+            CallerShare {
+                index: 1,
+                ..CallerShare::anonymous()
+            },
+        ];
+        let rates = CallerRates::new(&shares);
+        assert!(rates.any());
+        assert!(rates.check(&shares[0]).is_ok());
+        assert!(rates.check(&shares[0]).is_ok());
+        let wait = rates.check(&shares[0]).unwrap_err();
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        for _ in 0..100 {
+            assert!(rates.check(&shares[1]).is_ok());
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The replay cache and the locks on calls in flight in Redis, shared by every replica (with
+//! `--quota-store redis://…`, on the quota's connection).
+//!
+//! Keys: `PREFIX:{KEY}:replay` (the answer, expiring after the replay window) and `PREFIX:{KEY}:lock`
+//! (a call in flight, expiring with its caller's deadline, so a replica that dies holding it blocks
+//! nobody for long), where KEY is the hex of the call's token key. One script before a call
+//! (`claim.lua`: the answer, or the lock) and one after (`finish.lua`).
+//!
+//! A replica whose identical call is in flight elsewhere asks again every [`POLL_INTERVAL`] until the
+//! answer is kept, the lock is gone (that call failed: this one goes itself) or its deadline passes.
+//! Any Redis error or a round trip past the store's timeout answers [`Claim::Unavailable`]: the call
+//! then goes on as if alone (the in-memory cache and the in-replica coalescing still apply).
+
+use std::{sync::Arc, time::Duration};
+
+use redis::{Script, aio::ConnectionManager};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::{Fingerprint, Replay, TokenKey, lock_ttl};
+use crate::{metrics::Metrics, upstream::Association};
+
+/// How often a replica asks whether another replica's identical call has its answer.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+/// What Redis says before a call.
+#[derive(Debug)]
+pub enum Claim {
+    /// The answer is kept (its fingerprint may differ: the caller compares).
+    Replayed(Replay),
+    /// An identical token with other fields is in flight.
+    Reused,
+    /// This call holds the lock: it goes to AWS and [`RedisReplays::finish`]es.
+    Lead,
+    /// Redis did not answer in time: go on alone.
+    Unavailable,
+}
+
+/// An answer as stored in Redis.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    /// The fingerprint, hex.
+    f: String,
+    /// ContinuedFromContactId.
+    c: String,
+    /// AWS's request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    r: Option<String>,
+}
+
+/// Answers and locks in Redis.
+#[derive(Clone)]
+pub struct RedisReplays {
+    connection: ConnectionManager,
+    prefix: String,
+    window: Duration,
+    timeout: Duration,
+    claim: Arc<Script>,
+    finish: Arc<Script>,
+    metrics: Arc<Metrics>,
+}
+
+impl RedisReplays {
+    pub fn new(
+        connection: ConnectionManager,
+        prefix: &str,
+        window: Duration,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            connection,
+            prefix: prefix.to_owned(),
+            window,
+            timeout,
+            claim: Arc::new(Script::new(include_str!("claim.lua"))),
+            finish: Arc::new(Script::new(include_str!("finish.lua"))),
+            metrics,
+        }
+    }
+
+    fn keys(&self, key: &TokenKey) -> (String, String) {
+        let key = hex::encode(key);
+        (
+            format!("{}:{{{key}}}:replay", self.prefix),
+            format!("{}:{{{key}}}:lock", self.prefix),
+        )
+    }
+
+    /// Runs one Redis operation within the store's timeout and the call's deadline.
+    async fn ask<T>(
+        &self,
+        deadline: Instant,
+        operation: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
+        let bound = deadline
+            .saturating_duration_since(Instant::now())
+            .min(self.timeout);
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(bound, operation).await;
+        self.metrics.quota_store_round_trip(started.elapsed());
+        match outcome {
+            Ok(Ok(answer)) => Some(answer),
+            Ok(Err(error)) => {
+                self.metrics.quota_store_error();
+                tracing::debug!(%error, "replay cache: Redis failed");
+                None
+            }
+            Err(_) => {
+                self.metrics.quota_store_error();
+                tracing::debug!(?bound, "replay cache: no answer from Redis in time");
+                None
+            }
+        }
+    }
+
+    /// The kept answer, if any (a lookup only: takes no lock).
+    pub async fn get(&self, key: &TokenKey, deadline: Instant) -> Option<Replay> {
+        let (answer, _) = self.keys(key);
+        let mut connection = self.connection.clone();
+        let stored: Option<String> = self
+            .ask(deadline, async move {
+                redis::cmd("GET")
+                    .arg(answer)
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        decode(&stored?)
+    }
+
+    /// Before a call: its kept answer, or the lock for it, waiting meanwhile for another replica's
+    /// identical call in flight.
+    pub async fn claim(
+        &self,
+        key: &TokenKey,
+        fingerprint: Fingerprint,
+        deadline: Instant,
+    ) -> Claim {
+        let (answer, lock) = self.keys(key);
+        let fingerprint_hex = hex::encode(fingerprint);
+        let mut waited = false;
+        loop {
+            let mut invocation = self.claim.prepare_invoke();
+            invocation
+                .key(&answer)
+                .key(&lock)
+                .arg(&fingerprint_hex)
+                .arg(lock_ttl(deadline).as_millis() as u64);
+            let mut connection = self.connection.clone();
+            let reply: Option<(String, String)> = self
+                .ask(deadline, async move {
+                    invocation.invoke_async(&mut connection).await
+                })
+                .await;
+            match reply
+                .as_ref()
+                .map(|(what, value)| (what.as_str(), value.as_str()))
+            {
+                Some(("hit", stored)) => {
+                    return decode(stored).map_or(Claim::Unavailable, Claim::Replayed);
+                }
+                Some(("lead", _)) => return Claim::Lead,
+                Some(("wait", other)) if other != fingerprint_hex && !other.is_empty() => {
+                    return Claim::Reused;
+                }
+                Some(("wait", _)) => {
+                    if !waited {
+                        waited = true;
+                        self.metrics.coalesced();
+                    }
+                    if Instant::now() + POLL_INTERVAL >= deadline {
+                        return Claim::Unavailable;
+                    }
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+                _ => return Claim::Unavailable,
+            }
+        }
+    }
+
+    /// After a call that held the lock: keeps its answer (`None` after a failure) and releases the
+    /// lock. Bounded by the store's timeout alone: the caller's answer is ready.
+    pub async fn finish(&self, key: &TokenKey, replay: Option<&Replay>, fingerprint: Fingerprint) {
+        let (answer, lock) = self.keys(key);
+        let stored = replay.map_or_else(String::new, encode);
+        let mut invocation = self.finish.prepare_invoke();
+        invocation
+            .key(answer)
+            .key(lock)
+            .arg(stored)
+            .arg(self.window.as_millis() as u64)
+            .arg(hex::encode(fingerprint));
+        let mut connection = self.connection.clone();
+        let _: Option<i64> = self
+            .ask(Instant::now() + self.timeout, async move {
+                invocation.invoke_async(&mut connection).await
+            })
+            .await;
+    }
+}
+
+fn encode(replay: &Replay) -> String {
+    serde_json::to_string(&Stored {
+        f: hex::encode(replay.fingerprint),
+        c: replay.association.continued_from_contact_id.clone(),
+        r: replay.association.request_id.clone(),
+    })
+    .unwrap_or_default()
+}
+
+fn decode(text: &str) -> Option<Replay> {
+    let stored: Stored = serde_json::from_str(text).ok()?;
+    let mut fingerprint = [0u8; 32];
+    hex::decode_to_slice(&stored.f, &mut fingerprint).ok()?;
+    Some(Replay {
+        fingerprint,
+        association: Association {
+            continued_from_contact_id: stored.c,
+            request_id: stored.r,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_survives_its_encoding() {
+        let replay = Replay {
+            fingerprint: [7; 32],
+            association: Association {
+                continued_from_contact_id: "c3\nwith \"quotes\"".into(),
+                request_id: Some("req-1".into()),
+            },
+        };
+        assert_eq!(decode(&encode(&replay)), Some(replay));
+        assert_eq!(decode("not json"), None);
+    }
+}

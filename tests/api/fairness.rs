@@ -1,0 +1,204 @@
+//! Callers sharing the quota: fair shares by weight while they wait, and each caller's own max_rate.
+//! The quota here is Connect's default (2 requests/s, burst 5) on the simulator, with the facade's
+//! default limits (2/s, burst 4, --max-queue-wait 3s).
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use connect_facade::{config::ServeConfig, proto::CreatePersistentContactAssociationRequest};
+use sha2::{Digest, Sha256};
+use tonic::{Code, Request};
+use tonic_types::StatusExt;
+
+use crate::helpers::{
+    INSTANCE, TestApp, entire_session, open_chats_with_quota, series_value, spawn_with,
+};
+
+/// An auth file of callers `(name, weight, max_rate)`, each with the token `token-NAME`.
+fn auth_file(test: &str, callers: &[(&str, f64, Option<f64>)]) -> PathBuf {
+    let mut text = String::from("callers:\n");
+    for (name, weight, max_rate) in callers {
+        let hash = hex::encode(Sha256::digest(format!("token-{name}").as_bytes()));
+        text.push_str(&format!(
+            "  - name: {name}\n    token_sha256: \"{hash}\"\n    instances: [\"*\"]\n    weight: {weight}\n"
+        ));
+        if let Some(rate) = max_rate {
+            text.push_str(&format!("    max_rate: {rate}\n"));
+        }
+    }
+    let path =
+        std::env::temp_dir().join(format!("connect-facade-{test}-{}.yaml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn as_caller(
+    name: &str,
+    request: CreatePersistentContactAssociationRequest,
+) -> Request<CreatePersistentContactAssociationRequest> {
+    let mut request = Request::new(request);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer token-{name}").parse().unwrap(),
+    );
+    request
+}
+
+/// The facade at the default quota limits, on a simulator with Connect's quota.
+async fn sharing(test: &str, callers: &[(&str, f64, Option<f64>)]) -> TestApp {
+    let file = auth_file(test, callers);
+    spawn_with(open_chats_with_quota(2.0, 5), move |c: &mut ServeConfig| {
+        let defaults = ServeConfig::from_args::<_, &str>([]).unwrap();
+        c.rate_limit = defaults.rate_limit;
+        c.rate_burst = defaults.rate_burst;
+        c.max_queue_wait = defaults.max_queue_wait;
+        c.auth_file = Some(file);
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await
+}
+
+/// Calls as `name` every `every` for `run`, each call in its own task (an open loop, as independent
+/// clients would); answers (succeeded, refused) once every call has its answer.
+async fn offer(app: &TestApp, name: &'static str, every: Duration, run: Duration) -> (u32, u32) {
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    let mut ticks = tokio::time::interval(every);
+    while started.elapsed() < run {
+        ticks.tick().await;
+        let mut client = app.client.clone();
+        calls.push(tokio::spawn(async move {
+            let mut request = as_caller(name, entire_session());
+            request.set_timeout(Duration::from_secs(10));
+            client.create_persistent_contact_association(request).await
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                let reason = status
+                    .get_error_details()
+                    .error_info()
+                    .unwrap()
+                    .reason
+                    .clone();
+                assert_eq!(reason, "RATE_LIMITED", "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    (ok, refused)
+}
+
+#[tokio::test]
+async fn a_quiet_caller_gets_its_calls_through_while_another_floods() {
+    let app = sharing("fair-flood", &[("flood", 1.0, None), ("quiet", 1.0, None)]).await;
+    let run = Duration::from_secs(20);
+    // 10x the quota against 0.25x.
+    let (flood, quiet) = tokio::join!(
+        offer(&app, "flood", Duration::from_millis(50), run),
+        offer(&app, "quiet", Duration::from_secs(2), run),
+    );
+    let quiet_offered = quiet.0 + quiet.1;
+    assert!(
+        quiet.0 * 100 >= quiet_offered * 95,
+        "the quiet caller: {} of {quiet_offered} succeeded (flood: {flood:?})",
+        quiet.0
+    );
+    // The flood still gets the rest of the quota, and AWS throttled nothing.
+    // 20 s at 2/s, the burst of 4, and the calls still waiting (up to 3 s) when the run ends.
+    let served = flood.0 + quiet.0;
+    assert!(
+        (36..=51).contains(&served),
+        "{served} calls in 20 s at 2/s (burst 4)"
+    );
+    assert_eq!(app.simulator.throttled(), 0);
+    let metrics = app.scrape().await;
+    let refusals = series_value(
+        &metrics,
+        r#"connect_facade_caller_refusals_total{caller="flood",reason="quota"}"#,
+    );
+    assert_eq!(refusals, Some(f64::from(flood.1)), "{metrics}");
+    let slots = series_value(
+        &metrics,
+        r#"connect_facade_caller_quota_slots_total{caller="quiet"}"#,
+    );
+    assert_eq!(slots, Some(f64::from(quiet.0)));
+}
+
+#[tokio::test]
+async fn weights_3_to_1_share_a_saturated_quota_3_to_1() {
+    let app = sharing(
+        "fair-weights",
+        &[("heavy", 3.0, None), ("light", 1.0, None)],
+    )
+    .await;
+    let run = Duration::from_secs(20);
+    let (heavy, light) = tokio::join!(
+        offer(&app, "heavy", Duration::from_millis(100), run),
+        offer(&app, "light", Duration::from_millis(100), run),
+    );
+    let ratio = f64::from(heavy.0) / f64::from(light.0.max(1));
+    assert!(
+        (2.4..=3.6).contains(&ratio),
+        "heavy {heavy:?} light {light:?}: ratio {ratio:.2}"
+    );
+}
+
+#[tokio::test]
+async fn a_caller_over_its_own_max_rate_is_refused_and_the_others_are_not() {
+    let file = auth_file(
+        "fair-max-rate",
+        &[("capped", 1.0, Some(1.0)), ("free", 1.0, None)],
+    );
+    let app = spawn_with(open_chats_with_quota(1000.0, 1000), move |c| {
+        c.auth_file = Some(file);
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let mut client = app.client.clone();
+    let mut capped = Vec::new();
+    for _ in 0..5 {
+        capped.push(
+            client
+                .create_persistent_contact_association(as_caller("capped", entire_session()))
+                .await,
+        );
+        client
+            .create_persistent_contact_association(as_caller("free", entire_session()))
+            .await
+            .expect("the other caller is unaffected");
+    }
+    assert!(capped[0].is_ok(), "its first call fits its burst of 1");
+    for refused in &capped[1..] {
+        let status = refused.as_ref().expect_err("over its own rate");
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, "CALLER_RATE_LIMITED");
+        assert_eq!(info.metadata.get("caller").unwrap(), "capped");
+        assert_eq!(info.metadata.get("instanceId").unwrap(), INSTANCE);
+        let quota = details.quota_failure().unwrap();
+        assert_eq!(quota.violations[0].subject, "caller:capped");
+        let retry = details.retry_info().unwrap().retry_delay.unwrap();
+        assert!(
+            retry > Duration::ZERO && retry <= Duration::from_secs(1),
+            "{retry:?}"
+        );
+    }
+    // AWS saw the capped caller's one call and the other's five.
+    assert_eq!(app.simulator.requests().len(), 6);
+    let metrics = app.scrape().await;
+    assert_eq!(
+        series_value(
+            &metrics,
+            r#"connect_facade_caller_refusals_total{caller="capped",reason="caller_rate"}"#
+        ),
+        Some(4.0)
+    );
+}

@@ -1,0 +1,168 @@
+//! Replayed answers, refused token reuse and coalesced duplicates, in one replica and across two
+//! sharing Redis. AWS's side is the simulator's count of the requests it received.
+
+use std::time::Duration;
+
+use connect_facade::{
+    config::QuotaStoreChoice, proto::CreatePersistentContactAssociationRequest,
+    simulator::faults::FaultEffect,
+};
+use tonic::Code;
+
+use crate::helpers::{
+    RedisServer, entire_session, fault, open_chats_with_quota, series_value, spawn, spawn_replica,
+    spawn_with,
+};
+
+fn with_token(token: &str) -> CreatePersistentContactAssociationRequest {
+    CreatePersistentContactAssociationRequest {
+        client_token: token.into(),
+        ..entire_session()
+    }
+}
+
+#[tokio::test]
+async fn the_same_token_with_other_fields_is_refused_before_aws() {
+    let app = spawn_with(connect_facade::simulator::fixtures::Fixtures::demo(), |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    app.call(with_token("reused"))
+        .await
+        .expect("first call succeeds");
+    let mut other = with_token("reused");
+    other.source_contact_id = "C2".into();
+    other.rehydration_type = connect_facade::proto::RehydrationType::FromSegment as i32;
+    let (_, info, details) = app.call_expecting(other, Code::InvalidArgument).await;
+    assert_eq!(info.reason, "CLIENT_TOKEN_REUSED");
+    assert_eq!(info.metadata.get("clientToken").unwrap(), "reused");
+    let bad = details.bad_request().expect("a BadRequest");
+    assert_eq!(bad.field_violations[0].field, "client_token");
+    assert_eq!(
+        app.simulator.requests().len(),
+        1,
+        "AWS saw the first call only"
+    );
+    let metrics = app.scrape().await;
+    assert_eq!(
+        series_value(&metrics, "connect_facade_client_token_reuse_refusals_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        series_value(&metrics, "connect_facade_replay_cache_entries"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn an_error_is_never_replayed() {
+    let app = spawn().await;
+    app.simulator
+        .add_fault(connect_facade::simulator::faults::Fault {
+            times: Some(1),
+            ..crate::helpers::always_error("InvalidRequestException")
+        });
+    app.call_expecting(with_token("after-error"), Code::FailedPrecondition)
+        .await;
+    let answer = app
+        .call(with_token("after-error"))
+        .await
+        .expect("the retry reaches AWS");
+    assert!(answer.metadata().get("x-facade-replayed").is_none());
+    assert_eq!(app.simulator.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn twenty_identical_calls_at_once_make_one_aws_request_and_all_get_the_answer() {
+    let app = spawn_with(open_chats_with_quota(1000.0, 1000), |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    app.simulator
+        .add_fault(fault(FaultEffect::Latency { millis: 300 }));
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                client
+                    .create_persistent_contact_association(with_token("together"))
+                    .await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap().expect("every call gets the answer"));
+    }
+    assert_eq!(app.simulator.requests().len(), 1);
+    let first = answers[0].get_ref().clone();
+    assert!(answers.iter().all(|a| *a.get_ref() == first));
+    let coalesced = answers
+        .iter()
+        .filter(|a| a.metadata().get("x-facade-coalesced").is_some())
+        .count();
+    assert_eq!(coalesced, 19, "one call went to AWS, the others shared it");
+    let metrics = app.scrape().await;
+    assert_eq!(
+        series_value(&metrics, "connect_facade_coalesced_calls_total"),
+        Some(19.0)
+    );
+}
+
+#[tokio::test]
+async fn two_replicas_sharing_redis_replay_and_coalesce_each_others_calls() {
+    let redis = RedisServer::start().await;
+    let shared = |c: &mut connect_facade::config::ServeConfig| {
+        c.quota_store = QuotaStoreChoice::Redis(redis.url());
+        c.rate_limit = 100.0;
+        c.rate_burst = 100;
+    };
+    let first = spawn_with(open_chats_with_quota(1000.0, 1000), shared).await;
+    let second = spawn_replica(&first.simulator, shared).await;
+
+    // A call answered by one replica is replayed by the other.
+    let answered = first.call(with_token("across")).await.unwrap();
+    let replayed = second.call(with_token("across")).await.unwrap();
+    assert_eq!(answered.get_ref(), replayed.get_ref());
+    assert_eq!(
+        replayed.metadata().get("x-facade-replayed").unwrap(),
+        "true"
+    );
+    assert_eq!(first.simulator.requests().len(), 1);
+
+    // Other fields under the same token are refused by the other replica too.
+    let mut other = with_token("across");
+    other.source_contact_id = "elsewhere".into();
+    let refused = second.call(other).await.expect_err("token reused");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+
+    // Identical calls in flight on both replicas at once: one AWS request.
+    first
+        .simulator
+        .add_fault(fault(FaultEffect::Latency { millis: 400 }));
+    let calls: Vec<_> = (0..10)
+        .map(|i| {
+            let mut client = if i % 2 == 0 {
+                first.client.clone()
+            } else {
+                second.client.clone()
+            };
+            tokio::spawn(async move {
+                client
+                    .create_persistent_contact_association(with_token("both-at-once"))
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().expect("every call gets the answer");
+    }
+    assert_eq!(first.simulator.requests().len(), 2);
+    assert_eq!(
+        redis.command(&["KEYS", "*:lock"]).await.as_deref(),
+        Some("*0"),
+        "no lock outlives its call"
+    );
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
