@@ -110,9 +110,9 @@ impl TryFrom<RawCaller> for Caller {
             ));
         }
         let weight = raw.weight.unwrap_or(1.0);
-        if !(weight.is_finite() && weight > 0.0 && weight <= 1000.0) {
+        if !(0.01..=1000.0).contains(&weight) {
             return Err(format!(
-                "caller {}: weight must be above 0 and at most 1000 (got {weight})",
+                "caller {}: weight must be from 0.01 to 1000 (got {weight})",
                 raw.name
             ));
         }

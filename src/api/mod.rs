@@ -202,7 +202,11 @@ impl ContactApi {
     /// The call's answer: replayed, shared with an identical call in flight, or its own. A token the
     /// facade generated is never repeated, so those calls go straight to the middleware.
     async fn answer(&self, call: &UpstreamCall) -> Result<Answered, CallError> {
-        let own = || self.upstream.call(call.clone());
+        let own = || {
+            let upstream = self.upstream.clone();
+            let call = call.clone();
+            async move { upstream.call(call).await }
+        };
         match &self.replayer {
             Some(replayer) if !call.request.client_token().was_generated() => {
                 replayer

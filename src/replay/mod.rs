@@ -63,8 +63,19 @@ pub enum Answered {
     Coalesced(Result<Association, CallError>),
 }
 
-/// What an in-flight call shares with the identical calls waiting for it: `None` until answered.
-type Shared = Option<Result<Association, CallError>>;
+/// How the first of identical calls settled, as every call waiting for it sees it.
+#[derive(Clone, Debug)]
+enum Settled {
+    /// It went to AWS.
+    Called(Result<Association, CallError>),
+    /// Another replica's answer was kept in Redis meanwhile.
+    Replayed(Replay),
+    /// Another replica's identical token with other fields is in flight.
+    Reused,
+}
+
+/// What a call in flight shares with the calls waiting for it: `None` until settled.
+type Shared = Option<Settled>;
 
 struct InFlight {
     fingerprint: Fingerprint,
@@ -105,8 +116,12 @@ impl Replayer {
 
     /// Answers `request` from the cache, from an identical call in flight, or by `call` (run at most
     /// once). `scope` is the quota key the token is idempotent in; `deadline` bounds the waits.
+    ///
+    /// `call` runs in a task of its own: if this call's caller goes away (its deadline, a cancel),
+    /// the AWS call it paid a slot for still finishes and its answer is kept, so the caller's retry
+    /// with the same token is replayed instead of spending another slot.
     pub async fn answer<F, Fut>(
-        &self,
+        self: &Arc<Self>,
         scope: &str,
         request: &AssociationRequest,
         deadline: Instant,
@@ -114,10 +129,11 @@ impl Replayer {
     ) -> Result<Answered, CallError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Association, CallError>>,
+        Fut: Future<Output = Result<Association, CallError>> + Send + 'static,
     {
         let key = token_key(scope, request.client_token().as_str());
         let fingerprint = fingerprint(request);
+        let mut call = Some(call);
         let mut coalesced = false;
         loop {
             if let Some(replay) = self.cached(&key, deadline).await {
@@ -126,105 +142,73 @@ impl Replayer {
             let role = {
                 let mut in_flight = self.in_flight();
                 match in_flight.get(&key) {
-                    Some(other) if other.fingerprint != fingerprint => None,
-                    Some(other) => Some(Role::Wait(other.answer.clone())),
+                    Some(other) if other.fingerprint != fingerprint => Role::Reused,
+                    Some(other) => Role::Wait(other.answer.clone()),
                     None => {
                         let (tx, rx) = watch::channel(None);
                         in_flight.insert(
                             key,
                             InFlight {
                                 fingerprint,
-                                answer: rx,
+                                answer: rx.clone(),
                             },
                         );
-                        Some(Role::Lead(Lead {
-                            replayer: self,
-                            key,
-                            answer: tx,
-                        }))
+                        Role::First(tx, rx)
                     }
                 }
             };
-            let mut answer = match role {
-                None => {
+            let (first, mut answer) = match role {
+                Role::Reused => {
                     self.metrics.client_token_reused();
                     return Err(CallError::ClientTokenReused);
                 }
-                Some(Role::Lead(lead)) => {
-                    return self.lead(lead, fingerprint, deadline, call).await;
+                Role::Wait(answer) => {
+                    if !coalesced {
+                        coalesced = true;
+                        self.metrics.coalesced();
+                    }
+                    (false, answer)
                 }
-                Some(Role::Wait(answer)) => answer,
+                Role::First(tx, rx) => {
+                    let lead = Lead {
+                        replayer: self.clone(),
+                        key,
+                        answer: tx,
+                    };
+                    // A first call returns whatever its own call settles with, so it never comes
+                    // round again: its call is always there to take.
+                    let Some(call) = call.take() else {
+                        return Err(CallError::ShuttingDown);
+                    };
+                    tokio::spawn(lead.run(fingerprint, deadline, call()));
+                    (true, rx)
+                }
             };
-            if !coalesced {
-                coalesced = true;
-                self.metrics.coalesced();
-            }
-            let shared = answer
+            let settled = answer
                 .wait_for(Option::is_some)
                 .await
                 .ok()
                 .and_then(|shared| shared.clone());
-            match shared {
-                Some(Ok(association)) => return Ok(Answered::Coalesced(Ok(association))),
+            match settled {
+                Some(Settled::Replayed(replay)) => return self.replayed(replay, fingerprint),
+                Some(Settled::Reused) => return Err(CallError::ClientTokenReused),
+                Some(Settled::Called(outcome)) if first => return Ok(Answered::Called(outcome)),
+                Some(Settled::Called(Ok(association))) => {
+                    return Ok(Answered::Coalesced(Ok(association)));
+                }
                 // The first call's own deadline, not this one's: go again, maybe as the first.
-                Some(Err(CallError::DeadlineExceeded { .. } | CallError::ShuttingDown)) | None => {}
-                Some(Err(error)) => return Ok(Answered::Coalesced(Err(error))),
+                Some(Settled::Called(Err(
+                    CallError::DeadlineExceeded { .. } | CallError::ShuttingDown,
+                )))
+                | None => {}
+                Some(Settled::Called(Err(error))) => {
+                    return Ok(Answered::Coalesced(Err(error)));
+                }
             }
         }
     }
-
-    /// This call goes to AWS for itself and the identical calls that come meanwhile; with Redis,
-    /// unless another replica's identical call is already in flight.
-    async fn lead<F, Fut>(
-        &self,
-        lead: Lead<'_>,
-        fingerprint: Fingerprint,
-        deadline: Instant,
-        call: F,
-    ) -> Result<Answered, CallError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Association, CallError>>,
-    {
-        let mut claimed = false;
-        if let Some(redis) = &self.redis {
-            match redis.claim(&lead.key, fingerprint, deadline).await {
-                redis::Claim::Replayed(replay) => {
-                    self.memory.insert(lead.key, replay.clone());
-                    let answer = self.replayed(replay, fingerprint);
-                    lead.finish(match &answer {
-                        Ok(Answered::Replayed(association)) => Some(Ok(association.clone())),
-                        _ => None,
-                    });
-                    return answer;
-                }
-                redis::Claim::Reused => {
-                    self.metrics.client_token_reused();
-                    return Err(CallError::ClientTokenReused);
-                }
-                redis::Claim::Lead => claimed = true,
-                // Redis is failing or too slow: this replica goes on alone.
-                redis::Claim::Unavailable => {}
-            }
-        }
-        let outcome = call().await;
-        if let Ok(association) = &outcome {
-            let replay = Replay {
-                fingerprint,
-                association: association.clone(),
-            };
-            if let Some(redis) = self.redis.as_ref().filter(|_| claimed) {
-                redis.finish(&lead.key, Some(&replay), fingerprint).await;
-            }
-            self.memory.insert(lead.key, replay);
-            self.metrics.set_replay_entries(self.memory.entries());
-        } else if let Some(redis) = self.redis.as_ref().filter(|_| claimed) {
-            redis.finish(&lead.key, None, fingerprint).await;
-        }
-        lead.finish(Some(outcome.clone()));
-        Ok(Answered::Called(outcome))
-    }
-
+}
+impl Replayer {
     async fn cached(&self, key: &TokenKey, deadline: Instant) -> Option<Replay> {
         if let Some(replay) = self.memory.get(key) {
             return Some(replay);
@@ -243,33 +227,97 @@ impl Replayer {
             Err(CallError::ClientTokenReused)
         }
     }
+
+    fn keep(&self, key: TokenKey, replay: Replay) {
+        self.memory.insert(key, replay);
+        self.metrics.set_replay_entries(self.memory.entries());
+    }
 }
 
 /// What a call does when no answer is kept.
-enum Role<'a> {
+enum Role {
+    /// Its token is in flight with other fields.
+    Reused,
     /// Wait for the identical call in flight.
     Wait(watch::Receiver<Shared>),
-    /// Go to AWS, for itself and the calls that come meanwhile.
-    Lead(Lead<'a>),
+    /// Go first: for itself and the calls that come meanwhile.
+    First(watch::Sender<Shared>, watch::Receiver<Shared>),
 }
 
-/// The first of identical calls: on drop (answered, or abandoned by its caller) it leaves the
+/// The first of identical calls, in its own task: on drop (settled, or panicked) it leaves the
 /// in-flight map, and the calls waiting for it get its answer, or go again.
-struct Lead<'a> {
-    replayer: &'a Replayer,
+struct Lead {
+    replayer: Arc<Replayer>,
     key: TokenKey,
     answer: watch::Sender<Shared>,
 }
 
-impl Lead<'_> {
-    fn finish(self, answer: Shared) {
-        self.answer.send_replace(answer);
+impl Lead {
+    /// With Redis, unless another replica's identical call is already in flight (its answer is then
+    /// this one's), runs `call` and keeps its answer if it succeeded.
+    async fn run(
+        self,
+        fingerprint: Fingerprint,
+        deadline: Instant,
+        call: impl Future<Output = Result<Association, CallError>>,
+    ) {
+        let replayer = &self.replayer;
+        let mut claimed = false;
+        if let Some(redis) = &replayer.redis {
+            match redis.claim(&self.key, fingerprint, deadline).await {
+                redis::Claim::Replayed(replay) => {
+                    if replay.fingerprint == fingerprint {
+                        replayer.keep(self.key, replay.clone());
+                    }
+                    self.settle(Settled::Replayed(replay));
+                    return;
+                }
+                redis::Claim::Reused => {
+                    self.settle(Settled::Reused);
+                    return;
+                }
+                redis::Claim::Lead => claimed = true,
+                // Redis is failing or too slow: this replica goes on alone.
+                redis::Claim::Unavailable => {}
+            }
+        }
+        let outcome = call.await;
+        let replay = outcome.as_ref().ok().map(|association| Replay {
+            fingerprint,
+            association: association.clone(),
+        });
+        if let Some(redis) = replayer.redis.as_ref().filter(|_| claimed) {
+            redis.finish(&self.key, replay.as_ref(), fingerprint).await;
+        }
+        if let Some(replay) = replay {
+            replayer.keep(self.key, replay);
+        }
+        self.settle(Settled::Called(outcome));
     }
 }
 
-impl Drop for Lead<'_> {
+impl Lead {
+    /// Leaves the in-flight map before settling, so a call that goes again finds no stale entry;
+    /// only this lead's own entry, as a new first call may have taken the key since.
+    fn settle(&self, settled: Settled) {
+        self.leave();
+        self.answer.send_replace(Some(settled));
+    }
+
+    fn leave(&self) {
+        let mut in_flight = self.replayer.in_flight();
+        let ours = in_flight
+            .get(&self.key)
+            .is_some_and(|entry| entry.answer.same_channel(&self.answer.subscribe()));
+        if ours {
+            in_flight.remove(&self.key);
+        }
+    }
+}
+
+impl Drop for Lead {
     fn drop(&mut self) {
-        self.replayer.in_flight().remove(&self.key);
+        self.leave();
     }
 }
 

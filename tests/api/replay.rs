@@ -166,3 +166,21 @@ async fn two_replicas_sharing_redis_replay_and_coalesce_each_others_calls() {
     drop(second);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test]
+async fn a_retry_after_the_callers_own_timeout_is_answered_by_the_call_it_abandoned() {
+    let app = spawn().await;
+    app.simulator
+        .add_fault(fault(FaultEffect::Latency { millis: 400 }));
+    let (status, _) = app
+        .call_with_deadline(with_token("impatient"), Duration::from_millis(150))
+        .await;
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    // The AWS call the first attempt paid a slot for finishes without its caller; the retry, while
+    // it is still in flight, shares it, and after it, is replayed.
+    let during = app.call(with_token("impatient")).await.expect("shared");
+    assert_eq!(during.metadata().get("x-facade-coalesced").unwrap(), "true");
+    let after = app.call(with_token("impatient")).await.expect("replayed");
+    assert_eq!(after.metadata().get("x-facade-replayed").unwrap(), "true");
+    assert_eq!(app.simulator.requests().len(), 1, "AWS saw one request");
+}
