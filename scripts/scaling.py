@@ -13,6 +13,14 @@ an open-loop load spread over the replicas as a Kubernetes Service would.
    added p50 latency at concurrency 1, CPU per call at concurrency 16.
 3. The fallback: 2 replicas on Redis at 3x the quota; Redis killed a third of the way in and restarted
    at two thirds: successful calls per phase, and how long until the replicas are back on Redis.
+4. Callers sharing the quota (an auth file): a caller offering 10x the quota beside one offering 0.25x,
+   with and without its own auth identity (one caller: arrival order), and two saturating callers
+   at weights 3:1: successful calls per caller.
+5. Replay and coalescing: a client whose deadline (300 ms) is shorter than AWS's answer (400 ms)
+   retries every call once with its token; quota slots spent and calls answered, replay on and off.
+6. What the replay cache costs per call: a caller's own token (unique per call, a lookup that misses
+   and an answer kept), a repeated token (replayed), and no token (the cache skipped), in memory and
+   with Redis; and the facade's RSS after 1,000,000 distinct tokens through the in-memory cache.
 
 The AWS side is read from the facades' own metrics (connect_facade_upstream_attempts_total by
 outcome), summed over replicas; the callers' side from loadgen's JSON.
@@ -79,11 +87,13 @@ class Bench:
         self.app_cpu = 0
         self.load_cpu = self.cpus - 1
 
-    def simulator(self, quota=True):
+    def simulator(self, quota=True, faults=()):
         argv = [f"{self.bin}/connect-facade", "simulate", "--listen", "127.0.0.1:0",
                 "--fixtures", "fixtures/bench.yaml", "--log-format", "json"]
         if quota:
             argv += ["--quota-rate", str(QUOTA_RATE), "--quota-burst", str(QUOTA_BURST)]
+        for fault in faults:
+            argv += ["--fault", fault]
         process = self.p.start("simulator", argv, cpu=self.load_cpu, stdout=subprocess.PIPE)
         line = process.stdout.readline().decode()
         return process, line.split()[-1]
@@ -239,6 +249,195 @@ def fallback(bench, phase):
 
 
 
+def auth_file(work, callers):
+    """An auth file of callers {name: (weight, max_rate)}, each with the bearer token `token-NAME`."""
+    import hashlib
+    path = os.path.join(work, f"auth-{'-'.join(callers)}.yaml")
+    with open(path, "w") as f:
+        f.write("callers:\n")
+        for name, (weight, max_rate) in callers.items():
+            digest = hashlib.sha256(f"token-{name}".encode()).hexdigest()
+            f.write(f"  - name: {name}\n    token_sha256: \"{digest}\"\n    instances: [\"*\"]\n"
+                    f"    weight: {weight}\n")
+            if max_rate:
+                f.write(f"    max_rate: {max_rate}\n")
+    return path
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def sharing(bench, duration):
+    """Two callers on one facade at the default limits: per-caller successes."""
+    runs = []
+    cases = [
+        ("flood 10x and quiet 0.25x, one caller (no auth file: arrival order)", None,
+         [("flood", 10 * QUOTA_RATE), ("quiet", QUOTA_RATE / 4)]),
+        ("flood 10x and quiet 0.25x, two callers (weights 1:1)", {"flood": (1, None), "quiet": (1, None)},
+         [("flood", 10 * QUOTA_RATE), ("quiet", QUOTA_RATE / 4)]),
+        ("heavy and light both at 5x, weights 3:1", {"heavy": (3, None), "light": (1, None)},
+         [("heavy", 5 * QUOTA_RATE), ("light", 5 * QUOTA_RATE)]),
+    ]
+    for title, callers, offers in cases:
+        simulator, sim_url = bench.simulator()
+        flags = ["--auth-file", auth_file(bench.p.work, callers)] if callers else []
+        facade = bench.facade(sim_url, flags)
+        loads = []
+        for name, rate in offers:
+            extra = ["--rate", f"{rate:g}", "--duration", f"{duration}s", "--deadline", "10s"]
+            if callers:
+                extra += ["--bearer", f"token-{name}"]
+            loads.append((name, rate) + bench.loadgen([facade["url"]], extra, f"sharing-{name}-{len(runs)}"))
+        row = {"case": title, "callers": []}
+        for name, rate, load, out in loads:
+            load.wait()
+            report = json.load(open(out))
+            row["callers"].append({"name": name, "offered_per_s": rate, "calls": report["calls"],
+                                   "ok": report["ok"], "errors": report["errors"]})
+        ok, throttled, _ = attempts([facade])
+        row["aws_ok"], row["aws_throttled"], row["duration_s"] = ok, throttled, duration
+        for process in (facade["process"], simulator):
+            bench.p.stop(process)
+        runs.append(row)
+        print(f"sharing: {json.dumps(row)}", flush=True)
+    return runs
+
+
+def replay_savings(bench, duration):
+    """A client that retries every call once after its deadline, AWS slower than that deadline."""
+    rows = []
+    for replay in ("10m", "0s"):
+        simulator, sim_url = bench.simulator(faults=["kind=latency,millis=400"])
+        flags = ["--auth-file", auth_file(bench.p.work, {"client": (1, None)}), "--replay-window", replay]
+        facade = bench.facade(sim_url, flags)
+        load, out = bench.loadgen([facade["url"]], ["--rate", "1", "--duration", f"{duration}s",
+                                                    "--tokens", "unique", "--deadline", "300ms",
+                                                    "--retry-after-timeout", "--bearer", "token-client"],
+                                  f"replay-{replay}")
+        load.wait()
+        time.sleep(1)  # the AWS calls whose callers left finish
+        report = json.load(open(out))
+        text = scrape(facade["metrics"])
+        slots = series_sum(text, "connect_facade_caller_quota_slots_total")
+        row = {"replay": replay != "0s", "calls": report["calls"], "ok": report["ok"],
+               "errors": report["errors"], "slots": slots,
+               "aws_ok": series_sum(text, "connect_facade_upstream_attempts_total", 'outcome="ok"'),
+               "replays": series_sum(text, "connect_facade_replays_total"),
+               "coalesced": series_sum(text, "connect_facade_coalesced_calls_total")}
+        for process in (facade["process"], simulator):
+            bench.p.stop(process)
+        rows.append(row)
+        print(f"replay: {json.dumps(row)}", flush=True)
+    return rows
+
+
+def lookup_cost(bench, rounds, duration, million):
+    """The replay cache's cost per call, and RSS after `million` distinct tokens."""
+    simulator, sim_url = bench.simulator(quota=False)
+    redis, redis_port = bench.redis()
+    unlimited = ["--rate-limit", "1000000", "--rate-burst", "1000000"]
+    facades = {"memory": bench.facade(sim_url, unlimited),
+               "redis": bench.facade(sim_url, unlimited + ["--quota-store", f"redis://127.0.0.1:{redis_port}"])}
+    cases = [("memory", "none"), ("memory", "unique"), ("memory", "repeat"), ("redis", "unique"),
+             ("redis", "repeat")]
+    samples = {f"{store}/{tokens}": {"p50_us": [], "cpu_us_per_call": []} for store, tokens in cases}
+    for round_ in range(rounds):
+        order = cases if round_ % 2 == 0 else list(reversed(cases))
+        for store, tokens in order:
+            facade, key = facades[store], f"{store}/{tokens}"
+            load, out = bench.loadgen([facade["url"]], ["--concurrency", "1", "--duration", f"{duration}s",
+                                                        "--tokens", tokens], f"lookup-{store}-{tokens}-c1-{round_}")
+            load.wait()
+            samples[key]["p50_us"].append(json.load(open(out))["latency_us"]["p50"])
+            before = cpu_seconds(facade["process"].pid)
+            load, out = bench.loadgen([facade["url"]], ["--concurrency", "16", "--duration", f"{duration}s",
+                                                        "--tokens", tokens], f"lookup-{store}-{tokens}-c16-{round_}")
+            load.wait()
+            calls = max(json.load(open(out))["calls"], 1)
+            samples[key]["cpu_us_per_call"].append((cpu_seconds(facade["process"].pid) - before) * 1e6 / calls)
+    for process in [f["process"] for f in facades.values()] + [redis]:
+        bench.p.stop(process)
+    cost = {key: {m: statistics.median(v) for m, v in s.items()} for key, s in samples.items()}
+
+    facade = bench.facade(sim_url, unlimited)
+    load, _ = bench.loadgen([facade["url"]], ["--concurrency", "1", "--duration", "1s"], "tokens-warm")
+    load.wait()
+    idle = rss_kib(facade["process"].pid)
+    load, out = bench.loadgen([facade["url"]], ["--concurrency", "64", "--calls", str(million),
+                                                "--duration", "3600s", "--tokens", "unique"], "tokens-million")
+    peak = idle
+    while load.poll() is None:
+        peak = max(peak, rss_kib(facade["process"].pid))
+        time.sleep(0.2)
+    report = json.load(open(out))
+    entries = series_sum(scrape(facade["metrics"]), "connect_facade_replay_cache_entries")
+    memory = {"tokens": report["calls"], "ok": report["ok"], "idle_mib": idle / 1024, "peak_mib": peak / 1024,
+              "after_mib": rss_kib(facade["process"].pid) / 1024, "entries": entries}
+    for process in (facade["process"], simulator):
+        bench.p.stop(process)
+    print(f"lookup: {json.dumps(cost)} memory: {json.dumps(memory)}", flush=True)
+    return {"cost": cost, "memory": memory}
+
+
+def write_sharing(w, results):
+    runs, savings, lookup = results["sharing"], results["replay"], results["lookup"]
+    w("## Callers sharing the quota")
+    w("")
+    w("One facade at the default limits (2/s, burst 4, `--max-queue-wait` 3s), the simulator at Connect's "
+      "quota, each caller an open-loop loadgen with a 10 s deadline per call. With an auth file, waiting "
+      "calls are served in weighted fair order; without one, every call is the same caller, in arrival "
+      "order.")
+    w("")
+    w("| case | caller | offered | answered OK | share of its calls | share of AWS's successes |")
+    w("|---|---|---:|---:|---:|---:|")
+    for run in runs:
+        total_ok = sum(c["ok"] for c in run["callers"]) or 1
+        for c in run["callers"]:
+            w(f"| {run['case']} | {c['name']} | {c['offered_per_s']:g}/s | {c['ok']} of {c['calls']} | "
+              f"{c['ok'] / max(c['calls'], 1):.0%} | {c['ok'] / total_ok:.0%} |")
+    w("")
+    w("## Replay and coalescing: the slots a retrying client saves")
+    w("")
+    w("A client calls once a second with its own token and a 300 ms deadline while AWS (the simulator, "
+      "a 400 ms latency fault) answers in 400 ms; on DEADLINE_EXCEEDED it retries once with the same "
+      "token. A slot is a slot of the account's quota given to an attempt.")
+    w("")
+    w("| replay | calls | answered OK | quota slots spent | slots per call | answers per slot | replayed | coalesced |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in savings:
+        w(f"| {'on (10m)' if r['replay'] else 'off'} | {r['calls']} | {r['ok']} | {r['slots']:.0f} | "
+          f"{r['slots'] / max(r['calls'], 1):.2f} | {r['ok'] / max(r['slots'], 1):.2f} | "
+          f"{r['replays']:.0f} | {r['coalesced']:.0f} |")
+    w("")
+    w("Without replay, the facade abandons each AWS call when its caller's deadline passes, so the retry "
+      "starts again, spends a second slot and times out the same way. With it, the abandoned call "
+      "finishes in the background, and the retry shares it (or, if it comes later, is replayed).")
+    w("")
+    w("## What the replay cache costs per call")
+    w("")
+    w("One facade at an unlimited rate, in interleaved rounds (medians): p50 at concurrency 1, facade "
+      "CPU per call at concurrency 16. `none`: no client token (the cache is skipped); `unique`: a new "
+      "token per call (a lookup that misses, the call's task, the answer kept); `repeat`: the same token "
+      "every call (replayed from memory; with Redis too, since a replica keeps what it read).")
+    w("")
+    w("| store | tokens | p50 at c=1 | CPU µs per call |")
+    w("|---|---|---:|---:|")
+    for key, c in lookup["cost"].items():
+        store, tokens = key.split("/")
+        w(f"| {store} | {tokens} | {c['p50_us'] / 1000:.3f} ms | {c['cpu_us_per_call']:.1f} |")
+    m = lookup["memory"]
+    w("")
+    w(f"Memory: {m['tokens']:,} calls with distinct tokens ({m['ok']:,} answered OK) through the in-memory "
+      f"cache at its default bound (`--replay-capacity` 100,000): RSS {m['idle_mib']:.1f} MiB before, "
+      f"{m['peak_mib']:.1f} MiB at peak, {m['after_mib']:.1f} MiB after, {m['entries']:.0f} answers held.")
+    w("")
+
+
 def write_report(path, results, args):
     quota, cost, fall = results["quota"], results["cost"], results["fallback"]
     lines = []
@@ -335,6 +534,8 @@ def write_report(path, results, args):
       f"{fall['calls']} answered OK; the others: {codes}. No call failed because of the store itself; "
       f"the replicas counted {fall['store_errors']:.0f} failed store round trips (probes included).")
     w("")
+    if "sharing" in results:
+        write_sharing(w, results)
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
@@ -348,6 +549,10 @@ def main():
     parser.add_argument("--cost-rounds", type=int, default=5)
     parser.add_argument("--cost-duration", type=int, default=5)
     parser.add_argument("--fallback-phase", type=int, default=10)
+    parser.add_argument("--sharing-duration", type=int, default=30)
+    parser.add_argument("--replay-duration", type=int, default=20)
+    parser.add_argument("--tokens", type=int, default=1_000_000,
+                        help="distinct tokens sent through the in-memory replay cache")
     parser.add_argument("--report-only", metavar="RESULTS_JSON",
                         help="write the report from an earlier run's results.json, measuring nothing")
     args = parser.parse_args()
@@ -371,11 +576,15 @@ def main():
               flush=True)
         fall = fallback(bench, args.fallback_phase)
         print(f"fallback: {json.dumps(fall)}", flush=True)
+        shared = sharing(bench, args.sharing_duration)
+        savings = replay_savings(bench, args.replay_duration)
+        lookup = lookup_cost(bench, args.cost_rounds, args.cost_duration, args.tokens)
     finally:
         processes.stop_all()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
-    results = {"quota": quota, "cost": cost, "fallback": fall, "commit": commit,
+    results = {"quota": quota, "cost": cost, "fallback": fall, "sharing": shared, "replay": savings,
+               "lookup": lookup, "commit": commit,
                "date": time.strftime("%Y-%m-%d"), "cpus": bench.cpus}
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump(results, f, indent=1)

@@ -15,7 +15,7 @@ use crate::{
     RunArgs, TargetKind,
     pacer::{Pacer, Pacing},
     report::{Report, Setup, Stats, own_cpu_seconds},
-    target::Target,
+    target::{CallShape, Target},
 };
 
 /// Calls answered so far, for the progress line.
@@ -56,7 +56,9 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         .unwrap_or_else(|| concurrency.unwrap_or(8).min(8))
         .max(1);
     let target = match args.target {
-        TargetKind::Grpc => Target::grpc(&args.url, connections).await?,
+        TargetKind::Grpc => {
+            Target::grpc(&args.url, connections, CallShape::from_args(&args)?).await?
+        }
         TargetKind::Sdk => Target::sdk(&args.url).await,
     };
     let setup = Setup {

@@ -93,6 +93,20 @@ pub struct RunArgs {
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// gRPC: the client token each call sends (none: the server generates one, as most callers do;
+    /// unique: a fresh UUID per call; repeat: the same token every time).
+    #[arg(long, value_enum, default_value = "none")]
+    pub tokens: target::TokenMode,
+    /// gRPC: call as this caller (`authorization: Bearer TOKEN`).
+    #[arg(long)]
+    pub bearer: Option<String>,
+    /// gRPC: each call's deadline (grpc-timeout); none by default.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub deadline: Option<Duration>,
+    /// gRPC: a call answered DEADLINE_EXCEEDED is sent once more with the same token, as a client
+    /// that retries after a timeout does; the second answer is the call's.
+    #[arg(long)]
+    pub retry_after_timeout: bool,
 }
 
 fn main() -> ExitCode {

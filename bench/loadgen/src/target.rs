@@ -2,9 +2,12 @@
 //! request: the documentation's session (C1), rehydrated into `bench-chat` in the bench fixtures'
 //! open instance, so every call succeeds and the simulator keeps no state.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use aws_sdk_connect::{error::ProvideErrorMetadata, types::RehydrationType as SdkRehydrationType};
@@ -13,7 +16,10 @@ use connect_facade::proto::{
     contact_service_client::ContactServiceClient,
 };
 use prost::Message;
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    transport::{Channel, Endpoint},
+};
 
 pub const INSTANCE: &str = "11111111-2222-3333-4444-555555555555";
 pub const INITIAL_CONTACT: &str = "bench-chat";
@@ -43,11 +49,77 @@ pub fn framed_request() -> Vec<u8> {
 /// A call's outcome: `Ok`, or the error's code (gRPC code name, AWS error code, or a transport kind).
 pub type Outcome = Result<(), String>;
 
+/// Which client token the gRPC calls send.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenMode {
+    None,
+    Unique,
+    Repeat,
+}
+
+/// How each gRPC call is made beyond its message: token, caller, deadline, retry.
+#[derive(Clone, Debug)]
+pub struct CallShape {
+    tokens: TokenMode,
+    repeated: String,
+    bearer: Option<MetadataValue<Ascii>>,
+    deadline: Option<Duration>,
+    retry_after_timeout: bool,
+}
+
+impl CallShape {
+    pub fn from_args(args: &crate::RunArgs) -> Result<Self, String> {
+        if args.retry_after_timeout && args.tokens != TokenMode::Unique {
+            return Err(
+                "--retry-after-timeout needs --tokens unique (a retry reuses its token)".into(),
+            );
+        }
+        let bearer = args
+            .bearer
+            .as_ref()
+            .map(|token| format!("Bearer {token}").parse())
+            .transpose()
+            .map_err(|_| "--bearer must be printable ASCII".to_owned())?;
+        Ok(Self {
+            tokens: args.tokens,
+            repeated: uuid::Uuid::new_v4().to_string(),
+            bearer,
+            deadline: args.deadline,
+            retry_after_timeout: args.retry_after_timeout,
+        })
+    }
+
+    fn token(&self) -> String {
+        match self.tokens {
+            TokenMode::None => String::new(),
+            TokenMode::Unique => uuid::Uuid::new_v4().to_string(),
+            TokenMode::Repeat => self.repeated.clone(),
+        }
+    }
+
+    fn request(&self, token: &str) -> tonic::Request<CreatePersistentContactAssociationRequest> {
+        let mut request = tonic::Request::new(CreatePersistentContactAssociationRequest {
+            client_token: token.to_owned(),
+            ..request()
+        });
+        if let Some(bearer) = &self.bearer {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+        }
+        if let Some(deadline) = self.deadline {
+            request.set_timeout(deadline);
+        }
+        request
+    }
+}
+
 #[derive(Clone)]
 pub enum Target {
     Grpc {
         clients: Arc<Vec<ContactServiceClient<Channel>>>,
         next: Arc<AtomicUsize>,
+        shape: Arc<CallShape>,
     },
     Sdk(aws_sdk_connect::Client),
 }
@@ -55,7 +127,7 @@ pub enum Target {
 impl Target {
     /// `urls`: one server, or several separated by commas (replicas behind one Service), whose
     /// connections are opened in turn so the calls spread evenly over them.
-    pub async fn grpc(urls: &str, connections: usize) -> Result<Self, String> {
+    pub async fn grpc(urls: &str, connections: usize, shape: CallShape) -> Result<Self, String> {
         let endpoints = urls
             .split(',')
             .map(|url| {
@@ -77,6 +149,7 @@ impl Target {
         Ok(Self::Grpc {
             clients: Arc::new(clients),
             next: Arc::new(AtomicUsize::new(0)),
+            shape: Arc::new(shape),
         })
     }
 
@@ -100,12 +173,27 @@ impl Target {
 
     pub async fn call(&self) -> Outcome {
         match self {
-            Self::Grpc { clients, next } => {
+            Self::Grpc {
+                clients,
+                next,
+                shape,
+            } => {
                 let index = next.fetch_add(1, Ordering::Relaxed) % clients.len();
                 let mut client = clients[index].clone();
-                client
-                    .create_persistent_contact_association(request())
-                    .await
+                let token = shape.token();
+                let mut outcome = client
+                    .create_persistent_contact_association(shape.request(&token))
+                    .await;
+                if shape.retry_after_timeout
+                    && outcome
+                        .as_ref()
+                        .is_err_and(|status| status.code() == tonic::Code::DeadlineExceeded)
+                {
+                    outcome = client
+                        .create_persistent_contact_association(shape.request(&token))
+                        .await;
+                }
+                outcome
                     .map(drop)
                     .map_err(|status| format!("{:?}", status.code()))
             }
