@@ -164,6 +164,21 @@ def caller_errors(out):
     return report["ok"], report["errors"]
 
 
+def ensure_h2load():
+    """h2load (Debian's nghttp2-client) makes the bursts: installed when missing and root, else a clear
+    failure, never a report without its bursts."""
+    import shutil
+    if shutil.which("h2load"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        for command in (["apt-get", "install", "-y", "-qq", "nghttp2-client"],
+                        ["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "nghttp2-client"]):
+            subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if shutil.which("h2load"):
+                return
+    sys.exit("h2load is needed for the bursts: install Debian's nghttp2-client")
+
+
 def measure(args):
     work = tempfile.mkdtemp(prefix="connect-facade-connections-")
     run = Run(args, work)
@@ -222,6 +237,8 @@ def measure_bursts(args, run, results, work):
                  f"{run.url}/amazonconnect.v1.ContactService/CreatePersistentContactAssociation"],
                 capture_output=True, text=True)
             done = re.search(r"requests: .*?(\d+) succeeded, (\d+) failed", h2load.stdout)
+            if not done:
+                raise RuntimeError(f"h2load did not run: {h2load.stdout[-500:]} {h2load.stderr[-500:]}")
             right_after = run.state()
             time.sleep(args.settle)
             later = run.state()
@@ -402,6 +419,7 @@ def main():
         args.window_rounds = 1
     if not any(f.startswith("--handshake-timeout") for f in args.facade_flag):
         args.facade_flag.append(f"--handshake-timeout={args.timeout}s")
+    ensure_h2load()
     results, work = measure(args)
     if not args.only_bursts:
         results["windows"] = measure_windows(args, work)

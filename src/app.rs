@@ -4,7 +4,6 @@
 
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
-use redis::aio::ConnectionManager;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
@@ -18,21 +17,20 @@ use crate::{
     listener::{self, AdmissionLimits},
     metrics::Metrics,
     metrics_endpoint,
-    middleware::{UpstreamStack, circuit_breaker::Breaker},
     proto::{self, contact_service_server::ContactServiceServer},
-    quota::{
-        QuotaStore,
-        local::LocalQuota,
-        redis::{RedisQuota, RedisQuotaError},
-        shared::SharedQuota,
-    },
+    quota::{redis::RedisQuotaError, stores::QuotaStores},
     replay::{MemoryReplays, RedisReplays, Replayer},
+    routes::{
+        self, RoutesError,
+        router::{RouteBuilder, Router},
+        spec::RouteSpec,
+    },
     simulator::{
         Simulator,
         fixtures::{Fixtures, FixturesError, QuotaFixture},
     },
     tls::{Tls, TlsError, TlsFiles},
-    upstream::{ConnectUpstream, StaticCredentials, UpstreamConfigError, UpstreamSettings},
+    upstream::{StaticCredentials, UpstreamBase, UpstreamConfigError, UpstreamSettings},
 };
 
 /// Connections the metrics endpoint holds at once.
@@ -67,6 +65,8 @@ pub enum StartupError {
     Flags(&'static str),
     #[error("invalid --quota-store: {0}")]
     QuotaStore(#[from] RedisQuotaError),
+    #[error(transparent)]
+    Routes(#[from] RoutesError),
 }
 
 /// The Tokio runtime the process runs on, sized to the CPUs it may use (`available_parallelism`
@@ -138,11 +138,11 @@ pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
     api: ContactApi,
-    breaker: Arc<Breaker>,
+    router: Arc<Router>,
+    routes_file: Option<std::path::PathBuf>,
+    routes_reload_interval: Duration,
     metrics: Arc<Metrics>,
     metrics_endpoint: Option<(SocketAddr, JoinHandle<()>)>,
-    /// The region/identity key of the rate limiter and breaker.
-    key: String,
     drain: Drain,
     shutdown_grace: Duration,
     limits: ConnectionLimits,
@@ -224,8 +224,21 @@ impl App {
                 attempt_timeout: config.attempt_timeout,
             },
         };
-        let upstream = ConnectUpstream::connect(&settings).await?;
-        tracing::info!(region = upstream.region(), endpoint = ?settings.endpoint_url, "Amazon Connect client ready");
+        let base = UpstreamBase::load(&settings).await;
+        let specs = match &config.routes {
+            Some(path) => routes::spec::read(path)?,
+            // Without a routes file, one route from the flags: today's behaviour.
+            None => vec![RouteSpec {
+                name: "default".to_owned(),
+                instances: vec!["*".to_owned()],
+                region: base.region().ok_or(UpstreamConfigError::NoRegion)?,
+                role_arn: None,
+                external_id: None,
+                endpoint_url: None,
+                rate_limit: None,
+                burst: None,
+            }],
+        };
 
         match listener::raise_descriptor_limit() {
             Ok(limit) => tracing::info!(limit, "open files limit (soft, raised to the hard limit)"),
@@ -280,14 +293,13 @@ impl App {
             }
             None => None,
         };
-        let (quota, shared_redis) = quota_store(&config, metrics.clone())?;
-        let stack = UpstreamStack::new(
-            upstream.clone(),
-            upstream.region(),
-            quota,
-            &config.middleware(),
-            metrics.clone(),
-        );
+        let stores = quota_stores(&config, metrics.clone())?;
+        let shared_redis = stores.connection();
+        let builder = RouteBuilder::new(base, config.middleware(), stores, metrics.clone());
+        let router = Arc::new(Router::new(builder, &specs).await);
+        for route in router.table().routes() {
+            tracing::info!(route = %route.name, key = %route.key, "Amazon Connect route ready");
+        }
         let replayer = (!config.replay_window.is_zero()).then(|| {
             let redis = shared_redis.map(|connection| {
                 RedisReplays::new(
@@ -304,26 +316,22 @@ impl App {
                 metrics.clone(),
             ))
         });
-        let breaker = stack.breaker();
         let drain = Drain::default();
         Ok(Self {
             listener,
             local_addr,
             api: ContactApi::new(
-                stack,
+                router.clone(),
                 config.default_deadline,
                 drain.clone(),
                 metrics.clone(),
-                Guards {
-                    callers,
-                    replayer,
-                    scope: upstream.region().to_owned(),
-                },
+                Guards { callers, replayer },
             ),
             metrics,
             metrics_endpoint,
-            key: upstream.region().to_owned(),
-            breaker,
+            router,
+            routes_file: config.routes.clone(),
+            routes_reload_interval: config.routes_reload_interval,
             drain,
             shutdown_grace: config.shutdown_grace,
             tls,
@@ -382,14 +390,29 @@ impl App {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let (stopping, stopping_rx) = watch::channel(false);
+        let router = self.router.clone();
         let readiness = follow_breaker(
             health_reporter.clone(),
-            self.breaker,
+            move || {
+                router
+                    .table()
+                    .routes()
+                    .iter()
+                    .map(|route| (route.key.clone(), route.stack.breaker()))
+                    .collect()
+            },
             self.metrics.clone(),
-            self.key.clone(),
             self.readiness_follows_breaker,
             stopping_rx.clone(),
         );
+        let route_reloads = self.routes_file.clone().map(|path| {
+            routes::reload_on_change(
+                self.router.clone(),
+                path,
+                self.routes_reload_interval,
+                self.metrics.clone(),
+            )
+        });
         let mut stop_accepting = stopping_rx;
         tracing::info!(addr = %self.local_addr, "connect-facade serving gRPC");
         let limits = self.limits;
@@ -460,6 +483,9 @@ impl App {
         if let Some(task) = reloads {
             task.abort();
         }
+        if let Some(task) = route_reloads {
+            task.abort();
+        }
         if let Some((_, task)) = self.metrics_endpoint {
             task.abort();
         }
@@ -468,33 +494,19 @@ impl App {
     }
 }
 
-/// Where the quota's buckets live, as `--quota-store` chose; with Redis, also its connection, for
-/// the replay cache the replicas share.
-fn quota_store(
-    config: &ServeConfig,
-    metrics: Arc<Metrics>,
-) -> Result<(Arc<dyn QuotaStore>, Option<ConnectionManager>), StartupError> {
-    let limits = config.quota_limits();
+/// Where the quota's buckets live, as `--quota-store` chose (one store per account and region).
+fn quota_stores(config: &ServeConfig, metrics: Arc<Metrics>) -> Result<QuotaStores, StartupError> {
     Ok(match &config.quota_store {
-        QuotaStoreChoice::Local => (Arc::new(LocalQuota::new(limits)), None),
+        QuotaStoreChoice::Local => QuotaStores::local(metrics),
         QuotaStoreChoice::Redis(url) => {
-            let fallback = LocalQuota::fallback(limits.at_rate(config.quota_fallback_rate()));
-            let redis = RedisQuota::new(
+            tracing::info!(store = ?config.quota_store, prefix = %config.quota_key_prefix, fallback_rate = config.quota_fallback_rate(), "the quota is shared through Redis");
+            QuotaStores::redis(
                 url,
                 &config.quota_key_prefix,
-                limits,
                 config.quota_store_timeout,
-            )?;
-            tracing::info!(store = ?config.quota_store, prefix = %config.quota_key_prefix, fallback_rate = config.quota_fallback_rate(), "the quota is shared through Redis");
-            let connection = redis.connection();
-            let store = SharedQuota::new(
-                redis,
-                fallback,
-                config.rate_limit,
-                config.quota_store_timeout,
+                config.quota_fallback_rate() / config.rate_limit,
                 metrics,
-            );
-            (Arc::new(store), Some(connection))
+            )?
         }
     })
 }

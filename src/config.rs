@@ -125,6 +125,15 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_TLS_RELOAD_INTERVAL", default_value = "30s", value_parser = duration)]
     pub tls_reload_interval: Duration,
 
+    /// YAML file routing Connect instances to AWS accounts and regions, each with its own identity
+    /// (an assumed role), quota and breaker (README: Routes). Without it, one route from the flags.
+    #[arg(long, env = "CONNECT_FACADE_ROUTES")]
+    pub routes: Option<PathBuf>,
+
+    /// How often the routes file is re-read for a change (`0`: only on SIGHUP).
+    #[arg(long, env = "CONNECT_FACADE_ROUTES_RELOAD_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub routes_reload_interval: Duration,
+
     /// YAML file of the callers allowed to call and the instances each may use (bearer-token SHA-256
     /// or mTLS subject); everyone may call when absent. Reflection and health stay open.
     #[arg(long, env = "CONNECT_FACADE_AUTH_FILE")]

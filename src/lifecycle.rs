@@ -69,9 +69,8 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 /// until `stopping` turns true.
 pub fn follow_breaker(
     reporter: HealthReporter,
-    breaker: Arc<Breaker>,
+    breakers: impl Fn() -> Vec<(String, Arc<Breaker>)> + Send + 'static,
     metrics: Arc<Metrics>,
-    key: String,
     readiness_follows: bool,
     mut stopping: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -83,10 +82,16 @@ pub fn follow_breaker(
                 _ = tick.tick() => {}
                 _ = stopping.wait_for(|stopping| *stopping) => return,
             }
-            let open = breaker.is_open();
-            metrics.set_breaker_open(&key, open);
-            if readiness_follows && open == serving {
-                serving = !open;
+            // Not serving only when no account can be called: one failing account must not take
+            // the pods away from the others'.
+            let mut all_open = true;
+            for (key, breaker) in breakers() {
+                let open = breaker.is_open();
+                metrics.set_breaker_open(&key, open);
+                all_open &= open;
+            }
+            if readiness_follows && all_open == serving {
+                serving = !all_open;
                 let status = if serving {
                     ServingStatus::Serving
                 } else {

@@ -123,6 +123,9 @@ pub struct Metrics {
     coalesced: Counter,
     token_reuse_refusals: Counter,
     replay_entries: Gauge<i64, AtomicI64>,
+    route_reloads: Family<OutcomeLabels, Counter>,
+    routes: Gauge<i64, AtomicI64>,
+    calls_by_route: Family<RouteLabels, Counter>,
     runtime_tasks: Gauge<i64, AtomicI64>,
     tls_reloads: Family<OutcomeLabels, Counter>,
     tls_expiry: Family<CertLabels, Gauge<i64, AtomicI64>>,
@@ -151,6 +154,11 @@ struct HotSeries {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallerLabels {
     caller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -303,6 +311,20 @@ impl Metrics {
             "Answers held by this replica's in-memory replay cache (0 with the Redis store, which holds them)",
             replay_entries.clone(),
         );
+        let route_reloads = Family::default();
+        sub.register(
+            "routes_reloads",
+            "Reloads of the routes file (SIGHUP or a changed file), by result (ok, error: the previous routes stay)",
+            route_reloads.clone(),
+        );
+        let routes = Gauge::default();
+        sub.register("routes", "Routes in use", routes.clone());
+        let calls_by_route = Family::default();
+        sub.register(
+            "route_calls",
+            "Calls by route (its name in the routes file; default without one)",
+            calls_by_route.clone(),
+        );
         let runtime_tasks = Gauge::default();
         sub.register(
             "runtime_alive_tasks",
@@ -385,6 +407,9 @@ impl Metrics {
             coalesced,
             token_reuse_refusals,
             replay_entries,
+            route_reloads,
+            routes,
+            calls_by_route,
             runtime_tasks,
             tls_reloads,
             tls_expiry,
@@ -547,6 +572,29 @@ impl Metrics {
 
     pub fn client_token_reused(&self) {
         self.token_reuse_refusals.inc();
+    }
+
+    /// A reload of the routes file, and the routes in use after it.
+    pub fn routes_reloaded(&self, ok: bool, routes: usize) {
+        self.route_reloads
+            .get_or_create(&OutcomeLabels {
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+        self.set_routes(routes);
+    }
+
+    pub fn set_routes(&self, routes: usize) {
+        self.routes.set(i64::try_from(routes).unwrap_or(i64::MAX));
+    }
+
+    /// The counter of `route`'s calls, held by the route so a call pays one atomic add.
+    pub fn route_calls(&self, route: &str) -> Counter {
+        self.calls_by_route
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .clone()
     }
 
     pub fn set_replay_entries(&self, entries: u64) {

@@ -75,6 +75,11 @@ pub enum CallError {
         "client_token was already used with other fields; use a new token for a new request, or the same fields to retry"
     )]
     ClientTokenReused,
+    /// No route serves the instance (`--routes` without a match or a default route).
+    #[error(
+        "no route serves instance {instance_id}: add it to a route of the routes file, or a default route (\"*\")"
+    )]
+    InstanceNotRouted { instance_id: String },
     /// Too many calls are already in flight or waiting.
     #[error("too many calls in progress; try again shortly")]
     Overloaded,
@@ -163,6 +168,11 @@ impl From<FailedCall> for Status {
                 );
                 details.set_error_info("CLIENT_TOKEN_REUSED", FACADE_DOMAIN, info);
                 (Code::InvalidArgument, message)
+            }
+            CallError::InstanceNotRouted { instance_id } => {
+                let message = CallError::InstanceNotRouted { instance_id }.to_string();
+                details.set_error_info("INSTANCE_NOT_ROUTED", FACADE_DOMAIN, info);
+                (Code::NotFound, message)
             }
             CallError::Overloaded => {
                 let message = CallError::Overloaded.to_string();

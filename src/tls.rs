@@ -18,12 +18,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::{
-    net::TcpStream,
-    signal::unix::{Signal, SignalKind, signal},
-    sync::watch,
-    time::{Instant, Interval, MissedTickBehavior},
-};
+use tokio::{net::TcpStream, sync::watch};
 use tokio_rustls::{
     Accept, TlsAcceptor,
     rustls::{
@@ -34,7 +29,7 @@ use tokio_rustls::{
     },
 };
 
-use crate::metrics::Metrics;
+use crate::{metrics::Metrics, reload::Triggers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -210,44 +205,12 @@ impl Tls {
     /// Reloads on SIGHUP, and every `interval` if the files changed (never when `interval` is zero),
     /// until the task is aborted.
     pub fn reload_on_change(mut self, interval: Duration) -> tokio::task::JoinHandle<()> {
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(signal) => Some(signal),
-            Err(error) => {
-                tracing::warn!(%error, "no SIGHUP handler: TLS reloads only on file changes");
-                None
-            }
-        };
-        let mut ticks = (!interval.is_zero()).then(|| {
-            let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
-            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            ticks
-        });
+        let mut triggers = Triggers::new(interval, "TLS");
         tokio::spawn(async move {
             loop {
-                tokio::select! {
-                    signal = hung_up(&mut hangup) => match signal {
-                        Some(()) => self.reload(true),
-                        None => hangup = None,
-                    },
-                    () = tick(&mut ticks) => self.reload(false),
-                }
+                let forced = triggers.next().await;
+                self.reload(forced);
             }
         })
-    }
-}
-
-async fn hung_up(signal: &mut Option<Signal>) -> Option<()> {
-    match signal {
-        Some(signal) => signal.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn tick(ticks: &mut Option<Interval>) {
-    match ticks {
-        Some(ticks) => {
-            ticks.tick().await;
-        }
-        None => std::future::pending().await,
     }
 }

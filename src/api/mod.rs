@@ -18,13 +18,14 @@ use crate::{
     domain::{AssociationRequest, RehydrationType, Rejected, UnvalidatedRequest},
     lifecycle::Drain,
     metrics::{CallerRefusal, Metrics},
-    middleware::{UpstreamCall, UpstreamStack},
+    middleware::UpstreamCall,
     proto::{
         self, CreatePersistentContactAssociationRequest,
         CreatePersistentContactAssociationResponse, contact_service_server::ContactService,
     },
     quota::caller_rate::CallerRates,
     replay::{Answered, Replayer},
+    routes::router::{Route, Router},
     status::{CallError, FailedCall},
     telemetry,
     upstream::UpstreamErrorKind,
@@ -45,31 +46,29 @@ pub const REPLAYED_HEADER: &str = "x-facade-replayed";
 /// Response metadata (`true`) on an answer shared with an identical call in flight.
 pub const COALESCED_HEADER: &str = "x-facade-coalesced";
 
-/// What stands between a valid request and the middleware: who may call, each caller's own rate,
-/// and the replay cache (in `scope`, the quota key its tokens are idempotent in).
+/// What stands between a valid request and its route: who may call, each caller's own rate, and
+/// the replay cache.
 #[derive(Clone, Debug, Default)]
 pub struct Guards {
     pub callers: Option<Arc<Callers>>,
     pub replayer: Option<Arc<Replayer>>,
-    pub scope: String,
 }
 
 /// `amazonconnect.v1.ContactService`, backed by Amazon Connect through the middleware.
 #[derive(Clone, Debug)]
 pub struct ContactApi {
-    upstream: UpstreamStack,
+    router: Arc<Router>,
     default_deadline: Duration,
     drain: Drain,
     metrics: Arc<Metrics>,
     callers: Option<Arc<Callers>>,
     caller_rates: Option<Arc<CallerRates>>,
     replayer: Option<Arc<Replayer>>,
-    scope: Arc<str>,
 }
 
 impl ContactApi {
     pub fn new(
-        upstream: UpstreamStack,
+        router: Arc<Router>,
         default_deadline: Duration,
         drain: Drain,
         metrics: Arc<Metrics>,
@@ -82,14 +81,13 @@ impl ContactApi {
             .filter(CallerRates::any)
             .map(Arc::new);
         Self {
-            upstream,
+            router,
             default_deadline,
             drain,
             metrics,
             callers: guards.callers,
             caller_rates,
             replayer: guards.replayer,
-            scope: Arc::from(guards.scope),
         }
     }
 }
@@ -156,9 +154,17 @@ impl ContactApi {
             };
             return Err(failed(error, &request, attempts_metadata(0)).into());
         }
+        // The route is taken once: a reload meanwhile does not move this call.
+        let Some(route) = self.router.route(request.instance_id()) else {
+            let error = CallError::InstanceNotRouted {
+                instance_id: request.instance_id().to_owned(),
+            };
+            return Err(failed(error, &request, attempts_metadata(0)).into());
+        };
+        route.calls.inc();
         let call = UpstreamCall::new(request.clone(), deadline, caller);
         let answered = tokio::select! {
-            answered = tokio::time::timeout_at(deadline, self.answer(&call)) => {
+            answered = tokio::time::timeout_at(deadline, self.answer(&route, &call)) => {
                 answered.unwrap_or(Err(CallError::DeadlineExceeded { budget }))
             }
             () = self.drain.expired() => Err(CallError::ShuttingDown),
@@ -201,16 +207,16 @@ impl ContactApi {
 
     /// The call's answer: replayed, shared with an identical call in flight, or its own. A token the
     /// facade generated is never repeated, so those calls go straight to the middleware.
-    async fn answer(&self, call: &UpstreamCall) -> Result<Answered, CallError> {
+    async fn answer(&self, route: &Route, call: &UpstreamCall) -> Result<Answered, CallError> {
         let own = || {
-            let upstream = self.upstream.clone();
+            let upstream = route.stack.clone();
             let call = call.clone();
             async move { upstream.call(call).await }
         };
         match &self.replayer {
             Some(replayer) if !call.request.client_token().was_generated() => {
                 replayer
-                    .answer(&self.scope, &call.request, call.deadline, own)
+                    .answer(&route.key, &call.request, call.deadline, own)
                     .await
             }
             _ => Ok(Answered::Called(own().await)),

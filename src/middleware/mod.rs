@@ -103,36 +103,78 @@ impl std::fmt::Debug for UpstreamStack {
     }
 }
 
-impl UpstreamStack {
-    /// `key` names the quota bucket and breaker: one per region and AWS identity, i.e. one per
-    /// process; `quota` is where the buckets live.
+/// What every route of one AWS account and region shares: its circuit breaker and its rate limit
+/// (its slot queue, its bucket and its adaptive rate), so a throttled or failing account slows only
+/// its own routes.
+#[derive(Clone)]
+pub struct KeyGuards {
+    breaker: CircuitBreakerLayer,
+    rate_limit: Option<RateLimitLayer>,
+}
+
+impl KeyGuards {
+    /// `key` names the account and region's bucket in `quota` and its breaker.
     pub fn new(
-        upstream: ConnectUpstream,
         key: &str,
         quota: Arc<dyn QuotaStore>,
         config: &MiddlewareConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let breaker = CircuitBreakerLayer::new(key, config.breaker.clone());
+        Self {
+            breaker: CircuitBreakerLayer::new(key, config.breaker.clone()),
+            rate_limit: (config.rate_limit.limits.rate_per_second > 0.0)
+                .then(|| RateLimitLayer::new(key, quota, &config.rate_limit, metrics)),
+        }
+    }
+}
+
+/// What every route shares: the bound on calls inside the facade and on calls in flight to AWS.
+#[derive(Clone, Debug)]
+pub struct ProcessLimits {
+    admitted: Arc<tokio::sync::Semaphore>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+impl ProcessLimits {
+    pub fn new(config: &MiddlewareConfig) -> Self {
+        Self {
+            admitted: Arc::new(tokio::sync::Semaphore::new(
+                config.max_in_flight + config.max_waiting,
+            )),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+        }
+    }
+}
+
+impl UpstreamStack {
+    /// One route's stack: its client, behind its account and region's `guards` and the process's
+    /// `limits`.
+    pub fn new(
+        upstream: ConnectUpstream,
+        guards: &KeyGuards,
+        limits: &ProcessLimits,
+        config: &MiddlewareConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         // A layer turned off by its flag is left out, not bypassed: it then costs nothing.
         let retry = (config.retry.max_attempts > 1)
             .then(|| RetryLayer::new(RetryPolicy::new(config.retry.clone(), metrics.clone())));
-        let breaker_layer = (config.breaker.failure_threshold > 0).then(|| breaker.clone());
-        let rate_limit = (config.rate_limit.limits.rate_per_second > 0.0)
-            .then(|| RateLimitLayer::new(key, quota, &config.rate_limit, metrics.clone()));
+        let breaker_layer = (config.breaker.failure_threshold > 0).then(|| guards.breaker.clone());
         let service = ServiceBuilder::new()
             .layer(LoadShedLayer::new())
-            .layer(GlobalConcurrencyLimitLayer::new(
-                config.max_in_flight + config.max_waiting,
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(
+                limits.admitted.clone(),
             ))
             .option_layer(retry)
             .option_layer(breaker_layer)
-            .option_layer(rate_limit)
-            .layer(GlobalConcurrencyLimitLayer::new(config.max_in_flight))
+            .option_layer(guards.rate_limit.clone())
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(
+                limits.in_flight.clone(),
+            ))
             .service(SdkAttempt { upstream, metrics });
         Self {
             service: BoxCloneSyncService::new(service),
-            breaker: breaker.breaker(),
+            breaker: guards.breaker.breaker(),
         }
     }
 

@@ -26,6 +26,7 @@ pub mod fair;
 pub mod local;
 pub mod redis;
 pub mod shared;
+pub mod stores;
 
 use std::{future::Future, pin::Pin, time::Duration};
 

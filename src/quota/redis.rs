@@ -62,22 +62,26 @@ impl RedisQuota {
         limits: QuotaLimits,
         timeout: Duration,
     ) -> Result<Self, RedisQuotaError> {
-        let client = Client::open(url)?;
-        // One quick reconnection attempt per failure: the shared store's probe asks again each
-        // interval, and a call never waits for a reconnection past its own bound.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        Ok(Self {
-            connection: ConnectionManager::new_lazy_with_config(client, config)?,
+        Ok(Self::with_connection(
+            connect(url, timeout)?,
+            prefix,
+            limits,
+        ))
+    }
+
+    /// A store on an existing connection (one per process, whatever the number of accounts).
+    pub fn with_connection(
+        connection: ConnectionManager,
+        prefix: &str,
+        limits: QuotaLimits,
+    ) -> Self {
+        Self {
+            connection,
             prefix: prefix.to_owned(),
             limits,
             gcra: Script::new(include_str!("gcra.lua")),
             adaptive: Script::new(include_str!("adaptive.lua")),
-        })
+        }
     }
 
     /// The connection, for the other state the replicas share in the same Redis (the replay cache).
@@ -183,6 +187,20 @@ impl RedisQuota {
             .await?;
         Ok(())
     }
+}
+
+/// A lazy connection to `url`, reconnecting by itself.
+pub fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager, RedisQuotaError> {
+    let client = Client::open(url)?;
+    // One quick reconnection attempt per failure: the shared store's probe asks again each
+    // interval, and a call never waits for a reconnection past its own bound.
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
 }
 
 fn micros(duration: Duration) -> u64 {

@@ -6,7 +6,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::faults::Fault;
+use super::{
+    faults::Fault,
+    identity::{AccountFixture, role_account},
+};
 
 /// Everything the simulator starts from.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -23,6 +26,10 @@ pub struct Fixtures {
     /// unknown keys (403 UnrecognizedClientException).
     #[serde(default)]
     pub access_key_ids: Vec<String>,
+    /// AWS accounts, with their long-term keys and the roles STS AssumeRole issues credentials
+    /// for; an instance with an `account` answers only that account's principals.
+    #[serde(default)]
+    pub accounts: Vec<AccountFixture>,
 }
 
 /// An Amazon Connect instance and its contacts.
@@ -37,6 +44,13 @@ pub struct InstanceFixture {
     /// sent any number of times and the simulator's memory stays flat.
     #[serde(default)]
     pub open_chats: bool,
+    /// The account it lives in (one of `accounts`): calls signed by another account's principals
+    /// are AccessDeniedException. Any account when absent.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// The region it lives in: calls signed for another region do not find it. Any when absent.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 /// One contact: a segment of a customer interaction.
@@ -138,7 +152,25 @@ impl Fixtures {
         {
             return Err("quota needs rate_per_second > 0 and burst >= 1".to_owned());
         }
+        for account in &self.accounts {
+            for role in &account.roles {
+                if role_account(&role.arn) != Some(account.id.as_str()) {
+                    return Err(format!(
+                        "role {} is not an IAM role ARN of account {}",
+                        role.arn, account.id
+                    ));
+                }
+            }
+        }
         for instance in &self.instances {
+            if let Some(account) = &instance.account
+                && !self.accounts.iter().any(|a| &a.id == account)
+            {
+                return Err(format!(
+                    "instance {} lives in account {account}, which `accounts` does not list",
+                    instance.id
+                ));
+            }
             for contact in &instance.contacts {
                 if let Some(previous) = &contact.previous_contact_id
                     && !instance.contacts.iter().any(|c| &c.id == previous)

@@ -3,7 +3,9 @@
 //!
 //! It speaks the real wire format ([`wire`]) so the real aws-sdk-connect client (and boto3) talk to it
 //! unchanged, models contacts and sessions with the documented semantics ([`contacts`]), and can be
-//! told to fail like AWS and networks do ([`faults`]), including an account request-rate quota.
+//! told to fail like AWS and networks do ([`faults`]), including an account request-rate quota. It
+//! knows accounts, roles and regions ([`identity`]) and serves STS `AssumeRole`, so the SDK's real
+//! AssumeRole provider runs against it and a call signed for the wrong account fails as on AWS.
 //!
 //! Tests drive it in-process: [`Simulator::requests`] shows every request that reached the operation,
 //! and [`Simulator::add_fault`] changes its behaviour while it runs.
@@ -11,10 +13,11 @@
 pub mod contacts;
 pub mod faults;
 pub mod fixtures;
+pub mod identity;
 mod wire;
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::VecDeque,
     net::SocketAddr,
     num::NonZeroU32,
     sync::{
@@ -35,6 +38,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use contacts::ContactStore;
 use faults::{Fault, FaultSet, Verdict};
 pub use fixtures::Fixtures;
+use identity::Identities;
 
 /// A request that reached the operation (after routing and signature checks).
 #[derive(Clone, Debug)]
@@ -50,7 +54,7 @@ pub struct SimulatorState {
     contacts: Mutex<ContactStore>,
     faults: Mutex<FaultSet>,
     quota: Option<DefaultDirectRateLimiter>,
-    access_key_ids: HashSet<String>,
+    identities: Identities,
     /// The most recent requests, at most [`RECORDED_REQUESTS`], so a long load test stays bounded.
     requests: Mutex<VecDeque<RecordedRequest>>,
     /// Requests the quota refused with ThrottlingException.
@@ -83,7 +87,14 @@ impl SimulatorState {
             contacts: Mutex::new(ContactStore::new(&fixtures.instances)),
             faults: Mutex::new(FaultSet::new(fixtures.faults)),
             quota,
-            access_key_ids: fixtures.access_key_ids.into_iter().collect(),
+            identities: Identities::new(
+                &fixtures.accounts,
+                fixtures
+                    .instances
+                    .iter()
+                    .map(|i| (i.id.clone(), i.account.clone(), i.region.clone())),
+                fixtures.access_key_ids,
+            ),
             requests: Mutex::new(VecDeque::new()),
             throttled: AtomicU64::new(0),
         }
@@ -106,10 +117,6 @@ impl SimulatorState {
             return None;
         }
         Some(lock(&self.faults).judge(&instance_id))
-    }
-
-    fn accepts_access_key(&self, access_key_id: &str) -> bool {
-        self.access_key_ids.is_empty() || self.access_key_ids.contains(access_key_id)
     }
 
     fn contacts(&self) -> MutexGuard<'_, ContactStore> {
@@ -157,6 +164,11 @@ impl Simulator {
     /// How many requests the account's quota refused with ThrottlingException so far.
     pub fn throttled(&self) -> u64 {
         self.state.throttled.load(Ordering::Relaxed)
+    }
+
+    /// How many times STS AssumeRole issued credentials.
+    pub fn assume_role_calls(&self) -> u64 {
+        self.state.identities.assume_role_calls()
     }
 
     /// Adds a fault rule while running.

@@ -1,6 +1,11 @@
-//! The call to Amazon Connect: one aws-sdk-connect client for the whole process, built at startup from
-//! aws-config's default chain (AWS_REGION, AWS_PROFILE, web identity/IRSA, AWS_ENDPOINT_URL[_CONNECT],
-//! static keys), with `--region` and `--endpoint-url` as overrides.
+//! The call to Amazon Connect: one aws-sdk-connect client per route (one, without `--routes`), each
+//! derived from one base configuration built at startup from aws-config's default chain (AWS_REGION,
+//! AWS_PROFILE, web identity/IRSA, AWS_ENDPOINT_URL[_CONNECT], static keys), with `--region` and
+//! `--endpoint-url` as overrides. Every client shares the base's HTTP client, so one connection pool.
+//!
+//! A route with a `role_arn` gets aws-config's AssumeRole provider over the base credentials (IRSA in
+//! Kubernetes). Each client has an identity cache of its own, which refreshes the assumed credentials
+//! before they expire; sharing one would hold at most 64 identities (smithy-rs #4607).
 //!
 //! The SDK's retry and timeout behaviour is set here and only here. The SDK's own retries are switched
 //! off: a retry layer inside the SDK would multiply with any retry around it and could sleep past the
@@ -16,9 +21,11 @@ mod error;
 use std::time::Duration;
 
 use aws_config::{
-    BehaviorVersion, retry::RetryConfig, stalled_stream_protection::StalledStreamProtectionConfig,
+    BehaviorVersion, SdkConfig, identity::IdentityCache, retry::RetryConfig,
+    stalled_stream_protection::StalledStreamProtectionConfig, sts::AssumeRoleProvider,
     timeout::TimeoutConfig,
 };
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_connect::{
     config::{Credentials, Region},
     operation::RequestId,
@@ -73,7 +80,100 @@ pub struct Association {
     pub request_id: Option<String>,
 }
 
-/// The process's one Amazon Connect client.
+/// The session name the facade's assumed-role sessions carry (AWS CloudTrail shows it).
+pub const SESSION_NAME: &str = "connect-facade";
+
+/// Where one route's calls go, and as whom.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteTarget<'a> {
+    pub region: &'a str,
+    pub role_arn: Option<&'a str>,
+    pub external_id: Option<&'a str>,
+    pub endpoint_url: Option<&'a str>,
+}
+
+/// The configuration every route's client derives from.
+#[derive(Clone, Debug)]
+pub struct UpstreamBase {
+    config: SdkConfig,
+}
+
+impl UpstreamBase {
+    /// Resolves the default chain once, at startup.
+    pub async fn load(settings: &UpstreamSettings) -> Self {
+        Self {
+            config: base_loader(settings).load().await,
+        }
+    }
+
+    /// The region of the default chain (or `--region`), if any.
+    pub fn region(&self) -> Option<String> {
+        self.config.region().map(ToString::to_string)
+    }
+
+    /// The client for one route. Assuming a role makes no call yet: the first call does, and the
+    /// client's identity cache keeps the credentials and refreshes them before they expire.
+    pub async fn route(&self, target: RouteTarget<'_>) -> ConnectUpstream {
+        let region = Region::new(target.region.to_owned());
+        let mut builder = self.config.to_builder().region(region.clone());
+        if let Some(url) = target.endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        if let Some(role_arn) = target.role_arn {
+            // STS gets the SDK's standard retries: unlike Connect's calls, nothing above retries it.
+            let sts = self
+                .config
+                .to_builder()
+                .region(region)
+                .retry_config(RetryConfig::standard())
+                .build();
+            let mut provider = AssumeRoleProvider::builder(role_arn).session_name(SESSION_NAME);
+            if let Some(id) = target.external_id {
+                provider = provider.external_id(id);
+            }
+            let provider = provider.configure(&sts).build().await;
+            builder = builder.credentials_provider(SharedCredentialsProvider::new(provider));
+        }
+        let config = aws_sdk_connect::config::Builder::from(&builder.build())
+            .identity_cache(IdentityCache::lazy().build())
+            .build();
+        ConnectUpstream {
+            client: aws_sdk_connect::Client::from_conf(config),
+            region: target.region.to_owned(),
+        }
+    }
+}
+
+/// The default chain with the facade's retry, timeout and credential overrides.
+fn base_loader(settings: &UpstreamSettings) -> aws_config::ConfigLoader {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(settings.connect_timeout)
+                .operation_attempt_timeout(settings.attempt_timeout)
+                .build(),
+        );
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(url) = &settings.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(keys) = &settings.static_credentials {
+        loader = loader.credentials_provider(Credentials::new(
+            &keys.access_key_id,
+            &keys.secret_access_key,
+            None,
+            None,
+            "connect-facade-static",
+        ));
+    }
+    loader
+}
+
+/// One route's Amazon Connect client.
 #[derive(Clone, Debug)]
 pub struct ConnectUpstream {
     client: aws_sdk_connect::Client,
@@ -81,33 +181,10 @@ pub struct ConnectUpstream {
 }
 
 impl ConnectUpstream {
-    /// Resolves region, endpoint and credentials once, at startup.
+    /// Resolves region, endpoint and credentials once, at startup: the one client of a facade
+    /// without routes.
     pub async fn connect(settings: &UpstreamSettings) -> Result<Self, UpstreamConfigError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::disabled())
-            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(settings.connect_timeout)
-                    .operation_attempt_timeout(settings.attempt_timeout)
-                    .build(),
-            );
-        if let Some(region) = &settings.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(url) = &settings.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        if let Some(keys) = &settings.static_credentials {
-            loader = loader.credentials_provider(Credentials::new(
-                &keys.access_key_id,
-                &keys.secret_access_key,
-                None,
-                None,
-                "connect-facade-static",
-            ));
-        }
-        let sdk_config = loader.load().await;
+        let sdk_config = base_loader(settings).load().await;
         let region = sdk_config
             .region()
             .ok_or(UpstreamConfigError::NoRegion)?

@@ -119,6 +119,8 @@ async fn ids_with_slashes_spaces_and_non_ascii_reach_aws_intact() {
             id: instance.into(),
             contacts,
             open_chats: false,
+            account: None,
+            region: None,
         }],
         ..Fixtures::default()
     };

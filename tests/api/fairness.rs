@@ -46,13 +46,18 @@ fn as_caller(
     request
 }
 
-/// The facade at the default quota limits, on a simulator with Connect's quota.
-async fn sharing(test: &str, callers: &[(&str, f64, Option<f64>)]) -> TestApp {
+/// The facade at the default quota limits, on a simulator with Connect's quota; or, at `rate` (with
+/// a burst of one second's calls), on a simulator with that quota.
+async fn sharing(test: &str, callers: &[(&str, f64, Option<f64>)], rate: Option<f64>) -> TestApp {
     let file = auth_file(test, callers);
-    spawn_with(open_chats_with_quota(2.0, 5), move |c: &mut ServeConfig| {
+    let quota = match rate {
+        Some(rate) => open_chats_with_quota(rate, rate as u32 + 1),
+        None => open_chats_with_quota(2.0, 5),
+    };
+    spawn_with(quota, move |c: &mut ServeConfig| {
         let defaults = ServeConfig::from_args::<_, &str>([]).unwrap();
-        c.rate_limit = defaults.rate_limit;
-        c.rate_burst = defaults.rate_burst;
+        c.rate_limit = rate.unwrap_or(defaults.rate_limit);
+        c.rate_burst = rate.map_or(defaults.rate_burst, |rate| rate as u32);
         c.max_queue_wait = defaults.max_queue_wait;
         c.auth_file = Some(file);
         c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
@@ -97,7 +102,12 @@ async fn offer(app: &TestApp, name: &'static str, every: Duration, run: Duration
 
 #[tokio::test]
 async fn a_quiet_caller_gets_its_calls_through_while_another_floods() {
-    let app = sharing("fair-flood", &[("flood", 1.0, None), ("quiet", 1.0, None)]).await;
+    let app = sharing(
+        "fair-flood",
+        &[("flood", 1.0, None), ("quiet", 1.0, None)],
+        None,
+    )
+    .await;
     let run = Duration::from_secs(20);
     // 10x the quota against 0.25x.
     let (flood, quiet) = tokio::join!(
@@ -133,17 +143,19 @@ async fn a_quiet_caller_gets_its_calls_through_while_another_floods() {
 
 #[tokio::test]
 async fn weights_3_to_1_share_a_saturated_quota_3_to_1() {
-    let app = sharing(
-        "fair-weights",
-        &[("heavy", 3.0, None), ("light", 1.0, None)],
-    )
-    .await;
+    // A quota of 10/s rather than 2/s: 200 slots in the run instead of 40, so one call more or
+    // less on either side (the first burst, the calls still queued at the end) moves the ratio by
+    // a few percent, not by a third.
+    let callers = [("heavy", 3.0, None), ("light", 1.0, None)];
+    let app = sharing("fair-weights", &callers, Some(10.0)).await;
     let run = Duration::from_secs(20);
+    // Both at 3x the quota.
     let (heavy, light) = tokio::join!(
-        offer(&app, "heavy", Duration::from_millis(100), run),
-        offer(&app, "light", Duration::from_millis(100), run),
+        offer(&app, "heavy", Duration::from_millis(33), run),
+        offer(&app, "light", Duration::from_millis(33), run),
     );
     let ratio = f64::from(heavy.0) / f64::from(light.0.max(1));
+    eprintln!("heavy {heavy:?} light {light:?}: ratio {ratio:.2}");
     assert!(
         (2.4..=3.6).contains(&ratio),
         "heavy {heavy:?} light {light:?}: ratio {ratio:.2}"

@@ -14,6 +14,7 @@ mod process;
 mod quota;
 mod replay;
 mod resilience;
+mod routes;
 mod tls;
 mod traces;
 mod validation;

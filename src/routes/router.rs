@@ -1,0 +1,197 @@
+//! The routes in use: which route serves an instance, each route's client and middleware, and their
+//! replacement on reload.
+//!
+//! A call takes its route (an `Arc`) once, when it starts, so a reload never moves a call in flight:
+//! it finishes on the route it started with. Routes to the same account and region share one
+//! [`KeyGuards`] (breaker, rate limit, quota store), kept across reloads, so reloading resets no
+//! breaker and no queue.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use arc_swap::ArcSwap;
+
+use super::spec::RouteSpec;
+use crate::{
+    metrics::Metrics,
+    middleware::{
+        KeyGuards, MiddlewareConfig, ProcessLimits, UpstreamStack, circuit_breaker::Breaker,
+    },
+    quota::stores::QuotaStores,
+    upstream::{RouteTarget, UpstreamBase},
+};
+
+/// One route, built.
+#[derive(Debug)]
+pub struct Route {
+    /// Its name in the routes file (`default` without one).
+    pub name: String,
+    /// The account and region its calls count against.
+    pub key: String,
+    pub stack: UpstreamStack,
+    /// `connect_facade_route_calls_total{route}`.
+    pub calls: prometheus_client::metrics::counter::Counter,
+}
+
+/// Instances to routes.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    by_instance: HashMap<String, Arc<Route>>,
+    default: Option<Arc<Route>>,
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// The route serving `instance_id`: its own, or the default (`*`).
+    pub fn route(&self, instance_id: &str) -> Option<Arc<Route>> {
+        self.by_instance
+            .get(instance_id)
+            .or(self.default.as_ref())
+            .cloned()
+    }
+
+    /// Every route, in the file's order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+}
+
+/// What building routes takes, kept for reloads.
+pub struct RouteBuilder {
+    base: UpstreamBase,
+    limits: ProcessLimits,
+    middleware: MiddlewareConfig,
+    stores: QuotaStores,
+    metrics: Arc<Metrics>,
+    /// The guards of every account and region seen so far.
+    guards: Mutex<HashMap<String, KeyGuards>>,
+}
+
+impl RouteBuilder {
+    pub fn new(
+        base: UpstreamBase,
+        middleware: MiddlewareConfig,
+        stores: QuotaStores,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            base,
+            limits: ProcessLimits::new(&middleware),
+            middleware,
+            stores,
+            metrics,
+            guards: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The routes of `specs`, each with its client (built now, reused by every call).
+    pub async fn build(&self, specs: &[RouteSpec]) -> RouteTable {
+        let mut table = RouteTable::default();
+        for spec in specs {
+            let key = spec.quota_key();
+            let mut middleware = self.middleware.clone();
+            let limits = &mut middleware.rate_limit.limits;
+            if let Some(rate) = spec.rate_limit {
+                *limits = limits.at_rate(rate);
+            }
+            if let Some(burst) = spec.burst {
+                limits.burst = burst;
+            }
+            let guards = self.guards_for(&key, &middleware);
+            let upstream = self
+                .base
+                .route(RouteTarget {
+                    region: &spec.region,
+                    role_arn: spec.role_arn.as_deref(),
+                    external_id: spec.external_id.as_deref(),
+                    endpoint_url: spec.endpoint_url.as_deref(),
+                })
+                .await;
+            let stack = UpstreamStack::new(
+                upstream,
+                &guards,
+                &self.limits,
+                &middleware,
+                self.metrics.clone(),
+            );
+            let route = Arc::new(Route {
+                calls: self.metrics.route_calls(&spec.name),
+                name: spec.name.clone(),
+                key,
+                stack,
+            });
+            for instance in &spec.instances {
+                if instance == "*" {
+                    table.default = Some(route.clone());
+                } else {
+                    table.by_instance.insert(instance.clone(), route.clone());
+                }
+            }
+            table.routes.push(route);
+        }
+        table
+    }
+
+    fn guards_for(&self, key: &str, middleware: &MiddlewareConfig) -> KeyGuards {
+        let mut guards = self.guards.lock().unwrap_or_else(|p| p.into_inner());
+        guards
+            .entry(key.to_owned())
+            .or_insert_with(|| {
+                let store = self.stores.store(middleware.rate_limit.limits.clone());
+                KeyGuards::new(key, store, middleware, self.metrics.clone())
+            })
+            .clone()
+    }
+}
+
+/// The routes in use, replaced whole on reload.
+pub struct Router {
+    table: ArcSwap<RouteTable>,
+    builder: RouteBuilder,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("routes", &self.table.load().routes.len())
+            .finish()
+    }
+}
+
+impl Router {
+    pub async fn new(builder: RouteBuilder, specs: &[RouteSpec]) -> Self {
+        let table = builder.build(specs).await;
+        builder.metrics.set_routes(table.routes.len());
+        Self {
+            table: ArcSwap::from_pointee(table),
+            builder,
+        }
+    }
+
+    /// The route serving `instance_id` now.
+    pub fn route(&self, instance_id: &str) -> Option<Arc<Route>> {
+        self.table.load().route(instance_id)
+    }
+
+    /// The routes in use now.
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+
+    /// Replaces the routes; calls in flight keep theirs.
+    pub async fn replace(&self, specs: &[RouteSpec]) {
+        let table = self.builder.build(specs).await;
+        self.table.store(Arc::new(table));
+    }
+
+    /// The breaker of the first route, for readiness (`--readiness-follows-breaker`).
+    pub fn first_breaker(&self) -> Option<Arc<Breaker>> {
+        self.table
+            .load()
+            .routes
+            .first()
+            .map(|route| route.stack.breaker())
+    }
+}

@@ -1,0 +1,379 @@
+//! Who is calling, as AWS decides it: accounts with their long-term access keys, roles that STS
+//! `AssumeRole` issues temporary credentials for, and which account and region each instance lives in.
+//!
+//! - STS `AssumeRole` (the query protocol: a form-encoded POST to `/`, answered in XML) issues an
+//!   `ASIA…` key, a secret and a session token that expire after the role's `session_seconds`
+//!   (whatever `DurationSeconds` asks, so tests can make sessions short). A role with an
+//!   `external_id` requires it. Any known key may assume any role: trust policies are not modelled.
+//! - A Connect call is signed with a key; the key's account must be the instance's, or the answer is
+//!   `AccessDeniedException`, as AWS answers a principal of another account. An expired session key
+//!   is `ExpiredTokenException`. An instance in another region than the signature's scope does not
+//!   exist there: `ResourceNotFoundException`.
+//! - Fixtures without accounts keep the old behaviour: any well-formed key is accepted (or only
+//!   `access_key_ids`, when listed), and instances have no account or region.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use serde::Deserialize;
+
+use super::lock;
+
+/// An AWS account: its long-term keys and its roles.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountFixture {
+    /// The 12-digit account id.
+    pub id: String,
+    /// Long-term access key ids of this account's principals (the facade's own identity, say).
+    #[serde(default)]
+    pub access_key_ids: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<RoleFixture>,
+}
+
+/// A role STS lets any known principal assume.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleFixture {
+    /// `arn:aws:iam::ACCOUNT:role/NAME`; ACCOUNT must be the account's id.
+    pub arn: String,
+    /// When set, AssumeRole must send this ExternalId.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Lifetime of the credentials issued for this role (default: 3600).
+    #[serde(default = "default_session_seconds")]
+    pub session_seconds: u64,
+}
+
+fn default_session_seconds() -> u64 {
+    3600
+}
+
+/// The account an `arn:aws:iam::ACCOUNT:role/NAME` belongs to.
+pub fn role_account(arn: &str) -> Option<&str> {
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(_partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    (account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && resource.starts_with("role/"))
+    .then_some(account)
+}
+
+/// Temporary credentials STS issued.
+struct Session {
+    account: String,
+    assumed_role: String,
+    expires: SystemTime,
+}
+
+/// Why a key may not make a call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    Unrecognized,
+    Expired,
+    /// The principal's account is not the instance's (its ARN, for the message).
+    OtherAccount {
+        principal: String,
+    },
+    /// The instance does not exist in the signature's region.
+    OtherRegion,
+}
+
+/// What an AssumeRole call is answered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AssumeRoleError {
+    /// The role does not exist, or the external id is wrong: AccessDenied, as STS answers both.
+    AccessDenied(String),
+    /// A required parameter is missing.
+    Invalid(String),
+}
+
+/// Credentials issued by [`Identities::assume_role`].
+#[derive(Debug)]
+pub struct Issued {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    pub expiration: SystemTime,
+    pub assumed_role_arn: String,
+}
+
+/// The accounts and the sessions issued so far.
+pub struct Identities {
+    /// Long-term key id → account id.
+    keys: HashMap<String, String>,
+    roles: HashMap<String, RoleFixture>,
+    /// Instance id → (account, region), for instances that say.
+    instances: HashMap<String, (Option<String>, Option<String>)>,
+    /// The access key ids accepted when no account lists them (the fixtures' `access_key_ids`).
+    legacy_keys: Vec<String>,
+    sessions: Mutex<HashMap<String, Session>>,
+    assume_role_calls: AtomicU64,
+}
+
+impl Identities {
+    pub fn new(
+        accounts: &[AccountFixture],
+        instances: impl IntoIterator<Item = (String, Option<String>, Option<String>)>,
+        legacy_keys: Vec<String>,
+    ) -> Self {
+        let mut keys = HashMap::new();
+        let mut roles = HashMap::new();
+        for account in accounts {
+            for key in &account.access_key_ids {
+                keys.insert(key.clone(), account.id.clone());
+            }
+            for role in &account.roles {
+                roles.insert(role.arn.clone(), role.clone());
+            }
+        }
+        Self {
+            keys,
+            roles,
+            instances: instances
+                .into_iter()
+                .map(|(id, account, region)| (id, (account, region)))
+                .collect(),
+            legacy_keys,
+            sessions: Mutex::new(HashMap::new()),
+            assume_role_calls: AtomicU64::new(0),
+        }
+    }
+
+    /// AssumeRole calls answered with credentials so far.
+    pub fn assume_role_calls(&self) -> u64 {
+        self.assume_role_calls.load(Ordering::Relaxed)
+    }
+
+    /// Whether `key` is a key AWS would know: a long-term key, a session key, or (without accounts)
+    /// any key or the listed ones.
+    fn known(&self, key: &str) -> Result<Option<(String, String)>, Refused> {
+        if let Some(account) = self.keys.get(key) {
+            return Ok(Some((
+                account.clone(),
+                format!("arn:aws:iam::{account}:user/simulated"),
+            )));
+        }
+        if let Some(session) = lock(&self.sessions).get(key) {
+            if session.expires <= SystemTime::now() {
+                return Err(Refused::Expired);
+            }
+            return Ok(Some((
+                session.account.clone(),
+                session.assumed_role.clone(),
+            )));
+        }
+        let open = self.keys.is_empty() && self.legacy_keys.is_empty();
+        if open || self.legacy_keys.iter().any(|k| k == key) {
+            Ok(None)
+        } else {
+            Err(Refused::Unrecognized)
+        }
+    }
+
+    /// Whether `key`, signing for `region`, may call on `instance_id`.
+    pub fn authorize(&self, key: &str, region: &str, instance_id: &str) -> Result<(), Refused> {
+        let principal = self.known(key)?;
+        let Some((account, instance_region)) = self.instances.get(instance_id) else {
+            return Ok(());
+        };
+        if let Some(expected) = account {
+            match &principal {
+                Some((actual, _)) if actual == expected => {}
+                Some((_, arn)) => {
+                    return Err(Refused::OtherAccount {
+                        principal: arn.clone(),
+                    });
+                }
+                None => {
+                    return Err(Refused::OtherAccount {
+                        principal: format!("the principal of access key {key}"),
+                    });
+                }
+            }
+        }
+        if instance_region.as_deref().is_some_and(|r| r != region) {
+            return Err(Refused::OtherRegion);
+        }
+        Ok(())
+    }
+
+    /// Whether `key` may call STS at all.
+    pub fn recognizes(&self, key: &str) -> Result<(), Refused> {
+        self.known(key).map(drop)
+    }
+
+    /// Issues credentials for `role_arn`.
+    pub fn assume_role(
+        &self,
+        role_arn: Option<&str>,
+        session_name: Option<&str>,
+        external_id: Option<&str>,
+    ) -> Result<Issued, AssumeRoleError> {
+        let (Some(role_arn), Some(session_name)) = (role_arn, session_name) else {
+            return Err(AssumeRoleError::Invalid(
+                "RoleArn and RoleSessionName are required".to_owned(),
+            ));
+        };
+        let denied = || {
+            AssumeRoleError::AccessDenied(format!(
+                "Not authorized to perform sts:AssumeRole on {role_arn}"
+            ))
+        };
+        let role = self.roles.get(role_arn).ok_or_else(denied)?;
+        if role
+            .external_id
+            .as_deref()
+            .is_some_and(|id| Some(id) != external_id)
+        {
+            return Err(denied());
+        }
+        let account = role_account(role_arn).ok_or_else(denied)?.to_owned();
+        let role_name = role_arn.rsplit('/').next().unwrap_or_default();
+        let access_key_id = format!(
+            "ASIA{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16].to_uppercase()
+        );
+        let expiration = SystemTime::now() + Duration::from_secs(role.session_seconds);
+        let assumed_role_arn =
+            format!("arn:aws:sts::{account}:assumed-role/{role_name}/{session_name}");
+        lock(&self.sessions).insert(
+            access_key_id.clone(),
+            Session {
+                account,
+                assumed_role: assumed_role_arn.clone(),
+                expires: expiration,
+            },
+        );
+        self.assume_role_calls.fetch_add(1, Ordering::Relaxed);
+        Ok(Issued {
+            access_key_id,
+            secret_access_key: uuid::Uuid::new_v4().simple().to_string(),
+            session_token: uuid::Uuid::new_v4().simple().to_string(),
+            expiration,
+            assumed_role_arn,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identities(session_seconds: u64) -> Identities {
+        let accounts = [
+            AccountFixture {
+                id: "111122223333".into(),
+                access_key_ids: vec!["AKIDBASE".into()],
+                roles: vec![RoleFixture {
+                    arn: "arn:aws:iam::111122223333:role/facade".into(),
+                    external_id: Some("ext".into()),
+                    session_seconds,
+                }],
+            },
+            AccountFixture {
+                id: "444455556666".into(),
+                access_key_ids: vec![],
+                roles: vec![],
+            },
+        ];
+        Identities::new(
+            &accounts,
+            [
+                (
+                    "uk".to_owned(),
+                    Some("111122223333".to_owned()),
+                    Some("eu-west-2".to_owned()),
+                ),
+                ("us".to_owned(), Some("444455556666".to_owned()), None),
+            ],
+            vec![],
+        )
+    }
+
+    #[test]
+    fn a_role_arn_names_its_account() {
+        assert_eq!(
+            role_account("arn:aws:iam::111122223333:role/x"),
+            Some("111122223333")
+        );
+        assert_eq!(role_account("arn:aws:iam::1111:role/x"), None);
+        assert_eq!(role_account("arn:aws:iam::111122223333:user/x"), None);
+        assert_eq!(role_account("not an arn"), None);
+    }
+
+    #[test]
+    fn an_assumed_role_calls_its_own_accounts_instances_only() {
+        let ids = identities(3600);
+        assert_eq!(
+            ids.assume_role(
+                Some("arn:aws:iam::111122223333:role/facade"),
+                Some("s"),
+                None
+            )
+            .unwrap_err(),
+            AssumeRoleError::AccessDenied(
+                "Not authorized to perform sts:AssumeRole on arn:aws:iam::111122223333:role/facade"
+                    .into()
+            ),
+            "the external id is required"
+        );
+        let issued = ids
+            .assume_role(
+                Some("arn:aws:iam::111122223333:role/facade"),
+                Some("s"),
+                Some("ext"),
+            )
+            .unwrap();
+        assert!(issued.access_key_id.starts_with("ASIA"));
+        assert_eq!(
+            ids.authorize(&issued.access_key_id, "eu-west-2", "uk"),
+            Ok(())
+        );
+        assert_eq!(
+            ids.authorize(&issued.access_key_id, "us-east-1", "uk"),
+            Err(Refused::OtherRegion)
+        );
+        assert!(matches!(
+            ids.authorize(&issued.access_key_id, "us-east-1", "us"),
+            Err(Refused::OtherAccount { principal }) if principal.contains("assumed-role/facade/s")
+        ));
+        assert_eq!(ids.authorize("AKIDBASE", "eu-west-2", "uk"), Ok(()));
+        assert_eq!(
+            ids.authorize("AKIDNOBODY", "eu-west-2", "uk"),
+            Err(Refused::Unrecognized)
+        );
+    }
+
+    #[test]
+    fn an_expired_session_is_refused() {
+        let ids = identities(0);
+        let issued = ids
+            .assume_role(
+                Some("arn:aws:iam::111122223333:role/facade"),
+                Some("s"),
+                Some("ext"),
+            )
+            .unwrap();
+        assert_eq!(
+            ids.authorize(&issued.access_key_id, "eu-west-2", "uk"),
+            Err(Refused::Expired)
+        );
+    }
+}
