@@ -19,14 +19,30 @@ grep -q "role/connect-facade-example" "$out/example.yaml" || fail "the overlay d
 python3 - "$out/example.yaml" <<'PY' || fail "the overlay does not share the quota through Redis"
 import sys, yaml
 docs = list(yaml.safe_load_all(open(sys.argv[1])))
-config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "connect-facade")["data"]
 container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
 store = next(e for e in container.get("env", []) if e["name"] == "CONNECT_FACADE_QUOTA_STORE")
 assert store["valueFrom"]["secretKeyRef"] == {"name": "connect-facade-redis", "key": "url"}, store
 assert config["CONNECT_FACADE_RATE_LIMIT"] == "2", "a shared bucket gets the whole account's rate"
 assert any(d["kind"] == "NetworkPolicy" and any(p["port"] == 6379 for r in d["spec"].get("egress", []) for p in r.get("ports", [])) for d in docs), "no egress to Redis"
 PY
-echo "ok   base and overlay render; the overlay shares the quota through Redis"
+python3 - "$out/example.yaml" <<'PY' || fail "the overlay does not mount its routes file where CONNECT_FACADE_ROUTES says"
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "connect-facade")["data"]
+routes = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "connect-facade-routes")
+deployment = next(d for d in docs if d["kind"] == "Deployment")
+spec = deployment["spec"]["template"]["spec"]
+mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "routes")
+volume = next(v for v in spec["volumes"] if v["name"] == "routes")
+assert volume["configMap"]["name"] == "connect-facade-routes"
+assert config["CONNECT_FACADE_ROUTES"] == mount["mountPath"] + "/routes.yaml"
+assert "routes.yaml" in routes["data"] and mount.get("readOnly")
+PY
+for policy in deploy/iam-policy.json deploy/iam-assume-role-policy.json deploy/iam-trust-policy.json; do
+  python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$policy" || fail "$policy is not JSON"
+done
+echo "ok   base and overlay render; the overlay shares the quota through Redis and mounts its routes"
 
 echo "-- kubernetes-validate"
 for rendered in base example; do

@@ -294,6 +294,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_overlays_routes_are_valid() {
+        let routes = parse(
+            include_str!("../../deploy/k8s/overlays/example/routes.yaml"),
+            "deploy/k8s/overlays/example/routes.yaml",
+        )
+        .unwrap();
+        assert!(routes.iter().any(|r| r.instances == ["*"]));
+    }
+
+    #[test]
     fn debug_output_hides_the_external_id() {
         let routes = parse(GOOD, "routes.yaml").unwrap();
         assert!(!format!("{routes:?}").contains("shared-secret"));
