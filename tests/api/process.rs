@@ -236,7 +236,7 @@ pub(crate) fn sigterm(child: &Child) {
 }
 
 /// Sends `signal` (as `kill` names it) to the running `child`.
-fn send_signal(child: &Child, signal: &str) {
+pub(crate) fn send_signal(child: &Child, signal: &str) {
     let pid = child.id().expect("still running").to_string();
     let status = std::process::Command::new("kill")
         .args([signal, &pid])

@@ -286,3 +286,79 @@ async fn a_changed_routes_file_serves_new_calls_and_an_invalid_one_keeps_the_rou
     );
     assert_eq!(series_value(&metrics, "connect_facade_routes"), Some(2.0));
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_routes_of_a_running_process() {
+    use connect_facade::simulator::Simulator;
+
+    use crate::{
+        helpers::{channel, loopback},
+        process::{facade, send_signal, serving},
+    };
+
+    let simulator = Simulator::start(loopback(), accounts(3600)).await.unwrap();
+    let path = routes_file("sighup", ROUTES);
+    let endpoint = simulator.endpoint_url();
+    let mut command = facade(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--endpoint-url",
+        &endpoint,
+        "--routes",
+        path.to_str().unwrap(),
+        // Only the signal reloads.
+        "--routes-reload-interval",
+        "0",
+    ]);
+    command
+        .env("AWS_ACCESS_KEY_ID", "AKIDTESTFACADE")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret");
+    let serving = serving(command).await;
+    let mut client = connect_facade::proto::contact_service_client::ContactServiceClient::new(
+        channel(serving.addr).await,
+    );
+    client
+        .create_persistent_contact_association(on(UK))
+        .await
+        .expect("routed at startup");
+    let unrouted = |result: Result<_, tonic::Status>| {
+        result.expect_err("not routed yet").code() == Code::NotFound
+    };
+    assert!(unrouted(
+        client
+            .create_persistent_contact_association(on("added-later"))
+            .await
+    ));
+
+    std::fs::write(
+        &path,
+        ROUTES.replace(r#"["us-instance"]"#, r#"["us-instance", "added-later"]"#),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        unrouted(
+            client
+                .create_persistent_contact_association(on("added-later"))
+                .await
+        ),
+        "without the signal the file is not re-read"
+    );
+    send_signal(&serving.child, "-HUP");
+    let started = Instant::now();
+    while client
+        .create_persistent_contact_association(on("added-later"))
+        .await
+        .is_err()
+    {
+        assert!(started.elapsed() < Duration::from_secs(5), "never reloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = serving.logs.lock().unwrap().join("\n");
+    assert!(logs.contains("routes reloaded"), "{logs}");
+    assert!(
+        !logs.contains("ext-uk"),
+        "the external id never reaches a log"
+    );
+}
