@@ -1,5 +1,6 @@
-//! Generates the gRPC code and the reflection descriptor set from `proto/` with protox, a pure-Rust
-//! protobuf compiler, so that building needs no system `protoc`.
+//! Generates the gRPC code, the reflection descriptor set and the proto3 JSON mapping (pbjson, for
+//! the Connect protocol) from `proto/` with protox, a pure-Rust protobuf compiler, so that building
+//! needs no system `protoc`.
 
 use std::{env, path::PathBuf};
 
@@ -11,10 +12,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile([PROTO], ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("contact_service_descriptor.bin"),
-        descriptors.encode_to_vec(),
-    )?;
+    let encoded = descriptors.encode_to_vec();
+    std::fs::write(out_dir.join("contact_service_descriptor.bin"), &encoded)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&encoded)?
+        .build(&[".amazonconnect.v1"])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -7,10 +7,11 @@ use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
+use tonic_web::GrpcWebLayer;
 use tower::util::{MapRequestLayer, MapResponseLayer};
 
 use crate::{
-    api::{ContactApi, Guards, deadline},
+    api::{ContactApi, Guards, deadline, protocols::ProtocolsLayer},
     auth::{AuthFileError, Callers},
     config::{Command, QuotaStoreChoice, ServeConfig, SimulateConfig},
     lifecycle::{Drain, follow_breaker, set_health},
@@ -416,7 +417,14 @@ impl App {
         let mut stop_accepting = stopping_rx;
         tracing::info!(addr = %self.local_addr, "connect-facade serving gRPC");
         let limits = self.limits;
+        let protocols = ProtocolsLayer::new(
+            self.api.clone(),
+            limits.max_message_size,
+            self.metrics.clone(),
+        );
         let router = Server::builder()
+            // HTTP/1.1 too: Connect and gRPC-Web callers (curl, browsers, proxies) may not speak h2.
+            .accept_http1(true)
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .max_concurrent_streams(limits.max_concurrent_streams)
@@ -427,6 +435,8 @@ impl App {
             .max_connection_age_grace(self.shutdown_grace)
             .layer(MapRequestLayer::new(deadline::stamp_arrival))
             .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
+            .layer(protocols)
+            .layer(GrpcWebLayer::new())
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -44,6 +44,8 @@ pub mod upstream;
 /// Code generated from `proto/amazonconnect/v1/contact_service.proto`.
 pub mod proto {
     tonic::include_proto!("amazonconnect.v1");
+    // proto3 JSON (serde) for the messages, for the Connect protocol.
+    include!(concat!(env!("OUT_DIR"), "/amazonconnect.v1.serde.rs"));
 
     /// The contract's descriptors, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =

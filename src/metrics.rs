@@ -126,6 +126,7 @@ pub struct Metrics {
     route_reloads: Family<OutcomeLabels, Counter>,
     routes: Gauge<i64, AtomicI64>,
     calls_by_route: Family<RouteLabels, Counter>,
+    calls_by_protocol: Family<ProtocolLabels, Counter>,
     runtime_tasks: Gauge<i64, AtomicI64>,
     tls_reloads: Family<OutcomeLabels, Counter>,
     tls_expiry: Family<CertLabels, Gauge<i64, AtomicI64>>,
@@ -154,6 +155,11 @@ struct HotSeries {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallerLabels {
     caller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -325,6 +331,12 @@ impl Metrics {
             "Calls by route (its name in the routes file; default without one)",
             calls_by_route.clone(),
         );
+        let calls_by_protocol = Family::default();
+        sub.register(
+            "calls_by_protocol",
+            "Calls of the RPC by protocol (grpc, grpc-web, connect-json, connect-proto, other: refused with 415); the grpc_server_* series count every protocol",
+            calls_by_protocol.clone(),
+        );
         let runtime_tasks = Gauge::default();
         sub.register(
             "runtime_alive_tasks",
@@ -410,6 +422,7 @@ impl Metrics {
             route_reloads,
             routes,
             calls_by_route,
+            calls_by_protocol,
             runtime_tasks,
             tls_reloads,
             tls_expiry,
@@ -572,6 +585,13 @@ impl Metrics {
 
     pub fn client_token_reused(&self) {
         self.token_reuse_refusals.inc();
+    }
+
+    /// A call of the RPC arrived over `protocol`.
+    pub fn protocol_call(&self, protocol: &'static str) {
+        self.calls_by_protocol
+            .get_or_create(&ProtocolLabels { protocol })
+            .inc();
     }
 
     /// A reload of the routes file, and the routes in use after it.

@@ -5,6 +5,7 @@
 //! chosen in [`crate::status`], never here.
 
 pub mod deadline;
+pub mod protocols;
 
 use std::{sync::Arc, time::Duration};
 

@@ -149,6 +149,8 @@ struct Queue {
     /// The account-wide rate the store last reported, for wait estimates.
     rate: f64,
     dispatching: bool,
+    /// When the last slot given out is due: the next one is an interval after it.
+    last_slot: Instant,
 }
 
 /// The callers' lanes in front of one quota key of a store.
@@ -167,6 +169,7 @@ impl FairQueue {
                 lanes: FairOrder::default(),
                 rate,
                 dispatching: false,
+                last_slot: Instant::now(),
             })),
         }
     }
@@ -188,6 +191,8 @@ impl FairQueue {
     ) -> Result<Slot, Full> {
         let now = Instant::now();
         let max_wait = give_up_at.saturating_duration_since(now);
+        // The earliest the store can give a slot, when known: later turns come after it.
+        let mut first_free = now;
         if Self::lock(&self.queue).lanes.is_empty() {
             let decision = self
                 .store
@@ -200,18 +205,23 @@ impl FairQueue {
                 .await;
             match decision {
                 Ok(slot) => {
-                    Self::lock(&self.queue).rate = slot.rate;
+                    let mut queue = Self::lock(&self.queue);
+                    queue.rate = slot.rate;
+                    queue.last_slot = queue.last_slot.max(Instant::now() + slot.wait);
                     return Ok(slot);
                 }
                 // The bucket itself frees up too late: no lane can help.
                 Err(full) if full.retry_after > max_wait => return Err(full),
-                Err(full) => Self::lock(&self.queue).rate = full.rate,
+                Err(full) => {
+                    Self::lock(&self.queue).rate = full.rate;
+                    first_free = now + full.retry_after;
+                }
             }
         }
         let (answer, granted) = oneshot::channel();
         {
             let mut queue = Self::lock(&self.queue);
-            let estimate = queue.estimate(caller);
+            let estimate = queue.estimate(caller, first_free);
             if estimate > max_wait {
                 return Err(Full {
                     bucket: Bucket::Account,
@@ -250,7 +260,7 @@ impl FairQueue {
                 let queue = Self::lock(&self.queue);
                 Err(Full {
                     bucket: Bucket::Account,
-                    retry_after: queue.estimate(caller),
+                    retry_after: queue.estimate(caller, Instant::now()),
                     rate: queue.rate,
                     fallback: false,
                 })
@@ -264,9 +274,20 @@ impl Queue {
     /// to the calls waiting and to those the other waiting callers will send meanwhile. Refusing
     /// past the wait bound at once matters: a call admitted only to time out would still have
     /// pushed its caller's later calls back.
-    fn estimate(&self, caller: &CallerShare) -> Duration {
+    ///
+    /// Its slot is that many intervals after the last slot given out (a slot already promised to a
+    /// call that left its lane counts), and never before `first_free` and the turns after it.
+    fn estimate(&self, caller: &CallerShare, first_free: Instant) -> Duration {
+        let now = Instant::now();
         let slots = self.lanes.slots_until_next(caller.index, caller.weight);
-        Duration::try_from_secs_f64(slots / self.rate).unwrap_or(Duration::MAX)
+        let intervals =
+            |n: f64| Duration::try_from_secs_f64(n / self.rate).unwrap_or(Duration::MAX);
+        let by_order = self.last_slot.checked_add(intervals(slots));
+        let by_bucket = first_free.checked_add(intervals((slots - 1.0).max(0.0)));
+        match by_order.zip(by_bucket) {
+            Some((by_order, by_bucket)) => by_order.max(by_bucket).saturating_duration_since(now),
+            None => Duration::MAX,
+        }
     }
 }
 
@@ -276,7 +297,14 @@ async fn dispatch(key: String, store: Arc<dyn QuotaStore>, queue: Arc<Mutex<Queu
         let waiter = {
             let mut queue = FairQueue::lock(&queue);
             match queue.lanes.pop(|w: &Waiter| !w.answer.is_closed()) {
-                Some((_, waiter)) => waiter,
+                Some((_, waiter)) => {
+                    // Until the store answers (a local store answers when the slot is due), the
+                    // slot is taken to be an interval after the last: arrivals meanwhile count it.
+                    let interval =
+                        Duration::try_from_secs_f64(1.0 / queue.rate).unwrap_or_default();
+                    queue.last_slot = (queue.last_slot + interval).max(Instant::now());
+                    waiter
+                }
                 None => {
                     queue.dispatching = false;
                     return;
@@ -295,10 +323,16 @@ async fn dispatch(key: String, store: Arc<dyn QuotaStore>, queue: Arc<Mutex<Queu
                 deadline: waiter.deadline,
             })
             .await;
-        FairQueue::lock(&queue).rate = match &decision {
-            Ok(slot) => slot.rate,
-            Err(full) => full.rate,
-        };
+        {
+            let mut queue = FairQueue::lock(&queue);
+            match &decision {
+                Ok(slot) => {
+                    queue.rate = slot.rate;
+                    queue.last_slot = Instant::now() + slot.wait;
+                }
+                Err(full) => queue.rate = full.rate,
+            }
+        }
         let wait = decision.as_ref().map_or(Duration::ZERO, |slot| slot.wait);
         // The waiter sleeps until its slot by itself; the next lane's turn comes at that time, so
         // no slot is promised ahead of a caller that arrives meanwhile.
@@ -398,10 +432,12 @@ mod tests {
 
     #[test]
     fn a_new_callers_estimate_counts_its_turn_not_the_flood() {
+        let now = Instant::now();
         let mut queue = Queue {
             lanes: FairOrder::default(),
             rate: 2.0,
             dispatching: false,
+            last_slot: now,
         };
         let mut receivers = Vec::new();
         for _ in 0..6 {
@@ -424,15 +460,24 @@ mod tests {
             ..CallerShare::anonymous()
         };
         // The flood's next call is behind its own 6: its 7th slot at 2/s.
-        assert_eq!(queue.estimate(&flood), Duration::from_millis(3500));
+        let around = |estimate: Duration, millis: u64| {
+            let expected = Duration::from_millis(millis);
+            assert!(
+                estimate <= expected && estimate + Duration::from_millis(50) > expected,
+                "{estimate:?} for {expected:?}"
+            );
+        };
+        around(queue.estimate(&flood, now), 3500);
         // The quiet caller's first call is the second slot: one for the flood, then its own.
-        assert_eq!(queue.estimate(&quiet), Duration::from_millis(1000));
+        around(queue.estimate(&quiet, now), 1000);
         let weighted = CallerShare {
             index: 1,
             weight: 1.0 / 3.0,
             ..CallerShare::anonymous()
         };
         // At a third of the flood's weight, three of the flood's calls come before it.
-        assert_eq!(queue.estimate(&weighted).as_millis(), 2000);
+        around(queue.estimate(&weighted, now), 2000);
+        // A store that frees its next slot only in 3 s puts every turn after it.
+        around(queue.estimate(&quiet, now + Duration::from_secs(3)), 3500);
     }
 }

@@ -114,21 +114,6 @@ impl RedisReplays {
         }
     }
 
-    /// The kept answer, if any (a lookup only: takes no lock).
-    pub async fn get(&self, key: &TokenKey, deadline: Instant) -> Option<Replay> {
-        let (answer, _) = self.keys(key);
-        let mut connection = self.connection.clone();
-        let stored: Option<String> = self
-            .ask(deadline, async move {
-                redis::cmd("GET")
-                    .arg(answer)
-                    .query_async(&mut connection)
-                    .await
-            })
-            .await?;
-        decode(&stored?)
-    }
-
     /// Before a call: its kept answer, or the lock for it, waiting meanwhile for another replica's
     /// identical call in flight.
     pub async fn claim(

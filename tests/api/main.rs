@@ -11,6 +11,7 @@ mod hardening;
 mod helpers;
 mod observability;
 mod process;
+mod protocols;
 mod quota;
 mod replay;
 mod resilience;

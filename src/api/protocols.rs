@@ -1,0 +1,470 @@
+//! Callers without gRPC, on the gRPC port: the Connect protocol's unary calls (connectrpc.com
+//! `docs/protocol.md`), JSON (`application/json`, proto3 JSON from pbjson's generated code) or binary
+//! (`application/proto`), over HTTP/1.1 and HTTP/2; gRPC-Web is tonic-web's, inside this layer.
+//!
+//! A Connect call is decoded here and handed to the same [`ContactApi`] a gRPC call reaches, as a
+//! `tonic::Request` with the HTTP headers as its metadata and the connection's extensions (the
+//! arrival time, the client certificate): authentication, validation, fair shares, replay, the
+//! quota, logs, traces and the gRPC metrics are the same. `Connect-Timeout-Ms` becomes the call's
+//! `grpc-timeout`. The answer goes back as the protocol says: 200 with the message, or the JSON
+//! error (`code` in lower snake case, `message`, and `details` with the same google.rpc messages the
+//! gRPC answer carries, plus a `debug` rendering of the ones a person reads) with the spec's HTTP
+//! status. The response metadata (`x-amzn-requestid`, `x-facade-attempts`…) are response headers.
+//!
+//! No maintained Rust crate serves the Connect protocol from a tonic service (the `connectrpc` crate
+//! generates its own message types and server), hence this module; it handles the one unary RPC.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use prost::Message;
+use tonic::{Code, Status, body::Body};
+use tower::{BoxError, Layer, Service};
+
+use super::ContactApi;
+use crate::{
+    metrics::Metrics,
+    proto::{CreatePersistentContactAssociationRequest, contact_service_server::ContactService},
+};
+
+/// The one procedure served over Connect.
+pub const RPC_PATH: &str = "/amazonconnect.v1.ContactService/CreatePersistentContactAssociation";
+
+const JSON: &str = "application/json";
+const PROTO: &str = "application/proto";
+
+/// How a request is encoded, from its content type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    GrpcWeb,
+    ConnectJson,
+    ConnectProto,
+    /// Anything else (a form, text…), or no content type.
+    Other,
+}
+
+impl Protocol {
+    pub fn of(headers: &HeaderMap) -> Self {
+        let Some(content_type) = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+        else {
+            return Protocol::Other;
+        };
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/grpc" | "application/grpc+proto" => Protocol::Grpc,
+            e if e.starts_with("application/grpc-web") => Protocol::GrpcWeb,
+            e if e.starts_with("application/grpc") => Protocol::Grpc,
+            JSON => Protocol::ConnectJson,
+            PROTO => Protocol::ConnectProto,
+            _ => Protocol::Other,
+        }
+    }
+
+    /// The `protocol` label of `connect_facade_calls_by_protocol_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc-web",
+            Protocol::ConnectJson => "connect-json",
+            Protocol::ConnectProto => "connect-proto",
+            Protocol::Other => "other",
+        }
+    }
+}
+
+/// Serves Connect calls itself and passes gRPC and gRPC-Web on.
+#[derive(Clone)]
+pub struct ProtocolsLayer {
+    api: ContactApi,
+    max_message_size: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl ProtocolsLayer {
+    pub fn new(api: ContactApi, max_message_size: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            api,
+            max_message_size,
+            metrics,
+        }
+    }
+}
+
+impl<S> Layer<S> for ProtocolsLayer {
+    type Service = Protocols<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Protocols {
+            inner,
+            shared: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Protocols<S> {
+    inner: S,
+    shared: ProtocolsLayer,
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, ResBody> Service<Request<Body>> for Protocols<S>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    ResBody: hyper::body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response<Body>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let protocol = Protocol::of(request.headers());
+        let on_rpc = request.uri().path() == RPC_PATH;
+        let is_grpc = matches!(protocol, Protocol::Grpc | Protocol::GrpcWeb);
+        if on_rpc {
+            self.shared.metrics.protocol_call(protocol.label());
+        }
+        if is_grpc {
+            // The inner service was polled ready for this call: swap in a fresh clone, as tower's
+            // guidance for cloning services says.
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            return Box::pin(async move {
+                let response = inner.call(request).await.map_err(Into::into)?;
+                Ok(response.map(Body::new))
+            });
+        }
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            Ok(match (on_rpc, protocol) {
+                (false, _) => connect_error(
+                    StatusCode::NOT_FOUND,
+                    &Status::unimplemented(format!(
+                        "no procedure {}: the one served over HTTP is {RPC_PATH}",
+                        request.uri().path()
+                    )),
+                ),
+                (true, Protocol::ConnectJson | Protocol::ConnectProto)
+                    if request.method() != Method::POST =>
+                {
+                    let mut response = connect_error(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        &Status::unimplemented("only POST calls the procedure"),
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                    response
+                }
+                (true, Protocol::ConnectJson | Protocol::ConnectProto) => {
+                    shared.unary(request, protocol).await
+                }
+                (true, _) => {
+                    let mut response = connect_error(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        &Status::invalid_argument(format!(
+                            "content type {:?} is not served: send {JSON} or {PROTO} (Connect), \
+                             or application/grpc, application/grpc-web",
+                            request
+                                .headers()
+                                .get(header::CONTENT_TYPE)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("(none)")
+                        )),
+                    );
+                    response.headers_mut().insert(
+                        "accept-post",
+                        HeaderValue::from_static("application/json, application/proto"),
+                    );
+                    response
+                }
+            })
+        })
+    }
+}
+
+impl ProtocolsLayer {
+    /// One Connect unary call.
+    async fn unary(self, request: Request<Body>, protocol: Protocol) -> Response<Body> {
+        match self.decode(request, protocol).await {
+            Ok(call) => {
+                let answer = self.api.create_persistent_contact_association(call).await;
+                match answer {
+                    Ok(response) => {
+                        let (metadata, message, _) = response.into_parts();
+                        let body = match protocol {
+                            Protocol::ConnectProto => message.encode_to_vec(),
+                            _ => serde_json::to_vec(&message).unwrap_or_default(),
+                        };
+                        let mut response = Response::new(Body::new(Full::new(Bytes::from(body))));
+                        *response.headers_mut() = metadata.into_headers();
+                        let content_type = if protocol == Protocol::ConnectProto {
+                            PROTO
+                        } else {
+                            JSON
+                        };
+                        response
+                            .headers_mut()
+                            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                        response
+                    }
+                    Err(status) => connect_error(http_status(status.code()), &status),
+                }
+            }
+            Err(status) => connect_error(http_status(status.code()), &status),
+        }
+    }
+
+    /// The request as the service takes it, or why it cannot be one (never reaching AWS).
+    async fn decode(
+        &self,
+        request: Request<Body>,
+        protocol: Protocol,
+    ) -> Result<tonic::Request<CreatePersistentContactAssociationRequest>, Status> {
+        let (mut parts, body) = request.into_parts();
+        if let Some(encoding) = parts.headers.get(header::CONTENT_ENCODING)
+            && encoding != "identity"
+        {
+            return Err(Status::unimplemented(format!(
+                "content encoding {encoding:?} is not supported: send the body uncompressed"
+            )));
+        }
+        if let Some(version) = parts.headers.get("connect-protocol-version")
+            && version != "1"
+        {
+            return Err(Status::invalid_argument(
+                "connect-protocol-version must be 1",
+            ));
+        }
+        if let Some(timeout) = parts.headers.remove("connect-timeout-ms") {
+            let millis = timeout
+                .to_str()
+                .ok()
+                .filter(|t| !t.is_empty() && t.len() <= 10 && t.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Status::invalid_argument("connect-timeout-ms must be 1 to 10 digits")
+                })?;
+            let value = HeaderValue::from_str(&format!("{}m", millis.min(99_999_999)))
+                .map_err(|_| Status::invalid_argument("connect-timeout-ms"))?;
+            parts.headers.insert("grpc-timeout", value);
+        }
+        let bytes = match Limited::new(body, self.max_message_size).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                return Err(Status::resource_exhausted(format!(
+                    "the request body is larger than the limit of {} bytes",
+                    self.max_message_size
+                )));
+            }
+            Err(error) => {
+                return Err(Status::invalid_argument(format!(
+                    "cannot read the request body: {error}"
+                )));
+            }
+        };
+        let message = match protocol {
+            Protocol::ConnectProto => CreatePersistentContactAssociationRequest::decode(bytes)
+                .map_err(|error| {
+                    Status::invalid_argument(format!(
+                        "the request body is not the protobuf message: {error}"
+                    ))
+                })?,
+            _ => serde_json::from_slice(&bytes).map_err(|error| {
+                Status::invalid_argument(format!(
+                    "the request body is not valid JSON for the request: {error}"
+                ))
+            })?,
+        };
+        Ok(tonic::Request::from_http(Request::from_parts(
+            parts, message,
+        )))
+    }
+}
+
+/// The HTTP status the Connect protocol gives each code.
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::Internal | Code::Unknown | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The Connect name of a code: lower snake case.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "canceled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+/// A Connect error response: the JSON error body, the status's metadata as headers.
+fn connect_error(http: StatusCode, status: &Status) -> Response<Body> {
+    let mut error = serde_json::json!({
+        "code": code_name(status.code()),
+        "message": status.message(),
+    });
+    let details = error_details(status);
+    if !details.is_empty() {
+        error["details"] = serde_json::Value::Array(details);
+    }
+    let mut response = Response::new(Body::new(Full::new(Bytes::from(error.to_string()))));
+    *response.status_mut() = http;
+    *response.headers_mut() = status.metadata().clone().into_headers();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    response
+}
+
+/// The google.rpc details of `status`, as the Connect protocol carries them: the type's full name,
+/// the message's bytes in unpadded base64, and (for the types a person reads) a `debug` rendering.
+fn error_details(status: &Status) -> Vec<serde_json::Value> {
+    let Ok(rpc) = tonic_types::Status::decode(status.details()) else {
+        return Vec::new();
+    };
+    rpc.details
+        .iter()
+        .map(|any| {
+            let name = any
+                .type_url
+                .rsplit_once('/')
+                .map_or(any.type_url.as_str(), |(_, name)| name);
+            let mut detail = serde_json::json!({
+                "type": name,
+                "value": base64::engine::general_purpose::STANDARD_NO_PAD.encode(&any.value),
+            });
+            if let Some(debug) = debug(name, &any.value) {
+                detail["debug"] = debug;
+            }
+            detail
+        })
+        .collect()
+}
+
+/// A readable rendering of the details a person looks at in curl's output (Connect's optional
+/// `debug`; clients decode `value`).
+fn debug(name: &str, value: &[u8]) -> Option<serde_json::Value> {
+    use serde_json::json;
+    use tonic_types::pb;
+    Some(match name {
+        "google.rpc.ErrorInfo" => {
+            let info = pb::ErrorInfo::decode(value).ok()?;
+            json!({"reason": info.reason, "domain": info.domain, "metadata": info.metadata})
+        }
+        "google.rpc.RetryInfo" => {
+            let delay = pb::RetryInfo::decode(value).ok()?.retry_delay?;
+            let delay = Duration::new(
+                u64::try_from(delay.seconds).ok()?,
+                u32::try_from(delay.nanos).ok()?,
+            );
+            json!({"retryDelay": format!("{:.3}s", delay.as_secs_f64())})
+        }
+        "google.rpc.BadRequest" => {
+            let bad = pb::BadRequest::decode(value).ok()?;
+            json!({"fieldViolations": bad.field_violations.iter()
+                .map(|v| json!({"field": v.field, "description": v.description}))
+                .collect::<Vec<_>>()})
+        }
+        "google.rpc.QuotaFailure" => {
+            let quota = pb::QuotaFailure::decode(value).ok()?;
+            json!({"violations": quota.violations.iter()
+                .map(|v| json!({"subject": v.subject, "description": v.description}))
+                .collect::<Vec<_>>()})
+        }
+        "google.rpc.RequestInfo" => {
+            let info = pb::RequestInfo::decode(value).ok()?;
+            json!({"requestId": info.request_id})
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_pick_the_protocol() {
+        let of = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, value.parse().unwrap());
+            Protocol::of(&headers)
+        };
+        assert_eq!(of("application/grpc"), Protocol::Grpc);
+        assert_eq!(of("application/grpc+proto"), Protocol::Grpc);
+        assert_eq!(of("application/grpc-web-text+proto"), Protocol::GrpcWeb);
+        assert_eq!(of("application/json; charset=utf-8"), Protocol::ConnectJson);
+        assert_eq!(of("Application/Proto"), Protocol::ConnectProto);
+        assert_eq!(of("text/plain"), Protocol::Other);
+        assert_eq!(Protocol::of(&HeaderMap::new()), Protocol::Other);
+    }
+
+    #[test]
+    fn every_code_has_the_specs_name_and_status() {
+        assert_eq!(code_name(Code::Cancelled), "canceled");
+        assert_eq!(
+            http_status(Code::ResourceExhausted),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            http_status(Code::FailedPrecondition),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            http_status(Code::DeadlineExceeded),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(http_status(Code::Cancelled).as_u16(), 499);
+    }
+}

@@ -1,0 +1,366 @@
+//! Callers without gRPC, on the gRPC port: the Connect protocol (JSON and binary, HTTP/1.1 and h2c)
+//! and gRPC-Web, each answering as the gRPC call does. The official Connect clients (Node, Python)
+//! run in scripts/conformance.sh; here a plain HTTP client speaks the protocol as curl would.
+
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use connect_facade::{
+    proto::{CreatePersistentContactAssociationRequest, RehydrationType},
+    simulator::faults::FaultEffect,
+};
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use prost::Message;
+use serde_json::{Value, json};
+use tonic::Code;
+use tonic_types::pb;
+
+use crate::helpers::{INSTANCE, TestApp, entire_session, fault, series_value, spawn, spawn_with};
+
+const PATH: &str = "/amazonconnect.v1.ContactService/CreatePersistentContactAssociation";
+
+/// An HTTP answer: status, headers and body.
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// Sends one HTTP request to the app, over HTTP/2 (prior knowledge) or HTTP/1.1.
+async fn send(
+    app: &TestApp,
+    http2: bool,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(http2)
+        .build_http::<Full<Bytes>>();
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", app.addr));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client
+        .request(request.body(Full::new(body.into())).unwrap())
+        .await
+        .expect("the facade answers");
+    let (parts, body) = response.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+async fn post_json(app: &TestApp, http2: bool, body: Value) -> Answer {
+    send(
+        app,
+        http2,
+        Method::POST,
+        PATH,
+        &[("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await
+}
+
+fn session_json() -> Value {
+    json!({
+        "instanceId": INSTANCE,
+        "initialContactId": "new-chat-1",
+        "rehydrationType": "REHYDRATION_TYPE_ENTIRE_PAST_SESSION",
+        "sourceContactId": "C1",
+    })
+}
+
+/// The details of a Connect error, decoded from their base64 values.
+fn detail<M: Message + Default>(error: &Value, name: &str) -> M {
+    let detail = error["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .find(|d| d["type"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {error}"));
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(detail["value"].as_str().unwrap())
+        .expect("unpadded base64");
+    M::decode(bytes.as_slice()).expect("the message")
+}
+
+#[tokio::test]
+async fn connect_json_succeeds_over_http1_and_http2_with_the_grpc_metadata_as_headers() {
+    let app = spawn().await;
+    for http2 in [false, true] {
+        let mut body = session_json();
+        body["initialContactId"] = json!(if http2 { "new-chat-2" } else { "new-chat-1" });
+        let answer = post_json(&app, http2, body).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        assert_eq!(answer.headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(answer.headers["x-facade-attempts"], "1");
+        assert!(answer.headers.contains_key("x-amzn-requestid"));
+        let json = answer.json();
+        assert_eq!(json["continuedFromContactId"], "C3");
+        assert!(uuid::Uuid::parse_str(json["clientToken"].as_str().unwrap()).is_ok());
+    }
+}
+
+#[tokio::test]
+async fn proto_field_names_and_enum_numbers_are_accepted_as_proto3_json_requires() {
+    let app = spawn().await;
+    let answer = post_json(
+        &app,
+        false,
+        json!({
+            "instance_id": INSTANCE,
+            "initial_contact_id": "new-chat-1",
+            "rehydration_type": 2,
+            "source_contact_id": "C2",
+            "client_token": "json-token",
+        }),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(answer.json()["continuedFromContactId"], "C2");
+    assert_eq!(answer.json()["clientToken"], "json-token");
+}
+
+#[tokio::test]
+async fn connect_binary_succeeds() {
+    let app = spawn().await;
+    let request = entire_session();
+    let answer = send(
+        &app,
+        true,
+        Method::POST,
+        PATH,
+        &[("content-type", "application/proto")],
+        request.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers[header::CONTENT_TYPE], "application/proto");
+    let response =
+        connect_facade::proto::CreatePersistentContactAssociationResponse::decode(answer.body)
+            .unwrap();
+    assert_eq!(response.continued_from_contact_id, "C3");
+}
+
+#[tokio::test]
+async fn a_validation_error_is_the_protocols_json_error_with_the_grpc_details() {
+    let app = spawn().await;
+    let mut body = session_json();
+    body["instanceId"] = json!("");
+    body["sourceContactId"] = json!("");
+    let answer = post_json(&app, false, body).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.headers["x-facade-attempts"], "0");
+    let error = answer.json();
+    assert_eq!(error["code"], "invalid_argument");
+    let bad: pb::BadRequest = detail(&error, "google.rpc.BadRequest");
+    let fields: Vec<&str> = bad
+        .field_violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(fields, ["instance_id", "source_contact_id"]);
+    let info: pb::ErrorInfo = detail(&error, "google.rpc.ErrorInfo");
+    assert_eq!(info.reason, "INVALID_FIELDS");
+    // curl users read the same in `debug`.
+    let debug = error["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["type"] == "google.rpc.ErrorInfo")
+        .unwrap()["debug"]
+        .clone();
+    assert_eq!(debug["reason"], "INVALID_FIELDS");
+    assert!(app.simulator.requests().is_empty(), "AWS never saw it");
+}
+
+#[tokio::test]
+async fn throttling_is_429_with_a_retry_info() {
+    let app = spawn().await;
+    app.simulator
+        .add_fault(crate::helpers::always_error("ThrottlingException"));
+    let answer = post_json(&app, true, session_json()).await;
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+    let error = answer.json();
+    assert_eq!(error["code"], "resource_exhausted");
+    let retry: pb::RetryInfo = detail(&error, "google.rpc.RetryInfo");
+    assert!(retry.retry_delay.is_some());
+    let info: pb::ErrorInfo = detail(&error, "google.rpc.ErrorInfo");
+    assert_eq!(info.reason, "THROTTLED");
+    assert!(info.metadata.contains_key("clientToken"));
+}
+
+#[tokio::test]
+async fn what_is_not_a_call_is_refused_before_aws() {
+    let app = spawn().await;
+    let plain = send(
+        &app,
+        false,
+        Method::POST,
+        PATH,
+        &[("content-type", "text/plain")],
+        "hi",
+    )
+    .await;
+    assert_eq!(plain.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(plain.headers.contains_key("accept-post"));
+    let get = send(
+        &app,
+        false,
+        Method::GET,
+        PATH,
+        &[("content-type", "application/json")],
+        "",
+    )
+    .await;
+    assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get.headers[header::ALLOW], "POST");
+    let elsewhere = send(
+        &app,
+        false,
+        Method::POST,
+        "/amazonconnect.v1.ContactService/Other",
+        &[("content-type", "application/json")],
+        "{}",
+    )
+    .await;
+    assert_eq!(elsewhere.status, StatusCode::NOT_FOUND);
+    assert_eq!(elsewhere.json()["code"], "unimplemented");
+
+    let malformed = send(
+        &app,
+        false,
+        Method::POST,
+        PATH,
+        &[("content-type", "application/json")],
+        "{\"instanceId\": 12,",
+    )
+    .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    let error = malformed.json();
+    assert_eq!(error["code"], "invalid_argument");
+    assert!(
+        error["message"].as_str().unwrap().contains("line 1 column"),
+        "{error}"
+    );
+
+    let huge = json!({"instanceId": "x".repeat(70_000)});
+    let oversized = post_json(&app, false, huge).await;
+    assert_eq!(oversized.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(oversized.json()["code"], "resource_exhausted");
+    assert!(app.simulator.requests().is_empty());
+}
+
+#[tokio::test]
+async fn connect_timeout_ms_is_the_calls_deadline() {
+    let app = spawn().await;
+    app.simulator
+        .add_fault(fault(FaultEffect::Latency { millis: 2_000 }));
+    let started = std::time::Instant::now();
+    let answer = send(
+        &app,
+        false,
+        Method::POST,
+        PATH,
+        &[
+            ("content-type", "application/json"),
+            ("connect-timeout-ms", "300"),
+            ("connect-protocol-version", "1"),
+        ],
+        session_json().to_string(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(answer.json()["code"], "deadline_exceeded");
+    assert!(started.elapsed() < Duration::from_millis(1_000));
+}
+
+#[tokio::test]
+async fn grpc_web_answers_as_grpc_does() {
+    let app = spawn_with(connect_facade::simulator::fixtures::Fixtures::demo(), |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let frame = |message: &CreatePersistentContactAssociationRequest| {
+        let body = message.encode_to_vec();
+        let mut framed = vec![0];
+        framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&body);
+        framed
+    };
+    let answer = send(
+        &app,
+        false,
+        Method::POST,
+        PATH,
+        &[
+            ("content-type", "application/grpc-web+proto"),
+            ("x-grpc-web", "1"),
+        ],
+        frame(&entire_session()),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let length = u32::from_be_bytes(answer.body[1..5].try_into().unwrap()) as usize;
+    let response = connect_facade::proto::CreatePersistentContactAssociationResponse::decode(
+        &answer.body[5..5 + length],
+    )
+    .unwrap();
+    assert_eq!(response.continued_from_contact_id, "C3");
+    let trailers = String::from_utf8_lossy(&answer.body[5 + length + 5..]).to_string();
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+
+    // An error, with its details in the trailers as gRPC sends them.
+    let mut invalid = entire_session();
+    invalid.rehydration_type = RehydrationType::Unspecified.into();
+    let answer = send(
+        &app,
+        false,
+        Method::POST,
+        PATH,
+        &[("content-type", "application/grpc-web+proto")],
+        frame(&invalid),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&answer.body).to_string();
+    let status = answer
+        .headers
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .or_else(|| {
+            text.split("grpc-status:").nth(1).map(|rest| {
+                rest.trim()
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect()
+            })
+        })
+        .expect("a grpc-status");
+    assert_eq!(status, (Code::InvalidArgument as i32).to_string());
+
+    let metrics = app.scrape().await;
+    assert_eq!(
+        series_value(
+            &metrics,
+            r#"connect_facade_calls_by_protocol_total{protocol="grpc-web"}"#
+        ),
+        Some(2.0)
+    );
+}
