@@ -393,6 +393,29 @@ def write_sharing(w, results):
     runs, savings, lookup = results["sharing"], results["replay"], results["lookup"]
     w("## Callers sharing the quota")
     w("")
+    by_case = {run["case"]: {c["name"]: c for c in run["callers"]} for run in runs}
+    fair = next((c for case, c in by_case.items() if "two callers" in case), None)
+    weighted = next((c for case, c in by_case.items() if "3:1" in case), None)
+    with_replay = next((r for r in savings if r["replay"]), None)
+    without = next((r for r in savings if not r["replay"]), None)
+    w("| target | measured | |")
+    w("|---|---|---|")
+    if fair:
+        quiet = fair["quiet"]
+        share = quiet["ok"] / max(quiet["calls"], 1)
+        w(f"| beside a caller offering 10x the quota, one offering 0.25x gets at least 95% of its calls "
+          f"through | {share:.0%} ({quiet['ok']} of {quiet['calls']}) | {verdict(share >= 0.95)} |")
+    if weighted:
+        ratio = weighted["heavy"]["ok"] / max(weighted["light"]["ok"], 1)
+        w(f"| weights 3:1, both saturating: successes about 3:1 (within 20%) | {ratio:.2f} | "
+          f"{verdict(2.4 <= ratio <= 3.6)} |")
+    if with_replay and without:
+        on = with_replay["slots"] / max(with_replay["calls"], 1)
+        off = without["slots"] / max(without["calls"], 1)
+        w(f"| a client retrying after timeouts spends fewer slots with replay and coalescing | "
+          f"{on:.2f} slots per call (off: {off:.2f}); {with_replay['ok']} of {with_replay['calls']} answered "
+          f"(off: {without['ok']}) | {verdict(on < off)} |")
+    w("")
     w("One facade at the default limits (2/s, burst 4, `--max-queue-wait` 3s), the simulator at Connect's "
       "quota, each caller an open-loop loadgen with a 10 s deadline per call. With an auth file, waiting "
       "calls are served in weighted fair order; without one, every call is the same caller, in arrival "

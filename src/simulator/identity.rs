@@ -56,24 +56,8 @@ fn default_session_seconds() -> u64 {
     3600
 }
 
-/// The account an `arn:aws:iam::ACCOUNT:role/NAME` belongs to.
-pub fn role_account(arn: &str) -> Option<&str> {
-    let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(_partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return None;
-    };
-    (account.len() == 12
-        && account.bytes().all(|b| b.is_ascii_digit())
-        && resource.starts_with("role/"))
-    .then_some(account)
-}
+/// The account an `arn:aws:iam::ACCOUNT:role/NAME` belongs to (the routes file's own parser).
+pub use crate::routes::spec::role_arn_account as role_account;
 
 /// Temporary credentials STS issued.
 struct Session {

@@ -70,18 +70,26 @@ impl Replica {
         self.server.take().expect("serving")
     }
 
-    pub async fn call(
-        &self,
-        request: CreatePersistentContactAssociationRequest,
-    ) -> Result<
-        tonic::Response<connect_facade::proto::CreatePersistentContactAssociationResponse>,
-        Status,
-    > {
-        self.client
-            .clone()
-            .create_persistent_contact_association(request)
-            .await
+    pub async fn call(&self, request: CreatePersistentContactAssociationRequest) -> Answer {
+        call_on(&self.client, request).await
     }
+}
+
+/// What a call answers.
+pub type Answer = Result<
+    tonic::Response<connect_facade::proto::CreatePersistentContactAssociationResponse>,
+    Status,
+>;
+
+/// One call on `client`.
+pub async fn call_on(
+    client: &ContactServiceClient<Channel>,
+    request: CreatePersistentContactAssociationRequest,
+) -> Answer {
+    client
+        .clone()
+        .create_persistent_contact_association(request)
+        .await
 }
 
 impl Drop for Replica {
@@ -268,17 +276,8 @@ impl TestApp {
         answer
     }
 
-    pub async fn call(
-        &self,
-        request: CreatePersistentContactAssociationRequest,
-    ) -> Result<
-        tonic::Response<connect_facade::proto::CreatePersistentContactAssociationResponse>,
-        Status,
-    > {
-        self.client
-            .clone()
-            .create_persistent_contact_association(request)
-            .await
+    pub async fn call(&self, request: CreatePersistentContactAssociationRequest) -> Answer {
+        call_on(&self.client, request).await
     }
 
     /// Calls with `request`, expecting the error `code`; returns the status's ErrorInfo and details.

@@ -364,3 +364,41 @@ async fn grpc_web_answers_as_grpc_does() {
         Some(2.0)
     );
 }
+
+#[tokio::test]
+async fn a_gzipped_body_is_inflated_and_an_unknown_encoding_refused() {
+    use std::io::Write;
+    let app = spawn().await;
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(session_json().to_string().as_bytes())
+        .unwrap();
+    let answer = send(
+        &app,
+        false,
+        Method::POST,
+        PATH,
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
+        gzip.finish().unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(answer.json()["continuedFromContactId"], "C3");
+
+    let brotli = send(
+        &app,
+        false,
+        Method::POST,
+        PATH,
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "br"),
+        ],
+        "irrelevant",
+    )
+    .await;
+    assert_eq!(brotli.status, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(brotli.json()["code"], "unimplemented");
+}
