@@ -60,18 +60,22 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             Target::grpc(&args.url, connections, CallShape::from_args(&args)?).await?
         }
         TargetKind::Sdk => Target::sdk(&args.url).await,
+        TargetKind::ConnectJson => Target::connect(&args.url, connections, false)?,
+        TargetKind::ConnectProto => Target::connect(&args.url, connections, true)?,
     };
     let setup = Setup {
         label: args.label.clone(),
         target: match args.target {
             TargetKind::Grpc => "grpc",
             TargetKind::Sdk => "sdk",
+            TargetKind::ConnectJson => "connect-json",
+            TargetKind::ConnectProto => "connect-proto",
         },
         url: args.url.clone(),
         mode,
         concurrency,
         rate,
-        connections: if args.target == TargetKind::Grpc {
+        connections: if args.target != TargetKind::Sdk {
             connections
         } else {
             0

@@ -47,6 +47,10 @@ pub enum TargetKind {
     Grpc,
     /// aws-sdk-connect straight to a Connect endpoint (the simulator): no gRPC hop.
     Sdk,
+    /// The facade over the Connect protocol, JSON (h2c).
+    ConnectJson,
+    /// The facade over the Connect protocol, binary (h2c).
+    ConnectProto,
 }
 
 #[derive(clap::Args, Clone, Debug)]

@@ -122,7 +122,19 @@ pub enum Target {
         shape: Arc<CallShape>,
     },
     Sdk(aws_sdk_connect::Client),
+    /// The Connect protocol: unary POSTs over h2c, one client (one connection) per slot.
+    Connect {
+        clients: Arc<Vec<ConnectClient>>,
+        next: Arc<AtomicUsize>,
+        url: Arc<str>,
+        binary: bool,
+    },
 }
+
+type ConnectClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
 
 impl Target {
     /// `urls`: one server, or several separated by commas (replicas behind one Service), whose
@@ -150,6 +162,33 @@ impl Target {
             clients: Arc::new(clients),
             next: Arc::new(AtomicUsize::new(0)),
             shape: Arc::new(shape),
+        })
+    }
+
+    /// The Connect protocol against the facade at `url`, over `connections` h2c connections.
+    pub fn connect(url: &str, connections: usize, binary: bool) -> Result<Self, String> {
+        let clients = (0..connections.max(1))
+            .map(|_| {
+                // TCP_NODELAY, as the gRPC channels set it: without it a small request waits on
+                // Nagle's algorithm and the server's delayed ACK (about 40 ms).
+                let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                connector.set_nodelay(true);
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .http2_only(true)
+                    .build(connector)
+            })
+            .collect();
+        let url = format!(
+            "{}/amazonconnect.v1.ContactService/CreatePersistentContactAssociation",
+            url.trim_end_matches('/')
+        );
+        url.parse::<http::Uri>()
+            .map_err(|err| format!("bad URL {url}: {err}"))?;
+        Ok(Self::Connect {
+            clients: Arc::new(clients),
+            next: Arc::new(AtomicUsize::new(0)),
+            url: Arc::from(url),
+            binary,
         })
     }
 
@@ -196,6 +235,42 @@ impl Target {
                 outcome
                     .map(drop)
                     .map_err(|status| format!("{:?}", status.code()))
+            }
+            Self::Connect {
+                clients,
+                next,
+                url,
+                binary,
+            } => {
+                let index = next.fetch_add(1, Ordering::Relaxed) % clients.len();
+                let (content_type, body) = if *binary {
+                    ("application/proto", request().encode_to_vec())
+                } else {
+                    (
+                        "application/json",
+                        serde_json::to_vec(&request()).map_err(|err| err.to_string())?,
+                    )
+                };
+                let call = http::Request::post(url.as_ref())
+                    .header(http::header::CONTENT_TYPE, content_type)
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    .map_err(|err| err.to_string())?;
+                let response = clients[index]
+                    .request(call)
+                    .await
+                    .map_err(|_| "transport".to_owned())?;
+                let status = response.status();
+                let body = http_body_util::BodyExt::collect(response.into_body())
+                    .await
+                    .map_err(|_| "transport".to_owned())?
+                    .to_bytes();
+                if status.is_success() {
+                    return Ok(());
+                }
+                let code = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|error| error["code"].as_str().map(str::to_owned));
+                Err(code.unwrap_or_else(|| status.as_str().to_owned()))
             }
             Self::Sdk(client) => client
                 .create_persistent_contact_association()
