@@ -11,7 +11,10 @@ use tonic_web::GrpcWebLayer;
 use tower::util::{MapRequestLayer, MapResponseLayer};
 
 use crate::{
-    api::{ContactApi, Guards, deadline, protocols::ProtocolsLayer},
+    api::{
+        ContactApi, Guards, deadline,
+        protocols::{self, ProtocolsLayer},
+    },
     auth::{AuthFileError, Callers},
     config::{Command, QuotaStoreChoice, ServeConfig, SimulateConfig},
     lifecycle::{Drain, follow_breaker, set_health},
@@ -68,6 +71,8 @@ pub enum StartupError {
     QuotaStore(#[from] RedisQuotaError),
     #[error(transparent)]
     Routes(#[from] RoutesError),
+    #[error("invalid flags: {0}")]
+    Cors(String),
 }
 
 /// The Tokio runtime the process runs on, sized to the CPUs it may use (`available_parallelism`
@@ -151,6 +156,7 @@ pub struct App {
     tls_reload_interval: Duration,
     readiness_follows_breaker: bool,
     simulator: Option<Simulator>,
+    cors: Option<tower_http::cors::CorsLayer>,
 }
 
 /// Bounds on what one peer may send or hold, sized to this API.
@@ -338,6 +344,7 @@ impl App {
             tls,
             tls_reload_interval: config.tls_reload_interval,
             readiness_follows_breaker: config.readiness_follows_breaker,
+            cors: protocols::cors(&config.cors_allow_origins).map_err(StartupError::Cors)?,
             limits: ConnectionLimits {
                 max_message_size: config.max_message_size,
                 max_concurrent_streams: config.max_concurrent_streams,
@@ -422,6 +429,7 @@ impl App {
             limits.max_message_size,
             self.metrics.clone(),
         );
+        let cors = self.cors;
         let router = Server::builder()
             // HTTP/1.1 too: Connect and gRPC-Web callers (curl, browsers, proxies) may not speak h2.
             .accept_http1(true)
@@ -435,6 +443,8 @@ impl App {
             .max_connection_age_grace(self.shutdown_grace)
             .layer(MapRequestLayer::new(deadline::stamp_arrival))
             .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
+            // Outside the protocols: a browser's preflight is answered before anything else.
+            .layer(tower::util::option_layer(cors))
             .layer(protocols)
             .layer(GrpcWebLayer::new())
             .add_service(health_service)

@@ -125,6 +125,16 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_TLS_RELOAD_INTERVAL", default_value = "30s", value_parser = duration)]
     pub tls_reload_interval: Duration,
 
+    /// Browser origins allowed to call over the Connect protocol or gRPC-Web (CORS), e.g.
+    /// `https://agent-tools.example.com`; repeatable, or comma-separated in the variable; `*` allows
+    /// any origin. None by default: no CORS headers, so browsers on other origins are refused.
+    #[arg(
+        long = "cors-allow-origin",
+        env = "CONNECT_FACADE_CORS_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_allow_origins: Vec<String>,
+
     /// YAML file routing Connect instances to AWS accounts and regions, each with its own identity
     /// (an assumed role), quota and breaker (README: Routes). Without it, one route from the flags.
     #[arg(long, env = "CONNECT_FACADE_ROUTES")]

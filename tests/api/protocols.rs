@@ -659,3 +659,63 @@ fn any_protobuf_request_gets_the_same_answer_over_every_protocol() {
         )
         .unwrap();
 }
+
+#[tokio::test]
+async fn browsers_on_an_allowed_origin_pass_cors_and_others_do_not() {
+    let app = spawn_with(connect_facade::simulator::fixtures::Fixtures::demo(), |c| {
+        c.cors_allow_origins = vec!["https://agent-tools.example.com".into()];
+    })
+    .await;
+    let preflight = send(
+        &app,
+        false,
+        Method::OPTIONS,
+        PATH,
+        &[
+            ("origin", "https://agent-tools.example.com"),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "content-type,connect-protocol-version",
+            ),
+        ],
+        "",
+    )
+    .await;
+    assert!(preflight.status.is_success(), "{:?}", preflight.status);
+    assert_eq!(
+        preflight.headers["access-control-allow-origin"],
+        "https://agent-tools.example.com"
+    );
+    let call = send(
+        &app,
+        false,
+        Method::POST,
+        PATH,
+        &[
+            ("content-type", "application/json"),
+            ("origin", "https://agent-tools.example.com"),
+        ],
+        session_json().to_string(),
+    )
+    .await;
+    assert_eq!(call.status, StatusCode::OK);
+    let exposed = call.headers["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
+    assert!(exposed.contains("x-facade-attempts"), "{exposed}");
+
+    let stranger = send(
+        &app,
+        false,
+        Method::OPTIONS,
+        PATH,
+        &[
+            ("origin", "https://evil.example.com"),
+            ("access-control-request-method", "POST"),
+        ],
+        "",
+    )
+    .await;
+    assert!(!stranger.headers.contains_key("access-control-allow-origin"));
+}
