@@ -11,6 +11,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
+use tonic_types::StatusExt;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -104,6 +105,11 @@ struct CallRecord {
     refused_token: Option<String>,
     attempts: u32,
     aws_request_id: Option<String>,
+    /// The route the call took (with `--routes`, its name; `default` without).
+    route: Option<Arc<Route>>,
+    /// A failed call's ErrorInfo reason (`RATE_LIMITED`, `THROTTLED`, `CIRCUIT_OPEN`…), so logs
+    /// answer the questions metrics and alerts ask.
+    reason: Option<String>,
 }
 
 impl CallRecord {
@@ -163,6 +169,7 @@ impl ContactApi {
             return Err(failed(error, &request, attempts_metadata(0)).into());
         };
         route.calls.inc();
+        record.route = Some(route.clone());
         let call = UpstreamCall::new(request.clone(), deadline, caller);
         let answered = tokio::select! {
             answered = tokio::time::timeout_at(deadline, self.answer(&route, &call)) => {
@@ -253,6 +260,12 @@ impl ContactService for ContactApi {
             .await;
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
         recorded.answered(code);
+        if let Err(status) = &result {
+            record.reason = status
+                .get_error_details()
+                .error_info()
+                .map(|info| info.reason.clone());
+        }
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         span.in_scope(|| log_call(code, &record, latency_ms));
         if telemetry::exporting() {
@@ -276,6 +289,8 @@ fn log_call(code: Code, record: &CallRecord, latency_ms: f64) {
                 target: CALL_LOG_TARGET,
                 $level,
                 grpc_code = ?code,
+                reason = record.reason.as_deref(),
+                route = record.route.as_ref().map(|route| route.name.as_str()),
                 attempts = i64::from(record.attempts),
                 client_token = record.client_token(),
                 aws_request_id = record.aws_request_id.as_deref(),

@@ -274,6 +274,9 @@ async fn without_an_otlp_endpoint_nothing_is_exported() {
     let failed = &call_lines[0];
     assert_eq!(failed["fields"]["message"], "rpc finished");
     assert_eq!(failed["fields"]["grpc_code"], "NotFound");
+    // The ErrorInfo reason and the route, as the runbook's questions need them.
+    assert_eq!(failed["fields"]["reason"], "RESOURCE_NOT_FOUND");
+    assert_eq!(failed["fields"]["route"], "default");
     assert_eq!(failed["fields"]["attempts"], 1);
     assert_eq!(failed["target"], "connect_facade::calls");
     assert_eq!(failed["level"], "INFO");
