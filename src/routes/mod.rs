@@ -24,6 +24,7 @@ pub fn reload_on_change(
 ) -> tokio::task::JoinHandle<()> {
     let mut triggers = Triggers::new(interval, "the routes file");
     let mut seen = std::fs::read(&path).ok();
+    let mut in_use = spec::read(&path).unwrap_or_default();
     tokio::spawn(async move {
         loop {
             let forced = triggers.next().await;
@@ -36,8 +37,16 @@ pub fn reload_on_change(
                 Ok(specs) => {
                     router.replace(&specs).await;
                     metrics.routes_reloaded(true, specs.len());
-                    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                    tracing::info!(file = %path.display(), routes = ?names, "routes reloaded");
+                    let change = Change::between(&in_use, &specs);
+                    tracing::info!(
+                        file = %path.display(),
+                        added = ?change.added,
+                        removed = ?change.removed,
+                        changed = ?change.changed,
+                        routes = specs.len(),
+                        "routes reloaded"
+                    );
+                    in_use = specs;
                 }
                 Err(error) => {
                     metrics.routes_reloaded(false, router.table().routes().len());
@@ -46,4 +55,59 @@ pub fn reload_on_change(
             }
         }
     })
+}
+
+/// What a reload changed, by route name, for its log line.
+#[derive(Debug, Default, PartialEq)]
+struct Change<'a> {
+    added: Vec<&'a str>,
+    removed: Vec<&'a str>,
+    changed: Vec<&'a str>,
+}
+
+impl<'a> Change<'a> {
+    fn between(before: &'a [spec::RouteSpec], after: &'a [spec::RouteSpec]) -> Self {
+        let find = |specs: &'a [spec::RouteSpec], name: &str| specs.iter().find(|s| s.name == name);
+        let mut change = Change::default();
+        for route in after {
+            match find(before, &route.name) {
+                None => change.added.push(route.name.as_str()),
+                Some(old) if old != route => change.changed.push(route.name.as_str()),
+                Some(_) => {}
+            }
+        }
+        for route in before {
+            if find(after, &route.name).is_none() {
+                change.removed.push(route.name.as_str());
+            }
+        }
+        change
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_names_what_it_added_removed_and_changed() {
+        let before = spec::parse(
+            "routes:\n  - {name: a, instances: [x], region: r}\n  - {name: b, instances: [y], region: r}\n",
+            "before",
+        )
+        .unwrap();
+        let after = spec::parse(
+            "routes:\n  - {name: a, instances: [x, z], region: r}\n  - {name: c, instances: [y], region: r}\n",
+            "after",
+        )
+        .unwrap();
+        assert_eq!(
+            Change::between(&before, &after),
+            Change {
+                added: vec!["c"],
+                removed: vec!["b"],
+                changed: vec!["a"],
+            }
+        );
+    }
 }

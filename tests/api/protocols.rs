@@ -423,15 +423,31 @@ enum Outcome {
 
 fn failed_from_details(code: Code, details: &[u8]) -> Outcome {
     let status = tonic_types::Status::decode(details).unwrap_or_default();
+    failed(
+        code,
+        status.details.into_iter().map(|any| {
+            let name = any
+                .type_url
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            (name, any.value)
+        }),
+    )
+}
+
+/// A failure from its code and its details, as (type name, message bytes).
+fn failed(code: Code, details: impl Iterator<Item = (String, Vec<u8>)>) -> Outcome {
     let mut reason = String::new();
     let mut fields = Vec::new();
-    for any in status.details {
-        match any.type_url.rsplit('/').next() {
-            Some("google.rpc.ErrorInfo") => {
-                reason = pb::ErrorInfo::decode(any.value.as_slice()).unwrap().reason;
+    for (name, bytes) in details {
+        match name.as_str() {
+            "google.rpc.ErrorInfo" => {
+                reason = pb::ErrorInfo::decode(bytes.as_slice()).unwrap().reason;
             }
-            Some("google.rpc.BadRequest") => {
-                fields = pb::BadRequest::decode(any.value.as_slice())
+            "google.rpc.BadRequest" => {
+                fields = pb::BadRequest::decode(bytes.as_slice())
                     .unwrap()
                     .field_violations
                     .into_iter()
@@ -511,32 +527,19 @@ async fn over_connect(
             connect_facade::api::protocols::code_name(*code) == error["code"].as_str().unwrap()
         })
         .expect("a known code");
-    let mut reason = String::new();
-    let mut fields = Vec::new();
-    for detail in error["details"].as_array().into_iter().flatten() {
-        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(detail["value"].as_str().unwrap())
-            .unwrap();
-        match detail["type"].as_str() {
-            Some("google.rpc.ErrorInfo") => {
-                reason = pb::ErrorInfo::decode(bytes.as_slice()).unwrap().reason;
-            }
-            Some("google.rpc.BadRequest") => {
-                fields = pb::BadRequest::decode(bytes.as_slice())
-                    .unwrap()
-                    .field_violations
-                    .into_iter()
-                    .map(|v| v.field)
-                    .collect();
-            }
-            _ => {}
-        }
-    }
-    Outcome::Failed {
+    failed(
         code,
-        reason,
-        fields,
-    }
+        error["details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|detail| {
+                let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(detail["value"].as_str().unwrap())
+                    .unwrap();
+                (detail["type"].as_str().unwrap().to_owned(), bytes)
+            }),
+    )
 }
 
 async fn over_grpc_web(

@@ -356,7 +356,13 @@ async fn sighup_reloads_the_routes_of_a_running_process() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let logs = serving.logs.lock().unwrap().join("\n");
-    assert!(logs.contains("routes reloaded"), "{logs}");
+    let reloaded = logs
+        .lines()
+        .find(|line| line.contains("routes reloaded"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    let event: serde_json::Value = serde_json::from_str(reloaded).unwrap();
+    assert_eq!(event["fields"]["changed"], r#"["us-test"]"#, "{reloaded}");
+    assert_eq!(event["fields"]["added"], "[]");
     assert!(
         !logs.contains("ext-uk"),
         "the external id never reaches a log"
