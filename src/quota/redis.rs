@@ -84,11 +84,6 @@ impl RedisQuota {
         }
     }
 
-    /// The connection, for the other state the replicas share in the same Redis (the replay cache).
-    pub fn connection(&self) -> ConnectionManager {
-        self.connection.clone()
-    }
-
     fn key(&self, key: &str, what: &str) -> String {
         format!("{}:{{{key}}}:{what}", self.prefix)
     }

@@ -16,9 +16,7 @@ use arc_swap::ArcSwap;
 use super::spec::RouteSpec;
 use crate::{
     metrics::Metrics,
-    middleware::{
-        KeyGuards, MiddlewareConfig, ProcessLimits, UpstreamStack, circuit_breaker::Breaker,
-    },
+    middleware::{KeyGuards, MiddlewareConfig, ProcessLimits, UpstreamStack},
     quota::stores::QuotaStores,
     upstream::{RouteTarget, UpstreamBase},
 };
@@ -184,14 +182,5 @@ impl Router {
     pub async fn replace(&self, specs: &[RouteSpec]) {
         let table = self.builder.build(specs).await;
         self.table.store(Arc::new(table));
-    }
-
-    /// The breaker of the first route, for readiness (`--readiness-follows-breaker`).
-    pub fn first_breaker(&self) -> Option<Arc<Breaker>> {
-        self.table
-            .load()
-            .routes
-            .first()
-            .map(|route| route.stack.breaker())
     }
 }

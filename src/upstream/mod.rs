@@ -139,7 +139,6 @@ impl UpstreamBase {
             .build();
         ConnectUpstream {
             client: aws_sdk_connect::Client::from_conf(config),
-            region: target.region.to_owned(),
         }
     }
 }
@@ -177,29 +176,9 @@ fn base_loader(settings: &UpstreamSettings) -> aws_config::ConfigLoader {
 #[derive(Clone, Debug)]
 pub struct ConnectUpstream {
     client: aws_sdk_connect::Client,
-    region: String,
 }
 
 impl ConnectUpstream {
-    /// Resolves region, endpoint and credentials once, at startup: the one client of a facade
-    /// without routes.
-    pub async fn connect(settings: &UpstreamSettings) -> Result<Self, UpstreamConfigError> {
-        let sdk_config = base_loader(settings).load().await;
-        let region = sdk_config
-            .region()
-            .ok_or(UpstreamConfigError::NoRegion)?
-            .to_string();
-        Ok(Self {
-            client: aws_sdk_connect::Client::new(&sdk_config),
-            region,
-        })
-    }
-
-    /// The AWS region calls go to.
-    pub fn region(&self) -> &str {
-        &self.region
-    }
-
     /// One attempt at CreatePersistentContactAssociation.
     pub async fn create_persistent_contact_association(
         &self,
