@@ -150,7 +150,12 @@ struct HotSeries {
     /// By gRPC code (0 to 16).
     handled: [OnceLock<Counter>; 17],
     attempt_ok: OnceLock<Counter>,
+    /// By protocol, in the order of the caller's slots (see [`Metrics::protocol_call`]).
+    by_protocol: [OnceLock<Counter>; PROTOCOL_SLOTS],
 }
+
+/// How many protocols `connect_facade_calls_by_protocol_total` tells apart.
+pub const PROTOCOL_SLOTS: usize = 5;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallerLabels {
@@ -587,10 +592,18 @@ impl Metrics {
         self.token_reuse_refusals.inc();
     }
 
-    /// A call of the RPC arrived over `protocol`.
-    pub fn protocol_call(&self, protocol: &'static str) {
-        self.calls_by_protocol
-            .get_or_create(&ProtocolLabels { protocol })
+    /// A call of the RPC arrived over `protocol`; `slot` (below [`PROTOCOL_SLOTS`]) is that
+    /// protocol's own, so every call after the first pays one atomic add, as the gRPC series do.
+    pub fn protocol_call(&self, slot: usize, protocol: &'static str) {
+        let Some(series) = self.series.by_protocol.get(slot) else {
+            return;
+        };
+        series
+            .get_or_init(|| {
+                self.calls_by_protocol
+                    .get_or_create(&ProtocolLabels { protocol })
+                    .clone()
+            })
             .inc();
     }
 

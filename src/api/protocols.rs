@@ -59,20 +59,29 @@ impl Protocol {
         else {
             return Protocol::Other;
         };
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        match essence.as_str() {
-            "application/grpc" | "application/grpc+proto" => Protocol::Grpc,
-            e if e.starts_with("application/grpc-web") => Protocol::GrpcWeb,
-            e if e.starts_with("application/grpc") => Protocol::Grpc,
-            JSON => Protocol::ConnectJson,
-            PROTO => Protocol::ConnectProto,
-            _ => Protocol::Other,
+        // Compared in place, case-insensitively: every gRPC call passes here.
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        let starts = |prefix: &str| {
+            essence
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        };
+        if starts("application/grpc-web") {
+            Protocol::GrpcWeb
+        } else if starts("application/grpc") {
+            Protocol::Grpc
+        } else if essence.eq_ignore_ascii_case(JSON) {
+            Protocol::ConnectJson
+        } else if essence.eq_ignore_ascii_case(PROTO) {
+            Protocol::ConnectProto
+        } else {
+            Protocol::Other
         }
+    }
+
+    /// Its slot among the metrics' per-protocol series.
+    fn slot(self) -> usize {
+        self as usize
     }
 
     /// The `protocol` label of `connect_facade_calls_by_protocol_total`.
@@ -145,7 +154,9 @@ where
         let on_rpc = request.uri().path() == RPC_PATH;
         let is_grpc = matches!(protocol, Protocol::Grpc | Protocol::GrpcWeb);
         if on_rpc {
-            self.shared.metrics.protocol_call(protocol.label());
+            self.shared
+                .metrics
+                .protocol_call(protocol.slot(), protocol.label());
         }
         if is_grpc {
             // The inner service was polled ready for this call: swap in a fresh clone, as tower's
@@ -532,6 +543,8 @@ mod tests {
         assert_eq!(of("Application/Proto"), Protocol::ConnectProto);
         assert_eq!(of("text/plain"), Protocol::Other);
         assert_eq!(Protocol::of(&HeaderMap::new()), Protocol::Other);
+        // Every protocol has a series slot of its own.
+        assert_eq!(Protocol::Other.slot() + 1, crate::metrics::PROTOCOL_SLOTS);
     }
 
     #[test]
