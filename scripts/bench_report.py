@@ -360,6 +360,8 @@ def main():
     w("`fixtures/bench.yaml`: no faults, no quota) answers every path. Throughput is closed loop (N calls")
     w("always in flight); latency is open loop (calls sent on schedule, whatever the answers' latency).")
     w("")
+    w("The Connect protocol's paths (Connect JSON and binary next to gRPC: calls/s and CPU per call at c=64, added latency at 500/s) are measured by `scripts/protocols.py` in [PROTOCOLS.md](PROTOCOLS.md).")
+    w("")
     w("| machine | |")
     w("|---|---|")
     for key, name in [("cpu", "CPU"), ("cores", "cores"), ("kernel", "kernel"), ("rustc", "rustc"),

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Validates deploy/ with real tools: kustomize renders the base and the example overlay,
-# kubernetes-validate checks the output against the Kubernetes schemas, checkov applies its security
+# Validates deploy/ with real tools: kustomize renders the base and the example overlay (with the
+# monitoring component), kubernetes-validate checks the output against the Kubernetes schemas, the
+# monitoring resources are checked (the PrometheusRule's rules by promtool, the ServiceMonitor against
+# the Service, the dashboard ConfigMap against dashboard.json), checkov applies its security
 # policy (a skipped check must carry its reason in a checkov.io/skip annotation), hadolint lints the
 # Dockerfile, and every flag and CONNECT_FACADE_* variable deploy/ names must exist in `serve --help`.
 # Usage: scripts/check_deploy.sh [path/to/connect-facade]
-#   (kubectl, kubernetes-validate, checkov and hadolint must be on PATH; .ci/run installs them)
+#   (kubectl, kubernetes-validate, checkov, hadolint and promtool must be on PATH; .ci/run installs them)
 set -euo pipefail
 binary=${1:-target/debug/connect-facade}
 out=$(mktemp -d)
@@ -39,6 +41,42 @@ assert volume["configMap"]["name"] == "connect-facade-routes"
 assert config["CONNECT_FACADE_ROUTES"] == mount["mountPath"] + "/routes.yaml"
 assert "routes.yaml" in routes["data"] and mount.get("readOnly")
 PY
+echo "-- monitoring component"
+python3 scripts/prometheusrule.py --check
+python3 - "$out/example.yaml" "$out" <<'PY' || fail "the monitoring component does not render as expected"
+import json, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+by_kind = lambda kind: [d for d in docs if d["kind"] == kind]
+[rule], [monitor] = by_kind("PrometheusRule"), by_kind("ServiceMonitor")
+service = next(d for d in by_kind("Service") if d["metadata"]["name"] == "connect-facade")
+# The ServiceMonitor finds the Service, in its namespace, by a port the Service has.
+assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"] == rule["metadata"]["namespace"]
+assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items(), "selector"
+ports = {p["name"] for p in service["spec"]["ports"]}
+assert all(e["port"] in ports for e in monitor["spec"]["endpoints"]), (monitor["spec"]["endpoints"], ports)
+# rules.yaml's job is the ServiceMonitor's: the Service's name.
+assert 'job="connect-facade"' in open("deploy/monitoring/rules.yaml").read() and service["metadata"]["name"] == "connect-facade"
+# The overlay points every runbook link at its own copy; nothing else in the rules changed.
+source = yaml.safe_load(open("deploy/monitoring/rules.yaml"))["groups"]
+base = next(d for d in yaml.safe_load_all(open("deploy/k8s/overlays/example/monitoring.yaml")))["data"]["runbookBaseUrl"]
+links = [r["annotations"]["runbook_url"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+assert links and all(link.startswith(base + "#") for link in links), links
+for group in source:
+    for r in group["rules"]:
+        if "alert" in r:
+            r["annotations"]["runbook_url"] = base + "#" + r["annotations"]["runbook_url"].split("#", 1)[1]
+assert rule["spec"]["groups"] == source, "the PrometheusRule's rules differ from rules.yaml"
+with open(f"{sys.argv[2]}/rendered-rules.yaml", "w") as f:
+    yaml.safe_dump({"groups": rule["spec"]["groups"]}, f)
+# The dashboard ConfigMap, labelled for Grafana's sidecar, holds dashboard.json unchanged.
+dashboard = next(d for d in by_kind("ConfigMap") if d["metadata"]["name"] == "connect-facade-dashboard")
+assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+assert json.loads(dashboard["data"]["dashboard.json"]) == json.load(open("deploy/monitoring/dashboard.json"))
+assert not any(d["metadata"]["name"] == "connect-facade-monitoring" for d in docs), "local-config was emitted"
+PY
+promtool check rules "$out/rendered-rules.yaml" >/dev/null || fail "promtool refuses the rendered PrometheusRule's rules"
+echo "ok   PrometheusRule (promtool), ServiceMonitor, dashboard ConfigMap; runbook links point at the overlay's base"
+
 for policy in deploy/iam-policy.json deploy/iam-assume-role-policy.json deploy/iam-trust-policy.json; do
   python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$policy" || fail "$policy is not JSON"
 done

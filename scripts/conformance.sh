@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The contract seen from other languages: runs examples/python (grpcio), examples/node (@grpc/grpc-js),
-# examples/grpcurl, examples/connect-node (the official Connect client, with its Connect JSON, Connect
-# binary and gRPC-Web transports) and examples/curl (Connect JSON over HTTP/1.1 and HTTP/2) against
+# examples/grpcurl, examples/connect-node and examples/connect-python (the official Connect clients,
+# each with its Connect JSON, Connect binary and gRPC-Web transports) and examples/curl (Connect JSON over HTTP/1.1 and HTTP/2) against
 # the real facade over its simulator, and checks what each one saw:
 # RESOURCE_EXHAUSTED with reason THROTTLED and a 1 s RetryInfo, the retry with the returned
 # client_token answered OK from C3 with that same token, and INVALID_ARGUMENT naming the bad fields.
-# Usage: scripts/conformance.sh path/to/connect-facade   (python with examples/python/requirements.txt,
+# Usage: scripts/conformance.sh path/to/connect-facade   (python with examples/python's and
+# examples/connect-python's requirements,
 # node with examples/node's and examples/connect-node's packages installed, grpcurl, curl and jq on PATH)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,8 @@ trap 'rm -f "$fixtures" "$log"; [ -n "$pid" ] && kill "$pid" 2>/dev/null; true' 
 . scripts/lib.sh
 port=$(free_port)
 failed=0
-for client in python node grpcurl connect-json connect-binary grpc-web curl-http1 curl-http2; do
+for client in python node grpcurl node-connect-json node-connect-binary node-grpc-web \
+  python-connect-json python-connect-binary python-grpc-web curl-http1 curl-http2; do
   "$facade" serve --simulator --simulator-fixtures "$fixtures" --max-attempts 1 \
     --listen "127.0.0.1:$port" --log-format json 2>"$log" &
   pid=$!
@@ -32,7 +34,8 @@ for client in python node grpcurl connect-json connect-binary grpc-web curl-http
     python) output=$(python3 examples/python/client.py "127.0.0.1:$port" 2>&1) || true ;;
     node) output=$(node examples/node/client.js "127.0.0.1:$port" 2>&1) || true ;;
     grpcurl) output=$(examples/grpcurl/call.sh "127.0.0.1:$port" 2>&1) || true ;;
-    connect-*|grpc-web) output=$(node examples/connect-node/client.js "127.0.0.1:$port" "$client" 2>&1) || true ;;
+    python-*) output=$(python3 examples/connect-python/client.py "127.0.0.1:$port" "${client#python-}" 2>&1) || true ;;
+    node-*) output=$(node examples/connect-node/client.js "127.0.0.1:$port" "${client#node-}" 2>&1) || true ;;
     curl-*) output=$(examples/curl/call.sh "127.0.0.1:$port" "${client#curl-}" 2>&1) || true ;;
   esac
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""

@@ -1,9 +1,15 @@
 """What the Python scripts that start local servers share (as scripts/lib.sh is for the shell ones):
-a free port, waiting until something listens on one, reading a /metrics page, and a target's mark."""
+a free port, waiting until something listens on one, the processes started, an auth file of callers,
+reading a /metrics page, and a target's mark."""
 
+import hashlib
+import os
 import socket
+import subprocess
 import time
 import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def free_port():
@@ -48,3 +54,49 @@ def series_sum(text, name, labels=""):
 
 def verdict(ok):
     return "✅" if ok else "❌"
+
+
+class Processes:
+    """Every process started, stopped at the end whatever happens."""
+
+    def __init__(self, work):
+        self.work = work
+        self.running = []
+
+    def start(self, name, argv, cpu=None, env=None, stdout=None):
+        if cpu is not None:
+            argv = ["taskset", "-c", str(cpu)] + argv
+        full_env = dict(os.environ, **(env or {}))
+        err = open(os.path.join(self.work, f"{name}.err"), "ab")
+        out = stdout if stdout is not None else open(os.path.join(self.work, f"{name}.out"), "ab")
+        process = subprocess.Popen(argv, stdout=out, stderr=err, env=full_env, cwd=ROOT)
+        self.running.append(process)
+        return process
+
+    def stop(self, process):
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def stop_all(self):
+        for process in self.running:
+            self.stop(process)
+        self.running = []
+
+
+def auth_file(work, callers):
+    """An auth file of callers {name: (weight, max_rate)}, each with the bearer token `token-NAME`."""
+    path = os.path.join(work, f"auth-{'-'.join(callers)}.yaml")
+    with open(path, "w") as f:
+        f.write("callers:\n")
+        for name, (weight, max_rate) in callers.items():
+            digest = hashlib.sha256(f"token-{name}".encode()).hexdigest()
+            f.write(f"  - name: {name}\n    token_sha256: \"{digest}\"\n    instances: [\"*\"]\n"
+                    f"    weight: {weight}\n")
+            if max_rate:
+                f.write(f"    max_rate: {max_rate}\n")
+    return path

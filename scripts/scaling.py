@@ -40,43 +40,11 @@ REPLAY_CAPACITIES = [20_000, 100_000]  # the default, and a larger bound
 QUOTA_RATE = 2.0
 QUOTA_BURST = 5
 OFFERED = 3 * QUOTA_RATE  # calls/s: 3x the quota
-from local_server import free_port, scrape, series_sum, verdict, wait_port
+from local_server import Processes, auth_file, free_port, scrape, series_sum, verdict, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-
-
-class Processes:
-    """Every process started, stopped at the end whatever happens."""
-
-    def __init__(self, work):
-        self.work = work
-        self.running = []
-
-    def start(self, name, argv, cpu=None, env=None, stdout=None):
-        if cpu is not None:
-            argv = ["taskset", "-c", str(cpu)] + argv
-        full_env = dict(os.environ, **(env or {}))
-        err = open(os.path.join(self.work, f"{name}.err"), "ab")
-        out = stdout if stdout is not None else open(os.path.join(self.work, f"{name}.out"), "ab")
-        process = subprocess.Popen(argv, stdout=out, stderr=err, env=full_env, cwd=ROOT)
-        self.running.append(process)
-        return process
-
-    def stop(self, process):
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    def stop_all(self):
-        for process in self.running:
-            self.stop(process)
-        self.running = []
 
 
 class Bench:
@@ -248,21 +216,6 @@ def fallback(bench, phase):
     return {"phase_s": phase, "phases": phases, "back_after_s": back_after, "calls": report["calls"],
             "ok_calls": report["ok"], "errors": report["errors"], "store_errors": errors}
 
-
-
-def auth_file(work, callers):
-    """An auth file of callers {name: (weight, max_rate)}, each with the bearer token `token-NAME`."""
-    import hashlib
-    path = os.path.join(work, f"auth-{'-'.join(callers)}.yaml")
-    with open(path, "w") as f:
-        f.write("callers:\n")
-        for name, (weight, max_rate) in callers.items():
-            digest = hashlib.sha256(f"token-{name}".encode()).hexdigest()
-            f.write(f"  - name: {name}\n    token_sha256: \"{digest}\"\n    instances: [\"*\"]\n"
-                    f"    weight: {weight}\n")
-            if max_rate:
-                f.write(f"    max_rate: {max_rate}\n")
-    return path
 
 
 def rss_kib(pid):

@@ -5,7 +5,7 @@
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::transport::Server;
+use tonic::{codec::CompressionEncoding, transport::Server};
 use tonic_health::ServingStatus;
 use tonic_web::GrpcWebLayer;
 use tower::util::{MapRequestLayer, MapResponseLayer};
@@ -452,7 +452,8 @@ impl App {
             .add_service(reflection_v1alpha)
             .add_service(
                 ContactServiceServer::new(self.api)
-                    .max_decoding_message_size(limits.max_message_size),
+                    .max_decoding_message_size(limits.max_message_size)
+                    .accept_compressed(CompressionEncoding::Gzip),
             );
         let stop_accepting = async move {
             let _ = stop_accepting.wait_for(|stopping| *stopping).await;

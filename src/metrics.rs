@@ -49,6 +49,7 @@ struct HandledLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttemptLabels {
+    key: String,
     outcome: String,
     aws_error_code: String,
 }
@@ -112,7 +113,7 @@ pub struct Metrics {
     retries_refused: Family<ReasonLabels, Counter>,
     rate_limiter_waits: Counter,
     rate_limiter_wait_seconds: Histogram,
-    rate_limiter_refusals: Counter,
+    rate_limiter_refusals: Family<KeyLabels, Counter>,
     rate_limit: Family<KeyLabels, Gauge<f64, AtomicU64>>,
     breaker_open: Family<KeyLabels, Gauge<i64, AtomicI64>>,
     calls_by_caller: Family<CallerLabels, Counter>,
@@ -149,9 +150,39 @@ struct HotSeries {
     handling_seconds: OnceLock<Histogram>,
     /// By gRPC code (0 to 16).
     handled: [OnceLock<Counter>; 17],
-    attempt_ok: OnceLock<Counter>,
     /// By protocol, in the order of the caller's slots (see [`Metrics::protocol_call`]).
     by_protocol: [OnceLock<Counter>; PROTOCOL_SLOTS],
+}
+
+/// The attempts to AWS of one account and region key. Its success series is resolved once, when
+/// the key's guards are built, since every call touches it (a `Family` lookup hashes the labels and
+/// takes a lock); a failure looks its series up.
+#[derive(Clone)]
+pub struct KeyAttempts {
+    key: Arc<str>,
+    ok: Counter,
+    metrics: Arc<Metrics>,
+}
+
+impl KeyAttempts {
+    /// One attempt succeeded.
+    pub fn ok(&self, elapsed: Duration) {
+        self.ok.inc();
+        self.metrics.upstream_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// One attempt failed (`outcome` is the failure kind).
+    pub fn failed(&self, outcome: String, aws_error_code: String, elapsed: Duration) {
+        self.metrics
+            .upstream_attempts
+            .get_or_create(&AttemptLabels {
+                key: self.key.to_string(),
+                outcome,
+                aws_error_code,
+            })
+            .inc();
+        self.metrics.upstream_seconds.observe(elapsed.as_secs_f64());
+    }
 }
 
 /// How many protocols `connect_facade_calls_by_protocol_total` tells apart.
@@ -256,7 +287,7 @@ impl Metrics {
             "Time calls waited for a rate-limit token, in seconds",
             rate_limiter_wait_seconds.clone(),
         );
-        let rate_limiter_refusals = Counter::default();
+        let rate_limiter_refusals = Family::default();
         sub.register(
             "rate_limiter_refusals",
             "Calls refused because no rate-limit token was free in time",
@@ -498,36 +529,21 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// One attempt to AWS succeeded.
-    pub fn upstream_attempt_ok(&self, elapsed: Duration) {
-        self.series
-            .attempt_ok
-            .get_or_init(|| {
-                self.upstream_attempts
-                    .get_or_create(&AttemptLabels {
-                        outcome: "ok".to_owned(),
-                        aws_error_code: String::new(),
-                    })
-                    .clone()
-            })
-            .inc();
-        self.upstream_seconds.observe(elapsed.as_secs_f64());
-    }
-
-    /// One attempt to AWS failed (`outcome` is the failure kind).
-    pub fn upstream_attempt(
-        &self,
-        outcome: impl Into<String>,
-        aws_error_code: impl Into<String>,
-        elapsed: Duration,
-    ) {
-        self.upstream_attempts
+    /// The attempt counters of one account and region `key` (see [`KeyAttempts`]).
+    pub fn key_attempts(self: &Arc<Self>, key: &str) -> KeyAttempts {
+        let ok = self
+            .upstream_attempts
             .get_or_create(&AttemptLabels {
-                outcome: outcome.into(),
-                aws_error_code: aws_error_code.into(),
+                key: key.to_owned(),
+                outcome: "ok".to_owned(),
+                aws_error_code: String::new(),
             })
-            .inc();
-        self.upstream_seconds.observe(elapsed.as_secs_f64());
+            .clone();
+        KeyAttempts {
+            key: key.into(),
+            ok,
+            metrics: self.clone(),
+        }
     }
 
     pub fn retry(&self) {
@@ -551,8 +567,12 @@ impl Metrics {
         }
     }
 
-    pub fn rate_limiter_refused(&self, caller: Option<&str>) {
-        self.rate_limiter_refusals.inc();
+    pub fn rate_limiter_refused(&self, key: &str, caller: Option<&str>) {
+        self.rate_limiter_refusals
+            .get_or_create(&KeyLabels {
+                key: key.to_owned(),
+            })
+            .inc();
         self.caller_refused(caller, CallerRefusal::Quota);
     }
 
@@ -807,12 +827,17 @@ mod tests {
         let before = metrics.render();
         assert!(!before.contains("grpc_code=\"OK\""), "{before}");
         assert!(!before.contains("outcome=\"ok\""), "{before}");
+        let attempts = metrics.key_attempts("us-east-1");
         for _ in 0..3 {
             metrics.rpc_started().answered(Code::Ok);
-            metrics.upstream_attempt_ok(Duration::from_millis(1));
+            attempts.ok(Duration::from_millis(1));
         }
         metrics.rpc_started().answered(Code::Unauthenticated);
-        metrics.upstream_attempt("Throttling", "ThrottlingException", Duration::ZERO);
+        attempts.failed(
+            "Throttling".to_owned(),
+            "ThrottlingException".to_owned(),
+            Duration::ZERO,
+        );
         let text = metrics.render();
         assert!(text.contains("grpc_code=\"OK\"} 3"), "{text}");
         assert!(text.contains("grpc_code=\"Unauthenticated\"} 1"), "{text}");
@@ -825,11 +850,15 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("upstream_attempts_total{outcome=\"ok\",aws_error_code=\"\"} 3"),
+            text.contains(
+                "upstream_attempts_total{key=\"us-east-1\",outcome=\"ok\",aws_error_code=\"\"} 3"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("outcome=\"Throttling\",aws_error_code=\"ThrottlingException\"} 1"),
+            text.contains(
+                "key=\"us-east-1\",outcome=\"Throttling\",aws_error_code=\"ThrottlingException\"} 1"
+            ),
             "{text}"
         );
     }

@@ -40,7 +40,7 @@ use tracing::Instrument;
 use crate::{
     auth::CallerShare,
     domain::AssociationRequest,
-    metrics::Metrics,
+    metrics::{KeyAttempts, Metrics},
     quota::QuotaStore,
     status::CallError,
     telemetry,
@@ -110,6 +110,7 @@ impl std::fmt::Debug for UpstreamStack {
 pub struct KeyGuards {
     breaker: CircuitBreakerLayer,
     rate_limit: Option<RateLimitLayer>,
+    attempts: KeyAttempts,
 }
 
 impl KeyGuards {
@@ -123,7 +124,8 @@ impl KeyGuards {
         Self {
             breaker: CircuitBreakerLayer::new(key, config.breaker.clone()),
             rate_limit: (config.rate_limit.limits.rate_per_second > 0.0)
-                .then(|| RateLimitLayer::new(key, quota, &config.rate_limit, metrics)),
+                .then(|| RateLimitLayer::new(key, quota, &config.rate_limit, metrics.clone())),
+            attempts: metrics.key_attempts(key),
         }
     }
 }
@@ -171,7 +173,10 @@ impl UpstreamStack {
             .layer(GlobalConcurrencyLimitLayer::with_semaphore(
                 limits.in_flight.clone(),
             ))
-            .service(SdkAttempt { upstream, metrics });
+            .service(SdkAttempt {
+                upstream,
+                attempts: guards.attempts.clone(),
+            });
         Self {
             service: BoxCloneSyncService::new(service),
             breaker: guards.breaker.breaker(),
@@ -212,7 +217,7 @@ pub type CallFuture = Pin<Box<dyn Future<Output = Result<Association, CallError>
 #[derive(Clone)]
 struct SdkAttempt {
     upstream: ConnectUpstream,
-    metrics: Arc<Metrics>,
+    attempts: KeyAttempts,
 }
 
 impl Service<UpstreamCall> for SdkAttempt {
@@ -226,7 +231,7 @@ impl Service<UpstreamCall> for SdkAttempt {
 
     fn call(&mut self, call: UpstreamCall) -> Self::Future {
         let upstream = self.upstream.clone();
-        let metrics = self.metrics.clone();
+        let attempts = self.attempts.clone();
         let attempt = call.attempts.fetch_add(1, Ordering::Relaxed) + 1;
         // A client span per attempt, so a trace shows each retry and the backoff between them. It is
         // for traces only (the log formatter skips it, see `telemetry`): without an exporter it is
@@ -257,7 +262,7 @@ impl Service<UpstreamCall> for SdkAttempt {
                             span.record("aws_request_id", id);
                         }
                         tracing::debug!(attempt, outcome = "ok", aws_request_id, client_token, "upstream attempt");
-                        metrics.upstream_attempt_ok(elapsed);
+                        attempts.ok(elapsed);
                     }
                     Err(err) => {
                         let aws_error_code = err.aws_code.clone().unwrap_or_default();
@@ -270,7 +275,7 @@ impl Service<UpstreamCall> for SdkAttempt {
                         // Detail: a retry's `retrying` line and the call's `rpc finished` line
                         // report a failure at `info`.
                         tracing::debug!(attempt, outcome = %kind, aws_error_code = aws_error_code.as_str(), aws_request_id, client_token, "upstream attempt");
-                        metrics.upstream_attempt(kind, aws_error_code, elapsed);
+                        attempts.failed(kind, aws_error_code, elapsed);
                     }
                 }
                 outcome.map_err(CallError::Upstream)

@@ -74,7 +74,7 @@ impl Limiter {
             }
             Err(full) => {
                 self.metrics.set_rate_limit(&self.key, full.rate);
-                self.metrics.rate_limiter_refused(caller);
+                self.metrics.rate_limiter_refused(&self.key, caller);
                 let (subject, description) = match full.bucket {
                     Bucket::Instance => (format!("instance:{instance_id}"), self.instance_limit()),
                     Bucket::Account => (format!("region:{}", self.key), self.account_limit(&full)),

@@ -57,14 +57,14 @@ async fn metrics_count_calls_codes_attempts_and_retries() {
     assert_eq!(
         value(
             &metrics,
-            r#"connect_facade_upstream_attempts_total{outcome="Throttling",aws_error_code="ThrottlingException"}"#
+            r#"connect_facade_upstream_attempts_total{key="us-east-1",outcome="Throttling",aws_error_code="ThrottlingException"}"#
         ),
         1.0
     );
     assert_eq!(
         value(
             &metrics,
-            r#"connect_facade_upstream_attempts_total{outcome="ok",aws_error_code=""}"#
+            r#"connect_facade_upstream_attempts_total{key="us-east-1",outcome="ok",aws_error_code=""}"#
         ),
         1.0
     );

@@ -405,6 +405,23 @@ async fn a_gzipped_body_is_inflated_and_an_unknown_encoding_refused() {
     assert_eq!(brotli.json()["code"], "unimplemented");
 }
 
+/// gRPC and gRPC-Web clients may compress their requests (the Python Connect client's gRPC-Web
+/// transport gzips by default): the facade inflates them; its answers stay uncompressed.
+#[tokio::test]
+async fn a_grpc_request_compressed_with_gzip_is_understood() {
+    let app = spawn().await;
+    let mut client = app
+        .client
+        .clone()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let response = client
+        .create_persistent_contact_association(entire_session())
+        .await
+        .expect("a gzipped request is answered");
+    assert_eq!(response.get_ref().continued_from_contact_id, "C3");
+    assert_eq!(app.simulator.requests().len(), 1);
+}
+
 /// What a call answered, whatever the protocol: the code, the ErrorInfo reason and the BadRequest
 /// fields of an error, or the answer (the token only when the caller chose it: a generated one
 /// differs from call to call).

@@ -57,7 +57,20 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         .max(1);
     let target = match args.target {
         TargetKind::Grpc => {
-            Target::grpc(&args.url, connections, CallShape::from_args(&args)?).await?
+            let ca = match &args.ca {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|err| format!("cannot read {}: {err}", path.display()))?,
+                ),
+                None => None,
+            };
+            Target::grpc(
+                &args.url,
+                connections,
+                CallShape::from_args(&args)?,
+                ca.as_deref(),
+            )
+            .await?
         }
         TargetKind::Sdk => Target::sdk(&args.url).await,
         TargetKind::ConnectJson => Target::connect(&args.url, connections, false)?,

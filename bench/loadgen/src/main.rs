@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run load against a target and report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve ContactService with a handler that answers at once.
     BareServer {
         #[arg(long, default_value = "127.0.0.1:50052")]
@@ -111,6 +111,12 @@ pub struct RunArgs {
     /// that retries after a timeout does; the second answer is the call's.
     #[arg(long)]
     pub retry_after_timeout: bool,
+    /// gRPC: the Connect instance called (the benchmark fixtures' instance by default).
+    #[arg(long)]
+    pub instance_id: Option<String>,
+    /// gRPC over TLS (https:// URLs): the PEM certificate the servers are trusted by.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -121,7 +127,7 @@ fn main() -> ExitCode {
         .expect("a Tokio runtime");
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => load::run(args).await,
+            Command::Run(args) => load::run(*args).await,
             Command::BareServer { listen } => bare::serve(listen).await,
             Command::Frame { out } => std::fs::write(&out, target::framed_request())
                 .map_err(|err| format!("cannot write {}: {err}", out.display())),

@@ -18,7 +18,7 @@ use connect_facade::proto::{
 use prost::Message;
 use tonic::{
     metadata::{Ascii, MetadataValue},
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
 pub const INSTANCE: &str = "11111111-2222-3333-4444-555555555555";
@@ -65,6 +65,7 @@ pub struct CallShape {
     bearer: Option<MetadataValue<Ascii>>,
     deadline: Option<Duration>,
     retry_after_timeout: bool,
+    instance_id: Option<String>,
 }
 
 impl CallShape {
@@ -86,6 +87,7 @@ impl CallShape {
             bearer,
             deadline: args.deadline,
             retry_after_timeout: args.retry_after_timeout,
+            instance_id: args.instance_id.clone(),
         })
     }
 
@@ -98,10 +100,14 @@ impl CallShape {
     }
 
     fn request(&self, token: &str) -> tonic::Request<CreatePersistentContactAssociationRequest> {
-        let mut request = tonic::Request::new(CreatePersistentContactAssociationRequest {
+        let mut message = CreatePersistentContactAssociationRequest {
             client_token: token.to_owned(),
             ..request()
-        });
+        };
+        if let Some(instance_id) = &self.instance_id {
+            message.instance_id.clone_from(instance_id);
+        }
+        let mut request = tonic::Request::new(message);
         if let Some(bearer) = &self.bearer {
             request
                 .metadata_mut()
@@ -138,14 +144,28 @@ type ConnectClient = hyper_util::client::legacy::Client<
 
 impl Target {
     /// `urls`: one server, or several separated by commas (replicas behind one Service), whose
-    /// connections are opened in turn so the calls spread evenly over them.
-    pub async fn grpc(urls: &str, connections: usize, shape: CallShape) -> Result<Self, String> {
+    /// connections are opened in turn so the calls spread evenly over them. `ca`: the PEM
+    /// certificate that https:// servers are trusted by.
+    pub async fn grpc(
+        urls: &str,
+        connections: usize,
+        shape: CallShape,
+        ca: Option<&[u8]>,
+    ) -> Result<Self, String> {
         let endpoints = urls
             .split(',')
             .map(|url| {
-                Endpoint::from_shared(url.to_owned())
+                let endpoint = Endpoint::from_shared(url.to_owned())
                     .map(|endpoint| endpoint.tcp_nodelay(true))
-                    .map_err(|err| format!("bad URL {url}: {err}"))
+                    .map_err(|err| format!("bad URL {url}: {err}"))?;
+                match ca {
+                    Some(ca) => endpoint
+                        .tls_config(
+                            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
+                        )
+                        .map_err(|err| format!("TLS for {url}: {err}")),
+                    None => Ok(endpoint),
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut clients = Vec::with_capacity(connections);
@@ -155,7 +175,7 @@ impl Target {
             let channel = endpoint
                 .connect()
                 .await
-                .map_err(|err| format!("cannot connect to {}: {err}", endpoint.uri()))?;
+                .map_err(|err| format!("cannot connect to {}: {err:?}", endpoint.uri()))?;
             clients.push(ContactServiceClient::new(channel));
         }
         Ok(Self::Grpc {
