@@ -149,6 +149,17 @@ impl ContactApi {
             }
         };
         record.request = Some(request.clone());
+        // The route is taken once: a reload meanwhile does not move this call. It is taken before
+        // the caller's own rate, so that refusal's log line names the route too, and a call to an
+        // unrouted instance learns that (a permanent error) rather than to retry later.
+        let Some(route) = self.router.route(request.instance_id()) else {
+            let error = CallError::InstanceNotRouted {
+                instance_id: request.instance_id().to_owned(),
+            };
+            return Err(failed(error, &request, attempts_metadata(0)).into());
+        };
+        route.calls.inc();
+        record.route = Some(route.clone());
         if let Some(rates) = &self.caller_rates
             && let Err(retry_after) = rates.check(&caller)
         {
@@ -161,15 +172,6 @@ impl ContactApi {
             };
             return Err(failed(error, &request, attempts_metadata(0)).into());
         }
-        // The route is taken once: a reload meanwhile does not move this call.
-        let Some(route) = self.router.route(request.instance_id()) else {
-            let error = CallError::InstanceNotRouted {
-                instance_id: request.instance_id().to_owned(),
-            };
-            return Err(failed(error, &request, attempts_metadata(0)).into());
-        };
-        route.calls.inc();
-        record.route = Some(route.clone());
         let call = UpstreamCall::new(request.clone(), deadline, caller);
         let answered = tokio::select! {
             answered = tokio::time::timeout_at(deadline, self.answer(&route, &call)) => {

@@ -214,3 +214,61 @@ async fn a_caller_over_its_own_max_rate_is_refused_and_the_others_are_not() {
         Some(4.0)
     );
 }
+
+/// A call refused for its caller's own rate logs its `rpc finished` line with the reason, the route
+/// and the caller, as the runbook's questions need them.
+#[tokio::test]
+async fn a_caller_rate_refusal_is_logged_with_its_route_and_caller() {
+    use connect_facade::proto::contact_service_client::ContactServiceClient;
+
+    use crate::{
+        helpers::channel,
+        process::{facade, serving},
+    };
+    let file = auth_file("refusal-log", &[("quick", 1.0, Some(1.0))]);
+    let serving = serving(facade(&[
+        "serve",
+        "--simulator",
+        "--listen",
+        "127.0.0.1:0",
+        "--auth-file",
+        file.to_str().unwrap(),
+    ]))
+    .await;
+    let mut client = ContactServiceClient::new(channel(serving.addr).await);
+    let mut refused = None;
+    for _ in 0..3 {
+        if let Err(status) = client
+            .create_persistent_contact_association(as_caller("quick", entire_session()))
+            .await
+        {
+            refused = Some(status);
+            break;
+        }
+    }
+    let refused = refused.expect("a burst over max_rate 1/s is refused");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(
+        refused.get_details_error_info().unwrap().reason,
+        "CALLER_RATE_LIMITED"
+    );
+    // The line is written as the call ends; give the log reader a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let found = serving.logs.lock().unwrap().iter().find_map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).ok()?;
+            (event["fields"]["reason"] == "CALLER_RATE_LIMITED").then_some(event)
+        });
+        match found {
+            Some(event) => break event,
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            None => panic!("no CALLER_RATE_LIMITED line"),
+        }
+    };
+    assert_eq!(line["fields"]["message"], "rpc finished");
+    assert_eq!(line["fields"]["route"], "default");
+    assert_eq!(line["span"]["caller"], "quick");
+    std::fs::remove_file(file).ok();
+}
