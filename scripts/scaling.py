@@ -29,22 +29,18 @@ outcome), summed over replicas; the callers' side from loadgen's JSON.
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from local_server import ROOT, Processes, auth_file, free_port, scrape, series_sum, verdict, wait_port
+
 REPLAY_CAPACITIES = [20_000, 100_000]  # the default, and a larger bound
 QUOTA_RATE = 2.0
 QUOTA_BURST = 5
 OFFERED = 3 * QUOTA_RATE  # calls/s: 3x the quota
-from local_server import Processes, auth_file, free_port, scrape, series_sum, verdict, wait_port
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 
 
 class Bench:
@@ -91,8 +87,6 @@ class Bench:
         argv = [f"{self.bin}/loadgen", "run", "--url", ",".join(urls), "--warmup", "0s",
                 "--json", out, "--quiet", "--label", label] + extra
         return self.p.start(f"loadgen-{label}", argv, cpu=self.load_cpu), out
-
-
 
 
 def attempts(replicas):
@@ -215,7 +209,6 @@ def fallback(bench, phase):
                        "aws_throttled": b[1] - a[1], "aws_attempts": b[2] - a[2]})
     return {"phase_s": phase, "phases": phases, "back_after_s": back_after, "calls": report["calls"],
             "ok_calls": report["ok"], "errors": report["errors"], "store_errors": errors}
-
 
 
 def rss_kib(pid):
