@@ -14,11 +14,12 @@
 
 use std::{
     num::NonZeroU32,
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use governor::{DefaultDirectRateLimiter, RateLimiter};
+use parking_lot::RwLock;
 
 use super::local::quota;
 
@@ -84,20 +85,12 @@ impl AdaptiveBucket {
 
     /// The current bucket.
     pub fn limiter(&self) -> Arc<DefaultDirectRateLimiter> {
-        self.read().limiter.clone()
+        self.state.read().limiter.clone()
     }
 
     /// The current rate, in requests per second.
     pub fn rate(&self) -> f64 {
-        self.read().rate
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
+        self.state.read().rate
     }
 
     /// Spends the burst but one slot: one call may go now, the next one interval later.
@@ -121,7 +114,7 @@ impl AdaptiveBucket {
             return;
         }
         let now = Instant::now();
-        let mut state = self.write();
+        let mut state = self.state.write();
         if state
             .last_throttle
             .is_some_and(|at| now - at < DECREASE_INTERVAL)
@@ -143,12 +136,12 @@ impl AdaptiveBucket {
     pub fn on_accepted(&self) {
         let now = Instant::now();
         {
-            let state = self.read();
+            let state = self.state.read();
             if state.rate >= self.configured || now - state.last_change < INCREASE_INTERVAL {
                 return;
             }
         }
-        let mut state = self.write();
+        let mut state = self.state.write();
         if now - state.last_change < INCREASE_INTERVAL {
             return;
         }
@@ -204,7 +197,7 @@ mod tests {
     fn the_rate_never_falls_below_the_floor() {
         let bucket = bucket();
         for _ in 0..20 {
-            bucket.write().last_throttle = None;
+            bucket.state.write().last_throttle = None;
             bucket.on_throttled();
         }
         assert_eq!(bucket.rate(), 0.5);
@@ -215,7 +208,7 @@ mod tests {
         let bucket = bucket();
         bucket.on_throttled(); // 10 → 5, ceiling 9.5
         for _ in 0..10 {
-            bucket.write().last_change -= INCREASE_INTERVAL;
+            bucket.state.write().last_change -= INCREASE_INTERVAL;
             bucket.on_accepted();
         }
         assert_eq!(bucket.rate(), 9.5);
@@ -226,7 +219,7 @@ mod tests {
         let bucket = bucket();
         bucket.on_throttled();
         for _ in 0..10 {
-            let mut state = bucket.write();
+            let mut state = bucket.state.write();
             state.last_change -= INCREASE_INTERVAL;
             state.last_throttle = state.last_throttle.map(|at| at - CEILING_RESET);
             drop(state);

@@ -23,12 +23,9 @@
 //! rate store (tower's buffer and limit layers are FIFO), hence this module; the ordering itself is
 //! the textbook self-clocked fair queuing with a unit cost per call.
 
-use std::{
-    collections::VecDeque,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
+use parking_lot::Mutex;
 use tokio::{sync::oneshot, time::Instant};
 
 use super::{Bucket, Full, QuotaStore, Slot, SlotRequest};
@@ -174,12 +171,6 @@ impl FairQueue {
         }
     }
 
-    fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
-        queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// A slot for one attempt of `caller` on `instance_id` by `give_up_at` (never past `deadline`),
     /// or when to come back.
     pub async fn acquire(
@@ -193,7 +184,7 @@ impl FairQueue {
         let max_wait = give_up_at.saturating_duration_since(now);
         // The earliest the store can give a slot, when known: later turns come after it.
         let mut first_free = now;
-        if Self::lock(&self.queue).lanes.is_empty() {
+        if self.queue.lock().lanes.is_empty() {
             let decision = self
                 .store
                 .reserve(SlotRequest {
@@ -205,7 +196,7 @@ impl FairQueue {
                 .await;
             match decision {
                 Ok(slot) => {
-                    let mut queue = Self::lock(&self.queue);
+                    let mut queue = self.queue.lock();
                     queue.rate = slot.rate;
                     queue.last_slot = queue.last_slot.max(Instant::now() + slot.wait);
                     return Ok(slot);
@@ -213,14 +204,14 @@ impl FairQueue {
                 // The bucket itself frees up too late: no lane can help.
                 Err(full) if full.retry_after > max_wait => return Err(full),
                 Err(full) => {
-                    Self::lock(&self.queue).rate = full.rate;
+                    self.queue.lock().rate = full.rate;
                     first_free = now + full.retry_after;
                 }
             }
         }
         let (answer, granted) = oneshot::channel();
         {
-            let mut queue = Self::lock(&self.queue);
+            let mut queue = self.queue.lock();
             let estimate = queue.estimate(caller, first_free);
             if estimate > max_wait {
                 return Err(Full {
@@ -257,7 +248,7 @@ impl FairQueue {
             // Not served in time (or the dispatcher is gone, which only happens at shutdown): its
             // place in the lane is dropped by the dispatcher when it comes to it.
             Ok(Err(_)) | Err(_) => {
-                let queue = Self::lock(&self.queue);
+                let queue = self.queue.lock();
                 Err(Full {
                     bucket: Bucket::Account,
                     retry_after: queue.estimate(caller, Instant::now()),
@@ -295,7 +286,7 @@ impl Queue {
 async fn dispatch(key: String, store: Arc<dyn QuotaStore>, queue: Arc<Mutex<Queue>>) {
     loop {
         let waiter = {
-            let mut queue = FairQueue::lock(&queue);
+            let mut queue = queue.lock();
             match queue.lanes.pop(|w: &Waiter| !w.answer.is_closed()) {
                 Some((_, waiter)) => {
                     // Until the store answers (a local store answers when the slot is due), the
@@ -324,7 +315,7 @@ async fn dispatch(key: String, store: Arc<dyn QuotaStore>, queue: Arc<Mutex<Queu
             })
             .await;
         {
-            let mut queue = FairQueue::lock(&queue);
+            let mut queue = queue.lock();
             match &decision {
                 Ok(slot) => {
                     queue.rate = slot.rate;

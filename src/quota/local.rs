@@ -7,17 +7,13 @@
 //! (inside the returned future) and answers with no further wait. Waiters are woken by their timers,
 //! not in arrival order, which only matters within one replica's own bucket.
 
-use std::{
-    collections::HashMap,
-    num::NonZeroU32,
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{collections::HashMap, num::NonZeroU32, sync::Arc, time::Duration};
 
 use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock, DefaultClock},
 };
+use parking_lot::RwLock;
 use tokio::time::Instant;
 
 use super::{
@@ -75,16 +71,16 @@ impl LocalQuota {
 
     /// Spends the burst of every account bucket but one slot.
     pub fn drain(&self) {
-        for buckets in self.keys.read().unwrap_or_else(|p| p.into_inner()).values() {
+        for buckets in self.keys.read().values() {
             buckets.account.drain();
         }
     }
 
     fn buckets(&self, key: &str) -> Arc<KeyBuckets> {
-        if let Some(buckets) = self.keys.read().unwrap_or_else(|p| p.into_inner()).get(key) {
+        if let Some(buckets) = self.keys.read().get(key) {
             return buckets.clone();
         }
-        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let mut keys = self.keys.write();
         keys.entry(key.to_owned())
             .or_insert_with(|| {
                 let account = AdaptiveBucket::new(

@@ -15,12 +15,13 @@
 
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::{
@@ -122,7 +123,7 @@ impl Inner {
         if f64::from_bits(self.shared_rate.load(Ordering::Relaxed)) >= self.configured_rate {
             return false;
         }
-        let mut last = self.last_climb.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last_climb.lock();
         let now = Instant::now();
         if last.is_some_and(|at| now - at < INCREASE_INTERVAL) {
             return false;

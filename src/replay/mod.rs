@@ -23,13 +23,9 @@
 pub mod memory;
 pub mod redis;
 
-use std::{
-    collections::HashMap,
-    future::Future,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
+use parking_lot::{Mutex, MutexGuard};
 use sha2::{Digest, Sha256};
 use tokio::{sync::watch, time::Instant};
 
@@ -109,9 +105,7 @@ impl Replayer {
     }
 
     fn in_flight(&self) -> MutexGuard<'_, HashMap<TokenKey, InFlight>> {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.in_flight.lock()
     }
 
     /// Answers `request` from the cache, from an identical call in flight, or by `call` (run at most

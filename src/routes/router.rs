@@ -6,12 +6,10 @@
 //! [`KeyGuards`] (breaker, rate limit, quota store), kept across reloads, so reloading resets no
 //! breaker and no queue.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 
 use super::spec::RouteSpec;
 use crate::{
@@ -133,7 +131,7 @@ impl RouteBuilder {
     }
 
     fn guards_for(&self, key: &str, middleware: &MiddlewareConfig) -> KeyGuards {
-        let mut guards = self.guards.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guards = self.guards.lock();
         guards
             .entry(key.to_owned())
             .or_insert_with(|| {

@@ -14,16 +14,12 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, SystemTime},
 };
 
+use parking_lot::Mutex;
 use serde::Deserialize;
-
-use super::lock;
 
 /// An AWS account: its long-term keys and its roles.
 #[derive(Clone, Debug, Deserialize)]
@@ -154,7 +150,7 @@ impl Identities {
                 format!("arn:aws:iam::{account}:user/simulated"),
             )));
         }
-        if let Some(session) = lock(&self.sessions).get(key) {
+        if let Some(session) = self.sessions.lock().get(key) {
             if session.expires <= SystemTime::now() {
                 return Err(Refused::Expired);
             }
@@ -237,7 +233,7 @@ impl Identities {
         let expiration = SystemTime::now() + Duration::from_secs(role.session_seconds);
         let assumed_role_arn =
             format!("arn:aws:sts::{account}:assumed-role/{role_name}/{session_name}");
-        lock(&self.sessions).insert(
+        self.sessions.lock().insert(
             access_key_id.clone(),
             Session {
                 account,

@@ -21,7 +21,7 @@ use std::{
     net::SocketAddr,
     num::NonZeroU32,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -33,6 +33,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
+use parking_lot::{Mutex, MutexGuard};
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use contacts::ContactStore;
@@ -63,14 +64,6 @@ pub struct SimulatorState {
 
 /// How many requests the simulator remembers for [`Simulator::requests`].
 pub const RECORDED_REQUESTS: usize = 100_000;
-
-/// Locks a mutex even if a panicking thread poisoned it: every critical section here leaves the data
-/// consistent, and a simulator that stops answering would hide the original panic.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 impl SimulatorState {
     fn new(fixtures: Fixtures) -> Self {
@@ -104,7 +97,7 @@ impl SimulatorState {
     fn admit(&self, request: RecordedRequest) -> Option<Verdict> {
         let instance_id = request.instance_id.clone();
         {
-            let mut requests = lock(&self.requests);
+            let mut requests = self.requests.lock();
             if requests.len() == RECORDED_REQUESTS {
                 requests.pop_front();
             }
@@ -116,11 +109,11 @@ impl SimulatorState {
             self.throttled.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        Some(lock(&self.faults).judge(&instance_id))
+        Some(self.faults.lock().judge(&instance_id))
     }
 
     fn contacts(&self) -> MutexGuard<'_, ContactStore> {
-        lock(&self.contacts)
+        self.contacts.lock()
     }
 }
 
@@ -158,7 +151,7 @@ impl Simulator {
     /// Every request that reached the operation so far (the last [`RECORDED_REQUESTS`]), in
     /// arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.state.requests).iter().cloned().collect()
+        self.state.requests.lock().iter().cloned().collect()
     }
 
     /// How many requests the account's quota refused with ThrottlingException so far.
@@ -173,12 +166,12 @@ impl Simulator {
 
     /// Adds a fault rule while running.
     pub fn add_fault(&self, fault: Fault) {
-        lock(&self.state.faults).add(fault);
+        self.state.faults.lock().add(fault);
     }
 
     /// Removes every fault rule.
     pub fn clear_faults(&self) {
-        lock(&self.state.faults).clear();
+        self.state.faults.lock().clear();
     }
 
     /// Serves until the process is stopped.
