@@ -74,7 +74,8 @@ def grafana(expr, rate_interval):
 def operands(expr):
     """The parts of an alert's expression that must each return series: the expression without its
     thresholds, each side of `or`/`and`/`unless` on its own (parsed by promql-parser, not by text).
-    A comparison against a scalar only filters, so its vector side is what is checked.
+    A comparison against a scalar only filters, so its vector side is what is checked; absent()
+    returns series only when its argument has none, so its argument is what is checked.
 
     >>> operands('a:b > 0 or max by (k) (c{j="x"}) == 1')
     ['a:b{}', 'max by (k)(c{j="x"})']
@@ -82,6 +83,8 @@ def operands(expr):
     ['min(d{}) - time()']
     >>> operands('a > bool 1')
     ['a{} > bool 1']
+    >>> operands('absent(up{job="x"} == 1)')
+    ['up{job="x"}']
     """
     import promql_parser
 
@@ -108,6 +111,8 @@ def operands(expr):
                 return walk(node.rhs)
         if isinstance(node, promql_parser.ParenExpr):
             return walk(node.expr)
+        if isinstance(node, promql_parser.Call) and node.func.name in ("absent", "absent_over_time"):
+            return walk(node.args[0])
         return [node]
 
     return [" ".join(str(part).split()) for part in walk(promql_parser.parse(expr))]
