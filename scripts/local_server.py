@@ -87,6 +87,21 @@ class Processes:
             self.stop(process)
         self.running = []
 
+    def redis(self, port=None, cpu=None):
+        """A redis-server of the script's own (never the machine's 6379), keeping nothing on disk."""
+        port = port or free_port()
+        process = self.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                       "--save", "", "--appendonly", "no"], cpu=cpu)
+        wait_port(port)
+        return process, port
+
+    def simulator(self, binary, flags, cpu=None):
+        """`connect-facade simulate` on a free port, with its URL (the first line it prints)."""
+        process = self.start("simulator", [binary, "simulate", "--listen", "127.0.0.1:0",
+                                           "--log-format", "json"] + flags,
+                             cpu=cpu, stdout=subprocess.PIPE)
+        return process, process.stdout.readline().decode().split()[-1]
+
 
 def auth_file(work, callers):
     """An auth file of callers {name: (weight, max_rate)}, each with the bearer token `token-NAME`."""

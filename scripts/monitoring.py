@@ -138,17 +138,11 @@ class Run:
     def start_all(self):
         cert, key = certificate(self.work)
         self.cert = cert
-        redis_port = free_port()
-        self.p.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                               "--save", "", "--appendonly", "no"])
-        wait_port(redis_port)
-        simulator = self.p.start("simulator", [
-            f"{self.bin}/connect-facade", "simulate", "--listen", "127.0.0.1:0",
-            "--fixtures", "fixtures/bench.yaml", "--log-format", "json",
+        _, redis_port = self.p.redis()
+        _, simulator_url = self.p.simulator(f"{self.bin}/connect-facade", [
+            "--fixtures", "fixtures/bench.yaml",
             "--quota-rate", str(SIM_QUOTA), "--quota-burst", str(SIM_QUOTA),
-            "--fault", f"kind=error,code=InternalServiceException,instance_id={BROKEN}"],
-            stdout=subprocess.PIPE)
-        simulator_url = simulator.stdout.readline().decode().split()[-1]
+            "--fault", f"kind=error,code=InternalServiceException,instance_id={BROKEN}"])
         callers = auth_file(self.work, {"web": (3, None), "batch": (1, 1), "retrier": (1, None), "ops": (1, None)})
         self.grpc, self.metrics = [], []
         for _ in range(2):

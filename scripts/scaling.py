@@ -53,22 +53,15 @@ class Bench:
         self.load_cpu = self.cpus - 1
 
     def simulator(self, quota=True, faults=()):
-        argv = [f"{self.bin}/connect-facade", "simulate", "--listen", "127.0.0.1:0",
-                "--fixtures", "fixtures/bench.yaml", "--log-format", "json"]
+        flags = ["--fixtures", "fixtures/bench.yaml"]
         if quota:
-            argv += ["--quota-rate", str(QUOTA_RATE), "--quota-burst", str(QUOTA_BURST)]
+            flags += ["--quota-rate", str(QUOTA_RATE), "--quota-burst", str(QUOTA_BURST)]
         for fault in faults:
-            argv += ["--fault", fault]
-        process = self.p.start("simulator", argv, cpu=self.load_cpu, stdout=subprocess.PIPE)
-        line = process.stdout.readline().decode()
-        return process, line.split()[-1]
+            flags += ["--fault", fault]
+        return self.p.simulator(f"{self.bin}/connect-facade", flags, cpu=self.load_cpu)
 
     def redis(self, port=None):
-        port = port or free_port()
-        process = self.p.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                         "--save", "", "--appendonly", "no"], cpu=self.load_cpu)
-        wait_port(port)
-        return process, port
+        return self.p.redis(port, cpu=self.load_cpu)
 
     def facade(self, simulator_url, flags):
         port, metrics = free_port(), free_port()
