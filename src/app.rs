@@ -22,7 +22,7 @@ use crate::{
     metrics::Metrics,
     metrics_endpoint,
     proto::{self, contact_service_server::ContactServiceServer},
-    quota::{redis::RedisQuotaError, stores::QuotaStores},
+    quota::stores::QuotaStores,
     replay::{MemoryReplays, RedisReplays, Replayer},
     routes::{
         self, RoutesError,
@@ -33,6 +33,7 @@ use crate::{
         Simulator,
         fixtures::{Fixtures, FixturesError, QuotaFixture},
     },
+    store::SharedStore,
     tls::{Tls, TlsError, TlsFiles},
     upstream::{StaticCredentials, UpstreamBase, UpstreamConfigError, UpstreamSettings},
 };
@@ -67,8 +68,6 @@ pub enum StartupError {
     Serve(#[from] tonic::transport::Error),
     #[error("invalid flags: {0}")]
     Flags(&'static str),
-    #[error("invalid --quota-store: {0}")]
-    QuotaStore(#[from] RedisQuotaError),
     #[error(transparent)]
     Routes(#[from] RoutesError),
     #[error("invalid flags: {0}")]
@@ -300,23 +299,16 @@ impl App {
             }
             None => None,
         };
-        let stores = quota_stores(&config, metrics.clone())?;
-        let shared_redis = stores.connection();
+        let shared_store = shared_store(&config, metrics.clone());
+        let stores = quota_stores(&config, shared_store.clone(), metrics.clone());
         let builder = RouteBuilder::new(base, config.middleware(), stores, metrics.clone());
         let router = Arc::new(Router::new(builder, &specs).await);
         for route in router.table().routes() {
             tracing::info!(route = %route.name, key = %route.key, "Amazon Connect route ready");
         }
         let replayer = (!config.replay_window.is_zero()).then(|| {
-            let redis = shared_redis.map(|connection| {
-                RedisReplays::new(
-                    connection,
-                    &config.quota_key_prefix,
-                    config.replay_window,
-                    config.quota_store_timeout,
-                    metrics.clone(),
-                )
-            });
+            let redis = shared_store
+                .map(|store| RedisReplays::new(store, config.replay_window, metrics.clone()));
             Arc::new(Replayer::new(
                 MemoryReplays::new(config.replay_capacity, config.replay_window),
                 redis,
@@ -515,21 +507,40 @@ impl App {
     }
 }
 
-/// Where the quota's buckets live, as `--quota-store` chose (one store per account and region).
-fn quota_stores(config: &ServeConfig, metrics: Arc<Metrics>) -> Result<QuotaStores, StartupError> {
-    Ok(match &config.quota_store {
-        QuotaStoreChoice::Local => QuotaStores::local(metrics),
-        QuotaStoreChoice::Redis(url) => {
-            tracing::info!(store = ?config.quota_store, prefix = %config.quota_key_prefix, fallback_rate = config.quota_fallback_rate(), "the quota is shared through Redis");
-            QuotaStores::redis(
-                url,
+/// The Redis every replica shares, when `--quota-store` names one: built once, for the quota and
+/// the replay cache.
+fn shared_store(config: &ServeConfig, metrics: Arc<Metrics>) -> Option<SharedStore> {
+    match &config.quota_store {
+        QuotaStoreChoice::Local => None,
+        QuotaStoreChoice::Redis(address) => {
+            tracing::info!(store = %address, topology = ?address.topology, prefix = %config.quota_key_prefix, "the quota is shared through Redis");
+            Some(SharedStore::new(
+                address.clone(),
                 &config.quota_key_prefix,
                 config.quota_store_timeout,
-                config.quota_fallback_rate() / config.rate_limit,
                 metrics,
-            )?
+            ))
         }
-    })
+    }
+}
+
+/// Where the quota's buckets live, as `--quota-store` chose (one store per account and region).
+fn quota_stores(
+    config: &ServeConfig,
+    store: Option<SharedStore>,
+    metrics: Arc<Metrics>,
+) -> QuotaStores {
+    match store {
+        None => QuotaStores::local(metrics),
+        Some(store) => QuotaStores::shared(
+            store,
+            config
+                .quota_fallback_rate
+                .map(|rate| rate / config.rate_limit),
+            config.quota_fallback_rate() / config.rate_limit,
+            metrics,
+        ),
+    }
 }
 
 /// tonic answers a message over the size limit with OUT_OF_RANGE, where gRPC specifies

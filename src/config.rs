@@ -9,6 +9,7 @@ use crate::{
     middleware::{BreakerConfig, MiddlewareConfig, RateLimitConfig, RetryConfig},
     quota::{AdaptiveConfig, QuotaLimits},
     simulator::faults::Fault,
+    store::StoreAddress,
     telemetry::LogFormat,
     upstream::StaticCredentials,
 };
@@ -63,40 +64,22 @@ fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
 }
 
 /// Where the quota's buckets live.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QuotaStoreChoice {
     /// In this process.
     Local,
-    /// In Redis, shared by every replica: a `redis://` or `rediss://` URL.
-    Redis(String),
-}
-
-impl std::fmt::Debug for QuotaStoreChoice {
-    /// Without the URL's password, so configuration dumps and logs never show it.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Local => f.write_str("Local"),
-            Self::Redis(url) => {
-                let shown = match (url.find("://"), url.rfind('@')) {
-                    (Some(scheme), Some(at)) if at > scheme => {
-                        format!("{}://<credentials>{}", &url[..scheme], &url[at..])
-                    }
-                    _ => url.clone(),
-                };
-                f.debug_tuple("Redis").field(&shown).finish()
-            }
-        }
-    }
+    /// In Redis, shared by every replica (standalone, cluster or sentinel); its `Debug` and
+    /// `Display` never show the password.
+    Redis(StoreAddress),
 }
 
 fn quota_store(text: &str) -> Result<QuotaStoreChoice, String> {
     if text == "local" {
-        Ok(QuotaStoreChoice::Local)
-    } else if text.starts_with("redis://") || text.starts_with("rediss://") {
-        Ok(QuotaStoreChoice::Redis(text.to_owned()))
-    } else {
-        Err("expected `local`, `redis://[user:pass@]HOST:PORT[/DB]` or `rediss://…`".to_owned())
+        return Ok(QuotaStoreChoice::Local);
     }
+    text.parse()
+        .map(QuotaStoreChoice::Redis)
+        .map_err(|error: crate::store::address::AddressError| format!("`local`, or {error}"))
 }
 
 /// Configuration of `connect-facade serve`.
@@ -240,9 +223,11 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_INSTANCE_RATE_BURST", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub instance_rate_burst: u32,
 
-    /// Where the quota's buckets live: `local` (this process) or a Redis URL
-    /// (`redis://[user:pass@]HOST:PORT[/DB]`, `rediss://` for TLS) shared by every replica, so that
-    /// together they send at most --rate-limit to AWS.
+    /// Where the quota's buckets live: `local` (this process) or a Redis shared by every replica, so
+    /// that together they send at most --rate-limit to AWS: `redis://[USER:PASS@]HOST:PORT[/DB]` (a
+    /// standalone Redis or any node of a Redis Cluster), `redis+cluster://HOST:PORT[,HOST:PORT…]`
+    /// (cluster seeds), `redis+sentinel://HOST:PORT[,HOST:PORT…]/SERVICE` (the master of SERVICE,
+    /// through its sentinels); `rediss…` for TLS.
     #[arg(long, env = "CONNECT_FACADE_QUOTA_STORE", default_value = "local", value_parser = quota_store)]
     pub quota_store: QuotaStoreChoice,
 
@@ -260,9 +245,10 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_QUOTA_STORE_TIMEOUT", default_value = "100ms", value_parser = duration)]
     pub quota_store_timeout: Duration,
 
-    /// Requests per second this replica sends while the shared quota store fails (default: half of
-    /// --rate-limit, two replicas being the base deployment). Size it as the quota over the replicas
-    /// you usually run.
+    /// Most requests per second this replica sends while the shared quota store fails. The fallback
+    /// takes the rate divided by the replicas last seen live in Redis, capped by this; a replica that
+    /// never reached Redis uses this (default: half of --rate-limit, two replicas being the base
+    /// deployment).
     #[arg(long, env = "CONNECT_FACADE_QUOTA_FALLBACK_RATE", value_parser = positive_rate)]
     pub quota_fallback_rate: Option<f64>,
 
@@ -495,13 +481,19 @@ mod tests {
             ServeConfig::from_args(["--quota-store", "rediss://app:s3cret@cache:6380/2"]).unwrap();
         assert_eq!(
             redis.quota_store,
-            QuotaStoreChoice::Redis("rediss://app:s3cret@cache:6380/2".into())
+            QuotaStoreChoice::Redis("rediss://app:s3cret@cache:6380/2".parse().unwrap())
         );
         let shown = format!("{redis:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("@cache:6380/2"), "{shown}");
         let error = ServeConfig::from_args(["--quota-store", "memcached://x"]).unwrap_err();
         assert!(error.to_string().contains("redis://"), "{error}");
+        let sentinel = ServeConfig::from_args([
+            "--quota-store",
+            "redis+sentinel://s1:26379,s2:26379/mymaster",
+        ])
+        .unwrap();
+        assert!(matches!(sentinel.quota_store, QuotaStoreChoice::Redis(a) if a.nodes.len() == 2));
     }
 
     #[test]

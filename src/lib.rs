@@ -37,6 +37,7 @@ pub mod replay;
 pub mod routes;
 pub mod simulator;
 pub mod status;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -136,6 +136,8 @@ pub struct Metrics {
     connections_closed: Family<ClosedLabels, Counter>,
     accept_errors: Family<ClosedLabels, Counter>,
     quota_store_errors: Counter,
+    quota_fleet_replicas: Family<KeyLabels, Gauge<i64, AtomicI64>>,
+    quota_fallback_rate: Family<KeyLabels, Gauge<f64, AtomicU64>>,
     quota_store_seconds: Histogram,
     series: HotSeries,
 }
@@ -403,6 +405,18 @@ impl Metrics {
             "Quota store round trips that failed or timed out",
             quota_store_errors.clone(),
         );
+        let quota_fleet_replicas = Family::default();
+        sub.register(
+            "quota_fleet_replicas",
+            "Replicas last seen registered in the shared quota store for the key (this one included); the fallback divides the key's rate by it",
+            quota_fleet_replicas.clone(),
+        );
+        let quota_fallback_rate = Family::default();
+        sub.register(
+            "quota_fallback_rate_per_second",
+            "Requests/s this replica sends for the key while the shared quota store fails: the rate in force on the fallback, or the one it would take now",
+            quota_fallback_rate.clone(),
+        );
         let quota_store_seconds = Histogram::new(STORE_BUCKETS);
         sub.register(
             "quota_store_round_trip_seconds",
@@ -467,6 +481,8 @@ impl Metrics {
             connections_closed,
             accept_errors,
             quota_store_errors,
+            quota_fleet_replicas,
+            quota_fallback_rate,
             quota_store_seconds,
             series: HotSeries::default(),
         }
@@ -696,6 +712,22 @@ impl Metrics {
 
     pub fn quota_store_error(&self) {
         self.quota_store_errors.inc();
+    }
+
+    pub fn set_quota_fleet_replicas(&self, key: &str, replicas: u32) {
+        self.quota_fleet_replicas
+            .get_or_create(&KeyLabels {
+                key: key.to_owned(),
+            })
+            .set(i64::from(replicas));
+    }
+
+    pub fn set_quota_fallback_rate(&self, key: &str, rate: f64) {
+        self.quota_fallback_rate
+            .get_or_create(&KeyLabels {
+                key: key.to_owned(),
+            })
+            .set(rate);
     }
 
     pub fn quota_store_round_trip(&self, elapsed: Duration) {

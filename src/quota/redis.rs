@@ -6,21 +6,20 @@
 //! `{KEY}` puts a quota key's keys in one slot, so a script touches one slot and runs unchanged on
 //! Redis Cluster, ElastiCache and Valkey. Every key expires once it no longer constrains anything.
 //!
-//! The `redis` crate's `ConnectionManager` reconnects by itself; its `Script` sends EVALSHA and loads
-//! the script on NOSCRIPT (after a restart or a failover). Errors are returned, never hidden: what to
-//! do when Redis fails is [`super::shared`]'s decision.
+//! The connection ([`crate::store::StoreConnection`]) is standalone, cluster or sentinel alike; the
+//! `redis` crate's `Script` sends EVALSHA and loads the script on NOSCRIPT (after a restart or a
+//! failover). Errors are returned, never hidden: what to do when Redis fails is [`super::shared`]'s
+//! decision.
 
 use std::time::Duration;
 
-use redis::{
-    Client, RedisError, Script,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use redis::{RedisError, Script};
 
 use super::{
     Bucket, Full, QuotaLimits, Slot, SlotRequest,
     adaptive::{CEILING_MARGIN, CEILING_RESET, DECREASE_INTERVAL, INCREASE_INTERVAL},
 };
+use crate::store::{StoreAddress, StoreConnection};
 
 /// How long the adapted rate outlives its last change: long after a ceiling reset, so a replica
 /// restarted meanwhile finds it, yet an idle account is back at its configured rate by the next day.
@@ -33,16 +32,19 @@ pub enum RedisQuotaError {
     Redis(#[from] RedisError),
     #[error("unexpected answer from the quota script: {0}")]
     Reply(String),
+    #[error("{0}")]
+    Address(#[from] crate::store::address::AddressError),
 }
 
 /// The buckets of every replica, in Redis.
 #[derive(Clone)]
 pub struct RedisQuota {
-    connection: ConnectionManager,
+    connection: StoreConnection,
     prefix: String,
     limits: QuotaLimits,
     gcra: Script,
     adaptive: Script,
+    fleet: Script,
 }
 
 impl std::fmt::Debug for RedisQuota {
@@ -54,33 +56,30 @@ impl std::fmt::Debug for RedisQuota {
 }
 
 impl RedisQuota {
-    /// A store for `url` (`redis://` or `rediss://`); it connects on first use and reconnects by
-    /// itself, so a Redis that is down at startup only delays sharing the quota.
+    /// A store of its own for `url` (any `--quota-store` Redis URL); it connects on first use.
     pub fn new(
         url: &str,
         prefix: &str,
         limits: QuotaLimits,
         timeout: Duration,
     ) -> Result<Self, RedisQuotaError> {
+        let address: StoreAddress = url.parse()?;
         Ok(Self::with_connection(
-            connect(url, timeout)?,
+            StoreConnection::new(address, timeout),
             prefix,
             limits,
         ))
     }
 
-    /// A store on an existing connection (one per process, whatever the number of accounts).
-    pub fn with_connection(
-        connection: ConnectionManager,
-        prefix: &str,
-        limits: QuotaLimits,
-    ) -> Self {
+    /// A store on the process's one connection (whatever the number of accounts).
+    pub fn with_connection(connection: StoreConnection, prefix: &str, limits: QuotaLimits) -> Self {
         Self {
             connection,
             prefix: prefix.to_owned(),
             limits,
             gcra: Script::new(include_str!("gcra.lua")),
             adaptive: Script::new(include_str!("adaptive.lua")),
+            fleet: Script::new(include_str!("fleet.lua")),
         }
     }
 
@@ -175,27 +174,22 @@ impl RedisQuota {
         parse_rate(&rate)
     }
 
-    /// Whether Redis answers.
-    pub async fn ping(&self) -> Result<(), RedisQuotaError> {
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.connection.clone())
+    /// Registers `replica` among the replicas live for `key` (for `ttl`), and counts them.
+    pub async fn register(
+        &self,
+        key: &str,
+        replica: &str,
+        ttl: Duration,
+    ) -> Result<u32, RedisQuotaError> {
+        let live: u32 = self
+            .fleet
+            .key(self.key(key, "replicas"))
+            .arg(replica)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut self.connection.clone())
             .await?;
-        Ok(())
+        Ok(live)
     }
-}
-
-/// A lazy connection to `url`, reconnecting by itself.
-pub fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager, RedisQuotaError> {
-    let client = Client::open(url)?;
-    // One quick reconnection attempt per failure: the shared store's probe asks again each
-    // interval, and a call never waits for a reconnection past its own bound.
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500));
-    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
 }
 
 fn micros(duration: Duration) -> u64 {

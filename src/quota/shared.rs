@@ -1,22 +1,33 @@
-//! The quota shared by every replica through Redis, and what happens when Redis fails.
+//! One account and region's quota shared by every replica through Redis, and what happens when
+//! Redis fails.
 //!
-//! - While Redis answers, every attempt takes its slot from the one bucket in Redis
+//! - While the store answers, every attempt takes its slot from the one bucket in Redis
 //!   ([`super::redis`]), and throttles adapt the one shared rate.
-//! - A Redis error or a round trip past `--quota-store-timeout` (never past the call's deadline)
-//!   never fails a call: the attempt takes its slot from a local bucket at `--quota-fallback-rate`
-//!   instead, and so do the attempts after it. The fallback's rate is a share of the account's quota
-//!   (half by default, as two replicas is the base deployment), so the replicas together stay near
-//!   the quota while they cannot coordinate; AWS's throttling and the adaptive rate absorb the rest.
-//! - Meanwhile one probe asks Redis every [`PROBE_INTERVAL`]; when it answers, attempts go back to
-//!   the shared bucket. Each transition is logged once and shows in `connect_facade_quota_store_up`.
+//! - The store's health is the process's ([`crate::store::SharedStore`]): a Redis error or a round
+//!   trip past `--quota-store-timeout` (never past the call's deadline) takes every key to its local
+//!   fallback at once, and nothing waits on Redis again until its probe gets an answer. A store
+//!   failure never fails a call.
+//! - **The fallback follows the fleet.** While Redis answers, each replica registers itself every
+//!   [`HEARTBEAT_INTERVAL`] for the key (a sorted set of replicas, scored by their last heartbeat,
+//!   `fleet.lua`) and learns how many are live. When the store fails, the fallback's rate is the
+//!   key's rate divided by that count, so N replicas together stay at the quota, whatever N the
+//!   autoscaler chose; `--quota-fallback-rate`, when set, caps it; it never goes below
+//!   [`FALLBACK_FLOOR_SHARE`] of the key's rate (a fleet counted above 100 replicas is taken as 100).
+//!   A replica that never reached Redis knows no fleet: it uses `--quota-fallback-rate` (by default
+//!   half the rate). The fallback's burst is one slot: the replicas were just sending at the
+//!   account's rate, so AWS's bucket is as good as empty, and N bursts at once would be throttled.
+//! - The fallback is rebuilt at each outage, at the rate of that moment; the live count and the
+//!   fallback rate show in `connect_facade_quota_fleet_replicas` and
+//!   `connect_facade_quota_fallback_rate_per_second`.
 //!
 //! Falling back rather than failing is envoyproxy/ratelimit's default too (`failure_mode_deny=false`);
-//! unlike it, a bounded round trip keeps a slow Redis from holding calls (its issue #462).
+//! unlike it, a bounded round trip keeps a slow Redis from holding calls (its issue #462), and the
+//! fallback divides the quota by the fleet instead of granting each replica its own.
 
 use std::{
     sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Weak,
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -25,28 +36,39 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::{
-    Full, QuotaStore, Slot, SlotRequest, StoreFuture,
-    adaptive::INCREASE_INTERVAL,
-    local::LocalQuota,
-    redis::{RedisQuota, RedisQuotaError},
+    Full, QuotaLimits, QuotaStore, Slot, SlotRequest, StoreFuture, adaptive::INCREASE_INTERVAL,
+    local::LocalQuota, redis::RedisQuota,
 };
-use crate::metrics::Metrics;
+use crate::{metrics::Metrics, store::SharedStore};
 
-/// How often a replica on its fallback asks Redis again.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a replica registers itself among the key's live replicas.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Redis, with a local fallback.
+/// How long a registration counts: three heartbeats, so one slow round trip drops no replica.
+pub const REGISTRATION_TTL: Duration = Duration::from_secs(3);
+
+/// The lowest fallback rate, as a share of the key's rate.
+pub const FALLBACK_FLOOR_SHARE: f64 = 0.01;
+
+/// One key's quota in Redis, with a local fallback.
 #[derive(Clone)]
 pub struct SharedQuota {
     inner: Arc<Inner>,
 }
 
 struct Inner {
+    key: String,
+    store: SharedStore,
     redis: RedisQuota,
-    fallback: LocalQuota,
-    timeout: Duration,
-    configured_rate: f64,
-    up: AtomicBool,
+    limits: QuotaLimits,
+    /// `--quota-fallback-rate`, when set.
+    fallback_cap: Option<f64>,
+    /// The rate of a replica that never saw the fleet.
+    unknown_fleet_rate: f64,
+    /// The live replicas last counted (0: never reached Redis).
+    fleet: AtomicU32,
+    /// The fallback, and the outage it was built for.
+    fallback: Mutex<(u64, Arc<LocalQuota>)>,
     /// The shared rate last seen (f64 bits): at the configured rate, nothing is left to climb, so
     /// accepted attempts need no round trip.
     shared_rate: AtomicU64,
@@ -56,62 +78,76 @@ struct Inner {
 }
 
 impl SharedQuota {
-    /// `fallback` holds the buckets used while Redis fails.
+    /// `key`'s quota at `limits` in `store`. `fallback_cap` is `--quota-fallback-rate`;
+    /// `unknown_fleet_rate` the rate used before any fleet was seen.
     pub fn new(
-        redis: RedisQuota,
-        fallback: LocalQuota,
-        configured_rate: f64,
-        timeout: Duration,
+        key: &str,
+        store: SharedStore,
+        limits: QuotaLimits,
+        fallback_cap: Option<f64>,
+        unknown_fleet_rate: f64,
         metrics: Arc<Metrics>,
     ) -> Self {
-        metrics.set_quota_store_up(true);
-        Self {
-            inner: Arc::new(Inner {
-                redis,
-                fallback,
-                timeout,
-                configured_rate,
-                up: AtomicBool::new(true),
-                shared_rate: AtomicU64::new(configured_rate.to_bits()),
-                last_climb: Mutex::new(None),
-                metrics,
-            }),
-        }
-    }
-
-    /// Whether attempts take their slots from Redis right now.
-    pub fn is_up(&self) -> bool {
-        self.inner.up.load(Ordering::Acquire)
+        let redis = RedisQuota::with_connection(store.connection(), store.prefix(), limits.clone());
+        let inner = Arc::new(Inner {
+            key: key.to_owned(),
+            redis,
+            fallback_cap,
+            unknown_fleet_rate,
+            fleet: AtomicU32::new(0),
+            fallback: Mutex::new((
+                store.outages(),
+                Arc::new(LocalQuota::fallback(limits.clone())),
+            )),
+            shared_rate: AtomicU64::new(limits.rate_per_second.to_bits()),
+            last_climb: Mutex::new(None),
+            store,
+            limits,
+            metrics,
+        });
+        inner
+            .metrics
+            .set_quota_fallback_rate(key, inner.fallback_rate());
+        tokio::spawn(heartbeat(Arc::downgrade(&inner)));
+        Self { inner }
     }
 }
 
+/// The fallback's rate for a fleet of `live` replicas (0: unknown).
+pub fn fallback_rate(rate: f64, live: u32, cap: Option<f64>, unknown_fleet_rate: f64) -> f64 {
+    let floor = rate * FALLBACK_FLOOR_SHARE;
+    if live == 0 {
+        return unknown_fleet_rate.max(floor);
+    }
+    let share = rate / f64::from(live);
+    cap.map_or(share, |cap| share.min(cap)).max(floor)
+}
+
 impl Inner {
-    /// Runs one Redis operation within `bound`, timing it; an error or a timeout takes the replica
-    /// to its fallback.
-    async fn ask<T>(
-        self: &Arc<Self>,
-        bound: Duration,
-        operation: impl Future<Output = Result<T, RedisQuotaError>>,
-    ) -> Option<T> {
-        let started = Instant::now();
-        let limit = bound.min(self.timeout);
-        let outcome = tokio::time::timeout(limit, operation).await;
-        self.metrics.quota_store_round_trip(started.elapsed());
-        let error = match outcome {
-            Ok(Ok(answer)) => return Some(answer),
-            Ok(Err(error)) => error.to_string(),
-            // The call's deadline ran out before the store's timeout: nothing is known of Redis.
-            Err(_) if limit < self.timeout => return None,
-            Err(_) => format!("no answer within {limit:?}"),
-        };
-        self.metrics.quota_store_error();
-        if self.up.swap(false, Ordering::AcqRel) {
-            self.fallback.drain();
-            tracing::warn!(%error, "quota store failed: using the local fallback bucket until Redis answers");
-            self.metrics.set_quota_store_up(false);
-            tokio::spawn(probe(self.clone()));
+    fn fallback_rate(&self) -> f64 {
+        fallback_rate(
+            self.limits.rate_per_second,
+            self.fleet.load(Ordering::Relaxed),
+            self.fallback_cap,
+            self.unknown_fleet_rate,
+        )
+    }
+
+    /// The fallback for the store's current outage, built at the rate of its start.
+    fn fallback(&self) -> Arc<LocalQuota> {
+        let outage = self.store.outages();
+        let mut fallback = self.fallback.lock();
+        if fallback.0 != outage {
+            let rate = self.fallback_rate();
+            let limits = QuotaLimits {
+                burst: 1,
+                ..self.limits.at_rate(rate)
+            };
+            *fallback = (outage, Arc::new(LocalQuota::fallback(limits)));
+            self.metrics.set_quota_fallback_rate(&self.key, rate);
+            tracing::info!(key = %self.key, rate, fleet = self.fleet.load(Ordering::Relaxed), "quota fallback in force");
         }
-        None
+        fallback.1.clone()
     }
 
     fn saw_rate(&self, rate: f64) {
@@ -120,7 +156,7 @@ impl Inner {
 
     /// Whether this accepted attempt should ask the shared rate to climb.
     fn climb_due(&self) -> bool {
-        if f64::from_bits(self.shared_rate.load(Ordering::Relaxed)) >= self.configured_rate {
+        if f64::from_bits(self.shared_rate.load(Ordering::Relaxed)) >= self.limits.rate_per_second {
             return false;
         }
         let mut last = self.last_climb.lock();
@@ -133,20 +169,29 @@ impl Inner {
     }
 }
 
-/// Asks Redis every [`PROBE_INTERVAL`] until it answers, then puts the replica back on it.
-async fn probe(inner: Arc<Inner>) {
+/// Registers this replica for the key every [`HEARTBEAT_INTERVAL`] while the store answers, for as
+/// long as the key's quota is in use.
+async fn heartbeat(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(PROBE_INTERVAL).await;
-        let started = Instant::now();
-        let answered = tokio::time::timeout(inner.timeout, inner.redis.ping()).await;
-        inner.metrics.quota_store_round_trip(started.elapsed());
-        if matches!(answered, Ok(Ok(()))) {
-            inner.up.store(true, Ordering::Release);
-            inner.metrics.set_quota_store_up(true);
-            tracing::info!("quota store answers again: sharing the quota through Redis");
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else {
             return;
+        };
+        let store = &inner.store;
+        let registered = inner
+            .redis
+            .register(&inner.key, store.replica_id(), REGISTRATION_TTL);
+        if let Some(live) = store.ask(store.timeout(), registered).await {
+            inner.fleet.store(live.max(1), Ordering::Relaxed);
+            inner.metrics.set_quota_fleet_replicas(&inner.key, live);
+            if store.is_up() {
+                inner
+                    .metrics
+                    .set_quota_fallback_rate(&inner.key, inner.fallback_rate());
+            }
         }
-        inner.metrics.quota_store_error();
     }
 }
 
@@ -155,21 +200,20 @@ impl QuotaStore for SharedQuota {
         Box::pin(async move {
             let inner = &self.inner;
             let mut request = request;
-            if self.is_up() {
-                let started = Instant::now();
-                let bound = request.deadline.saturating_duration_since(started);
-                if let Some(decision) = inner.ask(bound, inner.redis.reserve(request)).await {
-                    let rate = match &decision {
-                        Ok(slot) => slot.rate,
-                        Err(full) => full.rate,
-                    };
-                    inner.saw_rate(rate);
-                    return decision;
-                }
-                // Redis failed this call: the fallback gets what is left of its wait.
-                request.max_wait = request.max_wait.saturating_sub(started.elapsed());
+            let started = Instant::now();
+            let bound = request.deadline.saturating_duration_since(started);
+            if let Some(decision) = inner.store.ask(bound, inner.redis.reserve(request)).await {
+                let rate = match &decision {
+                    Ok(slot) => slot.rate,
+                    Err(full) => full.rate,
+                };
+                inner.saw_rate(rate);
+                return decision;
             }
-            inner.fallback.reserve(request).await
+            // Redis failed this call, or is down: the fallback gets what is left of its wait.
+            request.max_wait = request.max_wait.saturating_sub(started.elapsed());
+            let fallback = inner.fallback();
+            fallback.reserve(request).await
         })
     }
 
@@ -179,13 +223,15 @@ impl QuotaStore for SharedQuota {
         let inner = self.inner.clone();
         let key = key.to_owned();
         tokio::spawn(async move {
-            if inner.up.load(Ordering::Acquire)
-                && let Some(rate) = inner.ask(inner.timeout, inner.redis.throttled(&key)).await
+            let store = &inner.store;
+            if let Some(rate) = store
+                .ask(store.timeout(), inner.redis.throttled(&key))
+                .await
             {
                 inner.saw_rate(rate);
                 return;
             }
-            inner.fallback.throttled(&key).await;
+            inner.fallback().throttled(&key).await;
         });
         Box::pin(std::future::ready(()))
     }
@@ -194,18 +240,49 @@ impl QuotaStore for SharedQuota {
     /// configured rate, so most accepted attempts cost no round trip; sent in the background.
     fn accepted<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
         let inner = &self.inner;
-        if !self.is_up() {
-            return inner.fallback.accepted(key);
+        if !inner.store.is_up() {
+            let fallback = inner.fallback();
+            let key = key.to_owned();
+            return Box::pin(async move { fallback.accepted(&key).await });
         }
         if inner.climb_due() {
             let inner = inner.clone();
             let key = key.to_owned();
             tokio::spawn(async move {
-                if let Some(rate) = inner.ask(inner.timeout, inner.redis.accepted(&key)).await {
+                let store = &inner.store;
+                if let Some(rate) = store.ask(store.timeout(), inner.redis.accepted(&key)).await {
                     inner.saw_rate(rate);
                 }
             });
         }
         Box::pin(std::future::ready(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fallback_divides_the_rate_by_the_fleet_under_the_cap_and_above_the_floor() {
+        // Two per second over four replicas.
+        assert_eq!(fallback_rate(2.0, 4, None, 1.0), 0.5);
+        assert_eq!(
+            fallback_rate(2.0, 1, None, 1.0),
+            2.0,
+            "alone, the whole rate"
+        );
+        assert_eq!(
+            fallback_rate(2.0, 1, Some(0.8), 1.0),
+            0.8,
+            "the flag caps it"
+        );
+        assert_eq!(
+            fallback_rate(2.0, 4, Some(0.8), 1.0),
+            0.5,
+            "a cap above the share"
+        );
+        assert_eq!(fallback_rate(2.0, 0, None, 1.0), 1.0, "never saw the fleet");
+        assert_eq!(fallback_rate(2.0, 1_000, None, 1.0), 0.02, "the floor");
     }
 }

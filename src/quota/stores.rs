@@ -1,17 +1,10 @@
 //! One store per AWS account and region, each with its own limits (a route's `rate_limit` and
-//! `burst`), all on the one Redis connection when the quota is shared.
+//! `burst`), all on the process's one shared store when the quota is shared.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
-
-use super::{
-    QuotaLimits, QuotaStore,
-    local::LocalQuota,
-    redis::{RedisQuota, RedisQuotaError, connect},
-    shared::SharedQuota,
-};
-use crate::metrics::Metrics;
+use super::{QuotaLimits, QuotaStore, local::LocalQuota, shared::SharedQuota};
+use crate::{metrics::Metrics, store::SharedStore};
 
 /// Where the stores keep their buckets.
 #[derive(Clone)]
@@ -22,11 +15,13 @@ pub struct QuotaStores {
 
 #[derive(Clone)]
 struct Shared {
-    connection: ConnectionManager,
-    prefix: String,
-    timeout: Duration,
-    /// The fallback's rate as a share of each account's rate.
-    fallback_share: f64,
+    store: SharedStore,
+    /// `--quota-fallback-rate` as a share of `--rate-limit` (so a route at another rate scales it):
+    /// the cap of the fleet's share.
+    cap_share: Option<f64>,
+    /// The fallback's rate before the fleet is known, as a share of each key's rate
+    /// (`--quota-fallback-rate`, or half: two replicas is the base deployment).
+    unknown_fleet_share: f64,
 }
 
 impl QuotaStores {
@@ -38,45 +33,36 @@ impl QuotaStores {
         }
     }
 
-    /// Buckets in the Redis at `url`, shared by every replica; while it fails, each replica uses a
-    /// local bucket at `fallback_share` of the account's rate.
-    pub fn redis(
-        url: &str,
-        prefix: &str,
-        timeout: Duration,
-        fallback_share: f64,
+    /// Buckets in the shared `store`; while it fails, each replica uses a local bucket at its share
+    /// of the fleet ([`SharedQuota`]).
+    pub fn shared(
+        store: SharedStore,
+        cap_share: Option<f64>,
+        unknown_fleet_share: f64,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, RedisQuotaError> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             shared: Some(Shared {
-                connection: connect(url, timeout)?,
-                prefix: prefix.to_owned(),
-                timeout,
-                fallback_share,
+                store,
+                cap_share,
+                unknown_fleet_share,
             }),
             metrics,
-        })
+        }
     }
 
-    /// The Redis connection, for the other state the replicas share (the replay cache).
-    pub fn connection(&self) -> Option<ConnectionManager> {
-        self.shared.as_ref().map(|shared| shared.connection.clone())
-    }
-
-    /// A store enforcing `limits`.
-    pub fn store(&self, limits: QuotaLimits) -> Arc<dyn QuotaStore> {
+    /// The store for `key`, enforcing `limits`.
+    pub fn store(&self, key: &str, limits: QuotaLimits) -> Arc<dyn QuotaStore> {
         match &self.shared {
             None => Arc::new(LocalQuota::new(limits)),
             Some(shared) => {
                 let rate = limits.rate_per_second;
-                let fallback = LocalQuota::fallback(limits.at_rate(rate * shared.fallback_share));
-                let redis =
-                    RedisQuota::with_connection(shared.connection.clone(), &shared.prefix, limits);
                 Arc::new(SharedQuota::new(
-                    redis,
-                    fallback,
-                    rate,
-                    shared.timeout,
+                    key,
+                    shared.store.clone(),
+                    limits,
+                    shared.cap_share.map(|share| rate * share),
+                    rate * shared.unknown_fleet_share,
                     self.metrics.clone(),
                 ))
             }

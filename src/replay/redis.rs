@@ -1,5 +1,5 @@
 //! The replay cache and the locks on calls in flight in Redis, shared by every replica (with
-//! `--quota-store redis://…`, on the quota's connection).
+//! `--quota-store redis://…`, on the process's one [`SharedStore`], whatever its topology).
 //!
 //! Keys: `PREFIX:{KEY}:replay` (the answer, expiring after the replay window) and `PREFIX:{KEY}:lock`
 //! (a call in flight, expiring with its caller's deadline, so a replica that dies holding it blocks
@@ -8,17 +8,18 @@
 //!
 //! A replica whose identical call is in flight elsewhere asks again every [`POLL_INTERVAL`] until the
 //! answer is kept, the lock is gone (that call failed: this one goes itself) or its deadline passes.
-//! Any Redis error or a round trip past the store's timeout answers [`Claim::Unavailable`]: the call
-//! then goes on as if alone (the in-memory cache and the in-replica coalescing still apply).
+//! Any Redis error or a round trip past the store's timeout answers [`Claim::Unavailable`], and so
+//! does a store that is down (without a round trip: the store's probe decides when it is back): the
+//! call then goes on as if alone (the in-memory cache and the in-replica coalescing still apply).
 
 use std::{sync::Arc, time::Duration};
 
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{Fingerprint, Replay, TokenKey, lock_ttl};
-use crate::{metrics::Metrics, upstream::Association};
+use crate::{metrics::Metrics, store::SharedStore, upstream::Association};
 
 /// How often a replica asks whether another replica's identical call has its answer.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
@@ -51,28 +52,18 @@ struct Stored {
 /// Answers and locks in Redis.
 #[derive(Clone)]
 pub struct RedisReplays {
-    connection: ConnectionManager,
-    prefix: String,
+    store: SharedStore,
     window: Duration,
-    timeout: Duration,
     claim: Arc<Script>,
     finish: Arc<Script>,
     metrics: Arc<Metrics>,
 }
 
 impl RedisReplays {
-    pub fn new(
-        connection: ConnectionManager,
-        prefix: &str,
-        window: Duration,
-        timeout: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(store: SharedStore, window: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
-            connection,
-            prefix: prefix.to_owned(),
+            store,
             window,
-            timeout,
             claim: Arc::new(Script::new(include_str!("claim.lua"))),
             finish: Arc::new(Script::new(include_str!("finish.lua"))),
             metrics,
@@ -82,8 +73,8 @@ impl RedisReplays {
     fn keys(&self, key: &TokenKey) -> (String, String) {
         let key = hex::encode(key);
         (
-            format!("{}:{{{key}}}:replay", self.prefix),
-            format!("{}:{{{key}}}:lock", self.prefix),
+            format!("{}:{{{key}}}:replay", self.store.prefix()),
+            format!("{}:{{{key}}}:lock", self.store.prefix()),
         )
     }
 
@@ -93,25 +84,8 @@ impl RedisReplays {
         deadline: Instant,
         operation: impl Future<Output = redis::RedisResult<T>>,
     ) -> Option<T> {
-        let bound = deadline
-            .saturating_duration_since(Instant::now())
-            .min(self.timeout);
-        let started = Instant::now();
-        let outcome = tokio::time::timeout(bound, operation).await;
-        self.metrics.quota_store_round_trip(started.elapsed());
-        match outcome {
-            Ok(Ok(answer)) => Some(answer),
-            Ok(Err(error)) => {
-                self.metrics.quota_store_error();
-                tracing::debug!(%error, "replay cache: Redis failed");
-                None
-            }
-            Err(_) => {
-                self.metrics.quota_store_error();
-                tracing::debug!(?bound, "replay cache: no answer from Redis in time");
-                None
-            }
-        }
+        let bound = deadline.saturating_duration_since(Instant::now());
+        self.store.ask(bound, operation).await
     }
 
     /// Before a call: its kept answer, or the lock for it, waiting meanwhile for another replica's
@@ -132,7 +106,7 @@ impl RedisReplays {
                 .key(&lock)
                 .arg(&fingerprint_hex)
                 .arg(lock_ttl(deadline).as_millis() as u64);
-            let mut connection = self.connection.clone();
+            let mut connection = self.store.connection();
             let reply: Option<(String, String)> = self
                 .ask(deadline, async move {
                     invocation.invoke_async(&mut connection).await
@@ -176,9 +150,9 @@ impl RedisReplays {
             .arg(stored)
             .arg(self.window.as_millis() as u64)
             .arg(hex::encode(fingerprint));
-        let mut connection = self.connection.clone();
+        let mut connection = self.store.connection();
         let _: Option<i64> = self
-            .ask(Instant::now() + self.timeout, async move {
+            .ask(Instant::now() + self.store.timeout(), async move {
                 invocation.invoke_async(&mut connection).await
             })
             .await;

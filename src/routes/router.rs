@@ -135,7 +135,7 @@ impl RouteBuilder {
         guards
             .entry(key.to_owned())
             .or_insert_with(|| {
-                let store = self.stores.store(middleware.rate_limit.limits.clone());
+                let store = self.stores.store(key, middleware.rate_limit.limits.clone());
                 KeyGuards::new(key, store, middleware, self.metrics.clone())
             })
             .clone()

@@ -113,7 +113,7 @@ async fn twenty_identical_calls_at_once_make_one_aws_request_and_all_get_the_ans
 async fn two_replicas_sharing_redis_replay_and_coalesce_each_others_calls() {
     let redis = RedisServer::start().await;
     let shared = |c: &mut connect_facade::config::ServeConfig| {
-        c.quota_store = QuotaStoreChoice::Redis(redis.url());
+        c.quota_store = QuotaStoreChoice::Redis(redis.url().parse().unwrap());
         c.rate_limit = 100.0;
         c.rate_burst = 100;
     };
