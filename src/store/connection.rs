@@ -182,7 +182,7 @@ impl SentinelMaster {
         }
         let client = SentinelClient::build(
             sentinels,
-            service.to_owned(),
+            service,
             Some(master),
             SentinelServerType::Master,
         )?;
