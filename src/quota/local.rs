@@ -76,6 +76,11 @@ impl LocalQuota {
         }
     }
 
+    /// The account-wide rate `key`'s bucket runs at now.
+    pub fn rate(&self, key: &str) -> f64 {
+        self.buckets(key).account.rate()
+    }
+
     fn buckets(&self, key: &str) -> Arc<KeyBuckets> {
         if let Some(buckets) = self.keys.read().get(key) {
             return buckets.clone();

@@ -36,8 +36,8 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::{
-    Full, QuotaLimits, QuotaStore, Slot, SlotRequest, StoreFuture, adaptive::INCREASE_INTERVAL,
-    local::LocalQuota, redis::RedisQuota,
+    Bucket, Full, QuotaLimits, QuotaStore, Slot, SlotRequest, StoreFuture,
+    adaptive::INCREASE_INTERVAL, local::LocalQuota, redis::RedisQuota,
 };
 use crate::{metrics::Metrics, store::SharedStore};
 
@@ -68,7 +68,10 @@ struct Inner {
     /// The live replicas last counted (0: never reached Redis).
     fleet: AtomicU32,
     /// The fallback, and the outage it was built for.
-    fallback: Mutex<(u64, Arc<LocalQuota>)>,
+    fallback: Mutex<Fallback>,
+    /// When the last slot Redis granted this replica is due (reserved slots are still sent after
+    /// Redis fails: the fallback's first slot comes after them).
+    last_granted: Mutex<Instant>,
     /// The shared rate last seen (f64 bits): at the configured rate, nothing is left to climb, so
     /// accepted attempts need no round trip.
     shared_rate: AtomicU64,
@@ -95,10 +98,12 @@ impl SharedQuota {
             fallback_cap,
             unknown_fleet_rate,
             fleet: AtomicU32::new(0),
-            fallback: Mutex::new((
-                store.outages(),
-                Arc::new(LocalQuota::fallback(limits.clone())),
-            )),
+            fallback: Mutex::new(Fallback {
+                outage: store.outages(),
+                quota: Arc::new(LocalQuota::fallback(limits.clone())),
+                starts_at: Instant::now(),
+            }),
+            last_granted: Mutex::new(Instant::now()),
             shared_rate: AtomicU64::new(limits.rate_per_second.to_bits()),
             last_climb: Mutex::new(None),
             store,
@@ -111,6 +116,14 @@ impl SharedQuota {
         tokio::spawn(heartbeat(Arc::downgrade(&inner)));
         Self { inner }
     }
+}
+
+/// The local bucket used during one outage.
+struct Fallback {
+    outage: u64,
+    quota: Arc<LocalQuota>,
+    /// Its first slot: one interval after the last slot Redis granted.
+    starts_at: Instant,
 }
 
 /// The fallback's rate for a fleet of `live` replicas (0: unknown).
@@ -133,21 +146,50 @@ impl Inner {
         )
     }
 
-    /// The fallback for the store's current outage, built at the rate of its start.
-    fn fallback(&self) -> Arc<LocalQuota> {
+    /// The fallback for the store's current outage, built at the rate of its start, and when its
+    /// first slot is.
+    fn fallback(&self) -> (Arc<LocalQuota>, Instant) {
         let outage = self.store.outages();
         let mut fallback = self.fallback.lock();
-        if fallback.0 != outage {
+        if fallback.outage != outage {
             let rate = self.fallback_rate();
             let limits = QuotaLimits {
                 burst: 1,
                 ..self.limits.at_rate(rate)
             };
-            *fallback = (outage, Arc::new(LocalQuota::fallback(limits)));
+            let interval = Duration::from_secs_f64(1.0 / rate);
+            *fallback = Fallback {
+                outage,
+                quota: Arc::new(LocalQuota::fallback(limits)),
+                starts_at: (*self.last_granted.lock() + interval).max(Instant::now()),
+            };
             self.metrics.set_quota_fallback_rate(&self.key, rate);
             tracing::info!(key = %self.key, rate, fleet = self.fleet.load(Ordering::Relaxed), "quota fallback in force");
         }
-        fallback.1.clone()
+        (fallback.quota.clone(), fallback.starts_at)
+    }
+
+    /// A slot from the fallback, none before its first.
+    async fn reserve_fallback(&self, mut request: SlotRequest<'_>) -> Result<Slot, Full> {
+        let (fallback, starts_at) = self.fallback();
+        let now = Instant::now();
+        let until_start = starts_at.saturating_duration_since(now);
+        if until_start > request.max_wait {
+            return Err(Full {
+                bucket: Bucket::Account,
+                retry_after: until_start,
+                rate: fallback.rate(request.key),
+                fallback: true,
+            });
+        }
+        if !until_start.is_zero() {
+            tokio::time::sleep(until_start).await;
+            request.max_wait -= until_start;
+        }
+        fallback.reserve(request).await.map(|slot| Slot {
+            queued: slot.queued || !until_start.is_zero(),
+            ..slot
+        })
     }
 
     fn saw_rate(&self, rate: f64) {
@@ -208,12 +250,16 @@ impl QuotaStore for SharedQuota {
                     Err(full) => full.rate,
                 };
                 inner.saw_rate(rate);
+                if let Ok(slot) = &decision {
+                    let due = Instant::now() + slot.wait;
+                    let mut last = inner.last_granted.lock();
+                    *last = (*last).max(due);
+                }
                 return decision;
             }
             // Redis failed this call, or is down: the fallback gets what is left of its wait.
             request.max_wait = request.max_wait.saturating_sub(started.elapsed());
-            let fallback = inner.fallback();
-            fallback.reserve(request).await
+            inner.reserve_fallback(request).await
         })
     }
 
@@ -231,7 +277,7 @@ impl QuotaStore for SharedQuota {
                 inner.saw_rate(rate);
                 return;
             }
-            inner.fallback().throttled(&key).await;
+            inner.fallback().0.throttled(&key).await;
         });
         Box::pin(std::future::ready(()))
     }
@@ -241,7 +287,7 @@ impl QuotaStore for SharedQuota {
     fn accepted<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
         let inner = &self.inner;
         if !inner.store.is_up() {
-            let fallback = inner.fallback();
+            let (fallback, _) = inner.fallback();
             let key = key.to_owned();
             return Box::pin(async move { fallback.accepted(&key).await });
         }

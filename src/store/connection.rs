@@ -180,12 +180,8 @@ impl SentinelMaster {
         if address.tls {
             master = master.set_tls_mode(TlsMode::Secure);
         }
-        let client = SentinelClient::build(
-            sentinels,
-            service,
-            Some(master),
-            SentinelServerType::Master,
-        )?;
+        let client =
+            SentinelClient::build(sentinels, service, Some(master), SentinelServerType::Master)?;
         Ok(Self {
             sentinels: Arc::new(tokio::sync::Mutex::new(client)),
             master: Arc::new(parking_lot::Mutex::new(None)),

@@ -1,7 +1,8 @@
 //! The call to Amazon Connect: one aws-sdk-connect client per route (one, without `--routes`), each
 //! derived from one base configuration built at startup from aws-config's default chain (AWS_REGION,
 //! AWS_PROFILE, web identity/IRSA, AWS_ENDPOINT_URL[_CONNECT], static keys), with `--region` and
-//! `--endpoint-url` as overrides. Every client shares the base's HTTP client, so one connection pool.
+//! `--endpoint-url` as overrides. A route's `endpoint_url`, else `--endpoint-url`, wins over the
+//! environment's endpoint. Every client shares the base's HTTP client, so one connection pool.
 //!
 //! A route with a `role_arn` gets aws-config's AssumeRole provider over the base credentials (IRSA in
 //! Kubernetes). Each client has an identity cache of its own, which refreshes the assumed credentials
@@ -96,6 +97,8 @@ pub struct RouteTarget<'a> {
 #[derive(Clone, Debug)]
 pub struct UpstreamBase {
     config: SdkConfig,
+    /// `--endpoint-url`: explicit, so it wins over `AWS_ENDPOINT_URL_CONNECT` as a route's does.
+    endpoint_url: Option<String>,
 }
 
 impl UpstreamBase {
@@ -103,6 +106,7 @@ impl UpstreamBase {
     pub async fn load(settings: &UpstreamSettings) -> Self {
         Self {
             config: base_loader(settings).load().await,
+            endpoint_url: settings.endpoint_url.clone(),
         }
     }
 
@@ -116,9 +120,6 @@ impl UpstreamBase {
     pub async fn route(&self, target: RouteTarget<'_>) -> ConnectUpstream {
         let region = Region::new(target.region.to_owned());
         let mut builder = self.config.to_builder().region(region.clone());
-        if let Some(url) = target.endpoint_url {
-            builder = builder.endpoint_url(url);
-        }
         if let Some(role_arn) = target.role_arn {
             // STS gets the SDK's standard retries: unlike Connect's calls, nothing above retries it.
             let sts = self
@@ -134,9 +135,15 @@ impl UpstreamBase {
             let provider = provider.configure(&sts).build().await;
             builder = builder.credentials_provider(SharedCredentialsProvider::new(provider));
         }
-        let config = aws_sdk_connect::config::Builder::from(&builder.build())
-            .identity_cache(IdentityCache::lazy().build())
-            .build();
+        let mut config = aws_sdk_connect::config::Builder::from(&builder.build())
+            .identity_cache(IdentityCache::lazy().build());
+        // Set on the service's own configuration: the SDK takes `AWS_ENDPOINT_URL_CONNECT` over an
+        // endpoint of the shared configuration, and explicit configuration must win over the
+        // environment, as the AWS SDKs document for their own settings.
+        if let Some(url) = target.endpoint_url.or(self.endpoint_url.as_deref()) {
+            config = config.endpoint_url(url);
+        }
+        let config = config.build();
         ConnectUpstream {
             client: aws_sdk_connect::Client::from_conf(config),
         }

@@ -65,7 +65,26 @@ pub struct Replica {
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Scrapes the `/metrics` of a facade started with `metrics_listen`.
+pub async fn scrape(metrics_addr: Option<SocketAddr>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = metrics_addr.expect("metrics_listen was set");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer
+}
+
 impl Replica {
+    pub async fn scrape(&self) -> String {
+        scrape(self.metrics_addr).await
+    }
+
     fn into_server(mut self) -> tokio::task::JoinHandle<()> {
         self.server.take().expect("serving")
     }
@@ -263,17 +282,7 @@ impl TestApp {
 
     /// Scrapes `/metrics` (the app must have been started with `metrics_listen`).
     pub async fn scrape(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.metrics_addr.expect("metrics_listen was set");
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.unwrap();
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        answer
+        scrape(self.metrics_addr).await
     }
 
     pub async fn call(&self, request: CreatePersistentContactAssociationRequest) -> Answer {
@@ -315,6 +324,8 @@ pub fn open_chats_with_quota(rate_per_second: f64, burst: u32) -> Fixtures {
 pub struct RedisServer {
     child: Option<std::process::Child>,
     pub port: u16,
+    /// `redis-server`'s arguments before the port: a sentinel's configuration file.
+    leading: Vec<String>,
     extra: Vec<String>,
 }
 
@@ -334,10 +345,28 @@ impl RedisServer {
     /// With more `redis-server` arguments (a TLS port, ACL users…); the plain port stays open for
     /// the test's own commands.
     pub async fn start_with(extra: Vec<String>) -> Self {
+        Self::start_on(free_port(), extra).await
+    }
+
+    /// On `port`, with more arguments.
+    pub async fn start_on(port: u16, extra: Vec<String>) -> Self {
         let mut server = Self {
             child: None,
-            port: free_port(),
+            port,
+            leading: Vec::new(),
             extra,
+        };
+        server.restart().await;
+        server
+    }
+
+    /// A sentinel on `port`, configured by `file` (which the sentinel rewrites as it learns).
+    pub async fn start_sentinel(port: u16, file: std::path::PathBuf) -> Self {
+        let mut server = Self {
+            child: None,
+            port,
+            leading: vec![file.display().to_string()],
+            extra: vec!["--sentinel".into()],
         };
         server.restart().await;
         server
@@ -345,6 +374,10 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Kills the server (as a crash would: SIGKILL, nothing saved).
@@ -359,12 +392,15 @@ impl RedisServer {
     pub async fn restart(&mut self) {
         self.kill();
         let child = std::process::Command::new("redis-server")
+            .args(&self.leading)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(&self.extra)
             .stdout(std::process::Stdio::null())
             .spawn()
-            .expect("redis-server is installed");
+            .expect(
+                "redis-server is on the PATH (the tests start their own; on Debian: apt-get install redis-server)",
+            );
         self.child = Some(child);
         let started = std::time::Instant::now();
         while self.command(&["PING"]).await.as_deref() != Some("+PONG") {
@@ -386,20 +422,35 @@ impl RedisServer {
 
     /// Sends one command (inline protocol) and returns the first line of the answer.
     pub async fn command(&self, words: &[&str]) -> Option<String> {
+        self.lines(words, 1).await.map(|mut lines| lines.remove(0))
+    }
+
+    /// Sends one command and returns the first `count` lines of the answer (RESP, unparsed).
+    pub async fn lines(&self, words: &[&str], count: usize) -> Option<Vec<String>> {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .ok()?;
+            stream
+                .write_all(format!("{}\r\n", words.join(" ")).as_bytes())
+                .await
+                .ok()?;
+            let mut reader = tokio::io::BufReader::new(stream);
+            let mut lines = Vec::new();
+            while lines.len() < count {
+                let mut line = String::new();
+                if reader.read_line(&mut line).await.ok()? == 0 {
+                    break;
+                }
+                lines.push(line.trim_end().to_owned());
+            }
+            (!lines.is_empty()).then_some(lines)
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(2), exchange)
             .await
-            .ok()?;
-        stream
-            .write_all(format!("{}\r\n", words.join(" ")).as_bytes())
-            .await
-            .ok()?;
-        let mut line = String::new();
-        tokio::io::BufReader::new(stream)
-            .read_line(&mut line)
-            .await
-            .ok()?;
-        Some(line.trim_end().to_owned())
+            .ok()
+            .flatten()
     }
 }
 

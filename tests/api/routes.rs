@@ -368,3 +368,56 @@ async fn sighup_reloads_the_routes_of_a_running_process() {
         "the external id never reaches a log"
     );
 }
+
+#[tokio::test]
+async fn a_routes_own_endpoint_wins_over_the_environments_and_the_environment_stays_the_default() {
+    use connect_facade::simulator::Simulator;
+
+    use crate::{
+        helpers::{channel, loopback},
+        process::{facade, serving},
+    };
+
+    let simulator = Simulator::start(loopback(), accounts(3600)).await.unwrap();
+    let endpoint = simulator.endpoint_url();
+    // The environment names a home endpoint where nothing listens; one route names the simulator.
+    let dead = format!("http://127.0.0.1:{}", crate::helpers::free_port());
+    let routes = ROUTES.replace(
+        "    region: us-east-1\n",
+        &format!("    region: us-east-1\n    endpoint_url: {endpoint}\n"),
+    );
+    let path = routes_file("environment", &routes);
+    let mut command = facade(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--routes",
+        path.to_str().unwrap(),
+    ]);
+    command
+        .env("AWS_ENDPOINT_URL_CONNECT", &dead)
+        .env("AWS_ENDPOINT_URL_STS", &endpoint)
+        .env("AWS_ACCESS_KEY_ID", "AKIDTESTFACADE")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret");
+    let serving = serving(command).await;
+    let mut client = connect_facade::proto::contact_service_client::ContactServiceClient::new(
+        channel(serving.addr).await,
+    );
+    client
+        .create_persistent_contact_association(on(US))
+        .await
+        .expect("the route's endpoint_url, not AWS_ENDPOINT_URL_CONNECT");
+    let status = client
+        .create_persistent_contact_association(on(UK))
+        .await
+        .expect_err("a route without endpoint_url goes to the environment's endpoint");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        simulator
+            .requests()
+            .iter()
+            .filter(|request| request.instance_id == UK)
+            .count(),
+        0
+    );
+}

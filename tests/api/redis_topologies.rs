@@ -1,0 +1,248 @@
+//! The Redis deployments operators run, built by each test from real `redis-server` processes on free
+//! loopback ports: a Redis Cluster (`--cluster-enabled yes`, then `redis-cli --cluster create`),
+//! a master with a replica watched by three sentinels (`redis-server FILE --sentinel`), and a hung
+//! node (a listener that accepts and never answers). Nothing is saved to disk; everything stops when
+//! dropped.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::helpers::{RedisServer, free_port};
+
+/// A scratch directory of the test's own (cluster node files, sentinel configuration).
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("connect-facade-redis-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
+/// A Redis Cluster of `masters` masters, each with `replicas_each` replicas.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    pub async fn start(masters: usize, replicas_each: usize) -> Self {
+        let dir = scratch();
+        let mut nodes = Vec::new();
+        for _ in 0..masters * (1 + replicas_each) {
+            let port = free_port();
+            let node = RedisServer::start_on(
+                port,
+                vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    dir.join(format!("nodes-{port}.conf")).display().to_string(),
+                    "--cluster-node-timeout".into(),
+                    "1000".into(),
+                    // A replica fails over whatever the age of its data (it may not have finished
+                    // its first sync in a test this short).
+                    "--cluster-replica-validity-factor".into(),
+                    "0".into(),
+                    "--dir".into(),
+                    dir.display().to_string(),
+                ],
+            )
+            .await;
+            nodes.push(node);
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let created = tokio::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args([
+                "--cluster-replicas",
+                &replicas_each.to_string(),
+                "--cluster-yes",
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .await
+            .expect("redis-cli is installed beside redis-server");
+        assert!(created.success(), "redis-cli --cluster create");
+        let cluster = Self { nodes, dir };
+        cluster.wait_until_ok().await;
+        cluster
+    }
+
+    /// Waits until every live node says the cluster is ok and knows every slot's master.
+    pub async fn wait_until_ok(&self) {
+        let started = std::time::Instant::now();
+        loop {
+            let mut ok = true;
+            for node in self.nodes.iter().filter(|node| node.is_running()) {
+                // A bulk string: its length, then `cluster_state:…` first.
+                let info = node
+                    .lines(&["CLUSTER", "INFO"], 2)
+                    .await
+                    .unwrap_or_default();
+                ok &= info.get(1).is_some_and(|line| line == "cluster_state:ok");
+            }
+            if ok {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the cluster is ok within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The node that is master of `key`'s slot now: the one that answers for it (the others,
+    /// replicas included, redirect with MOVED).
+    pub async fn master_of(&self, key: &str) -> usize {
+        let started = std::time::Instant::now();
+        loop {
+            for (index, node) in self.nodes.iter().enumerate() {
+                if node.is_running()
+                    && node
+                        .command(&["EXISTS", key])
+                        .await
+                        .is_some_and(|answer| answer.starts_with(':'))
+                {
+                    return index;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "a master serves {key} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A master, its replica, and three sentinels watching them as `mymaster`.
+pub struct RedisSentinels {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    pub sentinels: Vec<RedisServer>,
+    dir: PathBuf,
+}
+
+pub const SERVICE: &str = "mymaster";
+
+impl RedisSentinels {
+    pub async fn start() -> Self {
+        let dir = scratch();
+        let master = RedisServer::start().await;
+        let replica = RedisServer::start_with(vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master.port.to_string(),
+        ])
+        .await;
+        let mut sentinels = Vec::new();
+        for index in 0..3 {
+            let port = free_port();
+            let file = dir.join(format!("sentinel-{index}.conf"));
+            std::fs::write(
+                &file,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {SERVICE} 127.0.0.1 {master} 2\n\
+                     sentinel down-after-milliseconds {SERVICE} 1000\n\
+                     sentinel failover-timeout {SERVICE} 5000\n\
+                     sentinel parallel-syncs {SERVICE} 1\n",
+                    dir = dir.display(),
+                    master = master.port,
+                ),
+            )
+            .expect("a sentinel configuration");
+            sentinels.push(RedisServer::start_sentinel(port, file).await);
+        }
+        let group = Self {
+            master,
+            replica,
+            sentinels,
+            dir,
+        };
+        // The sentinels know the replica (from the master) before the test relies on a failover.
+        let started = std::time::Instant::now();
+        while group.sentinels[0]
+            .command(&["SENTINEL", "REPLICAS", SERVICE])
+            .await
+            .is_none_or(|answer| answer == "*0")
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the sentinels find the replica within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        group
+    }
+
+    /// `redis+sentinel://` naming the three sentinels.
+    pub fn url(&self) -> String {
+        let sentinels: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|sentinel| format!("127.0.0.1:{}", sentinel.port))
+            .collect();
+        format!("redis+sentinel://{}/{SERVICE}", sentinels.join(","))
+    }
+
+    /// The master's port, as the sentinels name it.
+    pub async fn master_port(&self) -> Option<u16> {
+        let answer = self.sentinels[0]
+            .lines(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE], 5)
+            .await?;
+        answer.get(4)?.parse().ok()
+    }
+}
+
+impl Drop for RedisSentinels {
+    fn drop(&mut self) {
+        for sentinel in &mut self.sentinels {
+            sentinel.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis address that accepts connections and never answers (a stuck node, a dropped route).
+pub struct HungRedis {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HungRedis {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let port = listener.local_addr().expect("bound").port();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        Self { port, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for HungRedis {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
