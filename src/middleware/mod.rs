@@ -57,9 +57,6 @@ pub use retry::{RetryConfig, RetryPolicy};
 pub struct UpstreamCall {
     pub request: Arc<AssociationRequest>,
     pub deadline: Instant,
-    /// When the call reached the middleware: its attempts together wait for slots until
-    /// `--max-queue-wait` after it.
-    pub arrived: Instant,
     /// The caller whose share of the quota its attempts take.
     pub caller: CallerShare,
     attempts: Arc<AtomicU32>,
@@ -70,7 +67,6 @@ impl UpstreamCall {
         Self {
             request,
             deadline,
-            arrived: Instant::now(),
             caller,
             attempts: Arc::new(AtomicU32::new(0)),
         }
