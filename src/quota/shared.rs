@@ -154,8 +154,9 @@ impl Inner {
         if fallback.outage != outage {
             let rate = self.fallback_rate();
             let limits = QuotaLimits {
+                rate_per_second: rate,
                 burst: 1,
-                ..self.limits.at_rate(rate)
+                ..self.limits.clone()
             };
             let interval = Duration::from_secs_f64(1.0 / rate);
             *fallback = Fallback {
