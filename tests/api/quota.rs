@@ -137,7 +137,11 @@ async fn replica(simulator: &Simulator, redis: &RedisServer) -> Serving {
 }
 
 /// The command of a facade process whose quota store is `url`.
-fn replica_command(simulator: &Simulator, url: &str, extra: &[&str]) -> tokio::process::Command {
+pub(crate) fn replica_command(
+    simulator: &Simulator,
+    url: &str,
+    extra: &[&str],
+) -> tokio::process::Command {
     let endpoint = simulator.endpoint_url();
     let mut args = vec![
         "serve",

@@ -15,7 +15,8 @@ use crate::{
         Answer, RedisServer, Replica, TestApp, channel, entire_session, loopback,
         open_chats_with_quota, scrape, series_value, spawn_replica, spawn_with,
     },
-    process::{facade, serving},
+    process::serving,
+    quota::replica_command,
     redis_topologies::{HungRedis, RedisCluster, RedisSentinels},
 };
 
@@ -123,13 +124,39 @@ async fn back_on(
     }
 }
 
+/// After a failover under load (2 s deadlines): `replica` is back on `new_master` within 2 s of the
+/// promotion, and every call was answered in time, at least 80% of them served.
+async fn followed_the_failover(
+    replica: &Replica,
+    new_master: &RedisServer,
+    killed: Instant,
+    promoted: Instant,
+    load: tokio::task::JoinHandle<Outcomes>,
+) {
+    let back = back_on(replica.metrics_addr, new_master, promoted).await;
+    eprintln!(
+        "promoted {:?} after the kill; back on Redis {back:?} after the promotion",
+        promoted - killed
+    );
+    assert!(
+        back <= Duration::from_secs(2),
+        "back {back:?} after the promotion"
+    );
+    let outcomes = load.await.unwrap();
+    let ok = all_answered_in_time(&outcomes, Duration::from_millis(2_100));
+    assert!(
+        ok * 10 >= outcomes.len() * 8,
+        "{ok} of {} served",
+        outcomes.len()
+    );
+}
+
 #[tokio::test]
 async fn replicas_pointed_at_different_cluster_masters_share_one_quota() {
     let cluster = RedisCluster::start(3, 0).await;
     let simulator = Simulator::start(loopback(), open_chats_with_quota(2.0, 5))
         .await
         .unwrap();
-    let endpoint = simulator.endpoint_url();
     // Two replicas name one master each (cluster mode is detected); the third names all three as
     // seeds. Only one of the three masters holds the account's slot.
     let seeds: Vec<String> = cluster
@@ -144,23 +171,7 @@ async fn replicas_pointed_at_different_cluster_masters_share_one_quota() {
     ];
     let mut replicas = Vec::new();
     for url in &urls {
-        let mut command = facade(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--region",
-            "us-east-1",
-            "--endpoint-url",
-            &endpoint,
-            "--quota-store",
-            url,
-            "--rate-limit",
-            "2",
-        ]);
-        command
-            .env("AWS_ACCESS_KEY_ID", "AKIDREPLICA")
-            .env("AWS_SECRET_ACCESS_KEY", "replica-secret");
-        replicas.push(serving(command).await);
+        replicas.push(serving(replica_command(&simulator, url, &[])).await);
     }
     let mut clients = Vec::new();
     for replica in &replicas {
@@ -220,22 +231,7 @@ async fn a_cluster_master_failing_over_during_calls_is_followed() {
     let new = cluster.master_of(BUCKET).await;
     let promoted = Instant::now();
     assert_ne!(old, new);
-    let back = back_on(replica.metrics_addr, &cluster.nodes[new], promoted).await;
-    eprintln!(
-        "promoted {:?} after the kill; back on Redis {back:?} after the promotion",
-        promoted - killed
-    );
-    assert!(
-        back <= Duration::from_secs(2),
-        "back {back:?} after the promotion"
-    );
-    let outcomes = load.await.unwrap();
-    let ok = all_answered_in_time(&outcomes, Duration::from_millis(2_100));
-    assert!(
-        ok * 10 >= outcomes.len() * 8,
-        "{ok} of {} served",
-        outcomes.len()
-    );
+    followed_the_failover(&replica, &cluster.nodes[new], killed, promoted, load).await;
 }
 
 #[tokio::test]
@@ -270,22 +266,7 @@ async fn the_master_named_by_sentinels_is_found_again_after_a_failover() {
     }
     let promoted = Instant::now();
     assert_eq!(group.master_port().await, Some(group.replica.port));
-    let back = back_on(replica.metrics_addr, &group.replica, promoted).await;
-    eprintln!(
-        "promoted {:?} after the kill; back on Redis {back:?} after the promotion",
-        promoted - killed
-    );
-    assert!(
-        back <= Duration::from_secs(2),
-        "back {back:?} after the promotion"
-    );
-    let outcomes = load.await.unwrap();
-    let ok = all_answered_in_time(&outcomes, Duration::from_millis(2_100));
-    assert!(
-        ok * 10 >= outcomes.len() * 8,
-        "{ok} of {} served",
-        outcomes.len()
-    );
+    followed_the_failover(&replica, &group.replica, killed, promoted, load).await;
 }
 
 #[tokio::test]
