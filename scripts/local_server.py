@@ -52,6 +52,24 @@ def series_sum(text, name, labels=""):
     return total
 
 
+def redis_cli(port, *command):
+    """One command's answer from the Redis on 127.0.0.1:port ("" when it does not answer)."""
+    try:
+        return subprocess.run(["redis-cli", "-p", str(port)] + list(command), capture_output=True,
+                              text=True, timeout=5).stdout
+    except subprocess.TimeoutExpired:
+        return ""
+
+
+def wait_until(check, what, seconds=30):
+    """Polls `check` every 0.1 s until it holds; fails after `seconds`."""
+    deadline = time.time() + seconds
+    while not check():
+        if time.time() > deadline:
+            raise RuntimeError(f"not within {seconds} s: {what}")
+        time.sleep(0.1)
+
+
 def verdict(ok):
     return "✅" if ok else "❌"
 
@@ -87,13 +105,53 @@ class Processes:
             self.stop(process)
         self.running = []
 
-    def redis(self, port=None, cpu=None):
+    def redis(self, port=None, cpu=None, extra=()):
         """A redis-server of the script's own (never the machine's 6379), keeping nothing on disk."""
         port = port or free_port()
-        process = self.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                       "--save", "", "--appendonly", "no"], cpu=cpu)
+        process = self.start(f"redis-{port}", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                               "--save", "", "--appendonly", "no", "--dir", self.work]
+                             + list(extra), cpu=cpu)
         wait_port(port)
         return process, port
+
+    def redis_cluster(self, masters, replicas_each, cpu=None):
+        """A Redis Cluster built with `redis-cli --cluster create`: [(process, port)], masters first.
+        A replica fails over whatever the age of its data (a short run may not have finished its
+        first sync)."""
+        nodes = []
+        for _ in range(masters * (1 + replicas_each)):
+            port = free_port()
+            nodes.append(self.redis(port, cpu, [
+                # The bus port is named: Redis's default (port + 10000) is out of range above 55535.
+                "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+                "--cluster-config-file", f"nodes-{port}.conf",
+                "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0"]))
+        subprocess.run(["redis-cli", "--cluster", "create"] + [f"127.0.0.1:{port}" for _, port in nodes]
+                       + ["--cluster-replicas", str(replicas_each), "--cluster-yes"],
+                       check=True, stdout=subprocess.DEVNULL)
+        wait_until(lambda: all("cluster_state:ok" in redis_cli(port, "CLUSTER", "INFO") for _, port in nodes),
+                   "the cluster is ok")
+        return nodes
+
+    def redis_sentinels(self, service, cpu=None):
+        """A master, its replica and three sentinels watching them as `service`:
+        (master, replica, [sentinel]), each (process, port)."""
+        master = self.redis(cpu=cpu)
+        replica = self.redis(cpu=cpu, extra=["--replicaof", "127.0.0.1", str(master[1])])
+        sentinels = []
+        for _ in range(3):
+            port = free_port()
+            conf = os.path.join(self.work, f"sentinel-{port}.conf")
+            with open(conf, "w") as f:
+                f.write(f"port {port}\nbind 127.0.0.1\ndir {self.work}\n"
+                        f"sentinel monitor {service} 127.0.0.1 {master[1]} 2\n"
+                        f"sentinel down-after-milliseconds {service} 1000\n"
+                        f"sentinel failover-timeout {service} 5000\n")
+            sentinels.append((self.start(f"sentinel-{port}", ["redis-server", conf, "--sentinel"], cpu=cpu), port))
+            wait_port(port)
+        wait_until(lambda: redis_cli(sentinels[0][1], "SENTINEL", "REPLICAS", service).strip() != "",
+                   "the sentinels know the replica")
+        return master, replica, sentinels
 
     def simulator(self, binary, flags, cpu=None):
         """`connect-facade simulate` on a free port, with its URL (the first line it prints)."""

@@ -9,10 +9,12 @@ an open-loop load spread over the replicas as a Kubernetes Service would.
    flags' default 2/s, and at deploy/'s base ConfigMap's 1/s, the quota divided by its 2 replicas,
    whatever the HPA makes of them) and on Redis. For each: the AWS calls that
    succeeded as a share of the quota, the throttled share of attempts, and the callers' p50/p99.
-2. What Redis costs: one replica at an unlimited rate, local against Redis, in interleaved rounds:
-   added p50 latency at concurrency 1, CPU per call at concurrency 16.
-3. The fallback: 2 replicas on Redis at 3x the quota; Redis killed a third of the way in and restarted
-   at two thirds: successful calls per phase, and how long until the replicas are back on Redis.
+2. What Redis costs: one replica per store at an unlimited rate, the local store against a
+   standalone Redis, a Redis Cluster and a Sentinel group, in interleaved rounds: added p50 latency
+   at concurrency 1, CPU per call at concurrency 16.
+3. Redis failing under 3x the quota: killed (2 and 4 replicas), hung (SIGSTOP), and a failover on
+   Sentinel and on a cluster: calls answered, the slowest answer, the quota used and the attempts
+   throttled while Redis is away, and how long until the replicas are back on Redis.
 4. Callers sharing the quota (an auth file): a caller offering 10x the quota beside one offering 0.25x,
    with and without its own auth identity (one caller: arrival order), and two saturating callers
    at weights 3:1: successful calls per caller.
@@ -35,12 +37,18 @@ import sys
 import tempfile
 import time
 
-from local_server import ROOT, Processes, auth_file, free_port, scrape, series_sum, verdict, wait_port
+from local_server import (ROOT, Processes, auth_file, free_port, redis_cli, scrape, series_sum, verdict,
+                          wait_port)
 
 REPLAY_CAPACITIES = [20_000, 100_000]  # the default, and a larger bound
 QUOTA_RATE = 2.0
 QUOTA_BURST = 5
 OFFERED = 3 * QUOTA_RATE  # calls/s: 3x the quota
+SERVICE = "mymaster"  # the sentinels' name for the master
+QUOTA_KEY = "connect-facade:{us-east-1}:account"  # the account's bucket (src/quota/shared.rs)
+MAX_QUEUE_WAIT_S, STORE_TIMEOUT_S = 3.0, 0.1  # the flags' defaults
+# A call's bound while Redis fails: its wait for slots, the store's one timeout, AWS's own time.
+ANSWER_BOUND_S = MAX_QUEUE_WAIT_S + STORE_TIMEOUT_S + 0.3
 
 
 class Bench:
@@ -66,7 +74,7 @@ class Bench:
     def facade(self, simulator_url, flags):
         port, metrics = free_port(), free_port()
         env = {"AWS_ACCESS_KEY_ID": "AKIDSCALING", "AWS_SECRET_ACCESS_KEY": "scaling-secret",
-               "AWS_EC2_METADATA_DISABLED": "true", "RUST_LOG": "info"}
+               "AWS_EC2_METADATA_DISABLED": "true", "RUST_LOG": os.environ.get("SCALING_RUST_LOG", "info")}
         argv = [f"{self.bin}/connect-facade", "serve", "--listen", f"127.0.0.1:{port}",
                 "--metrics-listen", f"127.0.0.1:{metrics}", "--region", "us-east-1",
                 "--endpoint-url", simulator_url, "--log-format", "json"] + flags
@@ -132,12 +140,22 @@ def quota_use(bench, replicas, store, duration):
 
 
 def redis_cost(bench, rounds, duration):
-    """Local against Redis at an unlimited rate, interleaved rounds; medians per store."""
+    """The local store against each Redis topology at an unlimited rate, interleaved rounds; medians
+    per store. redis-server's CPU is every node's (the cluster's three masters, the sentinel group's
+    master, replica and sentinels)."""
     simulator, sim_url = bench.simulator(quota=False)
     redis, redis_port = bench.redis()
+    cluster = bench.p.redis_cluster(3, 0, cpu=bench.load_cpu)
+    master, replica, sentinels = bench.p.redis_sentinels(SERVICE, cpu=bench.load_cpu)
     unlimited = ["--rate-limit", "1000000", "--rate-burst", "1000000"]
+    seeds = ",".join(f"127.0.0.1:{port}" for _, port in cluster)
+    watchers = ",".join(f"127.0.0.1:{port}" for _, port in sentinels)
     stores = {"local": unlimited,
-              "redis": unlimited + ["--quota-store", f"redis://127.0.0.1:{redis_port}"]}
+              "redis": unlimited + ["--quota-store", f"redis://127.0.0.1:{redis_port}"],
+              "cluster": unlimited + ["--quota-store", f"redis+cluster://{seeds}"],
+              "sentinel": unlimited + ["--quota-store", f"redis+sentinel://{watchers}/{SERVICE}"]}
+    servers = {"local": [], "redis": [redis], "cluster": [p for p, _ in cluster],
+               "sentinel": [p for p, _ in [master, replica] + sentinels]}
     facades = {name: bench.facade(sim_url, flags) for name, flags in stores.items()}
     samples = {name: {"p50_us": [], "cpu_us_per_call": [], "redis_cpu_us_per_call": [],
                       "calls_per_s": []} for name in stores}
@@ -149,7 +167,8 @@ def redis_cost(bench, rounds, duration):
                                       f"cost-{name}-c1-{round_}")
             load.wait()
             samples[name]["p50_us"].append(json.load(open(out))["latency_us"]["p50"])
-            before, redis_before = cpu_seconds(facade["process"].pid), cpu_seconds(redis.pid)
+            before = cpu_seconds(facade["process"].pid)
+            redis_before = sum(cpu_seconds(p.pid) for p in servers[name])
             load, out = bench.loadgen([facade["url"]], ["--concurrency", "16", "--duration", f"{duration}s"],
                                       f"cost-{name}-c16-{round_}")
             load.wait()
@@ -157,51 +176,129 @@ def redis_cost(bench, rounds, duration):
             calls = max(report["calls"], 1)
             samples[name]["cpu_us_per_call"].append(
                 (cpu_seconds(facade["process"].pid) - before) * 1e6 / calls)
-            samples[name]["redis_cpu_us_per_call"].append((cpu_seconds(redis.pid) - redis_before) * 1e6 / calls)
+            samples[name]["redis_cpu_us_per_call"].append(
+                (sum(cpu_seconds(p.pid) for p in servers[name]) - redis_before) * 1e6 / calls)
             samples[name]["calls_per_s"].append(report["throughput_per_s"])
-    for process in [f["process"] for f in facades.values()] + [simulator, redis]:
+    for process in [f["process"] for f in facades.values()] + [simulator] + sum(servers.values(), []):
         bench.p.stop(process)
     return {name: {key: statistics.median(values) for key, values in s.items()} | {"rounds": s}
             for name, s in samples.items()}
 
 
-def fallback(bench, phase):
-    """2 replicas on Redis; Redis killed after one phase, restarted after the second."""
+FAILURES = [  # (case, replicas, topology): 3x the quota offered, the fault in the middle third
+    ("killed", 2, "redis"),
+    ("killed", 4, "redis"),
+    ("hung", 2, "redis"),
+    ("failover", 2, "sentinel"),
+    ("failover", 2, "cluster"),
+]
+
+
+def stores_up(facades):
+    return all(series_sum(scrape(f["metrics"]), "connect_facade_quota_store_up") == 1.0 for f in facades)
+
+
+def cluster_master(nodes, dead=()):
+    """The port of the live node that serves QUOTA_KEY's slot itself (the others redirect), if any."""
+    for _, port in nodes:
+        if port not in dead and redis_cli(port, "EXISTS", QUOTA_KEY).strip() in ("0", "1"):
+            return port
+    return None
+
+
+def failure(bench, case, replicas, topology, phase):
+    """Replicas on Redis at 3x the quota for three phases of `phase` seconds: Redis up; the fault
+    (killed: SIGKILL; hung: SIGSTOP, so connections are accepted and never answered; failover: the
+    master SIGKILLed, a replica promoted); recovered (killed: started again, empty; hung: SIGCONT;
+    failover: the promoted master)."""
     simulator, sim_url = bench.simulator()
-    redis, redis_port = bench.redis()
-    flags = ["--quota-store", f"redis://127.0.0.1:{redis_port}", "--rate-limit", str(QUOTA_RATE),
-             "--quota-fallback-rate", str(QUOTA_RATE / 2)]
-    facades = [bench.facade(sim_url, flags) for _ in range(2)]
+    if topology == "redis":
+        redis, port = bench.redis()
+        nodes, url = [(redis, port)], f"redis://127.0.0.1:{port}"
+    elif topology == "sentinel":
+        master, replica, sentinels = bench.p.redis_sentinels(SERVICE, cpu=bench.load_cpu)
+        nodes = [master, replica] + sentinels
+        url = f"redis+sentinel://{','.join(f'127.0.0.1:{p}' for _, p in sentinels)}/{SERVICE}"
+    else:
+        nodes = bench.p.redis_cluster(3, 1, cpu=bench.load_cpu)
+        url = f"redis+cluster://{','.join(f'127.0.0.1:{p}' for _, p in nodes[:3])}"
+    flags = ["--quota-store", url, "--rate-limit", str(QUOTA_RATE)]
+    facades = [bench.facade(sim_url, flags) for _ in range(replicas)]
+    label = f"failure-{case}-{topology}-{replicas}"
     load, out = bench.loadgen([f["url"] for f in facades],
-                              ["--rate", f"{OFFERED:g}", "--duration", f"{3 * phase}s", "--connections", "2"],
-                              "fallback")
+                              ["--rate", f"{OFFERED:g}", "--duration", f"{3 * phase}s",
+                               "--connections", str(replicas), "--deadline", "5s"], label)
+    started = time.time()
     marks = [attempts(facades)]
-    time.sleep(phase)
+
+    def until(moment):
+        time.sleep(max(0.0, started + moment - time.time()))
+
+    until(phase)
     marks.append(attempts(facades))
-    bench.p.stop(redis)
-    time.sleep(phase)
-    marks.append(attempts(facades))
-    redis, _ = bench.redis(redis_port)
-    restarted = time.time()
+    fault_at = time.time()
+    victim, victim_port = nodes[0]
+    if topology == "cluster":
+        victim_port = cluster_master(nodes)
+        victim = next(p for p, port in nodes if port == victim_port)
+    if case == "hung":
+        victim.send_signal(19)  # SIGSTOP
+    else:
+        victim.kill()
+    back_from = None
+    if case == "failover":
+        def promoted():
+            if topology == "sentinel":
+                answer = redis_cli(nodes[2][1], "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE).split()
+                return len(answer) == 2 and answer[1] != str(victim_port)
+            return cluster_master(nodes, dead=(victim_port,)) is not None
+        while not promoted() and time.time() < started + 3 * phase:
+            time.sleep(0.05)
+        back_from = time.time() if promoted() else None
+    else:
+        until(2 * phase)
+        if case == "hung":
+            victim.send_signal(18)  # SIGCONT
+        else:
+            bench.redis(victim_port)
+        back_from = time.time()
     back_after = None
-    while time.time() - restarted < phase:
-        if all(series_sum(scrape(f["metrics"]), "connect_facade_quota_store_up") == 1.0 for f in facades):
-            back_after = time.time() - restarted
+    while back_from is not None and time.time() < started + 3 * phase:
+        if stores_up(facades):
+            back_after = time.time() - back_from
             break
         time.sleep(0.05)
+    back_at = time.time()
+    marks.append(attempts(facades))
     load.wait()
     marks.append(attempts(facades))
     report = json.load(open(out))
-    errors = sum(series_sum(scrape(f["metrics"]), "connect_facade_quota_store_errors_total") for f in facades)
-    for process in [f["process"] for f in facades] + [simulator, redis]:
-        bench.p.stop(process)
-    phases = []
-    for name, (a, b) in zip(["Redis up", "Redis down (fallback 1/s per replica)", "Redis restarted"],
-                            zip(marks, marks[1:])):
-        phases.append({"phase": name, "aws_ok_per_s": (b[0] - a[0]) / phase,
-                       "aws_throttled": b[1] - a[1], "aws_attempts": b[2] - a[2]})
-    return {"phase_s": phase, "phases": phases, "back_after_s": back_after, "calls": report["calls"],
-            "ok_calls": report["ok"], "errors": report["errors"], "store_errors": errors}
+    store_errors = sum(series_sum(scrape(f["metrics"]), "connect_facade_quota_store_errors_total")
+                       for f in facades)
+    bench.p.stop_all()  # the facades, the simulator, every Redis (the restarted one included)
+    away = [b - a for a, b in zip(marks[1], marks[2])]
+    after = [b - a for a, b in zip(marks[2], marks[3])]
+    away_s = back_at - fault_at
+    unanswered = sum(report["errors"].get(code, 0) for code in ("DeadlineExceeded", "Cancelled", "Unknown"))
+    return {"case": case, "replicas": replicas, "topology": topology, "phase_s": phase,
+            "calls": report["calls"], "ok_calls": report["ok"], "errors": report["errors"],
+            "unanswered": unanswered, "slowest_s": report["latency_us"]["max"] / 1e6,
+            "away_s": away_s, "away_quota_share": away[0] / (QUOTA_RATE * away_s),
+            "away_throttled": away[1], "away_attempts": away[2],
+            "away_throttled_share": away[1] / away[2] if away[2] else 0.0,
+            "after_throttled": after[1], "after_attempts": after[2],
+            "back_after_s": back_after, "store_errors": store_errors,
+            "phases": [{"aws_ok": b[0] - a[0], "aws_throttled": b[1] - a[1], "aws_attempts": b[2] - a[2]}
+                       for a, b in zip(marks, marks[1:])]}
+
+
+def failures(bench, phase):
+    rows = []
+    for case, replicas, topology in FAILURES:
+        row = failure(bench, case, replicas, topology, phase)
+        print(f"failure: {json.dumps(row)}", flush=True)
+        rows.append(row)
+    return rows
 
 
 def rss_kib(pid):
@@ -412,11 +509,51 @@ def write_sharing(w, results):
     w("")
 
 
-SECTIONS = ["quota", "cost", "fallback", "sharing", "replay", "lookup"]
+SECTIONS = ["quota", "cost", "failures", "sharing", "replay", "lookup"]
+
+
+def write_failures(w, fails):
+    phase = fails[0]["phase_s"]
+    w("## When Redis fails")
+    w("")
+    w(f"Replicas on Redis at 2/s each (the fallback sized by the fleet), 3x the quota offered for "
+      f"{3 * phase} s with the callers' own 5 s deadline; the fault comes after {phase} s. **killed**: "
+      f"SIGKILL, started again, empty, {phase} s later. **hung**: SIGSTOP, so its port still accepts "
+      f"connections and nothing answers, SIGCONT {phase} s later. **failover**: the master (of the "
+      "quota's slot, on the cluster) SIGKILLed; the sentinels (down after 1 s) or the cluster (node "
+      "timeout 1 s) promote its replica. \"Away\" runs from the fault until every replica's "
+      "`connect_facade_quota_store_up` is 1 again; \"back on Redis after\" is from the restart, the "
+      "SIGCONT or the promotion until then; \"after\" is the rest of the run.")
+    w("")
+    w("| fault | topology | replicas | calls | answered | slowest answer | away | quota used while away | attempts throttled while away | after | back on Redis after | store errors |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for f in fails:
+        back = f"{f['back_after_s']:.2f} s" if f["back_after_s"] is not None else "not within the run"
+        w(f"| {f['case']} | {f['topology']} | {f['replicas']} | {f['calls']} | {f['calls'] - f['unanswered']} | "
+          f"{f['slowest_s']:.2f} s | {f['away_s']:.1f} s | {f['away_quota_share']:.0%} | "
+          f"{f['away_throttled']:.0f} of {f['away_attempts']:.0f} ({f['away_throttled_share']:.0%}) | "
+          f"{f['after_throttled']:.0f} of {f['after_attempts']:.0f} throttled | {back} | {f['store_errors']:.0f} |")
+    w("")
+    codes = {}
+    for f in fails:
+        for code, count in f["errors"].items():
+            codes[code] = codes.get(code, 0) + count
+    w("Every call is answered: served, or refused with `RESOURCE_EXHAUSTED` and a `RetryInfo` when its "
+      "slot is further than its wait allows (3x the quota is offered, so about two calls in three are "
+      f"refused; over the runs: {', '.join(f'{c} {n}' for c, n in sorted(codes.items())) or 'none'}). "
+      "The slowest answers are calls that waited their whole `--max-queue-wait` for a slot: a call's "
+      "attempts share that wait, and the store costs at most one timeout per outage, not one per call. "
+      "While Redis is away each replica sends the rate divided by the replicas it last saw, so the "
+      "fleet stays within the quota at 2 and at 4 replicas. Back on Redis, a replica's first slot "
+      "comes after the last one its fallback granted, with the account's burst spent; the few "
+      "throttles after the return come from the replicas' fallback slots and Redis's first slots "
+      "meeting in an AWS bucket the fleet keeps nearly empty (each is retried). Store errors count "
+      "failed round trips, probes included.")
+    w("")
 
 
 def write_report(path, results, args):
-    quota, cost, fall = results["quota"], results["cost"], results["fallback"]
+    quota, cost, fails = results["quota"], results["cost"], results["failures"]
     lines = []
     w = lines.append
     w("# Scaling: replicas sharing one AWS quota")
@@ -442,6 +579,20 @@ def write_report(path, results, args):
       f"{', '.join(format(r['throttled_share'], '.1%') for r in redis_rows)} | {verdict(thr_ok)} |")
     w(f"| Redis adds at most 0.3 ms at p50 per call | {added_p50:+.3f} ms | {verdict(added_p50 <= 0.3)} |")
     w(f"| CPU per call at most 1.15x the local store's | {cpu_ratio:.2f}x | {verdict(cpu_ratio <= 1.15)} |")
+    for name in [n for n in ("cluster", "sentinel") if n in cost]:
+        ratio = cost[name]["cpu_us_per_call"] / cost["redis"]["cpu_us_per_call"]
+        w(f"| {name}: CPU per call at most 1.2x the standalone Redis store's | {ratio:.2f}x | "
+          f"{verdict(ratio <= 1.2)} |")
+    unanswered = sum(f["unanswered"] for f in fails)
+    slowest = max(fails, key=lambda f: f["slowest_s"])
+    away_throttled = max(f["away_throttled_share"] for f in fails)
+    w(f"| when Redis fails (killed, hung, failed over; 2 and 4 replicas): no call unanswered | "
+      f"{unanswered} unanswered | {verdict(unanswered == 0)} |")
+    w(f"| ... and no answer later than `--max-queue-wait` + the store timeout + 0.3 s ({ANSWER_BOUND_S:g} s) | "
+      f"slowest {slowest['slowest_s']:.2f} s ({slowest['case']}, {slowest['topology']}) | "
+      f"{verdict(slowest['slowest_s'] <= ANSWER_BOUND_S)} |")
+    w(f"| ... and at most 5% of AWS attempts throttled while Redis is away, at any replica count | "
+      f"{', '.join(format(f['away_throttled_share'], '.0%') for f in fails)} | {verdict(away_throttled <= 0.05)} |")
     w("")
     w("## Quota use under 3x overload")
     w("")
@@ -460,7 +611,7 @@ def write_report(path, results, args):
           f"{r['aws_throttled']:.0f} of {r['aws_attempts']:.0f} ({r['throttled_share']:.1%}) | "
           f"{r['ok_calls']} of {r['calls']} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.0f} ms |")
     w("")
-    w("Callers' latency includes the wait for a slot (up to `--max-queue-wait`, 1 s); the calls not "
+    w(f"Callers' latency includes the wait for a slot (up to `--max-queue-wait`, {MAX_QUEUE_WAIT_S:g} s); the calls not "
       "answered OK were refused with `RESOURCE_EXHAUSTED` and a `RetryInfo`.")
     w("")
     w("Reading it: every configuration ends up with AWS's whole quota, because AWS throttles the excess. "
@@ -469,48 +620,37 @@ def write_report(path, results, args):
       "throttled, each a wasted round trip to AWS, a retry, and quota taken from every other "
       "application in the account; one replica left at 1/s uses half the quota. With Redis the share "
       "is the same at every replica count and nothing is throttled. Its callers' p50 is about a "
-      "millisecond because a call whose slot is more than a second away is refused at once, with the "
+      "millisecond because a call whose slot is further away than its wait allows is refused at once, with the "
       "time to come back; a local store's waiting calls sleep, and most are refused only when they "
       "wake to find the slot taken.")
     w("")
-    w("## What the Redis store costs per call")
+    w("## What each Redis topology costs per call")
     w("")
-    w(f"One replica at an unlimited rate (`--rate-limit 1000000`), the same process holding a local store "
-      f"and, beside it, one on Redis, measured in {args.cost_rounds} interleaved rounds of {args.cost_duration} s "
-      "each (medians): p50 at concurrency 1, CPU per call at concurrency 16. Redis and the load "
-      "generator share the other CPU.")
+    w(f"One replica at an unlimited rate (`--rate-limit 1000000`) per store, side by side: the local "
+      f"store, a standalone Redis, a 3-master Redis Cluster (`redis+cluster://` naming the masters) and "
+      f"a master with a replica behind three sentinels (`redis+sentinel://`), measured in "
+      f"{args.cost_rounds} interleaved rounds of {args.cost_duration} s each (medians): p50 at "
+      "concurrency 1, CPU per call at concurrency 16. Every Redis process and the load generator share "
+      "the other CPU; redis-server's CPU is the sum over the topology's processes.")
     w("")
-    w("| store | p50 at c=1 | CPU µs per call (facade) | CPU µs per call (redis-server) | calls/s at c=16 |")
-    w("|---|---:|---:|---:|---:|")
-    for name in ("local", "redis"):
+    w("| store | p50 at c=1 | added to the local store's | CPU µs per call (facade) | vs standalone Redis | CPU µs per call (redis-server) | calls/s at c=16 |")
+    w("|---|---:|---:|---:|---:|---:|---:|")
+    for name in [n for n in ("local", "redis", "cluster", "sentinel") if n in cost]:
         c = cost[name]
-        w(f"| {name} | {c['p50_us'] / 1000:.3f} ms | {c['cpu_us_per_call']:.1f} | "
+        w(f"| {name} | {c['p50_us'] / 1000:.3f} ms | {(c['p50_us'] - cost['local']['p50_us']) / 1000:+.3f} ms | "
+          f"{c['cpu_us_per_call']:.1f} | {c['cpu_us_per_call'] / cost['redis']['cpu_us_per_call']:.2f}x | "
           f"{c['redis_cpu_us_per_call']:.1f} | {c['calls_per_s']:.0f} |")
     w("")
-    w(f"Per round, p50 in µs: local {cost['local']['rounds']['p50_us']}, Redis {cost['redis']['rounds']['p50_us']}; "
-      f"facade CPU µs per call: local {[round(x, 1) for x in cost['local']['rounds']['cpu_us_per_call']]}, "
-      f"Redis {[round(x, 1) for x in cost['redis']['rounds']['cpu_us_per_call']]}.")
+    w("Per round, p50 in µs: " + "; ".join(f"{name} {c['rounds']['p50_us']}" for name, c in cost.items())
+      + ". Facade CPU µs per call: "
+      + "; ".join(f"{name} {[round(x, 1) for x in c['rounds']['cpu_us_per_call']]}" for name, c in cost.items())
+      + ".")
     w("")
-    w("## When Redis fails")
+    w("Each quota script touches one slot (the keys' hash tag), so every topology is one round trip "
+      "per attempt; the cluster client routes it to the slot's master, and the sentinel store talks "
+      "to the master it found, asking the sentinels again only after a failure.")
     w("")
-    w(f"Two replicas on Redis (fallback 1/s each), 3x the quota offered for {3 * fall['phase_s']} s; Redis is "
-      f"killed (SIGTERM) after {fall['phase_s']} s and started again, empty, after {2 * fall['phase_s']} s.")
-    w("")
-    w("| phase | AWS successful calls/s | attempts throttled |")
-    w("|---|---:|---:|")
-    for ph in fall["phases"]:
-        w(f"| {ph['phase']} | {ph['aws_ok_per_s']:.2f} | {ph['aws_throttled']:.0f} of {ph['aws_attempts']:.0f} |")
-    w("")
-    back = f"{fall['back_after_s']:.2f} s" if fall["back_after_s"] is not None else "not within the phase"
-    codes = ", ".join(f"{code} {count}" for code, count in sorted(fall["errors"].items())) or "none"
-    w("While Redis is down, the two replicas' fallbacks (1/s each, their burst spent but one slot) keep "
-      "AWS's share near the quota. A restarted Redis is empty, so its bucket offers a whole burst while "
-      "AWS's is still drained: the throttled attempts of the last phase, retried by the facade.")
-    w("")
-    w(f"Both replicas were back on Redis {back} after it restarted. Callers: {fall['ok_calls']} of "
-      f"{fall['calls']} answered OK; the others: {codes}. No call failed because of the store itself; "
-      f"the replicas counted {fall['store_errors']:.0f} failed store round trips (probes included).")
-    w("")
+    write_failures(w, fails)
     if "sharing" in results:
         write_sharing(w, results)
     with open(path, "w") as f:
@@ -525,7 +665,8 @@ def main():
     parser.add_argument("--replicas", type=int, default=4)
     parser.add_argument("--cost-rounds", type=int, default=5)
     parser.add_argument("--cost-duration", type=int, default=5)
-    parser.add_argument("--fallback-phase", type=int, default=10)
+    parser.add_argument("--failure-phase", type=int, default=10,
+                        help="seconds before the fault, of the fault, and after it")
     parser.add_argument("--sharing-duration", type=int, default=30)
     parser.add_argument("--replay-duration", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=1_000_000,
@@ -564,9 +705,8 @@ def main():
             print(f"cost: {json.dumps({k: {m: v for m, v in c.items() if m != 'rounds'} for k, c in cost.items()})}",
                   flush=True)
             results["cost"] = cost
-        if "fallback" in only:
-            results["fallback"] = fallback(bench, args.fallback_phase)
-            print(f"fallback: {json.dumps(results['fallback'])}", flush=True)
+        if "failures" in only:
+            results["failures"] = failures(bench, args.failure_phase)
         if "sharing" in only:
             results["sharing"] = sharing(bench, args.sharing_duration)
         if "replay" in only:

@@ -57,8 +57,14 @@ pub use retry::{RetryConfig, RetryPolicy};
 pub struct UpstreamCall {
     pub request: Arc<AssociationRequest>,
     pub deadline: Instant,
+    /// When the call reached the middleware: its attempts together wait for slots until
+    /// `--max-queue-wait` after it.
+    pub arrived: Instant,
     /// The caller whose share of the quota its attempts take.
     pub caller: CallerShare,
+    /// The AWS failure a pending retry follows: when the retry cannot get a slot within what is left
+    /// of the call's wait, the caller gets this answer (what AWS said), not the quota's refusal.
+    pub retried_failure: Option<CallError>,
     attempts: Arc<AtomicU32>,
 }
 
@@ -67,7 +73,9 @@ impl UpstreamCall {
         Self {
             request,
             deadline,
+            arrived: Instant::now(),
             caller,
+            retried_failure: None,
             attempts: Arc::new(AtomicU32::new(0)),
         }
     }

@@ -3,8 +3,9 @@
 //! instance. Every attempt takes a slot, retries included, from the [`QuotaStore`] chosen at startup
 //! (this process's buckets, or Redis shared by every replica); the layer knows only the trait.
 //!
-//! A call whose slot is free within its wait bound (its deadline and the configured queue wait) waits
-//! for it, in its caller's lane ([`crate::quota::fair`]: callers share the waiting slots by weight,
+//! A call whose slot is free within its wait bound (its deadline, and the configured queue wait from
+//! the call's arrival: a retry waits only for what is left of it, so no answer comes later than
+//! `--max-queue-wait` plus the store's timeout and AWS's own time) waits for it, in its caller's lane ([`crate::quota::fair`]: callers share the waiting slots by weight,
 //! not by arrival); otherwise it is refused at once with RESOURCE_EXHAUSTED, a RetryInfo saying when
 //! a slot will be free and a QuotaFailure naming the limit, and AWS is not called.
 //!
@@ -53,7 +54,7 @@ impl Limiter {
     /// allow.
     async fn acquire(&self, call: &UpstreamCall) -> Result<(), CallError> {
         let started = Instant::now();
-        let give_up_at = (started + self.max_queue_wait).min(call.deadline);
+        let give_up_at = (call.arrived + self.max_queue_wait).min(call.deadline);
         let instance_id = call.request.instance_id();
         let caller = call.caller.name.as_deref();
         let decision = self

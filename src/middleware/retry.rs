@@ -9,6 +9,9 @@
 //!   returned instead, while the caller can still use it.
 //! - Budgeted (tower's `TpsBudget`): retries may add at most a set share of the calls over a sliding
 //!   window, plus a small floor, so a failing AWS sees little more than its normal load.
+//! - Bounded wait: a retry's slot must come within what is left of the call's `--max-queue-wait`;
+//!   when it cannot, the caller gets the AWS failure that was being retried, not a quota refusal
+//!   for an attempt it never asked for.
 //! - Every attempt reuses the call's ClientToken, so a retry of an applied but unanswered call is
 //!   replayed by AWS, not applied twice.
 
@@ -116,6 +119,13 @@ impl Policy<UpstreamCall, Association, CallError> for RetryPolicy {
         result: &mut Result<Association, CallError>,
     ) -> Option<Self::Future> {
         let error = result.as_ref().err()?;
+        if matches!(error, CallError::RateLimited { .. })
+            && let Some(failure) = call.retried_failure.take()
+        {
+            self.metrics.retry_refused("queue_wait");
+            *result = Err(failure);
+            return None;
+        }
         if !is_retryable(error) {
             return None;
         }
@@ -157,6 +167,7 @@ impl Policy<UpstreamCall, Association, CallError> for RetryPolicy {
             client_token = call.request.client_token().as_str(),
             "retrying"
         );
+        call.retried_failure = Some(error.clone());
         Some(Box::pin(tokio::time::sleep(delay)))
     }
 
@@ -231,5 +242,41 @@ mod tests {
             let capped = policy.backoff(true, 12);
             assert!((1000..=2000).contains(&capped.as_millis()), "{capped:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_retry_refused_a_slot_returns_the_aws_failure_it_was_retrying() {
+        use crate::{
+            auth::CallerShare,
+            domain::{AssociationRequest, RehydrationType, UnvalidatedRequest},
+        };
+        let request = AssociationRequest::parse(UnvalidatedRequest {
+            instance_id: "instance".into(),
+            initial_contact_id: "new-chat".into(),
+            rehydration_type: Some(RehydrationType::FromSegment),
+            source_contact_id: "C2".into(),
+            client_token: String::new(),
+        })
+        .unwrap();
+        let mut call = UpstreamCall::new(
+            Arc::new(request),
+            Instant::now() + Duration::from_secs(30),
+            CallerShare::anonymous(),
+        );
+        let mut policy = RetryPolicy::new(config(), Arc::new(Metrics::new()));
+        let mut throttled = Err(failure(UpstreamErrorKind::Throttling));
+        call.attempts.store(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(policy.retry(&mut call, &mut throttled).is_some());
+
+        let mut refused = Err(CallError::RateLimited {
+            subject: "region:us-east-1".into(),
+            description: String::new(),
+            retry_after: None,
+        });
+        assert!(policy.retry(&mut call, &mut refused).is_none());
+        assert!(
+            matches!(&refused, Err(CallError::Upstream(e)) if e.kind == UpstreamErrorKind::Throttling),
+            "{refused:?}"
+        );
     }
 }

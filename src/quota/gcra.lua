@@ -9,6 +9,11 @@
 -- ARGV[4] instance rate/s     ARGV[5] instance burst (both ignored without KEYS[3])
 -- ARGV[6] the time (µs since the epoch) to decide at, or "" for Redis's own clock: replicas' clocks
 --         are never used; tests pass one to compare decisions with governor's.
+-- ARGV[7] when a replica comes back from its fallback, how long (µs) until the last slot its
+--         fallback granted is sent, else "": the fleet was just sending the account's rate through
+--         the fallbacks, so AWS's bucket is as good as empty and their granted slots are still to
+--         come. The account's next slot comes after them, with its burst spent (one slot, then the
+--         rate), whatever this bucket saw while Redis was away, or lost in a restart or a failover.
 -- Returns {granted (1/0), wait or retry-after (µs), bucket (0 account, 1 instance), rate/s as a string}.
 local now
 if ARGV[6] ~= '' then
@@ -27,6 +32,12 @@ end
 
 local t = 1000000 / rate
 local tat, at = earliest(KEYS[1], t, tonumber(ARGV[2]))
+if ARGV[7] ~= '' then
+  tat = math.max(tat, now + tonumber(ARGV[7]) + (tonumber(ARGV[2]) - 1) * t)
+  at = tat - (tonumber(ARGV[2]) - 1) * t
+  -- Kept even if this attempt is refused: the replica resumes once.
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+end
 local bucket = 0
 local it, itat
 if KEYS[3] then

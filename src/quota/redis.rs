@@ -92,15 +92,19 @@ impl RedisQuota {
         &self,
         request: SlotRequest<'_>,
     ) -> Result<Result<Slot, Full>, RedisQuotaError> {
-        self.reserve_at(request, None).await
+        self.reserve_at(request, None, None).await
     }
 
-    /// Reserves a slot, deciding at `now` (since the Unix epoch) instead of Redis's clock when given:
-    /// how tests compare the script's decisions with governor's for the same arrivals.
+    /// Reserves a slot, deciding at `now` (since the Unix epoch) instead of Redis's clock when given
+    /// (how tests compare the script's decisions with governor's for the same arrivals).
+    /// `resuming` is for a replica back from its fallback: how long until the last slot its fallback
+    /// granted is sent. The account's next slot comes after it, with the burst spent (one slot,
+    /// then the rate): the fleet's fallbacks were just sending the whole quota.
     pub async fn reserve_at(
         &self,
         request: SlotRequest<'_>,
         now: Option<Duration>,
+        resuming: Option<Duration>,
     ) -> Result<Result<Slot, Full>, RedisQuotaError> {
         let mut invocation = self.gcra.prepare_invoke();
         invocation
@@ -116,7 +120,9 @@ impl RedisQuota {
                 .arg(burst),
             None => invocation.arg(0).arg(0),
         };
-        invocation.arg(now.map_or_else(String::new, |now| micros(now).to_string()));
+        invocation
+            .arg(now.map_or_else(String::new, |now| micros(now).to_string()))
+            .arg(resuming.map_or_else(String::new, |after| micros(after).to_string()));
         let (granted, wait, bucket, rate): (u8, u64, u8, String) = invocation
             .invoke_async(&mut self.connection.clone())
             .await?;

@@ -19,6 +19,11 @@
 //! - The fallback is rebuilt at each outage, at the rate of that moment; the live count and the
 //!   fallback rate show in `connect_facade_quota_fleet_replicas` and
 //!   `connect_facade_quota_fallback_rate_per_second`.
+//! - **Back on Redis after the fallback's slots.** The bucket in Redis did not see the fallbacks'
+//!   slots (or was lost with a restart, or lagged on a promoted replica), so it would offer a whole
+//!   burst to an AWS bucket the fleet just emptied, while slots the fallbacks granted are still
+//!   waiting to be sent. A replica's first Redis slot after an outage it spent on its fallback moves
+//!   the account's bucket past its last fallback slot, with the burst spent: one slot, then the rate.
 //!
 //! Falling back rather than failing is envoyproxy/ratelimit's default too (`failure_mode_deny=false`);
 //! unlike it, a bounded round trip keeps a slow Redis from holding calls (its issue #462), and the
@@ -72,6 +77,14 @@ struct Inner {
     /// When the last slot Redis granted this replica is due (reserved slots are still sent after
     /// Redis fails: the fallback's first slot comes after them).
     last_granted: Mutex<Instant>,
+    /// The last outage this replica came back from.
+    resumed: AtomicU64,
+    /// When the last slot the fallback granted is due (Redis's first slot after the outage comes
+    /// after it, and after those its waiting calls will still take).
+    last_fallback_slot: Mutex<Instant>,
+    /// Calls waiting for a fallback slot: the local bucket has no reservations, its waiters sleep
+    /// and take their slot when they wake, even once Redis is back.
+    fallback_waiting: AtomicU32,
     /// The shared rate last seen (f64 bits): at the configured rate, nothing is left to climb, so
     /// accepted attempts need no round trip.
     shared_rate: AtomicU64,
@@ -104,6 +117,9 @@ impl SharedQuota {
                 starts_at: Instant::now(),
             }),
             last_granted: Mutex::new(Instant::now()),
+            resumed: AtomicU64::new(store.outages()),
+            last_fallback_slot: Mutex::new(Instant::now()),
+            fallback_waiting: AtomicU32::new(0),
             shared_rate: AtomicU64::new(limits.rate_per_second.to_bits()),
             last_climb: Mutex::new(None),
             store,
@@ -122,7 +138,7 @@ impl SharedQuota {
 struct Fallback {
     outage: u64,
     quota: Arc<LocalQuota>,
-    /// Its first slot: one interval after the last slot Redis granted.
+    /// Its first slot: one interval after the last slot granted (by Redis or an earlier fallback).
     starts_at: Instant,
 }
 
@@ -162,7 +178,12 @@ impl Inner {
             *fallback = Fallback {
                 outage,
                 quota: Arc::new(LocalQuota::fallback(limits)),
-                starts_at: (*self.last_granted.lock() + interval).max(Instant::now()),
+                // After the last slot granted by Redis or by an earlier fallback (a store that
+                // flaps, as a cluster does while it promotes a replica, must not restart the
+                // fallback's schedule).
+                starts_at: ((*self.last_granted.lock()).max(*self.last_fallback_slot.lock())
+                    + interval)
+                    .max(Instant::now()),
             };
             self.metrics.set_quota_fallback_rate(&self.key, rate);
             tracing::info!(key = %self.key, rate, fleet = self.fleet.load(Ordering::Relaxed), "quota fallback in force");
@@ -187,10 +208,26 @@ impl Inner {
             tokio::time::sleep(until_start).await;
             request.max_wait -= until_start;
         }
-        fallback.reserve(request).await.map(|slot| Slot {
+        let slot = {
+            let _waiting = Waiting::on(&self.fallback_waiting);
+            fallback.reserve(request).await?
+        };
+        let due = Instant::now() + slot.wait;
+        let mut last = self.last_fallback_slot.lock();
+        *last = (*last).max(due);
+        Ok(Slot {
             queued: slot.queued || !until_start.is_zero(),
             ..slot
         })
+    }
+
+    /// How long until the fallback's last slot, counting one interval for each call still
+    /// waiting on it.
+    fn fallback_drained_in(&self, now: Instant) -> Duration {
+        let waiting = self.fallback_waiting.load(Ordering::Relaxed);
+        let (fallback, _) = self.fallback();
+        let interval = Duration::from_secs_f64(1.0 / fallback.rate(&self.key));
+        (*self.last_fallback_slot.lock() + interval * waiting).saturating_duration_since(now)
     }
 
     fn saw_rate(&self, rate: f64) {
@@ -209,6 +246,22 @@ impl Inner {
         }
         *last = Some(now);
         true
+    }
+}
+
+/// Counts a call among the waiting while it lives (a cancelled call stops counting too).
+struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn on(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -245,7 +298,15 @@ impl QuotaStore for SharedQuota {
             let mut request = request;
             let started = Instant::now();
             let bound = request.deadline.saturating_duration_since(started);
-            if let Some(decision) = inner.store.ask(bound, inner.redis.reserve(request)).await {
+            let outage = inner.store.outages();
+            let resuming = inner.resumed.load(Ordering::Relaxed) != outage
+                && inner.fallback.lock().outage == outage;
+            let resume_after = resuming.then(|| inner.fallback_drained_in(started));
+            let reserved = inner.redis.reserve_at(request, None, resume_after);
+            if let Some(decision) = inner.store.ask(bound, reserved).await {
+                if resuming {
+                    inner.resumed.store(outage, Ordering::Relaxed);
+                }
                 let rate = match &decision {
                     Ok(slot) => slot.rate,
                     Err(full) => full.rate,

@@ -12,7 +12,7 @@ use std::{
 
 use connect_facade::{
     proto::contact_service_client::ContactServiceClient,
-    quota::{AdaptiveConfig, QuotaLimits, SlotRequest, redis::RedisQuota},
+    quota::{AdaptiveConfig, Full, QuotaLimits, Slot, SlotRequest, redis::RedisQuota},
     simulator::Simulator,
 };
 use governor::{Quota, RateLimiter, clock::Clock, nanos::Nanos};
@@ -118,7 +118,7 @@ async fn the_redis_script_decides_as_governors_gcra_does_for_the_same_arrivals()
                 deadline: far,
             };
             let decided = store
-                .reserve_at(request, Some(origin + Duration::from_micros(at)))
+                .reserve_at(request, Some(origin + Duration::from_micros(at)), None)
                 .await
                 .expect("Redis answers")
                 .map(|slot| slot.wait)
@@ -129,6 +129,67 @@ async fn the_redis_script_decides_as_governors_gcra_does_for_the_same_arrivals()
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_replica_back_from_its_fallback_waits_for_its_fallbacks_slots_and_finds_the_burst_spent()
+{
+    let redis = RedisServer::start().await;
+    let store = RedisQuota::new(
+        &redis.url(),
+        "resumed",
+        limits(2.0, 5),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let now = Duration::from_secs(1_800_000_000);
+    let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+    let request = |key| SlotRequest {
+        key,
+        instance_id: "any",
+        max_wait: Duration::ZERO,
+        deadline: far,
+    };
+    let granted =
+        |decision: Result<Result<Slot, Full>, _>| decision.expect("Redis answers").is_ok();
+    // An idle (or emptied) bucket offers its whole burst...
+    for _ in 0..5 {
+        assert!(granted(
+            store.reserve_at(request("idle"), Some(now), None).await
+        ));
+    }
+    assert!(!granted(
+        store.reserve_at(request("idle"), Some(now), None).await
+    ));
+    // ...but after an outage, the first slot comes after the fallback's last (1.2 s away here),
+    // then one interval apart: the fallbacks were sending the whole quota.
+    let pending = Duration::from_millis(1_200);
+    let back = store
+        .reserve_at(request("back"), Some(now), Some(pending))
+        .await
+        .expect("Redis answers")
+        .expect_err("not before the fallback's last slot");
+    assert_eq!(back.retry_after, pending);
+    let after_it = now + pending;
+    assert!(granted(
+        store
+            .reserve_at(request("back"), Some(after_it), None)
+            .await
+    ));
+    let refused = store
+        .reserve_at(request("back"), Some(after_it), None)
+        .await
+        .expect("Redis answers")
+        .expect_err("the burst is spent");
+    assert_eq!(
+        refused.retry_after,
+        Duration::from_millis(500),
+        "one interval"
+    );
+    let later = after_it + Duration::from_millis(500);
+    assert!(granted(
+        store.reserve_at(request("back"), Some(later), None).await
+    ));
 }
 
 /// A facade process sharing the quota through `redis`, calling `simulator`.
