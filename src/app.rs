@@ -13,6 +13,7 @@ use tower::util::{MapRequestLayer, MapResponseLayer};
 use crate::{
     api::{
         ContactApi, Guards, deadline,
+        expiry::ExpiryLayer,
         protocols::{self, ProtocolsLayer},
     },
     auth::{AuthFileError, Callers},
@@ -161,6 +162,8 @@ pub struct App {
 /// Bounds on what one peer may send or hold, sized to this API.
 #[derive(Clone, Copy, Debug)]
 struct ConnectionLimits {
+    /// The longest any request may take from its arrival, its body's read included.
+    default_deadline: Duration,
     max_message_size: usize,
     max_concurrent_streams: u32,
     max_header_list_size: u32,
@@ -338,6 +341,7 @@ impl App {
             readiness_follows_breaker: config.readiness_follows_breaker,
             cors: protocols::cors(&config.cors_allow_origins).map_err(StartupError::Cors)?,
             limits: ConnectionLimits {
+                default_deadline: config.default_deadline,
                 max_message_size: config.max_message_size,
                 max_concurrent_streams: config.max_concurrent_streams,
                 max_header_list_size: config.max_header_list_size,
@@ -437,6 +441,9 @@ impl App {
             .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
             // Outside the protocols: a browser's preflight is answered before anything else.
             .layer(tower::util::option_layer(cors))
+            // Outside the protocols, which read a Connect body: no request outlives its deadline,
+            // however little of it has arrived.
+            .layer(ExpiryLayer::new(limits.default_deadline))
             .layer(protocols)
             .layer(GrpcWebLayer::new())
             .add_service(health_service)

@@ -157,7 +157,9 @@ pub struct ServeConfig {
     )]
     pub simulator_fixtures: Option<PathBuf>,
 
-    /// Deadline of a call whose caller sent no grpc-timeout.
+    /// Deadline of a call whose caller sent no grpc-timeout (or Connect-Timeout-Ms), and the longest
+    /// any call may take from its arrival, its request body's read included: a peer that never
+    /// finishes its request holds its stream and buffers this long at most.
     #[arg(long, env = "CONNECT_FACADE_DEFAULT_DEADLINE", default_value = "10s", value_parser = duration)]
     pub default_deadline: Duration,
 

@@ -24,6 +24,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod clip;
 pub mod config;
 pub mod domain;
 pub mod lifecycle;

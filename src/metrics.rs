@@ -111,6 +111,7 @@ pub struct Metrics {
     upstream_seconds: Histogram,
     retries: Counter,
     retries_refused: Family<ReasonLabels, Counter>,
+    log_lines_suppressed: Counter,
     rate_limiter_waits: Counter,
     rate_limiter_wait_seconds: Histogram,
     rate_limiter_refusals: Family<KeyLabels, Counter>,
@@ -274,8 +275,14 @@ impl Metrics {
         let retries_refused = Family::default();
         sub.register(
             "retries_refused",
-            "Retryable failures not retried, by reason (budget, deadline, attempts)",
+            "Retryable failures not retried, by reason (budget, deadline, attempts, queue_wait)",
             retries_refused.clone(),
+        );
+        let log_lines_suppressed = Counter::default();
+        sub.register(
+            "log_lines_suppressed",
+            "Failed-call log lines left out because more came than the per-second budget",
+            log_lines_suppressed.clone(),
         );
         let rate_limiter_waits = Counter::default();
         sub.register(
@@ -456,6 +463,7 @@ impl Metrics {
             upstream_seconds,
             retries,
             retries_refused,
+            log_lines_suppressed,
             rate_limiter_waits,
             rate_limiter_wait_seconds,
             rate_limiter_refusals,
@@ -564,6 +572,11 @@ impl Metrics {
 
     pub fn retry(&self) {
         self.retries.inc();
+    }
+
+    /// A failed call's log line was left out (the per-second budget was spent).
+    pub fn log_line_suppressed(&self) {
+        self.log_lines_suppressed.inc();
     }
 
     /// A retryable failure was returned unretried.

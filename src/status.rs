@@ -28,6 +28,7 @@ use tonic::{Code, Status, metadata::MetadataMap};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
+    clip,
     domain::ValidationError,
     upstream::{UpstreamError, UpstreamErrorKind},
 };
@@ -113,9 +114,10 @@ pub struct FailedCall {
 impl From<FailedCall> for Status {
     fn from(failed: FailedCall) -> Self {
         let mut info = HashMap::new();
-        info.insert("instanceId".to_owned(), failed.instance_id);
+        // The caller's own values, quoted within bounds: an invalid one may be any length.
+        info.insert("instanceId".to_owned(), clip::echo(&failed.instance_id));
         if let Some(token) = failed.client_token {
-            info.insert("clientToken".to_owned(), token);
+            info.insert("clientToken".to_owned(), clip::echo(&token));
         }
         let mut details = ErrorDetails::new();
         let (code, message) = match failed.error {

@@ -1,4 +1,5 @@
-//! The caller's deadline, read from the `grpc-timeout` request header.
+//! The caller's deadline, read from the `grpc-timeout` request header (or Connect's
+//! `Connect-Timeout-Ms`), capped by `--default-deadline`.
 //!
 //! tonic enforces `grpc-timeout` itself, but answers CANCELLED ("Timeout expired"), which callers read
 //! as their own cancellation, and it gives handlers no deadline value (its parser is crate-private). So
@@ -39,17 +40,35 @@ pub fn deadline(extensions: &http::Extensions, budget: Duration) -> Instant {
 /// back on a busy machine, and at most a tenth of very short deadlines is given up.
 const ANSWER_MARGIN: Duration = Duration::from_millis(20);
 
-/// The time this call may take: the caller's `grpc-timeout` (less a small margin), or `default` when
-/// the caller set none or sent one that cannot be parsed.
+/// The time this call may take: the caller's `grpc-timeout` (less a small margin), never more than
+/// `default` (`--default-deadline`, also the deadline of a caller that set none or sent one that
+/// cannot be parsed): a caller cannot hold a stream, and its buffers, longer than the operator allows.
 pub fn call_budget(metadata: &MetadataMap, default: Duration) -> Duration {
-    match metadata
-        .get("grpc-timeout")
-        .and_then(|value| value.to_str().ok())
-        .and_then(parse_grpc_timeout)
-    {
-        Some(timeout) => timeout.saturating_sub(ANSWER_MARGIN.min(timeout / 10)),
+    budget(
+        metadata
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_grpc_timeout),
+        default,
+    )
+}
+
+/// The budget for a caller's own timeout, if it sent one.
+pub fn budget(timeout: Option<Duration>, default: Duration) -> Duration {
+    match timeout {
+        Some(timeout) => timeout
+            .saturating_sub(ANSWER_MARGIN.min(timeout / 10))
+            .min(default),
         None => default,
     }
+}
+
+/// Parses `Connect-Timeout-Ms`: 1 to 10 digits of milliseconds.
+pub fn parse_connect_timeout(value: &str) -> Option<Duration> {
+    if value.is_empty() || value.len() > 10 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok().map(Duration::from_millis)
 }
 
 /// Parses the gRPC wire format: 1 to 8 ASCII digits and a unit (H, M, S, m, u, n).
@@ -135,5 +154,11 @@ mod tests {
         assert_eq!(call_budget(&metadata, default), Duration::from_millis(9));
         metadata.insert("grpc-timeout", "junk".parse().unwrap());
         assert_eq!(call_budget(&metadata, default), default);
+        metadata.insert("grpc-timeout", "1H".parse().unwrap());
+        assert_eq!(
+            call_budget(&metadata, default),
+            default,
+            "capped by the default"
+        );
     }
 }

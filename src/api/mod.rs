@@ -4,8 +4,12 @@
 //! converts the outcome back, with the number of AWS attempts in `x-facade-attempts`. Codes are
 //! chosen in [`crate::status`], never here.
 
+mod call_log;
 pub mod deadline;
+pub mod expiry;
 pub mod protocols;
+
+pub use call_log::CALL_LOG_TARGET;
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,6 +21,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     auth::{CallerShare, Callers, Refusal, certificate_subject},
+    clip,
     domain::{AssociationRequest, RehydrationType, Rejected, UnvalidatedRequest},
     lifecycle::Drain,
     metrics::{CallerRefusal, Metrics},
@@ -66,6 +71,7 @@ pub struct ContactApi {
     callers: Option<Arc<Callers>>,
     caller_rates: Option<Arc<CallerRates>>,
     replayer: Option<Arc<Replayer>>,
+    failed_lines: Arc<call_log::FailedCallLines>,
 }
 
 impl ContactApi {
@@ -82,6 +88,7 @@ impl ContactApi {
             .map(|callers| CallerRates::new(&callers.shares()))
             .filter(CallerRates::any)
             .map(Arc::new);
+        let metrics_for_lines = metrics.clone();
         Self {
             router,
             default_deadline,
@@ -90,6 +97,10 @@ impl ContactApi {
             callers: guards.callers,
             caller_rates,
             replayer: guards.replayer,
+            failed_lines: Arc::new(call_log::FailedCallLines::new(
+                call_log::FAILED_CALL_LINES_PER_SECOND,
+                metrics_for_lines,
+            )),
         }
     }
 }
@@ -250,7 +261,8 @@ impl ContactService for ContactApi {
             otel.name = RPC_METHOD,
             otel.kind = "server",
             method = RPC_METHOD,
-            instance_id = request.get_ref().instance_id.as_str(),
+            instance_id = %clip::Logged(&request.get_ref().instance_id),
+            peer = request.remote_addr().map(tracing::field::display),
             caller = tracing::field::Empty,
             trace_id = tracing::field::Empty,
         );
@@ -269,42 +281,13 @@ impl ContactService for ContactApi {
                 .map(|info| info.reason.clone());
         }
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        span.in_scope(|| log_call(code, &record, latency_ms));
+        if code == Code::Ok || self.failed_lines.admit() {
+            span.in_scope(|| call_log::write(code, &record, latency_ms));
+        }
         if telemetry::exporting() {
             annotate_server_span(&span, code, record);
         }
         result
-    }
-}
-
-/// Where each call's line goes, so operators can turn it up or down on its own in `RUST_LOG`.
-pub const CALL_LOG_TARGET: &str = "connect_facade::calls";
-
-/// A call's one line: at `info` when it failed; at `debug` when it succeeded, because at the rates
-/// the facade serves, a line per successful call is hundreds of gigabytes of logs a day, while
-/// metrics and traces already count and time every call.
-/// `RUST_LOG=info,connect_facade::calls=debug` logs every call.
-fn log_call(code: Code, record: &CallRecord, latency_ms: f64) {
-    macro_rules! line {
-        ($level:expr) => {
-            tracing::event!(
-                target: CALL_LOG_TARGET,
-                $level,
-                grpc_code = ?code,
-                reason = record.reason.as_deref(),
-                route = record.route.as_ref().map(|route| route.name.as_str()),
-                attempts = i64::from(record.attempts),
-                client_token = record.client_token(),
-                aws_request_id = record.aws_request_id.as_deref(),
-                latency_ms,
-                "rpc finished"
-            )
-        };
-    }
-    if code == Code::Ok {
-        line!(tracing::Level::DEBUG);
-    } else {
-        line!(tracing::Level::INFO);
     }
 }
 
@@ -352,7 +335,8 @@ impl ContactApi {
                 CallError::CallerNotAllowed { caller }
             }
         };
-        tracing::warn!(error = %error, "call refused");
+        // The call's own line (sampled under floods) says why, with the peer's address.
+        tracing::debug!(error = %error, "call refused");
         Err(Box::new(FailedCall {
             error,
             instance_id: instance_id.clone(),
@@ -395,7 +379,8 @@ fn failed(error: CallError, request: &AssociationRequest, metadata: MetadataMap)
         {
             tracing::error!(error = %upstream, "unexpected answer from Amazon Connect")
         }
-        other => tracing::debug!(error = %other, "call failed"),
+        // An AWS message may quote the caller's ids.
+        other => tracing::debug!(error = %clip::Logged(&other.to_string()), "call failed"),
     }
     FailedCall {
         error,

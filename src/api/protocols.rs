@@ -30,6 +30,7 @@ use tower::{BoxError, Layer, Service};
 
 use super::ContactApi;
 use crate::{
+    clip,
     metrics::Metrics,
     proto::{CreatePersistentContactAssociationRequest, contact_service_server::ContactService},
 };
@@ -175,7 +176,7 @@ where
                     StatusCode::NOT_FOUND,
                     &Status::unimplemented(format!(
                         "no procedure {}: the one served over HTTP is {RPC_PATH}",
-                        request.uri().path()
+                        clip::echo(request.uri().path())
                     )),
                 ),
                 (true, Protocol::ConnectJson | Protocol::ConnectProto)
@@ -199,11 +200,13 @@ where
                         &Status::invalid_argument(format!(
                             "content type {:?} is not served: send {JSON} or {PROTO} (Connect), \
                              or application/grpc, application/grpc-web",
-                            request
-                                .headers()
-                                .get(header::CONTENT_TYPE)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("(none)")
+                            clip::echo(
+                                request
+                                    .headers()
+                                    .get(header::CONTENT_TYPE)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("(none)")
+                            )
                         )),
                     );
                     response.headers_mut().insert(
@@ -264,7 +267,8 @@ impl ProtocolsLayer {
             Some(encoding) if encoding == "gzip" => true,
             Some(encoding) => {
                 return Err(Status::unimplemented(format!(
-                    "content encoding {encoding:?} is not supported: send gzip or identity"
+                    "content encoding {:?} is not supported: send gzip or identity",
+                    clip::echo(&String::from_utf8_lossy(encoding.as_bytes()))
                 )));
             }
         };
@@ -315,8 +319,10 @@ impl ProtocolsLayer {
                     ))
                 })?,
             _ => serde_json::from_slice(&bytes).map_err(|error| {
+                // serde quotes unknown values (an enum's variant), which the caller sized.
                 Status::invalid_argument(format!(
-                    "the request body is not valid JSON for the request: {error}"
+                    "the request body is not valid JSON for the request: {}",
+                    clip::echo(&error.to_string())
                 ))
             })?,
         };
@@ -444,7 +450,7 @@ pub fn code_name(code: Code) -> &'static str {
 }
 
 /// A Connect error response: the JSON error body, the status's metadata as headers.
-fn connect_error(http: StatusCode, status: &Status) -> Response<Body> {
+pub fn connect_error(http: StatusCode, status: &Status) -> Response<Body> {
     let mut error = serde_json::json!({
         "code": code_name(status.code()),
         "message": status.message(),

@@ -1,0 +1,138 @@
+//! Every request is answered by its deadline, counted from its arrival, whatever stage it is in:
+//! the body's read included. A peer that sends headers and then nothing (no body, half a gRPC
+//! message, a `Content-Length` never met) would otherwise hold its stream, its buffers and a
+//! connection slot until `--max-connection-age`; with this layer it holds them for the call's
+//! budget at most (the caller's `grpc-timeout` or `Connect-Timeout-Ms`, capped by
+//! `--default-deadline`), then gets DEADLINE_EXCEEDED (Connect: `deadline_exceeded`, HTTP 504),
+//! never tonic's CANCELLED, and the request, its body and its buffers are dropped at once.
+//!
+//! A call that reached its handler answers by itself at the same deadline (with its logs and
+//! metrics); this layer fires [`SLACK`] later, so it only answers for requests stuck before the
+//! handler. tower-http's `TimeoutLayer` answers a bare 408 whatever the protocol, hence this one.
+
+use std::{
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{HeaderValue, Request, Response, header};
+use tonic::{Status, body::Body};
+use tower::{BoxError, Layer, Service};
+
+use super::{
+    deadline,
+    protocols::{self, Protocol},
+};
+
+/// How long after the handler's own deadline this layer answers.
+const SLACK: Duration = Duration::from_millis(5);
+
+/// Answers DEADLINE_EXCEEDED for a request still unanswered at its deadline.
+#[derive(Clone, Copy, Debug)]
+pub struct ExpiryLayer {
+    default_deadline: Duration,
+}
+
+impl ExpiryLayer {
+    pub fn new(default_deadline: Duration) -> Self {
+        Self { default_deadline }
+    }
+}
+
+impl<S> Layer<S> for ExpiryLayer {
+    type Service = Expiry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Expiry {
+            inner,
+            default_deadline: self.default_deadline,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Expiry<S> {
+    inner: S,
+    default_deadline: Duration,
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> Service<Request<B>> for Expiry<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response<Body>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let headers = request.headers();
+        let protocol = Protocol::of(headers);
+        let asked = match protocol {
+            Protocol::ConnectJson | Protocol::ConnectProto => headers
+                .get("connect-timeout-ms")
+                .and_then(|value| value.to_str().ok())
+                .and_then(deadline::parse_connect_timeout),
+            _ => headers
+                .get("grpc-timeout")
+                .and_then(|value| value.to_str().ok())
+                .and_then(deadline::parse_grpc_timeout),
+        };
+        let budget = deadline::budget(asked, self.default_deadline);
+        let expires = deadline::deadline(request.extensions(), budget) + SLACK;
+        let content_type = headers.get(header::CONTENT_TYPE).cloned();
+        // The inner service was polled ready for this call: swap in a fresh clone, as tower's
+        // guidance for cloning services says.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let answer = inner.call(request);
+        Box::pin(async move {
+            match tokio::time::timeout_at(expires, answer).await {
+                Ok(answered) => answered.map_err(Into::into),
+                Err(_) => {
+                    tracing::debug!(
+                        ?budget,
+                        ?protocol,
+                        "deadline passed before the call was handled"
+                    );
+                    Ok(expired(protocol, content_type, budget))
+                }
+            }
+        })
+    }
+}
+
+/// DEADLINE_EXCEEDED as the request's protocol says it.
+fn expired(
+    protocol: Protocol,
+    content_type: Option<HeaderValue>,
+    budget: Duration,
+) -> Response<Body> {
+    let status = Status::deadline_exceeded(format!(
+        "the call was not complete within its deadline ({} ms from its arrival): the request \
+         did not arrive in time",
+        budget.as_millis()
+    ));
+    match protocol {
+        Protocol::ConnectJson | Protocol::ConnectProto | Protocol::Other => {
+            protocols::connect_error(protocols::http_status(status.code()), &status)
+        }
+        Protocol::Grpc | Protocol::GrpcWeb => {
+            let mut response = status.into_http::<Body>();
+            if let Some(content_type) = content_type {
+                // gRPC-Web clients check that the answer is in their own encoding.
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type);
+            }
+            response
+        }
+    }
+}

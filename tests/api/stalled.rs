@@ -1,0 +1,174 @@
+//! Requests whose body never comes: every one is answered DEADLINE_EXCEEDED by its deadline from
+//! arrival (the caller's, capped by `--default-deadline`), in its own protocol, over HTTP/1.1 and
+//! h2c, and the server keeps serving.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::StreamBody;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::mpsc,
+    time::Instant,
+};
+use tower::{Service, ServiceExt};
+
+use crate::helpers::{TestApp, channel, entire_session, open_chats_with_quota, spawn_with};
+
+const PATH: &str = "/amazonconnect.v1.ContactService/CreatePersistentContactAssociation";
+
+async fn app_with_default_deadline(deadline: Duration) -> TestApp {
+    spawn_with(open_chats_with_quota(100.0, 100), |c| {
+        c.default_deadline = deadline;
+    })
+    .await
+}
+
+/// The HTTP/1.1 answer to `head` (a request whose body never comes), and when it came.
+async fn http1_answer(app: &TestApp, head: &str) -> (String, Duration) {
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&answer).contains("\"code\"") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "answered within 5 s");
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+fn connect_head(extra: &str) -> String {
+    format!(
+        "POST {PATH} HTTP/1.1\r\nhost: facade\r\ncontent-type: application/json\r\n\
+         content-length: 100\r\n{extra}\r\n{{\"instanceId\""
+    )
+}
+
+#[tokio::test]
+async fn a_connect_body_that_never_comes_over_http1_is_deadline_exceeded_at_the_deadline() {
+    let app = app_with_default_deadline(Duration::from_millis(800)).await;
+    let (answer, took) = http1_answer(&app, &connect_head("")).await;
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    assert!(answer.contains(r#""code":"deadline_exceeded""#), "{answer}");
+    assert!(
+        (Duration::from_millis(750)..Duration::from_millis(1_500)).contains(&took),
+        "answered after {took:?}"
+    );
+    // The caller's own, shorter timeout is kept.
+    let (answer, took) = http1_answer(&app, &connect_head("connect-timeout-ms: 300\r\n")).await;
+    assert!(answer.contains(r#""code":"deadline_exceeded""#), "{answer}");
+    assert!(took < Duration::from_millis(700), "answered after {took:?}");
+    // A longer one is capped by --default-deadline.
+    let (_, took) = http1_answer(&app, &connect_head("connect-timeout-ms: 60000\r\n")).await;
+    assert!(
+        took < Duration::from_millis(1_500),
+        "answered after {took:?}"
+    );
+    assert!(app.call(entire_session()).await.is_ok(), "still serving");
+}
+
+/// Sends `content_type` with `first` as the whole body so far over h2c, and never the rest:
+/// the answer's status, grpc-status (in the headers: trailers-only) and when it came.
+async fn h2_answer(
+    app: &TestApp,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    first: Bytes,
+) -> (http::StatusCode, Option<String>, Duration) {
+    let (sender, receiver) = mpsc::channel::<Result<hyper::body::Frame<Bytes>, tonic::Status>>(1);
+    sender
+        .send(Ok(hyper::body::Frame::data(first)))
+        .await
+        .unwrap();
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}{PATH}", app.addr))
+        .header("content-type", content_type)
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(tonic::body::Body::new(body)).unwrap();
+    let mut channel = channel(app.addr).await;
+    let started = Instant::now();
+    let response = tokio::time::timeout(
+        Duration::from_secs(5),
+        channel.ready().await.unwrap().call(request),
+    )
+    .await
+    .expect("answered within 5 s")
+    .expect("an HTTP answer");
+    let took = started.elapsed();
+    drop(sender);
+    let grpc_status = response
+        .headers()
+        .get("grpc-status")
+        .map(|value| value.to_str().unwrap().to_owned());
+    (response.status(), grpc_status, took)
+}
+
+/// Five bytes of gRPC framing announcing a 100-byte message, and 10 of them.
+fn half_a_grpc_message() -> Bytes {
+    let mut frame = vec![0, 0, 0, 0, 100];
+    frame.extend_from_slice(&[0x0a; 10]);
+    Bytes::from(frame)
+}
+
+#[tokio::test]
+async fn a_grpc_message_that_never_completes_is_deadline_exceeded_never_cancelled() {
+    let app = app_with_default_deadline(Duration::from_millis(800)).await;
+    let (_, status, took) = h2_answer(&app, "application/grpc", &[], half_a_grpc_message()).await;
+    assert_eq!(status.as_deref(), Some("4"), "DEADLINE_EXCEEDED");
+    assert!(
+        (Duration::from_millis(750)..Duration::from_millis(1_500)).contains(&took),
+        "answered after {took:?}"
+    );
+    // With the caller's grpc-timeout, tonic's own timer would answer CANCELLED at it.
+    let (_, status, took) = h2_answer(
+        &app,
+        "application/grpc",
+        &[("grpc-timeout", "300m")],
+        half_a_grpc_message(),
+    )
+    .await;
+    assert_eq!(
+        status.as_deref(),
+        Some("4"),
+        "DEADLINE_EXCEEDED, not CANCELLED"
+    );
+    assert!(took < Duration::from_millis(700), "answered after {took:?}");
+    assert!(app.call(entire_session()).await.is_ok(), "still serving");
+}
+
+#[tokio::test]
+async fn a_connect_body_that_never_comes_over_h2c_is_deadline_exceeded() {
+    let app = app_with_default_deadline(Duration::from_millis(600)).await;
+    let (status, _, took) = h2_answer(
+        &app,
+        "application/json",
+        &[],
+        Bytes::from_static(b"{\"instanceId\""),
+    )
+    .await;
+    assert_eq!(status, http::StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        (Duration::from_millis(550)..Duration::from_millis(1_300)).contains(&took),
+        "answered after {took:?}"
+    );
+}
