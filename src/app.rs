@@ -5,10 +5,13 @@
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::{codec::CompressionEncoding, transport::Server};
+use tonic::{codec::CompressionEncoding, service::Routes};
 use tonic_health::ServingStatus;
 use tonic_web::GrpcWebLayer;
-use tower::util::{MapRequestLayer, MapResponseLayer};
+use tower::{
+    ServiceBuilder,
+    util::{MapRequestLayer, MapResponseLayer},
+};
 
 use crate::{
     api::{
@@ -30,6 +33,7 @@ use crate::{
         router::{RouteBuilder, Router},
         spec::RouteSpec,
     },
+    serve::{self, ConnectionSettings},
     simulator::{
         Simulator,
         fixtures::{Fixtures, FixturesError, QuotaFixture},
@@ -171,6 +175,7 @@ struct ConnectionLimits {
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
     max_connection_age: Duration,
+    idle_timeout: Duration,
     admission: AdmissionLimits,
 }
 
@@ -349,6 +354,7 @@ impl App {
                 keepalive_interval: config.keepalive_interval,
                 keepalive_timeout: config.keepalive_timeout,
                 max_connection_age: config.max_connection_age,
+                idle_timeout: config.idle_timeout,
                 admission: AdmissionLimits {
                     max_connections: config.max_connections as usize,
                     handshake_timeout: config.handshake_timeout,
@@ -426,27 +432,7 @@ impl App {
             self.metrics.clone(),
         );
         let cors = self.cors;
-        let router = Server::builder()
-            // HTTP/1.1 too: Connect and gRPC-Web callers (curl, browsers, proxies) may not speak h2.
-            .accept_http1(true)
-            .http2_keepalive_interval(Some(limits.keepalive_interval))
-            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-            .max_concurrent_streams(limits.max_concurrent_streams)
-            .http2_max_header_list_size(limits.max_header_list_size)
-            .initial_connection_window_size(limits.connection_window)
-            .initial_stream_window_size(limits.stream_window())
-            .max_connection_age(limits.max_connection_age)
-            .max_connection_age_grace(self.shutdown_grace)
-            .layer(MapRequestLayer::new(deadline::stamp_arrival))
-            .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
-            // Outside the protocols: a browser's preflight is answered before anything else.
-            .layer(tower::util::option_layer(cors))
-            // Outside the protocols, which read a Connect body: no request outlives its deadline,
-            // however little of it has arrived.
-            .layer(ExpiryLayer::new(limits.default_deadline))
-            .layer(protocols)
-            .layer(GrpcWebLayer::new())
-            .add_service(health_service)
+        let routes = Routes::new(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
@@ -454,6 +440,28 @@ impl App {
                     .max_decoding_message_size(limits.max_message_size)
                     .accept_compressed(CompressionEncoding::Gzip),
             );
+        let service = ServiceBuilder::new()
+            .layer(MapRequestLayer::new(deadline::stamp_arrival))
+            .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
+            // Outside the protocols: a browser's preflight is answered before anything else.
+            .option_layer(cors)
+            // Outside the protocols, which read a Connect body: no request outlives its deadline,
+            // however little of it has arrived.
+            .layer(ExpiryLayer::new(limits.default_deadline))
+            .layer(protocols)
+            .layer(GrpcWebLayer::new())
+            .service(routes);
+        let settings = ConnectionSettings {
+            max_header_list_size: limits.max_header_list_size,
+            max_concurrent_streams: limits.max_concurrent_streams,
+            connection_window: limits.connection_window,
+            stream_window: limits.stream_window(),
+            keepalive_interval: limits.keepalive_interval,
+            keepalive_timeout: limits.keepalive_timeout,
+            max_connection_age: limits.max_connection_age,
+            grace: self.shutdown_grace,
+            idle_timeout: limits.idle_timeout,
+        };
         let stop_accepting = async move {
             let _ = stop_accepting.wait_for(|stopping| *stopping).await;
         };
@@ -461,44 +469,38 @@ impl App {
         let metrics = self.metrics.clone();
         // TLS or not, the connections are of different types, hence the box.
         let mut reloads = None;
-        let mut server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
-            match self.tls {
-                Some(tls) => {
-                    let connections =
-                        listener::admit(self.listener, "grpc", admission, metrics, tls.handshake());
-                    reloads = Some(tls.reload_on_change(self.tls_reload_interval));
-                    Box::pin(router.serve_with_incoming_shutdown(connections, stop_accepting))
-                }
-                None => {
-                    let connections =
-                        listener::admit(self.listener, "grpc", admission, metrics, |stream| {
-                            std::future::ready(Ok(stream))
-                        });
-                    Box::pin(router.serve_with_incoming_shutdown(connections, stop_accepting))
-                }
-            };
+        let mut server: Pin<Box<dyn Future<Output = ()> + Send>> = match self.tls {
+            Some(tls) => {
+                let connections =
+                    listener::admit(self.listener, "grpc", admission, metrics, tls.handshake());
+                reloads = Some(tls.reload_on_change(self.tls_reload_interval));
+                Box::pin(serve::serve(connections, service, settings, stop_accepting))
+            }
+            None => {
+                let connections =
+                    listener::admit(self.listener, "grpc", admission, metrics, |stream| {
+                        std::future::ready(Ok(stream))
+                    });
+                Box::pin(serve::serve(connections, service, settings, stop_accepting))
+            }
+        };
 
         tokio::select! {
-            served = &mut server => return Ok(served?),
+            () = &mut server => return Ok(()),
             () = shutdown => {}
         }
         tracing::info!(grace = ?self.shutdown_grace, "shutting down: draining calls in flight");
         stopping.send_replace(true);
         let _ = readiness.await;
         set_health(&health_reporter, ServingStatus::NotServing).await;
-        let served = match tokio::time::timeout(self.shutdown_grace, &mut server).await {
-            Ok(served) => served,
-            Err(_) => {
-                tracing::warn!(
-                    "grace period over: answering the calls still in flight UNAVAILABLE"
-                );
-                self.drain.expire();
-                match tokio::time::timeout(Duration::from_secs(1), &mut server).await {
-                    Ok(served) => served,
-                    Err(_) => Ok(()),
-                }
-            }
-        };
+        if tokio::time::timeout(self.shutdown_grace, &mut server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: answering the calls still in flight UNAVAILABLE");
+            self.drain.expire();
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut server).await;
+        }
         drop(self.simulator);
         if let Some(task) = reloads {
             task.abort();
@@ -510,7 +512,7 @@ impl App {
             task.abort();
         }
         tracing::info!("connect-facade stopped");
-        Ok(served?)
+        Ok(())
     }
 }
 

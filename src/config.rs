@@ -353,6 +353,12 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_MAX_CONNECTION_AGE", default_value = "30m", value_parser = duration)]
     pub max_connection_age: Duration,
 
+    /// Close a connection (HTTP/2 GOAWAY) that has had no call in flight this long, as grpc-go's
+    /// MaxConnectionIdle does: an idle peer, even one answering keepalive PINGs, does not hold a
+    /// connection slot until --max-connection-age. Clients reconnect on their next call.
+    #[arg(long, env = "CONNECT_FACADE_IDLE_TIMEOUT", default_value = "5m", value_parser = duration)]
+    pub idle_timeout: Duration,
+
     /// On SIGTERM or Ctrl-C, how long calls in flight may finish (keep it under Kubernetes'
     /// terminationGracePeriodSeconds, 30 s by default); calls still running then are answered
     /// UNAVAILABLE.

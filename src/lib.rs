@@ -36,6 +36,7 @@ pub mod quota;
 pub mod reload;
 pub mod replay;
 pub mod routes;
+pub mod serve;
 pub mod simulator;
 pub mod status;
 pub mod store;

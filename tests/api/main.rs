@@ -11,6 +11,7 @@ mod hardening;
 mod helpers;
 mod log_floods;
 mod observability;
+mod peer_bounds;
 mod process;
 mod protocols;
 mod quota;

@@ -1,0 +1,292 @@
+//! Serving each admitted connection ([`crate::listener`] admits them): HTTP/1.1 and HTTP/2 with
+//! hyper-util's auto builder, under bounds that hold whatever the peer sends.
+//!
+//! - **HTTP/1.1 headers** are bounded like HTTP/2's: hyper's read buffer is the header bound
+//!   (`--max-header-list-size`, at least hyper's 8 KiB floor), so a larger head is answered 431 and
+//!   a peer holding unfinished headers holds that much, not hyper's default 400 KiB.
+//! - **Idle connections end**: a connection with no call in flight for `--idle-timeout` gets a
+//!   graceful close (HTTP/2 GOAWAY), as grpc-go's `MaxConnectionIdle` does; answering keepalive
+//!   PINGs does not count as activity.
+//! - **Connection age**: at `--max-connection-age` the connection gets GOAWAY, so clients move to
+//!   other replicas; calls in flight have `--shutdown-grace` to finish before it is closed.
+//! - **Shutdown**: every connection gets GOAWAY at once; the server returns when all are closed.
+//!
+//! tonic's own server does none of the first two (it exposes neither HTTP/1.1's buffer nor an idle
+//! timeout), and with a grace period set it never sends the GOAWAY at the connection's age: it
+//! closes the connection at age + grace. Hence this loop, which is otherwise what tonic's is: the
+//! peer's address and certificates go into each request's extensions as tonic's `Connected` IO
+//! reports them, so `Request::remote_addr` and `peer_certs` work unchanged.
+
+use std::{
+    fmt::Display,
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use parking_lot::Mutex;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::{Notify, watch},
+    time::Instant,
+};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{body::Body, transport::server::Connected};
+use tower::{BoxError, Service, ServiceExt};
+
+/// hyper's smallest HTTP/1.1 read buffer (it refuses a smaller one).
+const HTTP1_MIN_BUFFER: usize = 8 * 1024;
+
+/// How each connection is served.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionSettings {
+    pub max_header_list_size: u32,
+    pub max_concurrent_streams: u32,
+    pub connection_window: u32,
+    pub stream_window: u32,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_connection_age: Duration,
+    /// How long calls in flight may run after a GOAWAY (age or shutdown) before the connection is
+    /// closed.
+    pub grace: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl ConnectionSettings {
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .max_buf_size((self.max_header_list_size as usize).max(HTTP1_MIN_BUFFER));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .initial_connection_window_size(self.connection_window)
+            .initial_stream_window_size(self.stream_window)
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .max_header_list_size(self.max_header_list_size)
+            .keep_alive_interval(self.keepalive_interval)
+            .keep_alive_timeout(self.keepalive_timeout);
+        builder
+    }
+}
+
+/// Serves every connection `incoming` yields with `service` until `stop` resolves; then each
+/// connection gets GOAWAY, and this returns once they are all closed.
+pub async fn serve<I, IO, E, S, B>(
+    incoming: I,
+    service: S,
+    settings: ConnectionSettings,
+    stop: impl Future<Output = ()>,
+) where
+    I: Stream<Item = Result<IO, E>>,
+    E: Display,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let builder = settings.builder();
+    let (stopping, stopped) = watch::channel(false);
+    {
+        let mut incoming = pin!(incoming);
+        let mut stop = pin!(stop);
+        loop {
+            let io = tokio::select! {
+                () = &mut stop => break,
+                io = incoming.next() => io,
+            };
+            match io {
+                Some(Ok(io)) => spawn_connection(
+                    io,
+                    service.clone(),
+                    builder.clone(),
+                    settings,
+                    stopped.clone(),
+                ),
+                Some(Err(error)) => tracing::debug!(%error, "connection not admitted"),
+                None => break,
+            }
+        }
+    }
+    let _ = stopping.send(true);
+    drop(stopped);
+    // Every connection task holds a receiver until it ends.
+    stopping.closed().await;
+}
+
+fn spawn_connection<IO, S, B>(
+    io: IO,
+    service: S,
+    builder: auto::Builder<TokioExecutor>,
+    settings: ConnectionSettings,
+    stopped: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let info = io.connect_info();
+    let activity = Arc::new(Activity::new());
+    let calls = {
+        let activity = activity.clone();
+        tower::service_fn(move |request: http::Request<Incoming>| {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(info.clone());
+            let open = activity.open();
+            let call = service.clone().oneshot(request);
+            async move {
+                // A concrete body and error: hyper's connection future is then plainly Send.
+                let answered: Result<http::Response<Body>, BoxError> = call
+                    .await
+                    .map(|response| response.map(Body::new))
+                    .map_err(|error| error.into());
+                drop(open);
+                answered
+            }
+        })
+    };
+    drive(
+        TokioIo::new(io),
+        TowerToHyperService::new(calls),
+        builder,
+        settings,
+        activity,
+        stopped,
+    );
+}
+
+/// Serves one connection in a task of its own until it ends, closing it gracefully at its age,
+/// when idle or at shutdown. Generic over the service, as tonic's own is, to get around
+/// rust-lang/rust#102211 (a spawned hyper connection over a closure's future is not provably Send).
+fn drive<IO, H, E>(
+    io: IO,
+    service: H,
+    builder: auto::Builder<E>,
+    settings: ConnectionSettings,
+    activity: Arc<Activity>,
+    mut stopped: watch::Receiver<bool>,
+) where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: hyper::service::Service<http::Request<Incoming>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    H::Future: Send + 'static,
+    H::Error: Into<BoxError> + Send,
+    E: hyper_util::server::conn::auto::HttpServerConnExec<H::Future, Body> + Send + Sync + 'static,
+{
+    tokio::spawn(async move {
+        let mut connection = pin!(builder.serve_connection(io, service));
+        let aged = tokio::time::sleep(settings.max_connection_age);
+        let mut aged = pin!(aged);
+        let idle = activity.idle_for(settings.idle_timeout);
+        let mut idle = pin!(idle);
+        // Once the connection has its GOAWAY, no other reason to close it counts; at its age or
+        // when idle, the calls in flight have the grace period, then it is closed. At shutdown the
+        // app itself answers the calls left after the grace period (UNAVAILABLE), so the
+        // connection is not cut under them.
+        let mut closing = false;
+        let mut force_at: Option<Instant> = None;
+        loop {
+            let reason = tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(error) = served {
+                        tracing::debug!(error = %error, "connection ended");
+                    }
+                    return;
+                }
+                () = &mut aged, if !closing => "max_age",
+                () = &mut idle, if !closing => "idle",
+                _ = stopped.changed(), if !closing => "shutdown",
+                () = tokio::time::sleep_until(force_at.unwrap_or_else(Instant::now)),
+                    if force_at.is_some() => {
+                    tracing::debug!("calls still in flight past the grace period: connection closed");
+                    return;
+                }
+            };
+            tracing::debug!(reason, "closing the connection gracefully");
+            connection.as_mut().graceful_shutdown();
+            closing = true;
+            if reason != "shutdown" {
+                force_at = Some(Instant::now() + settings.grace);
+            }
+        }
+    });
+}
+
+/// The calls in flight on one connection, and since when it has had none.
+struct Activity {
+    open: AtomicUsize,
+    idle_since: Mutex<Instant>,
+    changed: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            changed: Notify::new(),
+        }
+    }
+
+    fn open(self: &Arc<Self>) -> OpenCall {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        OpenCall(self.clone())
+    }
+
+    /// Resolves once the connection has had no call in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            // Created before the state is read: a change after the read still wakes it.
+            let changed = self.changed.notified();
+            if self.open.load(Ordering::SeqCst) > 0 {
+                changed.await;
+                continue;
+            }
+            let since = *self.idle_since.lock();
+            tokio::select! {
+                () = tokio::time::sleep_until(since + timeout) => {
+                    if self.open.load(Ordering::SeqCst) == 0 && *self.idle_since.lock() == since {
+                        return;
+                    }
+                }
+                () = changed => {}
+            }
+        }
+    }
+}
+
+/// A call in flight; the connection is idle again when the last one is dropped.
+struct OpenCall(Arc<Activity>);
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        if activity.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *activity.idle_since.lock() = Instant::now();
+        }
+        activity.changed.notify_waiters();
+    }
+}

@@ -1,0 +1,151 @@
+//! What a connected peer may hold, from the outside: HTTP/1.1 headers are bounded like HTTP/2's
+//! (431 past `--max-header-list-size`), an idle HTTP/2 connection that answers PINGs is closed at
+//! `--idle-timeout`, and a connection gets its GOAWAY at `--max-connection-age`, not at age + grace.
+
+use std::time::{Duration, Instant};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::{
+    helpers::{TestApp, entire_session, open_chats_with_quota, spawn_with},
+    process::{facade, serving},
+};
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+
+/// Opens an HTTP/2 connection that makes no call and answers every PING; returns when the server
+/// closes it: how long that took, and whether a GOAWAY came first.
+async fn idle_h2_connection(app: &TestApp, within: Duration) -> (Duration, bool) {
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let started = Instant::now();
+    stream.write_all(PREFACE).await.unwrap();
+    stream
+        .write_all(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut goaway = false;
+    let read = tokio::time::timeout(within, async {
+        let mut head = [0u8; 9];
+        while stream.read_exact(&mut head).await.is_ok() {
+            let length =
+                usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0; length];
+            if stream.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            match head[3] {
+                GOAWAY => goaway = true,
+                PING if head[4] & 1 == 0 => {
+                    let mut ack = vec![0, 0, 8, PING, 1, 0, 0, 0, 0];
+                    ack.extend_from_slice(&payload);
+                    let _ = stream.write_all(&ack).await;
+                }
+                SETTINGS if head[4] & 1 == 0 => {
+                    let _ = stream.write_all(&[0, 0, 0, SETTINGS, 1, 0, 0, 0, 0]).await;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "closed within {within:?}");
+    (started.elapsed(), goaway)
+}
+
+#[tokio::test]
+async fn an_idle_connection_answering_pings_is_closed_at_the_idle_timeout() {
+    let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
+        c.idle_timeout = Duration::from_millis(600);
+        c.keepalive_interval = Duration::from_millis(100);
+    })
+    .await;
+    let (after, goaway) = idle_h2_connection(&app, Duration::from_secs(5)).await;
+    assert!(goaway, "a GOAWAY first");
+    assert!(
+        (Duration::from_millis(550)..Duration::from_millis(2_000)).contains(&after),
+        "closed after {after:?}"
+    );
+    // A connection with calls is not idle: the app's own client keeps calling through it.
+    for _ in 0..4 {
+        assert!(app.call(entire_session()).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_gets_its_goaway_at_its_age_not_after_the_grace() {
+    let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
+        c.max_connection_age = Duration::from_millis(500);
+        c.shutdown_grace = Duration::from_secs(20);
+    })
+    .await;
+    let (after, goaway) = idle_h2_connection(&app, Duration::from_secs(5)).await;
+    assert!(goaway, "a GOAWAY first");
+    assert!(
+        after < Duration::from_millis(2_000),
+        "closed after {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn http1_headers_past_the_bound_are_431_and_unfinished_ones_hold_little_memory() {
+    let app = spawn_with(open_chats_with_quota(100.0, 100), |_| {}).await;
+    // 20 KiB of headers against the 16 KiB bound.
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /amazonconnect.v1.ContactService/CreatePersistentContactAssociation HTTP/1.1\r\n\
+         host: facade\r\nx-padding: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut answer = vec![0; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap_or(0);
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    assert!(app.call(entire_session()).await.is_ok(), "still serving");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_hundred_fifty_peers_holding_unfinished_390_kb_headers_hold_little_memory() {
+    let serving = serving(facade(&["serve", "--simulator", "--listen", "127.0.0.1:0"])).await;
+    let pid = serving.child.id().unwrap();
+    let before = rss_kib(pid);
+    let mut peers = Vec::new();
+    for _ in 0..250 {
+        let mut stream = TcpStream::connect(serving.addr).await.unwrap();
+        let head = format!(
+            "POST / HTTP/1.1\r\nhost: facade\r\nx-padding: {}",
+            "a".repeat(390 * 1024)
+        );
+        // The server stops reading (and answers 431) long before the whole head is written.
+        let _ = tokio::time::timeout(
+            Duration::from_millis(200),
+            stream.write_all(head.as_bytes()),
+        )
+        .await;
+        peers.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let grown = rss_kib(pid).saturating_sub(before);
+    eprintln!("250 peers with unfinished 390 KB headers: RSS +{grown} KiB");
+    // Before the bound: +62 MiB for 100 such peers, +141 MiB for 250.
+    assert!(grown < 24 * 1024, "RSS grew {grown} KiB");
+}
