@@ -28,6 +28,7 @@ use crate::{
     proto::{self, contact_service_server::ContactServiceServer},
     quota::stores::QuotaStores,
     replay::{MemoryReplays, RedisReplays, Replayer},
+    request_buffers::ProcessBuffers,
     routes::{
         self, RoutesError,
         router::{RouteBuilder, Router},
@@ -176,6 +177,8 @@ struct ConnectionLimits {
     keepalive_timeout: Duration,
     max_connection_age: Duration,
     idle_timeout: Duration,
+    max_connection_buffer: usize,
+    max_buffered_requests: usize,
     admission: AdmissionLimits,
 }
 
@@ -355,6 +358,8 @@ impl App {
                 keepalive_timeout: config.keepalive_timeout,
                 max_connection_age: config.max_connection_age,
                 idle_timeout: config.idle_timeout,
+                max_connection_buffer: config.max_connection_buffer,
+                max_buffered_requests: config.max_buffered_requests,
                 admission: AdmissionLimits {
                     max_connections: config.max_connections as usize,
                     handshake_timeout: config.handshake_timeout,
@@ -461,7 +466,9 @@ impl App {
             max_connection_age: limits.max_connection_age,
             grace: self.shutdown_grace,
             idle_timeout: limits.idle_timeout,
+            max_connection_buffer: limits.max_connection_buffer,
         };
+        let buffers = ProcessBuffers::new(limits.max_buffered_requests, self.metrics.clone());
         let stop_accepting = async move {
             let _ = stop_accepting.wait_for(|stopping| *stopping).await;
         };
@@ -474,14 +481,26 @@ impl App {
                 let connections =
                     listener::admit(self.listener, "grpc", admission, metrics, tls.handshake());
                 reloads = Some(tls.reload_on_change(self.tls_reload_interval));
-                Box::pin(serve::serve(connections, service, settings, stop_accepting))
+                Box::pin(serve::serve(
+                    connections,
+                    service,
+                    settings,
+                    buffers,
+                    stop_accepting,
+                ))
             }
             None => {
                 let connections =
                     listener::admit(self.listener, "grpc", admission, metrics, |stream| {
                         std::future::ready(Ok(stream))
                     });
-                Box::pin(serve::serve(connections, service, settings, stop_accepting))
+                Box::pin(serve::serve(
+                    connections,
+                    service,
+                    settings,
+                    buffers,
+                    stop_accepting,
+                ))
             }
         };
 

@@ -359,6 +359,16 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_IDLE_TIMEOUT", default_value = "5m", value_parser = duration)]
     pub idle_timeout: Duration,
 
+    /// Request bytes one connection's unanswered calls may hold (a valid request is under 2 KiB;
+    /// 256 concurrent ones under 512 KiB); past it the connection is reset.
+    #[arg(long, env = "CONNECT_FACADE_MAX_CONNECTION_BUFFER", default_value_t = 1024 * 1024)]
+    pub max_connection_buffer: usize,
+
+    /// Request bytes every connection's unanswered calls may hold together; past it the connection
+    /// that brings more is reset. With the connection windows, it sizes the pod's memory limit.
+    #[arg(long, env = "CONNECT_FACADE_MAX_BUFFERED_REQUESTS", default_value_t = 32 * 1024 * 1024)]
+    pub max_buffered_requests: usize,
+
     /// On SIGTERM or Ctrl-C, how long calls in flight may finish (keep it under Kubernetes'
     /// terminationGracePeriodSeconds, 30 s by default); calls still running then are answered
     /// UNAVAILABLE.

@@ -35,6 +35,7 @@ pub mod middleware;
 pub mod quota;
 pub mod reload;
 pub mod replay;
+pub mod request_buffers;
 pub mod routes;
 pub mod serve;
 pub mod simulator;

@@ -134,6 +134,7 @@ pub struct Metrics {
     tls_expiry: Family<CertLabels, Gauge<i64, AtomicI64>>,
     quota_store_up: Family<StoreLabels, Gauge<i64, AtomicI64>>,
     open_connections: Family<ListenerLabels, Gauge<i64, AtomicI64>>,
+    request_buffer_bytes: Gauge<i64, AtomicI64>,
     connections_closed: Family<ClosedLabels, Counter>,
     accept_errors: Family<ClosedLabels, Counter>,
     quota_store_errors: Counter,
@@ -430,6 +431,12 @@ impl Metrics {
             "Round trips to the quota store (Redis), in seconds",
             quota_store_seconds.clone(),
         );
+        let request_buffer_bytes = Gauge::<i64, AtomicI64>::default();
+        sub.register(
+            "request_buffer_bytes",
+            "Request body bytes held for calls not yet answered, over every connection",
+            request_buffer_bytes.clone(),
+        );
         let open_connections = Family::default();
         sub.register(
             "open_connections",
@@ -486,6 +493,7 @@ impl Metrics {
             tls_expiry,
             quota_store_up,
             open_connections,
+            request_buffer_bytes,
             connections_closed,
             accept_errors,
             quota_store_errors,
@@ -745,6 +753,11 @@ impl Metrics {
 
     pub fn quota_store_round_trip(&self, elapsed: Duration) {
         self.quota_store_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn set_request_buffer_bytes(&self, bytes: usize) {
+        self.request_buffer_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     pub fn set_open_connections(&self, listener: &'static str, open: usize) {

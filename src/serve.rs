@@ -9,6 +9,8 @@
 //!   PINGs does not count as activity.
 //! - **Connection age**: at `--max-connection-age` the connection gets GOAWAY, so clients move to
 //!   other replicas; calls in flight have `--shutdown-grace` to finish before it is closed.
+//! - **Request data held**: a connection whose unanswered calls hold more request data than
+//!   allowed is reset ([`crate::request_buffers`]).
 //! - **Shutdown**: every connection gets GOAWAY at once; the server returns when all are closed.
 //!
 //! tonic's own server does none of the first two (it exposes neither HTTP/1.1's buffer nor an idle
@@ -44,6 +46,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{body::Body, transport::server::Connected};
 use tower::{BoxError, Service, ServiceExt};
 
+use crate::request_buffers::{ConnectionBuffers, Counted, ProcessBuffers};
+
 /// hyper's smallest HTTP/1.1 read buffer (it refuses a smaller one).
 const HTTP1_MIN_BUFFER: usize = 8 * 1024;
 
@@ -61,6 +65,8 @@ pub struct ConnectionSettings {
     /// closed.
     pub grace: Duration,
     pub idle_timeout: Duration,
+    /// Request bytes one connection's unanswered calls may hold.
+    pub max_connection_buffer: usize,
 }
 
 impl ConnectionSettings {
@@ -89,6 +95,7 @@ pub async fn serve<I, IO, E, S, B>(
     incoming: I,
     service: S,
     settings: ConnectionSettings,
+    buffers: Arc<ProcessBuffers>,
     stop: impl Future<Output = ()>,
 ) where
     I: Stream<Item = Result<IO, E>>,
@@ -117,6 +124,7 @@ pub async fn serve<I, IO, E, S, B>(
                     service.clone(),
                     builder.clone(),
                     settings,
+                    buffers.connection(settings.max_connection_buffer),
                     stopped.clone(),
                 ),
                 Some(Err(error)) => tracing::debug!(%error, "connection not admitted"),
@@ -135,6 +143,7 @@ fn spawn_connection<IO, S, B>(
     service: S,
     builder: auto::Builder<TokioExecutor>,
     settings: ConnectionSettings,
+    account: Arc<ConnectionBuffers>,
     stopped: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
@@ -148,9 +157,10 @@ fn spawn_connection<IO, S, B>(
     let info = io.connect_info();
     let activity = Arc::new(Activity::new());
     let calls = {
-        let activity = activity.clone();
+        let (activity, account) = (activity.clone(), account.clone());
         tower::service_fn(move |request: http::Request<Incoming>| {
-            let mut request = request.map(Body::new);
+            let held = account.call();
+            let mut request = request.map(|body| Body::new(Counted::new(body, held.clone())));
             request.extensions_mut().insert(info.clone());
             let open = activity.open();
             let call = service.clone().oneshot(request);
@@ -160,7 +170,7 @@ fn spawn_connection<IO, S, B>(
                     .await
                     .map(|response| response.map(Body::new))
                     .map_err(|error| error.into());
-                drop(open);
+                drop((open, held));
                 answered
             }
         })
@@ -170,7 +180,7 @@ fn spawn_connection<IO, S, B>(
         TowerToHyperService::new(calls),
         builder,
         settings,
-        activity,
+        (activity, account),
         stopped,
     );
 }
@@ -183,7 +193,7 @@ fn drive<IO, H, E>(
     service: H,
     builder: auto::Builder<E>,
     settings: ConnectionSettings,
-    activity: Arc<Activity>,
+    (activity, account): (Arc<Activity>, Arc<ConnectionBuffers>),
     mut stopped: watch::Receiver<bool>,
 ) where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -213,6 +223,12 @@ fn drive<IO, H, E>(
                     if let Err(error) = served {
                         tracing::debug!(error = %error, "connection ended");
                     }
+                    return;
+                }
+                () = account.exceeded() => {
+                    // Reset, not closed gracefully: its calls would hold their data a while longer.
+                    account.count_closed();
+                    tracing::warn!("connection reset: its unfinished requests held more data than allowed");
                     return;
                 }
                 () = &mut aged, if !closing => "max_age",

@@ -149,3 +149,84 @@ async fn two_hundred_fifty_peers_holding_unfinished_390_kb_headers_hold_little_m
     // Before the bound: +62 MiB for 100 such peers, +141 MiB for 250.
     assert!(grown < 24 * 1024, "RSS grew {grown} KiB");
 }
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sixteen_connections_of_256_unfinished_64_kib_streams_are_reset_within_the_bound() {
+    use bytes::Bytes;
+    use http_body_util::StreamBody;
+    use tower::{Service, ServiceExt};
+
+    let serving = serving(facade(&["serve", "--simulator", "--listen", "127.0.0.1:0"])).await;
+    let pid = serving.child.id().unwrap();
+    let before = status_kib(pid, "VmRSS:");
+    let mut senders = Vec::new();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let channel = crate::helpers::channel(serving.addr).await;
+        for _ in 0..256 {
+            let (sender, receiver) =
+                tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, tonic::Status>>(1);
+            // A gRPC frame announcing 65,531 bytes, 65,000 of them sent, the rest never.
+            let mut frame = vec![0, 0, 0, 0xff, 0xfb];
+            frame.extend_from_slice(&[0x0a; 65_000 - 5]);
+            sender
+                .send(Ok(hyper::body::Frame::data(Bytes::from(frame))))
+                .await
+                .unwrap();
+            senders.push(sender);
+            let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
+            let request = http::Request::builder()
+                .method("POST")
+                .uri(format!(
+                    "http://{}/amazonconnect.v1.ContactService/CreatePersistentContactAssociation",
+                    serving.addr
+                ))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(tonic::body::Body::new(body))
+                .unwrap();
+            let mut channel = channel.clone();
+            calls.spawn(async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    channel.ready().await.unwrap().call(request),
+                )
+                .await;
+            });
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let peak = status_kib(pid, "VmHWM:");
+    let grown = peak.saturating_sub(before);
+    eprintln!("16 x 256 unfinished 64 KiB streams: peak RSS +{grown} KiB");
+    drop(senders);
+    calls.abort_all();
+    let logs = serving.logs.lock().unwrap().join("\n");
+    let resets = logs
+        .matches("connection reset: its unfinished requests held more data")
+        .count();
+    eprintln!("{resets} connections reset");
+    assert!(resets >= 8, "{resets} connections reset");
+    // Before the bound: +31-37 MiB per connection (16 connections: over 500 MiB). Now each holds
+    // at most its 1 MiB of request data, its 256 KiB window, and its streams' own state.
+    assert!(grown < 128 * 1024, "peak RSS grew {grown} KiB");
+    let mut client = connect_facade::proto::contact_service_client::ContactServiceClient::new(
+        crate::helpers::channel(serving.addr).await,
+    );
+    assert!(
+        client
+            .create_persistent_contact_association(entire_session())
+            .await
+            .is_ok(),
+        "still serving"
+    );
+}
