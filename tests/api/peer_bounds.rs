@@ -114,11 +114,12 @@ async fn http1_headers_past_the_bound_are_431_and_unfinished_ones_hold_little_me
     assert!(app.call(entire_session()).await.is_ok(), "still serving");
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/PID/status` figure in KiB (`VmRSS:`, `VmHWM:`).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|value| value.split_whitespace().next()?.parse().ok())
         .unwrap()
 }
@@ -127,7 +128,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn two_hundred_fifty_peers_holding_unfinished_390_kb_headers_hold_little_memory() {
     let serving = serving(facade(&["serve", "--simulator", "--listen", "127.0.0.1:0"])).await;
     let pid = serving.child.id().unwrap();
-    let before = rss_kib(pid);
+    let before = status_kib(pid, "VmRSS:");
     let mut peers = Vec::new();
     for _ in 0..250 {
         let mut stream = TcpStream::connect(serving.addr).await.unwrap();
@@ -144,19 +145,10 @@ async fn two_hundred_fifty_peers_holding_unfinished_390_kb_headers_hold_little_m
         peers.push(stream);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let grown = rss_kib(pid).saturating_sub(before);
+    let grown = status_kib(pid, "VmRSS:").saturating_sub(before);
     eprintln!("250 peers with unfinished 390 KB headers: RSS +{grown} KiB");
     // Before the bound: +62 MiB for 100 such peers, +141 MiB for 250.
     assert!(grown < 24 * 1024, "RSS grew {grown} KiB");
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .unwrap()
 }
 
 #[tokio::test]
