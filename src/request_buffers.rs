@@ -86,9 +86,10 @@ impl ConnectionBuffers {
         }
     }
 
-    /// Counts this connection among those reset for holding too much.
-    pub fn count_closed(&self) {
-        self.process.metrics.connection_closed("grpc", "buffer");
+    /// Counts this connection among those the facade closed, for `reason` (`buffer`, `idle`,
+    /// `max_age`).
+    pub fn count_closed(&self, reason: &'static str) {
+        self.process.metrics.connection_closed("grpc", reason);
     }
 
     fn add(&self, bytes: usize) {

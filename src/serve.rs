@@ -227,7 +227,7 @@ fn drive<IO, H, E>(
                 }
                 () = account.exceeded() => {
                     // Reset, not closed gracefully: its calls would hold their data a while longer.
-                    account.count_closed();
+                    account.count_closed("buffer");
                     tracing::warn!("connection reset: its unfinished requests held more data than allowed");
                     return;
                 }
@@ -241,6 +241,9 @@ fn drive<IO, H, E>(
                 }
             };
             tracing::debug!(reason, "closing the connection gracefully");
+            if reason != "shutdown" {
+                account.count_closed(reason);
+            }
             connection.as_mut().graceful_shutdown();
             closing = true;
             if reason != "shutdown" {

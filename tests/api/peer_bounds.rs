@@ -63,6 +63,7 @@ async fn an_idle_connection_answering_pings_is_closed_at_the_idle_timeout() {
     let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
         c.idle_timeout = Duration::from_millis(600);
         c.keepalive_interval = Duration::from_millis(100);
+        c.metrics_listen = Some(crate::helpers::loopback());
     })
     .await;
     let (after, goaway) = idle_h2_connection(&app, Duration::from_secs(5)).await;
@@ -71,6 +72,12 @@ async fn an_idle_connection_answering_pings_is_closed_at_the_idle_timeout() {
         (Duration::from_millis(550)..Duration::from_millis(2_000)).contains(&after),
         "closed after {after:?}"
     );
+    // The app's own client connection may be idle long enough too: at least this one counted.
+    let closed = crate::helpers::series_value(
+        &app.scrape().await,
+        r#"connect_facade_connections_closed_total{listener="grpc",reason="idle"}"#,
+    );
+    assert!(closed.is_some_and(|count| count >= 1.0), "{closed:?}");
     // A connection with calls is not idle: the app's own client keeps calling through it.
     for _ in 0..4 {
         assert!(app.call(entire_session()).await.is_ok());
