@@ -74,7 +74,7 @@ class Bench:
     def facade(self, simulator_url, flags):
         port, metrics = free_port(), free_port()
         env = {"AWS_ACCESS_KEY_ID": "AKIDSCALING", "AWS_SECRET_ACCESS_KEY": "scaling-secret",
-               "AWS_EC2_METADATA_DISABLED": "true", "RUST_LOG": os.environ.get("SCALING_RUST_LOG", "info")}
+               "AWS_EC2_METADATA_DISABLED": "true", "RUST_LOG": "info"}
         argv = [f"{self.bin}/connect-facade", "serve", "--listen", f"127.0.0.1:{port}",
                 "--metrics-listen", f"127.0.0.1:{metrics}", "--region", "us-east-1",
                 "--endpoint-url", simulator_url, "--log-format", "json"] + flags

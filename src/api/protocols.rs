@@ -28,7 +28,7 @@ use prost::Message;
 use tonic::{Code, Status, body::Body};
 use tower::{BoxError, Layer, Service};
 
-use super::ContactApi;
+use super::{ContactApi, deadline};
 use crate::{
     clip,
     metrics::Metrics,
@@ -283,8 +283,8 @@ impl ProtocolsLayer {
             let millis = timeout
                 .to_str()
                 .ok()
-                .filter(|t| !t.is_empty() && t.len() <= 10 && t.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|t| t.parse::<u64>().ok())
+                .and_then(deadline::parse_connect_timeout)
+                .map(|timeout| timeout.as_millis())
                 .ok_or_else(|| {
                     Status::invalid_argument("connect-timeout-ms must be 1 to 10 digits")
                 })?;
