@@ -2,8 +2,9 @@
 //!
 //! A caller proves who it is with a bearer token (`authorization: Bearer <token>`, stored only as its
 //! SHA-256, compared in constant time) or with a client certificate verified by mutual TLS (matched by
-//! its subject, e.g. `CN=ops-console`). No or unknown credentials: UNAUTHENTICATED. A known caller on an
-//! instance it was not granted: PERMISSION_DENIED. AWS is called in neither case. Only
+//! its subject, e.g. `CN=ops-console`). No or unknown credentials: UNAUTHENTICATED, answered from the
+//! headers before the body is read (a stranger cannot make the facade wait for, or hold, a body). A
+//! known caller on an instance it was not granted: PERMISSION_DENIED, once the body names the instance. AWS is called in neither case. Only
 //! `amazonconnect.v1.ContactService` is guarded: reflection and health stay open for tools and probes.
 //! The caller's name, never its token, is logged and counted.
 //!
@@ -11,12 +12,13 @@
 //! `max_rate` (calls per second past which its calls are refused, whatever the quota): see
 //! [`crate::quota::fair`].
 
-use std::{path::Path, sync::Arc};
+use std::{net::SocketAddr, path::Path, sync::Arc};
 
+use http::{Extensions, HeaderMap};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tonic::metadata::MetadataMap;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 /// The auth file.
 #[derive(Clone, Debug, Deserialize)]
@@ -187,6 +189,11 @@ pub enum Refusal {
     NotAllowed { caller: String },
 }
 
+/// A caller identified by its credentials (its place in the auth file); kept in the request's
+/// extensions by the edge, so the handler only checks the instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Authenticated(usize);
+
 /// The callers allowed to use the service.
 #[derive(Clone, Debug)]
 pub struct Callers {
@@ -234,13 +241,29 @@ impl Callers {
     /// Identifies the caller, then checks it may use `instance_id`; answers who it is.
     pub fn authorize(
         &self,
-        metadata: &MetadataMap,
+        headers: &HeaderMap,
         tls_subject: Option<&str>,
         instance_id: &str,
     ) -> Result<&CallerShare, Refusal> {
-        let caller = self
-            .identify(metadata, tls_subject)
-            .ok_or(Refusal::Unauthenticated)?;
+        let who = self.authenticate(headers, tls_subject)?;
+        self.permit(who, instance_id)
+    }
+
+    /// Who is calling, from the call's headers and its connection's certificate alone: the body is
+    /// not needed, so an unknown caller is refused before it is read.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        tls_subject: Option<&str>,
+    ) -> Result<Authenticated, Refusal> {
+        self.identify(headers, tls_subject)
+            .map(|caller| Authenticated(caller.share.index))
+            .ok_or(Refusal::Unauthenticated)
+    }
+
+    /// Whether an authenticated caller may use `instance_id`.
+    pub fn permit(&self, who: Authenticated, instance_id: &str) -> Result<&CallerShare, Refusal> {
+        let caller = self.callers.get(who.0).ok_or(Refusal::Unauthenticated)?;
         if caller
             .instances
             .iter()
@@ -254,8 +277,8 @@ impl Callers {
         }
     }
 
-    fn identify(&self, metadata: &MetadataMap, tls_subject: Option<&str>) -> Option<&Caller> {
-        let presented: Option<[u8; 32]> = metadata
+    fn identify(&self, headers: &HeaderMap, tls_subject: Option<&str>) -> Option<&Caller> {
+        let presented: Option<[u8; 32]> = headers
             .get("authorization")
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
@@ -278,6 +301,21 @@ impl Callers {
             })
         })
     }
+}
+
+/// The peer's address and, on mutual TLS, its certificate's subject, from a request's extensions
+/// (where the server put the connection's details).
+pub fn peer(extensions: &Extensions) -> (Option<SocketAddr>, Option<String>) {
+    if let Some(tls) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
+        let subject = tls
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|der| certificate_subject(der)));
+        return (tls.get_ref().remote_addr(), subject);
+    }
+    let address = extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr);
+    (address, None)
 }
 
 /// The subject of a DER certificate, as `CN=…, O=…` (RFC 4514 order as written in the certificate).
@@ -306,8 +344,8 @@ mod tests {
         )
     }
 
-    fn bearer(token: &str) -> MetadataMap {
-        let mut metadata = MetadataMap::new();
+    fn bearer(token: &str) -> HeaderMap {
+        let mut metadata = HeaderMap::new();
         metadata.insert("authorization", format!("Bearer {token}").parse().unwrap());
         metadata
     }
@@ -333,7 +371,7 @@ mod tests {
     fn no_or_unknown_credentials_are_unauthenticated() {
         let callers = Callers::parse(&file(), "test").unwrap();
         assert_eq!(
-            callers.authorize(&MetadataMap::new(), None, "instance-a"),
+            callers.authorize(&HeaderMap::new(), None, "instance-a"),
             Err(Refusal::Unauthenticated)
         );
         assert_eq!(
@@ -341,7 +379,7 @@ mod tests {
             Err(Refusal::Unauthenticated)
         );
         assert_eq!(
-            callers.authorize(&MetadataMap::new(), Some("CN=someone-else"), "instance-a"),
+            callers.authorize(&HeaderMap::new(), Some("CN=someone-else"), "instance-a"),
             Err(Refusal::Unauthenticated)
         );
     }
@@ -351,7 +389,7 @@ mod tests {
         let callers = Callers::parse(&file(), "test").unwrap();
         assert_eq!(
             callers
-                .authorize(&MetadataMap::new(), Some("CN=ops-console"), "anything")
+                .authorize(&HeaderMap::new(), Some("CN=ops-console"), "anything")
                 .map(CallerShare::label),
             Ok("ops-console")
         );

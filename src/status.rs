@@ -115,7 +115,10 @@ impl From<FailedCall> for Status {
     fn from(failed: FailedCall) -> Self {
         let mut info = HashMap::new();
         // The caller's own values, quoted within bounds: an invalid one may be any length.
-        info.insert("instanceId".to_owned(), clip::echo(&failed.instance_id));
+        // (A call refused on its headers has no instance yet.)
+        if !failed.instance_id.is_empty() {
+            info.insert("instanceId".to_owned(), clip::echo(&failed.instance_id));
+        }
         if let Some(token) = failed.client_token {
             info.insert("clientToken".to_owned(), clip::echo(&token));
         }

@@ -20,7 +20,7 @@ use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
-    auth::{CallerShare, Callers, Refusal, certificate_subject},
+    auth::{self, Authenticated, CallerShare, Callers, Refusal},
     clip,
     domain::{AssociationRequest, RehydrationType, Rejected, UnvalidatedRequest},
     lifecycle::Drain,
@@ -275,10 +275,7 @@ impl ContactService for ContactApi {
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
         recorded.answered(code);
         if let Err(status) = &result {
-            record.reason = status
-                .get_error_details()
-                .error_info()
-                .map(|info| info.reason.clone());
+            record.reason = reason(status);
         }
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         if code == Code::Ok || self.failed_lines.admit() {
@@ -310,7 +307,47 @@ fn annotate_server_span(span: &Span, code: Code, record: CallRecord) {
 }
 
 impl ContactApi {
-    /// With an auth file, only its callers may call, each on its own instances.
+    /// Who is calling, from the headers alone, before the body is read. A stranger's call is
+    /// answered here: UNAUTHENTICATED, counted and logged (sampled) as the handler would have.
+    pub fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<Option<Authenticated>, Status> {
+        let Some(callers) = &self.callers else {
+            return Ok(None);
+        };
+        let (peer, tls_subject) = auth::peer(extensions);
+        match callers.authenticate(headers, tls_subject.as_deref()) {
+            Ok(who) => Ok(Some(who)),
+            Err(_) => {
+                let recorded = self.metrics.rpc_started();
+                let status = Status::from(FailedCall {
+                    error: CallError::Unauthenticated,
+                    instance_id: String::new(),
+                    client_token: None,
+                    metadata: attempts_metadata(0),
+                });
+                recorded.answered(status.code());
+                if self.failed_lines.admit() {
+                    let span = tracing::info_span!(
+                        "rpc",
+                        method = RPC_METHOD,
+                        peer = peer.map(tracing::field::display),
+                    );
+                    let record = CallRecord {
+                        reason: reason(&status),
+                        ..CallRecord::default()
+                    };
+                    span.in_scope(|| call_log::write(status.code(), &record, 0.0));
+                }
+                Err(status)
+            }
+        }
+    }
+
+    /// With an auth file, only its callers may call, each on its own instances. The edge has
+    /// usually authenticated the call already ([`Self::authenticate`]).
     fn authorize(
         &self,
         request: &Request<CreatePersistentContactAssociationRequest>,
@@ -318,12 +355,15 @@ impl ContactApi {
         let Some(callers) = &self.callers else {
             return Ok(CallerShare::anonymous());
         };
-        let tls_subject = request
-            .peer_certs()
-            .and_then(|certs| certs.first().and_then(|der| certificate_subject(der)));
         let instance_id = &request.get_ref().instance_id;
-        let error = match callers.authorize(request.metadata(), tls_subject.as_deref(), instance_id)
-        {
+        let who = match request.extensions().get::<Authenticated>() {
+            Some(who) => Ok(*who),
+            None => {
+                let (_, tls_subject) = auth::peer(request.extensions());
+                callers.authenticate(request.metadata().as_ref(), tls_subject.as_deref())
+            }
+        };
+        let error = match who.and_then(|who| callers.permit(who, instance_id)) {
             Ok(caller) => {
                 Span::current().record("caller", caller.label());
                 self.metrics.caller_call(caller.label());
@@ -344,6 +384,14 @@ impl ContactApi {
             metadata: attempts_metadata(0),
         }))
     }
+}
+
+/// A failed call's ErrorInfo reason, for its log line.
+fn reason(status: &Status) -> Option<String> {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
 }
 
 /// The codes OpenTelemetry's gRPC conventions count as a server's own failure.

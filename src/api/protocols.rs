@@ -2,10 +2,13 @@
 //! `docs/protocol.md`), JSON (`application/json`, proto3 JSON from pbjson's generated code) or binary
 //! (`application/proto`), over HTTP/1.1 and HTTP/2; gRPC-Web is tonic-web's, inside this layer.
 //!
+//! Every call to the RPC, whatever its protocol, is authenticated here from its headers, before its
+//! body is read ([`ContactApi::authenticate`]): a stranger is answered at once.
+//!
 //! A Connect call is decoded here and handed to the same [`ContactApi`] a gRPC call reaches, as a
 //! `tonic::Request` with the HTTP headers as its metadata and the connection's extensions (the
-//! arrival time, the client certificate): authentication, validation, fair shares, replay, the
-//! quota, logs, traces and the gRPC metrics are the same. `Connect-Timeout-Ms` becomes the call's
+//! arrival time, the client certificate, the authenticated caller): authorization, validation,
+//! fair shares, replay, the quota, logs, traces and the gRPC metrics are the same. `Connect-Timeout-Ms` becomes the call's
 //! `grpc-timeout`. The answer goes back as the protocol says: 200 with the message, or the JSON
 //! error (`code` in lower snake case, `message`, and `details` with the same google.rpc messages the
 //! gRPC answer carries, plus a `debug` rendering of the ones a person reads) with the spec's HTTP
@@ -150,7 +153,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let protocol = Protocol::of(request.headers());
         let on_rpc = request.uri().path() == RPC_PATH;
         let is_grpc = matches!(protocol, Protocol::Grpc | Protocol::GrpcWeb);
@@ -158,6 +161,22 @@ where
             self.shared
                 .metrics
                 .protocol_call(protocol.slot(), protocol.label());
+            if protocol != Protocol::Other {
+                match self
+                    .shared
+                    .api
+                    .authenticate(request.headers(), request.extensions())
+                {
+                    Ok(Some(who)) => {
+                        request.extensions_mut().insert(who);
+                    }
+                    Ok(None) => {}
+                    Err(refused) => {
+                        let response = refusal(&request, protocol, refused);
+                        return Box::pin(async move { Ok(response) });
+                    }
+                }
+            }
         }
         if is_grpc {
             // The inner service was polled ready for this call: swap in a fresh clone, as tower's
@@ -404,6 +423,23 @@ pub fn cors(origins: &[String]) -> Result<Option<tower_http::cors::CorsLayer>, S
             ]))
             .max_age(Duration::from_secs(7200)),
     ))
+}
+
+/// A call refused before its body is read, answered in its own protocol: gRPC and gRPC-Web as
+/// trailers-only (the status in the headers), Connect as its JSON error.
+fn refusal(request: &Request<Body>, protocol: Protocol, status: Status) -> Response<Body> {
+    match protocol {
+        Protocol::Grpc | Protocol::GrpcWeb => {
+            let mut response = status.into_http::<Body>();
+            if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type.clone());
+            }
+            response
+        }
+        _ => connect_error(http_status(status.code()), &status),
+    }
 }
 
 /// The HTTP status the Connect protocol gives each code.

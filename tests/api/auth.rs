@@ -1,6 +1,6 @@
 //! Caller authorization with --auth-file: bearer tokens and mTLS subjects, per instance.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use connect_facade::{app::App, simulator::fixtures::Fixtures};
 use sha2::{Digest, Sha256};
@@ -156,4 +156,50 @@ async fn a_bad_auth_file_stops_startup_naming_the_line() {
         message.contains("auth.yaml") && message.contains("line 2"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn a_stranger_is_refused_on_its_headers_without_waiting_for_its_body() {
+    use crate::stalled::{connect_head, h2_answer, half_a_grpc_message, http1_answer};
+    let pki = Pki::new("auth-headers");
+    let app = guarded(&pki).await;
+    // Each request's body never comes; the default deadline is seconds away.
+    let (answer, took) = http1_answer(&app, &connect_head("")).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains(r#""code":"unauthenticated""#), "{answer}");
+    assert!(took < Duration::from_millis(500), "answered after {took:?}");
+    for content_type in ["application/grpc", "application/grpc-web+proto"] {
+        let (_, status, took) = h2_answer(&app, content_type, &[], half_a_grpc_message()).await;
+        assert_eq!(
+            status.as_deref(),
+            Some("16"),
+            "{content_type}: UNAUTHENTICATED"
+        );
+        assert!(took < Duration::from_millis(500), "answered after {took:?}");
+    }
+    // A known caller's unfinished body is waited for, until its deadline.
+    let bearer = format!("Bearer {TOKEN}");
+    let (_, status, took) = h2_answer(
+        &app,
+        "application/grpc",
+        &[("authorization", &bearer), ("grpc-timeout", "300m")],
+        half_a_grpc_message(),
+    )
+    .await;
+    assert_eq!(status.as_deref(), Some("4"), "DEADLINE_EXCEEDED");
+    assert!(
+        took >= Duration::from_millis(250),
+        "answered after {took:?}"
+    );
+    // The refusals are counted as the handler counts them, and AWS never heard of them.
+    let metrics = app.scrape().await;
+    let unauthenticated = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("grpc_server_handled_total")
+                && line.contains("grpc_code=\"Unauthenticated\"")
+        })
+        .unwrap_or_default();
+    assert!(unauthenticated.ends_with(" 3"), "{unauthenticated}");
+    assert!(app.simulator.requests().is_empty());
 }

@@ -26,7 +26,7 @@ async fn app_with_default_deadline(deadline: Duration) -> TestApp {
 }
 
 /// The HTTP/1.1 answer to `head` (a request whose body never comes), and when it came.
-async fn http1_answer(app: &TestApp, head: &str) -> (String, Duration) {
+pub async fn http1_answer(app: &TestApp, head: &str) -> (String, Duration) {
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
     let started = Instant::now();
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -52,7 +52,7 @@ async fn http1_answer(app: &TestApp, head: &str) -> (String, Duration) {
     )
 }
 
-fn connect_head(extra: &str) -> String {
+pub fn connect_head(extra: &str) -> String {
     format!(
         "POST {PATH} HTTP/1.1\r\nhost: facade\r\ncontent-type: application/json\r\n\
          content-length: 100\r\n{extra}\r\n{{\"instanceId\""
@@ -84,7 +84,7 @@ async fn a_connect_body_that_never_comes_over_http1_is_deadline_exceeded_at_the_
 
 /// Sends `content_type` with `first` as the whole body so far over h2c, and never the rest:
 /// the answer's status, grpc-status (in the headers: trailers-only) and when it came.
-async fn h2_answer(
+pub async fn h2_answer(
     app: &TestApp,
     content_type: &str,
     headers: &[(&str, &str)],
@@ -124,7 +124,7 @@ async fn h2_answer(
 }
 
 /// Five bytes of gRPC framing announcing a 100-byte message, and 10 of them.
-fn half_a_grpc_message() -> Bytes {
+pub fn half_a_grpc_message() -> Bytes {
     let mut frame = vec![0, 0, 0, 0, 100];
     frame.extend_from_slice(&[0x0a; 10]);
     Bytes::from(frame)
