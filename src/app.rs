@@ -179,6 +179,7 @@ struct ConnectionLimits {
     idle_timeout: Duration,
     max_connection_buffer: usize,
     max_buffered_requests: usize,
+    max_open_requests: usize,
     admission: AdmissionLimits,
 }
 
@@ -360,6 +361,7 @@ impl App {
                 idle_timeout: config.idle_timeout,
                 max_connection_buffer: config.max_connection_buffer,
                 max_buffered_requests: config.max_buffered_requests,
+                max_open_requests: config.max_open_requests as usize,
                 admission: AdmissionLimits {
                     max_connections: config.max_connections as usize,
                     handshake_timeout: config.handshake_timeout,
@@ -434,6 +436,7 @@ impl App {
         let protocols = ProtocolsLayer::new(
             self.api.clone(),
             limits.max_message_size,
+            limits.max_open_requests,
             self.metrics.clone(),
         );
         let cors = self.cors;

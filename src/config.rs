@@ -369,6 +369,14 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_MAX_BUFFERED_REQUESTS", default_value_t = 32 * 1024 * 1024)]
     pub max_buffered_requests: usize,
 
+    /// Calls open at once on the gRPC port, over every connection, from their headers to their
+    /// answer (bodies still arriving included); past it a new call is answered RESOURCE_EXHAUSTED
+    /// (reason OVERLOADED) before its body is read. Bounds what streams left unfinished by peers
+    /// hold beyond their data (about 15 KiB each): 256 per connection times 1,000 connections
+    /// would be 3.7 GiB.
+    #[arg(long, env = "CONNECT_FACADE_MAX_OPEN_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_open_requests: u32,
+
     /// On SIGTERM or Ctrl-C, how long calls in flight may finish (keep it under Kubernetes'
     /// terminationGracePeriodSeconds, 30 s by default); calls still running then are answered
     /// UNAVAILABLE.

@@ -112,6 +112,7 @@ pub struct Metrics {
     retries: Counter,
     retries_refused: Family<ReasonLabels, Counter>,
     log_lines_suppressed: Counter,
+    open_requests_refused: Counter,
     rate_limiter_waits: Counter,
     rate_limiter_wait_seconds: Histogram,
     rate_limiter_refusals: Family<KeyLabels, Counter>,
@@ -284,6 +285,12 @@ impl Metrics {
             "log_lines_suppressed",
             "Failed-call log lines left out because more came than the per-second budget",
             log_lines_suppressed.clone(),
+        );
+        let open_requests_refused = Counter::default();
+        sub.register(
+            "open_requests_refused",
+            "Calls refused on their headers because --max-open-requests calls were open",
+            open_requests_refused.clone(),
         );
         let rate_limiter_waits = Counter::default();
         sub.register(
@@ -471,6 +478,7 @@ impl Metrics {
             retries,
             retries_refused,
             log_lines_suppressed,
+            open_requests_refused,
             rate_limiter_waits,
             rate_limiter_wait_seconds,
             rate_limiter_refusals,
@@ -583,6 +591,11 @@ impl Metrics {
     }
 
     /// A failed call's log line was left out (the per-second budget was spent).
+    /// A call refused on its headers: --max-open-requests were open.
+    pub fn open_request_refused(&self) {
+        self.open_requests_refused.inc();
+    }
+
     pub fn log_line_suppressed(&self) {
         self.log_lines_suppressed.inc();
     }

@@ -313,37 +313,42 @@ impl ContactApi {
         &self,
         headers: &http::HeaderMap,
         extensions: &http::Extensions,
-    ) -> Result<Option<Authenticated>, Status> {
+    ) -> Result<Option<Authenticated>, Box<Status>> {
         let Some(callers) = &self.callers else {
             return Ok(None);
         };
-        let (peer, tls_subject) = auth::peer(extensions);
-        match callers.authenticate(headers, tls_subject.as_deref()) {
-            Ok(who) => Ok(Some(who)),
-            Err(_) => {
-                let recorded = self.metrics.rpc_started();
-                let status = Status::from(FailedCall {
-                    error: CallError::Unauthenticated,
-                    instance_id: String::new(),
-                    client_token: None,
-                    metadata: attempts_metadata(0),
-                });
-                recorded.answered(status.code());
-                if self.failed_lines.admit() {
-                    let span = tracing::info_span!(
-                        "rpc",
-                        method = RPC_METHOD,
-                        peer = peer.map(tracing::field::display),
-                    );
-                    let record = CallRecord {
-                        reason: reason(&status),
-                        ..CallRecord::default()
-                    };
-                    span.in_scope(|| call_log::write(status.code(), &record, 0.0));
-                }
-                Err(status)
-            }
+        let (_, tls_subject) = auth::peer(extensions);
+        callers
+            .authenticate(headers, tls_subject.as_deref())
+            .map(Some)
+            .map_err(|_| Box::new(self.refuse_on_headers(CallError::Unauthenticated, extensions)))
+    }
+
+    /// A call refused on its headers, before its body is read: counted and logged (sampled, with
+    /// the peer's address) as the handler counts and logs the calls it refuses.
+    pub fn refuse_on_headers(&self, error: CallError, extensions: &http::Extensions) -> Status {
+        let recorded = self.metrics.rpc_started();
+        let status = Status::from(FailedCall {
+            error,
+            instance_id: String::new(),
+            client_token: None,
+            metadata: attempts_metadata(0),
+        });
+        recorded.answered(status.code());
+        if self.failed_lines.admit() {
+            let (peer, _) = auth::peer(extensions);
+            let span = tracing::info_span!(
+                "rpc",
+                method = RPC_METHOD,
+                peer = peer.map(tracing::field::display),
+            );
+            let record = CallRecord {
+                reason: reason(&status),
+                ..CallRecord::default()
+            };
+            span.in_scope(|| call_log::write(status.code(), &record, 0.0));
         }
+        status
     }
 
     /// With an auth file, only its callers may call, each on its own instances. The edge has

@@ -169,7 +169,7 @@ async fn a_stranger_is_refused_on_its_headers_without_waiting_for_its_body() {
     assert!(answer.contains(r#""code":"unauthenticated""#), "{answer}");
     assert!(took < Duration::from_millis(500), "answered after {took:?}");
     for content_type in ["application/grpc", "application/grpc-web+proto"] {
-        let (_, status, took) = h2_answer(&app, content_type, &[], half_a_grpc_message()).await;
+        let (_, status, took) = h2_answer(app.addr, content_type, &[], half_a_grpc_message()).await;
         assert_eq!(
             status.as_deref(),
             Some("16"),
@@ -180,7 +180,7 @@ async fn a_stranger_is_refused_on_its_headers_without_waiting_for_its_body() {
     // A known caller's unfinished body is waited for, until its deadline.
     let bearer = format!("Bearer {TOKEN}");
     let (_, status, took) = h2_answer(
-        &app,
+        app.addr,
         "application/grpc",
         &[("authorization", &bearer), ("grpc-timeout", "300m")],
         half_a_grpc_message(),

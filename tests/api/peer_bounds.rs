@@ -1,6 +1,7 @@
 //! What a connected peer may hold, from the outside: HTTP/1.1 headers are bounded like HTTP/2's
 //! (431 past `--max-header-list-size`), an idle HTTP/2 connection that answers PINGs is closed at
-//! `--idle-timeout`, and a connection gets its GOAWAY at `--max-connection-age`, not at age + grace.
+//! `--idle-timeout`, a connection gets its GOAWAY at `--max-connection-age`, not at age + grace, and
+//! streams left unfinished hold bounded memory (`--max-connection-buffer`, `--max-open-requests`).
 
 use std::time::{Duration, Instant};
 
@@ -158,27 +159,34 @@ async fn two_hundred_fifty_peers_holding_unfinished_390_kb_headers_hold_little_m
     assert!(grown < 24 * 1024, "RSS grew {grown} KiB");
 }
 
-#[tokio::test]
-async fn sixteen_connections_of_256_unfinished_64_kib_streams_are_reset_within_the_bound() {
+/// Streams left unfinished: on each of `connections` connections, `streams` gRPC calls whose
+/// message announces `announced` bytes and sends `sent` of them. Keep the senders to keep them
+/// open; each task answers the call's grpc-status, if it came within 5 s.
+async fn unfinished_streams(
+    addr: std::net::SocketAddr,
+    connections: usize,
+    streams: usize,
+    (sent, announced): (usize, u32),
+) -> (
+    Vec<tokio::sync::mpsc::Sender<Result<hyper::body::Frame<bytes::Bytes>, tonic::Status>>>,
+    tokio::task::JoinSet<Option<String>>,
+) {
     use bytes::Bytes;
     use http_body_util::StreamBody;
     use tower::{Service, ServiceExt};
 
-    let serving = serving(facade(&["serve", "--simulator", "--listen", "127.0.0.1:0"])).await;
-    let pid = serving.child.id().unwrap();
-    let before = status_kib(pid, "VmRSS:");
     let mut senders = Vec::new();
     let mut calls = tokio::task::JoinSet::new();
-    for _ in 0..16 {
-        let channel = crate::helpers::channel(serving.addr).await;
-        for _ in 0..256 {
-            let (sender, receiver) =
-                tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, tonic::Status>>(1);
-            // A gRPC frame announcing 65,531 bytes, 65,000 of them sent, the rest never.
-            let mut frame = vec![0, 0, 0, 0xff, 0xfb];
-            frame.extend_from_slice(&[0x0a; 65_000 - 5]);
+    let mut frame = vec![0];
+    frame.extend_from_slice(&announced.to_be_bytes());
+    frame.resize(sent, 0x0a);
+    let frame = Bytes::from(frame);
+    for _ in 0..connections {
+        let channel = crate::helpers::channel(addr).await;
+        for _ in 0..streams {
+            let (sender, receiver) = tokio::sync::mpsc::channel(1);
             sender
-                .send(Ok(hyper::body::Frame::data(Bytes::from(frame))))
+                .send(Ok(hyper::body::Frame::data(frame.clone())))
                 .await
                 .unwrap();
             senders.push(sender);
@@ -186,8 +194,7 @@ async fn sixteen_connections_of_256_unfinished_64_kib_streams_are_reset_within_t
             let request = http::Request::builder()
                 .method("POST")
                 .uri(format!(
-                    "http://{}/amazonconnect.v1.ContactService/CreatePersistentContactAssociation",
-                    serving.addr
+                    "http://{addr}/amazonconnect.v1.ContactService/CreatePersistentContactAssociation"
                 ))
                 .header("content-type", "application/grpc")
                 .header("te", "trailers")
@@ -195,14 +202,40 @@ async fn sixteen_connections_of_256_unfinished_64_kib_streams_are_reset_within_t
                 .unwrap();
             let mut channel = channel.clone();
             calls.spawn(async move {
-                let _ = tokio::time::timeout(
+                let answer = tokio::time::timeout(
                     Duration::from_secs(5),
                     channel.ready().await.unwrap().call(request),
                 )
                 .await;
+                let response = answer.ok()?.ok()?;
+                let status = response.headers().get("grpc-status")?;
+                Some(status.to_str().unwrap().to_owned())
             });
         }
     }
+    (senders, calls)
+}
+
+async fn still_serving(addr: std::net::SocketAddr) {
+    let mut client = connect_facade::proto::contact_service_client::ContactServiceClient::new(
+        crate::helpers::channel(addr).await,
+    );
+    assert!(
+        client
+            .create_persistent_contact_association(entire_session())
+            .await
+            .is_ok(),
+        "still serving"
+    );
+}
+
+#[tokio::test]
+async fn sixteen_connections_of_256_unfinished_64_kib_streams_are_reset_within_the_bound() {
+    let serving = serving(facade(&["serve", "--simulator", "--listen", "127.0.0.1:0"])).await;
+    let pid = serving.child.id().unwrap();
+    let before = status_kib(pid, "VmRSS:");
+    // A gRPC frame announcing 65,531 bytes, 65,000 of them sent, the rest never.
+    let (senders, mut calls) = unfinished_streams(serving.addr, 16, 256, (65_000, 65_531)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let peak = status_kib(pid, "VmHWM:");
     let grown = peak.saturating_sub(before);
@@ -218,14 +251,37 @@ async fn sixteen_connections_of_256_unfinished_64_kib_streams_are_reset_within_t
     // Before the bound: +31-37 MiB per connection (16 connections: over 500 MiB). Now each holds
     // at most its 1 MiB of request data, its 256 KiB window, and its streams' own state.
     assert!(grown < 128 * 1024, "peak RSS grew {grown} KiB");
-    let mut client = connect_facade::proto::contact_service_client::ContactServiceClient::new(
-        crate::helpers::channel(serving.addr).await,
-    );
-    assert!(
-        client
-            .create_persistent_contact_association(entire_session())
-            .await
-            .is_ok(),
-        "still serving"
-    );
+    still_serving(serving.addr).await;
+}
+
+#[tokio::test]
+async fn thirty_two_connections_of_256_barely_started_streams_are_bounded_by_the_open_requests() {
+    let serving = serving(facade(&[
+        "serve",
+        "--simulator",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-open-requests",
+        "1024",
+    ]))
+    .await;
+    let pid = serving.child.id().unwrap();
+    let before = status_kib(pid, "VmRSS:");
+    // 10 bytes of a 100-byte message each: no data bound is near, only the streams' own state.
+    let (senders, mut calls) = unfinished_streams(serving.addr, 32, 256, (10, 100)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let grown = status_kib(pid, "VmHWM:").saturating_sub(before);
+    eprintln!("32 x 256 barely started streams: peak RSS +{grown} KiB");
+    drop(senders);
+    let mut refused = 0;
+    while let Some(answer) = calls.join_next().await {
+        refused += usize::from(answer.unwrap().as_deref() == Some("8"));
+    }
+    eprintln!("{refused} of 8192 refused RESOURCE_EXHAUSTED on their headers");
+    // 8,192 streams, 1,024 let in: the rest refused at once.
+    assert!(refused >= 8192 - 1024, "{refused} refused");
+    // Without the bound, +123 MiB (about 15 KiB a stream); with it, 1,024 streams' state, 32
+    // connections and the refusals in passing.
+    assert!(grown < 64 * 1024, "peak RSS grew {grown} KiB");
+    still_serving(serving.addr).await;
 }

@@ -85,7 +85,7 @@ async fn a_connect_body_that_never_comes_over_http1_is_deadline_exceeded_at_the_
 /// Sends `content_type` with `first` as the whole body so far over h2c, and never the rest:
 /// the answer's status, grpc-status (in the headers: trailers-only) and when it came.
 pub async fn h2_answer(
-    app: &TestApp,
+    addr: std::net::SocketAddr,
     content_type: &str,
     headers: &[(&str, &str)],
     first: Bytes,
@@ -98,14 +98,14 @@ pub async fn h2_answer(
     let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
     let mut request = http::Request::builder()
         .method("POST")
-        .uri(format!("http://{}{PATH}", app.addr))
+        .uri(format!("http://{addr}{PATH}"))
         .header("content-type", content_type)
         .header("te", "trailers");
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
     let request = request.body(tonic::body::Body::new(body)).unwrap();
-    let mut channel = channel(app.addr).await;
+    let mut channel = channel(addr).await;
     let started = Instant::now();
     let response = tokio::time::timeout(
         Duration::from_secs(5),
@@ -133,7 +133,8 @@ pub fn half_a_grpc_message() -> Bytes {
 #[tokio::test]
 async fn a_grpc_message_that_never_completes_is_deadline_exceeded_never_cancelled() {
     let app = app_with_default_deadline(Duration::from_millis(800)).await;
-    let (_, status, took) = h2_answer(&app, "application/grpc", &[], half_a_grpc_message()).await;
+    let (_, status, took) =
+        h2_answer(app.addr, "application/grpc", &[], half_a_grpc_message()).await;
     assert_eq!(status.as_deref(), Some("4"), "DEADLINE_EXCEEDED");
     assert!(
         (Duration::from_millis(750)..Duration::from_millis(1_500)).contains(&took),
@@ -141,7 +142,7 @@ async fn a_grpc_message_that_never_completes_is_deadline_exceeded_never_cancelle
     );
     // With the caller's grpc-timeout, tonic's own timer would answer CANCELLED at it.
     let (_, status, took) = h2_answer(
-        &app,
+        app.addr,
         "application/grpc",
         &[("grpc-timeout", "300m")],
         half_a_grpc_message(),
@@ -160,7 +161,7 @@ async fn a_grpc_message_that_never_completes_is_deadline_exceeded_never_cancelle
 async fn a_connect_body_that_never_comes_over_h2c_is_deadline_exceeded() {
     let app = app_with_default_deadline(Duration::from_millis(600)).await;
     let (status, _, took) = h2_answer(
-        &app,
+        app.addr,
         "application/json",
         &[],
         Bytes::from_static(b"{\"instanceId\""),
@@ -170,5 +171,53 @@ async fn a_connect_body_that_never_comes_over_h2c_is_deadline_exceeded() {
     assert!(
         (Duration::from_millis(550)..Duration::from_millis(1_300)).contains(&took),
         "answered after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn past_the_open_requests_bound_a_call_is_refused_on_its_headers_until_one_ends() {
+    let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
+        c.max_open_requests = 4;
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let mut held = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let addr = app.addr;
+        held.spawn(async move {
+            h2_answer(
+                addr,
+                "application/grpc",
+                &[("grpc-timeout", "1500m")],
+                half_a_grpc_message(),
+            )
+            .await
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let (_, info, _) = app
+        .call_expecting(entire_session(), tonic::Code::ResourceExhausted)
+        .await;
+    assert_eq!(info.reason, "OVERLOADED");
+    assert!(started.elapsed() < Duration::from_millis(200));
+    while let Some(answer) = held.join_next().await {
+        let (_, status, _) = answer.unwrap();
+        assert_eq!(
+            status.as_deref(),
+            Some("4"),
+            "the held calls end at their deadline"
+        );
+    }
+    assert!(app.call(entire_session()).await.is_ok(), "served again");
+    let metrics = app.scrape().await;
+    assert!(
+        metrics.contains("connect_facade_open_requests_refused_total 1\n"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|line| line.contains("open_requests"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
