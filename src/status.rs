@@ -21,6 +21,9 @@
 //!   caller), CALLER_RATE_LIMITED (the caller's own `max_rate`), OVERLOADED (the facade's capacity).
 //! - A client token reused with other fields: INVALID_ARGUMENT, reason CLIENT_TOKEN_REUSED, and a
 //!   BadRequest naming `client_token`.
+//! - A contact the facade remembers associated with another source or type: FAILED_PRECONDITION,
+//!   reason ALREADY_ASSOCIATED, the existing association in ErrorInfo's metadata and a
+//!   PreconditionFailure.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -76,6 +79,17 @@ pub enum CallError {
         "client_token was already used with other fields; use a new token for a new request, or the same fields to retry"
     )]
     ClientTokenReused,
+    /// The initial contact already continues a past chat (remembered by the facade): another
+    /// source or type than the association it has.
+    #[error(
+        "contact {initial_contact_id} already continues a past chat: {rehydration_type} from {source_contact_id}, continued from {continued_from_contact_id}"
+    )]
+    AlreadyAssociated {
+        initial_contact_id: String,
+        rehydration_type: &'static str,
+        source_contact_id: String,
+        continued_from_contact_id: String,
+    },
     /// No route serves the instance (`--routes` without a match or a default route).
     #[error(
         "no route serves instance {instance_id}: add it to a route of the routes file, or a default route (\"*\")"
@@ -173,6 +187,32 @@ impl From<FailedCall> for Status {
                 );
                 details.set_error_info("CLIENT_TOKEN_REUSED", FACADE_DOMAIN, info);
                 (Code::InvalidArgument, message)
+            }
+            CallError::AlreadyAssociated {
+                initial_contact_id,
+                rehydration_type,
+                source_contact_id,
+                continued_from_contact_id,
+            } => {
+                let message = format!(
+                    "contact {} already continues a past chat ({rehydration_type} from {}); \
+                     a retry of that call gets its answer with the same fields",
+                    clip::echo(&initial_contact_id),
+                    clip::echo(&source_contact_id)
+                );
+                details.add_precondition_failure_violation(
+                    "ALREADY_ASSOCIATED",
+                    format!("contact:{}", clip::echo(&initial_contact_id)),
+                    "Amazon Connect allows one persistent chat association per contact",
+                );
+                info.insert("rehydrationType".to_owned(), rehydration_type.to_owned());
+                info.insert("sourceContactId".to_owned(), clip::echo(&source_contact_id));
+                info.insert(
+                    "continuedFromContactId".to_owned(),
+                    clip::echo(&continued_from_contact_id),
+                );
+                details.set_error_info("ALREADY_ASSOCIATED", FACADE_DOMAIN, info);
+                (Code::FailedPrecondition, message)
             }
             CallError::InstanceNotRouted { instance_id } => {
                 let message = CallError::InstanceNotRouted { instance_id }.to_string();

@@ -226,8 +226,9 @@ impl ContactApi {
         Ok(Response::from_parts(metadata, response, Default::default()))
     }
 
-    /// The call's answer: replayed, shared with an identical call in flight, or its own. A token the
-    /// facade generated is never repeated, so those calls go straight to the middleware.
+    /// The call's answer: replayed for its contact, shared with a call in flight for it, or its
+    /// own. Every call goes through the replayer, a generated token's too: a caller without a token
+    /// that retries after a lost answer asks for the same association with a new token.
     async fn answer(&self, route: &Route, call: &UpstreamCall) -> Result<Answered, CallError> {
         let own = || {
             let upstream = route.stack.clone();
@@ -235,12 +236,12 @@ impl ContactApi {
             async move { upstream.call(call).await }
         };
         match &self.replayer {
-            Some(replayer) if !call.request.client_token().was_generated() => {
+            Some(replayer) => {
                 replayer
                     .answer(&route.key, &call.request, call.deadline, own)
                     .await
             }
-            _ => Ok(Answered::Called(own().await)),
+            None => Ok(Answered::Called(own().await)),
         }
     }
 }

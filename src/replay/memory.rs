@@ -2,7 +2,7 @@
 //! eviction and expiring each answer after the replay window.
 //!
 //! An entry costs 550 to 720 bytes of RSS (measured in docs/SCALING.md: two 32-byte hashes, the
-//! contact id and AWS's request id, and moka's bookkeeping); answers are only written at the rate AWS
+//! contact ids and AWS's request id, and moka's bookkeeping); answers are only written at the rate AWS
 //! succeeds, so even an account's whole quota (2/s) over a 10-minute window is 1,200 entries, far
 //! under the default bound of 20,000.
 
@@ -10,12 +10,12 @@ use std::{sync::Arc, time::Duration};
 
 use moka::{policy::EvictionPolicy, sync::Cache};
 
-use super::{Replay, TokenKey};
+use super::{ContactKey, Replay};
 
-/// Answers by token key.
+/// Answers by contact key.
 #[derive(Clone)]
 pub struct MemoryReplays {
-    cache: Cache<TokenKey, Arc<Replay>>,
+    cache: Cache<ContactKey, Arc<Replay>>,
 }
 
 impl MemoryReplays {
@@ -30,11 +30,11 @@ impl MemoryReplays {
         }
     }
 
-    pub fn get(&self, key: &TokenKey) -> Option<Replay> {
+    pub fn get(&self, key: &ContactKey) -> Option<Replay> {
         self.cache.get(key).map(|replay| (*replay).clone())
     }
 
-    pub fn insert(&self, key: TokenKey, replay: Replay) {
+    pub fn insert(&self, key: ContactKey, replay: Replay) {
         self.cache.insert(key, Arc::new(replay));
     }
 
@@ -53,7 +53,9 @@ mod tests {
 
     fn replay(id: &str) -> Replay {
         Replay {
-            fingerprint: [1; 32],
+            rehydration_type: crate::domain::RehydrationType::FromSegment,
+            source_contact_id: "c2".into(),
+            token: [1; 32],
             association: Association {
                 continued_from_contact_id: id.into(),
                 request_id: None,

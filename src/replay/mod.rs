@@ -1,19 +1,30 @@
-//! Every slot of the quota does new work: answers replayed for a repeated `client_token`, and
-//! identical calls in flight coalesced into one.
+//! No slot of the quota is spent twice on one association, and no caller is told "failed" about an
+//! association that happened: answers are remembered by the contact they associated, and identical
+//! calls in flight are coalesced into one.
 //!
-//! A call that brings its own `client_token` (a generated one is never repeated, so those calls skip
-//! all of this) is keyed by its token, exactly as sent, within its quota key (the AWS account and
-//! region, where ClientToken is idempotent). Its fields, as AWS sees them (instance, both contacts,
-//! the rehydration type), make its fingerprint.
+//! Amazon Connect allows one persistent chat association per new contact, so a call is keyed by its
+//! contact: its quota key (the AWS account and region), instance and initial contact id. What it
+//! asks of that contact (the rehydration type and the source contact) is its fingerprint. Every
+//! call is keyed so, whatever its token: most callers send none (the facade makes one), and their
+//! retry after a lost answer is a new token for the same association.
 //!
-//! - **Replay**: a successful answer is kept for `--replay-window` (10 min). The same token and
-//!   fingerprint within it is answered from the cache: no AWS call, no quota slot, and the metadata
-//!   `x-facade-replayed: true`. Only successes are kept: a retry after an error still reaches AWS.
-//! - **Reuse**: the same token with another fingerprint, cached or in flight, is refused before AWS
-//!   (INVALID_ARGUMENT, CLIENT_TOKEN_REUSED), as AWS would refuse it, without spending a slot.
-//! - **Coalescing**: identical calls while one is in flight wait for its answer (each within its own
-//!   deadline) instead of each spending a slot. They share its outcome, errors included, except the
-//!   first call's own deadline or cancellation: then one of them goes to AWS itself.
+//! - **Replay**: a successful answer is kept for `--replay-window` (10 min). A call for the same
+//!   contact with the same fingerprint within it is answered from it, whatever its token: no AWS
+//!   call, no quota slot, and the metadata `x-facade-replayed: true`. Only successes are kept: a
+//!   retry after an error still reaches AWS.
+//! - **Already associated**: a call for a remembered contact with another fingerprint is refused
+//!   before AWS (FAILED_PRECONDITION, ALREADY_ASSOCIATED, the existing association in the details),
+//!   as AWS would refuse it, so the caller can tell a real conflict from its own retry.
+//! - **Reuse**: the caller's token with another fingerprint for the same contact, kept or in flight,
+//!   is refused before AWS (INVALID_ARGUMENT, CLIENT_TOKEN_REUSED), as AWS would refuse it. (A token
+//!   reused for another contact reaches AWS, which refuses it.)
+//! - **Coalescing**: calls for a contact while one is in flight wait for its answer (each within its
+//!   own deadline) instead of each spending a slot. Identical ones share its outcome, errors
+//!   included; others are judged against its success, or go themselves after its failure. The first
+//!   call's own deadline or cancellation is never shared: then one of them goes to AWS itself.
+//! - **Never dropped**: the first call's AWS call runs in a task of its own, so once sent it runs
+//!   to its end (its attempt's timeout; no retry past the caller's deadline) even if its caller left,
+//!   and its answer is kept for that caller's retry.
 //!
 //! The cache is this replica's memory ([`memory`], LRU bounded by `--replay-capacity`). With
 //! `--quota-store redis://…` the answers are also written to Redis ([`redis`], keys with the window
@@ -28,24 +39,38 @@ use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 use parking_lot::{Mutex, MutexGuard};
 use sha2::{Digest, Sha256};
 use tokio::{sync::watch, time::Instant};
+use tracing::Instrument;
 
 use crate::{
-    domain::AssociationRequest, metrics::Metrics, status::CallError, upstream::Association,
+    domain::{AssociationRequest, RehydrationType},
+    metrics::Metrics,
+    status::CallError,
+    upstream::Association,
 };
 
 pub use memory::MemoryReplays;
 pub use redis::RedisReplays;
 
-/// A call's key: its quota key and token, hashed (so a key is 32 bytes whatever the token's length).
-pub type TokenKey = [u8; 32];
-/// What AWS would compare: the request's fields, hashed.
+/// A call's key: its quota key, instance and initial contact, hashed (32 bytes whatever their length).
+pub type ContactKey = [u8; 32];
+/// What a call asks of its contact (rehydration type and source), hashed.
 pub type Fingerprint = [u8; 32];
+/// A client token, hashed.
+pub type TokenHash = [u8; 32];
 
-/// A successful answer, as kept.
+/// A successful association, as kept: what was asked, with which token, and AWS's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Replay {
-    pub fingerprint: Fingerprint,
+    pub rehydration_type: RehydrationType,
+    pub source_contact_id: String,
+    pub token: TokenHash,
     pub association: Association,
+}
+
+impl Replay {
+    fn fingerprint(&self) -> Fingerprint {
+        fingerprint(self.rehydration_type, &self.source_contact_id)
+    }
 }
 
 /// How a call was answered.
@@ -59,14 +84,14 @@ pub enum Answered {
     Coalesced(Result<Association, CallError>),
 }
 
-/// How the first of identical calls settled, as every call waiting for it sees it.
+/// How the first call for a contact settled, as every call waiting for it sees it.
 #[derive(Clone, Debug)]
 enum Settled {
-    /// It went to AWS.
-    Called(Result<Association, CallError>),
-    /// Another replica's answer was kept in Redis meanwhile.
+    /// It went to AWS (its success as kept).
+    Called(Result<Replay, CallError>),
+    /// An answer for the contact was kept in Redis meanwhile (by another replica).
     Replayed(Replay),
-    /// Another replica's identical token with other fields is in flight.
+    /// Another replica's call with its token and other fields is in flight.
     Reused,
 }
 
@@ -75,14 +100,56 @@ type Shared = Option<Settled>;
 
 struct InFlight {
     fingerprint: Fingerprint,
+    token: TokenHash,
     answer: watch::Receiver<Shared>,
+}
+
+/// One call as the replayer sees it.
+struct Asked<'a> {
+    request: &'a AssociationRequest,
+    fingerprint: Fingerprint,
+    token: TokenHash,
+    /// The caller's own token (a generated one is never repeated, so never "reused").
+    callers_token: bool,
+}
+
+impl Asked<'_> {
+    fn reuses(&self, fingerprint: &Fingerprint, token: &TokenHash) -> bool {
+        self.callers_token && token == &self.token && fingerprint != &self.fingerprint
+    }
+
+    /// The answer to this call from a kept association for its contact.
+    fn judge(&self, replay: Replay) -> Result<Answered, CallError> {
+        let kept = replay.fingerprint();
+        if kept == self.fingerprint {
+            Ok(Answered::Replayed(replay.association))
+        } else if self.reuses(&kept, &replay.token) {
+            Err(CallError::ClientTokenReused)
+        } else {
+            Err(CallError::AlreadyAssociated {
+                initial_contact_id: self.request.initial_contact_id().to_owned(),
+                rehydration_type: replay.rehydration_type.as_aws_str(),
+                source_contact_id: replay.source_contact_id,
+                continued_from_contact_id: replay.association.continued_from_contact_id,
+            })
+        }
+    }
+
+    fn kept(&self, association: Association) -> Replay {
+        Replay {
+            rehydration_type: self.request.rehydration_type(),
+            source_contact_id: self.request.source_contact_id().to_owned(),
+            token: self.token,
+            association,
+        }
+    }
 }
 
 /// The replay cache and the calls in flight, for one process.
 pub struct Replayer {
     memory: MemoryReplays,
     redis: Option<RedisReplays>,
-    in_flight: Mutex<HashMap<TokenKey, InFlight>>,
+    in_flight: Mutex<HashMap<ContactKey, InFlight>>,
     metrics: Arc<Metrics>,
 }
 
@@ -104,16 +171,12 @@ impl Replayer {
         }
     }
 
-    fn in_flight(&self) -> MutexGuard<'_, HashMap<TokenKey, InFlight>> {
+    fn in_flight(&self) -> MutexGuard<'_, HashMap<ContactKey, InFlight>> {
         self.in_flight.lock()
     }
 
-    /// Answers `request` from the cache, from an identical call in flight, or by `call` (run at most
-    /// once). `scope` is the quota key the token is idempotent in; `deadline` bounds the waits.
-    ///
-    /// `call` runs in a task of its own: if this call's caller goes away (its deadline, a cancel),
-    /// the AWS call it paid a slot for still finishes and its answer is kept, so the caller's retry
-    /// with the same token is replayed instead of spending another slot.
+    /// Answers `request` from the cache, from a call in flight for its contact, or by `call` (run at
+    /// most once, in a task of its own). `scope` is the quota key; `deadline` bounds the waits.
     pub async fn answer<F, Fut>(
         self: &Arc<Self>,
         scope: &str,
@@ -125,25 +188,31 @@ impl Replayer {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Association, CallError>> + Send + 'static,
     {
-        let key = token_key(scope, request.client_token().as_str());
-        let fingerprint = fingerprint(request);
+        let key = contact_key(scope, request);
+        let asked = Asked {
+            request,
+            fingerprint: fingerprint(request.rehydration_type(), request.source_contact_id()),
+            token: token_hash(request.client_token().as_str()),
+            callers_token: !request.client_token().was_generated(),
+        };
         let mut call = Some(call);
         let mut coalesced = false;
         loop {
-            if let Some(replay) = self.cached(&key) {
-                return self.replayed(replay, fingerprint);
+            if let Some(replay) = self.memory.get(&key) {
+                return self.judged(&asked, replay);
             }
             let role = {
                 let mut in_flight = self.in_flight();
                 match in_flight.get(&key) {
-                    Some(other) if other.fingerprint != fingerprint => Role::Reused,
-                    Some(other) => Role::Wait(other.answer.clone()),
+                    Some(other) if asked.reuses(&other.fingerprint, &other.token) => Role::Reused,
+                    Some(other) => Role::Wait(other.answer.clone(), other.fingerprint),
                     None => {
                         let (tx, rx) = watch::channel(None);
                         in_flight.insert(
                             key,
                             InFlight {
-                                fingerprint,
+                                fingerprint: asked.fingerprint,
+                                token: asked.token,
                                 answer: rx.clone(),
                             },
                         );
@@ -151,17 +220,17 @@ impl Replayer {
                     }
                 }
             };
-            let (first, mut answer) = match role {
+            let (first, identical, mut answer) = match role {
                 Role::Reused => {
                     self.metrics.client_token_reused();
                     return Err(CallError::ClientTokenReused);
                 }
-                Role::Wait(answer) => {
+                Role::Wait(answer, theirs) => {
                     if !coalesced {
                         coalesced = true;
                         self.metrics.coalesced();
                     }
-                    (false, answer)
+                    (false, theirs == asked.fingerprint, answer)
                 }
                 Role::First(tx, rx) => {
                     let lead = Lead {
@@ -174,8 +243,13 @@ impl Replayer {
                     let Some(call) = call.take() else {
                         return Err(CallError::ShuttingDown);
                     };
-                    tokio::spawn(lead.run(fingerprint, deadline, call()));
-                    (true, rx)
+                    let template = asked.kept(Association::default());
+                    // In the call's span, so its AWS attempts stay in the caller's trace.
+                    tokio::spawn(
+                        lead.run(template, asked.fingerprint, deadline, call())
+                            .in_current_span(),
+                    );
+                    (true, true, rx)
                 }
             };
             let settled = answer
@@ -184,42 +258,48 @@ impl Replayer {
                 .ok()
                 .and_then(|shared| shared.clone());
             match settled {
-                Some(Settled::Replayed(replay)) => return self.replayed(replay, fingerprint),
-                Some(Settled::Reused) => return Err(CallError::ClientTokenReused),
-                Some(Settled::Called(outcome)) if first => return Ok(Answered::Called(outcome)),
-                Some(Settled::Called(Ok(association))) => {
-                    return Ok(Answered::Coalesced(Ok(association)));
+                Some(Settled::Replayed(replay)) => return self.judged(&asked, replay),
+                Some(Settled::Reused) if first => return Err(CallError::ClientTokenReused),
+                Some(Settled::Called(outcome)) if first => {
+                    return Ok(Answered::Called(outcome.map(|replay| replay.association)));
                 }
-                // The first call's own deadline, not this one's: go again, maybe as the first.
-                Some(Settled::Called(Err(
-                    CallError::DeadlineExceeded { .. } | CallError::ShuttingDown,
-                )))
-                | None => {}
-                Some(Settled::Called(Err(error))) => {
+                Some(Settled::Called(Ok(replay))) => {
+                    return match asked.judge(replay) {
+                        Ok(Answered::Replayed(association)) => {
+                            Ok(Answered::Coalesced(Ok(association)))
+                        }
+                        other => other,
+                    };
+                }
+                Some(Settled::Called(Err(error)))
+                    if !matches!(
+                        error,
+                        CallError::DeadlineExceeded { .. } | CallError::ShuttingDown
+                    ) && identical =>
+                {
                     return Ok(Answered::Coalesced(Err(error)));
                 }
+                // The first call's own deadline, another call's failure or token: go again,
+                // maybe as the first.
+                Some(Settled::Called(Err(_)) | Settled::Reused) | None => {}
             }
         }
     }
 }
+
 impl Replayer {
-    /// This replica's kept answer. Redis is asked by the first call's claim, which answers a kept
-    /// answer or the lock in one round trip: a separate lookup first would make it three.
-    fn cached(&self, key: &TokenKey) -> Option<Replay> {
-        self.memory.get(key)
-    }
-
-    fn replayed(&self, replay: Replay, fingerprint: Fingerprint) -> Result<Answered, CallError> {
-        if replay.fingerprint == fingerprint {
-            self.metrics.replayed();
-            Ok(Answered::Replayed(replay.association))
-        } else {
-            self.metrics.client_token_reused();
-            Err(CallError::ClientTokenReused)
+    /// The answer from a kept association, counted.
+    fn judged(&self, asked: &Asked<'_>, replay: Replay) -> Result<Answered, CallError> {
+        let answer = asked.judge(replay);
+        match &answer {
+            Ok(_) => self.metrics.replayed(),
+            Err(CallError::ClientTokenReused) => self.metrics.client_token_reused(),
+            Err(_) => {}
         }
+        answer
     }
 
-    fn keep(&self, key: TokenKey, replay: Replay) {
+    fn keep(&self, key: ContactKey, replay: Replay) {
         self.memory.insert(key, replay);
         self.metrics.set_replay_entries(self.memory.entries());
     }
@@ -229,37 +309,39 @@ impl Replayer {
 enum Role {
     /// Its token is in flight with other fields.
     Reused,
-    /// Wait for the identical call in flight.
-    Wait(watch::Receiver<Shared>),
+    /// Wait for the call in flight for its contact (its fingerprint: only an identical call
+    /// shares its failure).
+    Wait(watch::Receiver<Shared>, Fingerprint),
     /// Go first: for itself and the calls that come meanwhile.
     First(watch::Sender<Shared>, watch::Receiver<Shared>),
 }
 
-/// The first of identical calls, in its own task: on drop (settled, or panicked) it leaves the
+/// The first call for a contact, in its own task: on drop (settled, or panicked) it leaves the
 /// in-flight map, and the calls waiting for it get its answer, or go again.
 struct Lead {
     replayer: Arc<Replayer>,
-    key: TokenKey,
+    key: ContactKey,
     answer: watch::Sender<Shared>,
 }
 
 impl Lead {
-    /// With Redis, unless another replica's identical call is already in flight (its answer is then
-    /// this one's), runs `call` and keeps its answer if it succeeded.
+    /// With Redis, unless another replica's call for the contact is in flight (its answer is then
+    /// this one's), runs `call` and keeps its answer if it succeeded. The waiting calls are answered
+    /// before Redis is told: the lock keeps other replicas waiting until it is.
     async fn run(
         self,
+        template: Replay,
         fingerprint: Fingerprint,
         deadline: Instant,
         call: impl Future<Output = Result<Association, CallError>>,
     ) {
         let replayer = &self.replayer;
+        let token = template.token;
         let mut claimed = false;
         if let Some(redis) = &replayer.redis {
-            match redis.claim(&self.key, fingerprint, deadline).await {
+            match redis.claim(&self.key, fingerprint, token, deadline).await {
                 redis::Claim::Replayed(replay) => {
-                    if replay.fingerprint == fingerprint {
-                        replayer.keep(self.key, replay.clone());
-                    }
+                    replayer.keep(self.key, replay.clone());
                     self.settle(Settled::Replayed(replay));
                     return;
                 }
@@ -272,18 +354,20 @@ impl Lead {
                 redis::Claim::Unavailable => {}
             }
         }
-        let outcome = call.await;
-        let replay = outcome.as_ref().ok().map(|association| Replay {
-            fingerprint,
-            association: association.clone(),
+        let outcome = call.await.map(|association| Replay {
+            association,
+            ..template
         });
-        if let Some(redis) = replayer.redis.as_ref().filter(|_| claimed) {
-            redis.finish(&self.key, replay.as_ref(), fingerprint).await;
+        if let Ok(replay) = &outcome {
+            replayer.keep(self.key, replay.clone());
         }
-        if let Some(replay) = replay {
-            replayer.keep(self.key, replay);
-        }
+        let kept = outcome.as_ref().ok().cloned();
         self.settle(Settled::Called(outcome));
+        if let Some(redis) = replayer.redis.as_ref().filter(|_| claimed) {
+            redis
+                .finish(&self.key, kept.as_ref(), fingerprint, token)
+                .await;
+        }
     }
 }
 
@@ -312,24 +396,23 @@ impl Drop for Lead {
     }
 }
 
-/// The key of `token` within `scope`.
-pub fn token_key(scope: &str, token: &str) -> TokenKey {
-    let mut hash = Sha256::new();
-    hash.update(scope.as_bytes());
-    hash.update([0]);
-    hash.update(token.as_bytes());
-    hash.finalize().into()
+/// The key of a call's contact within `scope` (its quota key).
+pub fn contact_key(scope: &str, request: &AssociationRequest) -> ContactKey {
+    hash_fields(&[scope, request.instance_id(), request.initial_contact_id()])
 }
 
-/// The request's fields as AWS compares them for an idempotent retry: every field but the token.
-pub fn fingerprint(request: &AssociationRequest) -> Fingerprint {
+/// What a call asks of its contact, as AWS compares a repeat.
+pub fn fingerprint(rehydration_type: RehydrationType, source_contact_id: &str) -> Fingerprint {
+    hash_fields(&[rehydration_type.as_aws_str(), source_contact_id])
+}
+
+pub fn token_hash(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn hash_fields(fields: &[&str]) -> [u8; 32] {
     let mut hash = Sha256::new();
-    for field in [
-        request.instance_id(),
-        request.initial_contact_id(),
-        request.rehydration_type().as_aws_str(),
-        request.source_contact_id(),
-    ] {
+    for field in fields {
         // Length-prefixed, so no two different field lists hash the same bytes.
         hash.update((field.len() as u64).to_le_bytes());
         hash.update(field.as_bytes());
@@ -361,21 +444,45 @@ mod tests {
     }
 
     #[test]
-    fn the_fingerprint_ignores_the_token_and_sees_every_field() {
+    fn a_call_is_keyed_by_its_contact_whatever_its_token_or_source() {
         assert_eq!(
-            fingerprint(&request("c2", "a")),
-            fingerprint(&request("c2", "b"))
+            contact_key("eu-west-2", &request("c2", "a")),
+            contact_key("eu-west-2", &request("c3", "b"))
         );
         assert_ne!(
-            fingerprint(&request("c2", "a")),
-            fingerprint(&request("c3", "a"))
+            contact_key("eu-west-2", &request("c2", "a")),
+            contact_key("us-east-1", &request("c2", "a"))
         );
     }
 
     #[test]
-    fn a_token_is_idempotent_within_its_scope_only() {
-        assert_eq!(token_key("eu-west-2", "t"), token_key("eu-west-2", "t"));
-        assert_ne!(token_key("eu-west-2", "t"), token_key("us-east-1", "t"));
-        assert_ne!(token_key("eu-west-2", "t"), token_key("eu-west-2", "T"));
+    fn a_kept_association_replays_the_same_fields_and_refuses_others() {
+        let kept = Replay {
+            rehydration_type: RehydrationType::FromSegment,
+            source_contact_id: "c2".into(),
+            token: token_hash("first"),
+            association: Association {
+                continued_from_contact_id: "c2".into(),
+                request_id: None,
+            },
+        };
+        let asked = |request: &AssociationRequest| {
+            Asked {
+                request,
+                fingerprint: fingerprint(request.rehydration_type(), request.source_contact_id()),
+                token: token_hash(request.client_token().as_str()),
+                callers_token: !request.client_token().was_generated(),
+            }
+            .judge(kept.clone())
+        };
+        let retry = request("c2", "another-token");
+        assert!(matches!(asked(&retry), Ok(Answered::Replayed(_))));
+        let conflict = request("c3", "another-token");
+        assert!(matches!(
+            asked(&conflict),
+            Err(CallError::AlreadyAssociated { source_contact_id, .. }) if source_contact_id == "c2"
+        ));
+        let reused = request("c3", "first");
+        assert!(matches!(asked(&reused), Err(CallError::ClientTokenReused)));
     }
 }

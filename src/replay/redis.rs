@@ -3,7 +3,8 @@
 //!
 //! Keys: `PREFIX:{KEY}:replay` (the answer, expiring after the replay window) and `PREFIX:{KEY}:lock`
 //! (a call in flight, expiring with its caller's deadline, so a replica that dies holding it blocks
-//! nobody for long), where KEY is the hex of the call's token key. One script before a call
+//! nobody for long; its value the call's fingerprint and token hash), where KEY is the hex of the
+//! call's contact key. One script before a call
 //! (`claim.lua`: the answer, or the lock) and one after (`finish.lua`).
 //!
 //! A replica whose identical call is in flight elsewhere asks again every [`POLL_INTERVAL`] until the
@@ -18,8 +19,8 @@ use redis::Script;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::{Fingerprint, Replay, TokenKey, lock_ttl};
-use crate::{metrics::Metrics, store::SharedStore, upstream::Association};
+use super::{ContactKey, Fingerprint, Replay, TokenHash, lock_ttl};
+use crate::{domain::RehydrationType, metrics::Metrics, store::SharedStore, upstream::Association};
 
 /// How often a replica asks whether another replica's identical call has its answer.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
@@ -29,7 +30,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
 pub enum Claim {
     /// The answer is kept (its fingerprint may differ: the caller compares).
     Replayed(Replay),
-    /// An identical token with other fields is in flight.
+    /// This call's token with other fields is in flight.
     Reused,
     /// This call holds the lock: it goes to AWS and [`RedisReplays::finish`]es.
     Lead,
@@ -40,8 +41,12 @@ pub enum Claim {
 /// An answer as stored in Redis.
 #[derive(Serialize, Deserialize)]
 struct Stored {
-    /// The fingerprint, hex.
-    f: String,
+    /// The rehydration type, as AWS writes it.
+    y: String,
+    /// The source contact id.
+    s: String,
+    /// The token's hash, hex.
+    t: String,
     /// ContinuedFromContactId.
     c: String,
     /// AWS's request id.
@@ -70,7 +75,7 @@ impl RedisReplays {
         }
     }
 
-    fn keys(&self, key: &TokenKey) -> (String, String) {
+    fn keys(&self, key: &ContactKey) -> (String, String) {
         let key = hex::encode(key);
         (
             format!("{}:{{{key}}}:replay", self.store.prefix()),
@@ -92,19 +97,20 @@ impl RedisReplays {
     /// identical call in flight.
     pub async fn claim(
         &self,
-        key: &TokenKey,
+        key: &ContactKey,
         fingerprint: Fingerprint,
+        token: TokenHash,
         deadline: Instant,
     ) -> Claim {
         let (answer, lock) = self.keys(key);
-        let fingerprint_hex = hex::encode(fingerprint);
+        let ours = lock_value(fingerprint, token);
         let mut waited = false;
         loop {
             let mut invocation = self.claim.prepare_invoke();
             invocation
                 .key(&answer)
                 .key(&lock)
-                .arg(&fingerprint_hex)
+                .arg(&ours)
                 .arg(lock_ttl(deadline).as_millis() as u64);
             let mut connection = self.store.connection();
             let reply: Option<(String, String)> = self
@@ -120,9 +126,7 @@ impl RedisReplays {
                     return decode(stored).map_or(Claim::Unavailable, Claim::Replayed);
                 }
                 Some(("lead", _)) => return Claim::Lead,
-                Some(("wait", other)) if other != fingerprint_hex && !other.is_empty() => {
-                    return Claim::Reused;
-                }
+                Some(("wait", theirs)) if reuses(&ours, theirs) => return Claim::Reused,
                 Some(("wait", _)) => {
                     if !waited {
                         waited = true;
@@ -140,7 +144,13 @@ impl RedisReplays {
 
     /// After a call that held the lock: keeps its answer (`None` after a failure) and releases the
     /// lock. Bounded by the store's timeout alone: the caller's answer is ready.
-    pub async fn finish(&self, key: &TokenKey, replay: Option<&Replay>, fingerprint: Fingerprint) {
+    pub async fn finish(
+        &self,
+        key: &ContactKey,
+        replay: Option<&Replay>,
+        fingerprint: Fingerprint,
+        token: TokenHash,
+    ) {
         let (answer, lock) = self.keys(key);
         let stored = replay.map_or_else(String::new, encode);
         let mut invocation = self.finish.prepare_invoke();
@@ -149,7 +159,7 @@ impl RedisReplays {
             .key(lock)
             .arg(stored)
             .arg(self.window.as_millis() as u64)
-            .arg(hex::encode(fingerprint));
+            .arg(lock_value(fingerprint, token));
         let mut connection = self.store.connection();
         let _: Option<i64> = self
             .ask(Instant::now() + self.store.timeout(), async move {
@@ -159,9 +169,27 @@ impl RedisReplays {
     }
 }
 
+/// A lock's value: the fingerprint and token of the call holding it.
+fn lock_value(fingerprint: Fingerprint, token: TokenHash) -> String {
+    format!("{}:{}", hex::encode(fingerprint), hex::encode(token))
+}
+
+/// Whether the call in flight (`theirs`) has this call's token with other fields. (A generated
+/// token is never another call's, so only a caller's own token can match.)
+fn reuses(ours: &str, theirs: &str) -> bool {
+    let (Some((our_fingerprint, our_token)), Some((their_fingerprint, their_token))) =
+        (ours.split_once(':'), theirs.split_once(':'))
+    else {
+        return false;
+    };
+    our_token == their_token && our_fingerprint != their_fingerprint
+}
+
 fn encode(replay: &Replay) -> String {
     serde_json::to_string(&Stored {
-        f: hex::encode(replay.fingerprint),
+        y: replay.rehydration_type.as_aws_str().to_owned(),
+        s: replay.source_contact_id.clone(),
+        t: hex::encode(replay.token),
         c: replay.association.continued_from_contact_id.clone(),
         r: replay.association.request_id.clone(),
     })
@@ -170,10 +198,17 @@ fn encode(replay: &Replay) -> String {
 
 fn decode(text: &str) -> Option<Replay> {
     let stored: Stored = serde_json::from_str(text).ok()?;
-    let mut fingerprint = [0u8; 32];
-    hex::decode_to_slice(&stored.f, &mut fingerprint).ok()?;
+    let mut token = [0u8; 32];
+    hex::decode_to_slice(&stored.t, &mut token).ok()?;
+    let rehydration_type = match stored.y.as_str() {
+        "ENTIRE_PAST_SESSION" => RehydrationType::EntirePastSession,
+        "FROM_SEGMENT" => RehydrationType::FromSegment,
+        _ => return None,
+    };
     Some(Replay {
-        fingerprint,
+        rehydration_type,
+        source_contact_id: stored.s,
+        token,
         association: Association {
             continued_from_contact_id: stored.c,
             request_id: stored.r,
@@ -188,7 +223,9 @@ mod tests {
     #[test]
     fn an_answer_survives_its_encoding() {
         let replay = Replay {
-            fingerprint: [7; 32],
+            rehydration_type: RehydrationType::EntirePastSession,
+            source_contact_id: "c1".into(),
+            token: [7; 32],
             association: Association {
                 continued_from_contact_id: "c3\nwith \"quotes\"".into(),
                 request_id: Some("req-1".into()),
@@ -196,5 +233,19 @@ mod tests {
         };
         assert_eq!(decode(&encode(&replay)), Some(replay));
         assert_eq!(decode("not json"), None);
+    }
+
+    #[test]
+    fn only_this_calls_token_with_other_fields_is_reuse() {
+        let ours = lock_value([1; 32], [9; 32]);
+        assert!(reuses(&ours, &lock_value([2; 32], [9; 32])));
+        assert!(
+            !reuses(&ours, &lock_value([1; 32], [9; 32])),
+            "identical: wait"
+        );
+        assert!(
+            !reuses(&ours, &lock_value([2; 32], [8; 32])),
+            "another call: wait"
+        );
     }
 }

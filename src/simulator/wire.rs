@@ -85,7 +85,13 @@ pub async fn handle(state: Arc<SimulatorState>, request: Request<Incoming>) -> W
     if request.uri().path() == "/" && request.method() == Method::POST {
         return Ok(sts::handle(&state, request, &request_id).await);
     }
-    match operate(&state, request).await {
+    // As AWS does, a request is carried out even if its client hangs up before the answer (its
+    // latency included): in a task of its own, not dropped with the connection.
+    let operation = tokio::spawn(async move { operate(&state, request).await });
+    let outcome = operation.await.unwrap_or_else(|_| {
+        Err(AwsError::new("InternalServiceException", "simulator task failed").into())
+    });
+    match outcome {
         Ok(Outcome::Answer(continued_from)) => Ok(json_response(
             StatusCode::OK,
             &request_id,

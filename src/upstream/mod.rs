@@ -74,7 +74,7 @@ pub enum UpstreamConfigError {
 }
 
 /// A successful association.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Association {
     pub continued_from_contact_id: String,
     /// `x-amzn-RequestId`.

@@ -86,8 +86,13 @@ async fn the_simulators_own_semantics_come_through() {
 }
 
 #[tokio::test]
-async fn a_second_association_of_the_same_chat_is_a_failed_precondition() {
-    let app = spawn().await;
+async fn a_second_association_aws_refuses_is_a_failed_precondition() {
+    // With replay the facade remembers the first and answers the second itself (tests/api/replay.rs);
+    // without, AWS's own refusal comes through.
+    let app = spawn_with(Fixtures::demo(), |c| {
+        c.replay_window = std::time::Duration::ZERO;
+    })
+    .await;
     app.call(entire_session()).await.expect("first association");
     let (status, info, _) = app
         .call_expecting(entire_session(), Code::FailedPrecondition)

@@ -13,7 +13,8 @@ use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
 use crate::helpers::{
-    INSTANCE, TestApp, entire_session, open_chats_with_quota, series_value, spawn_with,
+    INSTANCE, TestApp, entire_session, fresh_session, open_chats_with_quota, series_value,
+    spawn_with,
 };
 
 /// An auth file of callers `(name, weight, max_rate)`, each with the token `token-NAME`.
@@ -75,7 +76,7 @@ async fn offer(app: &TestApp, name: &'static str, every: Duration, run: Duration
         ticks.tick().await;
         let mut client = app.client.clone();
         calls.push(tokio::spawn(async move {
-            let mut request = as_caller(name, entire_session());
+            let mut request = as_caller(name, fresh_session());
             request.set_timeout(Duration::from_secs(10));
             client.create_persistent_contact_association(request).await
         }));
@@ -178,11 +179,11 @@ async fn a_caller_over_its_own_max_rate_is_refused_and_the_others_are_not() {
     for _ in 0..5 {
         capped.push(
             client
-                .create_persistent_contact_association(as_caller("capped", entire_session()))
+                .create_persistent_contact_association(as_caller("capped", fresh_session()))
                 .await,
         );
         client
-            .create_persistent_contact_association(as_caller("free", entire_session()))
+            .create_persistent_contact_association(as_caller("free", fresh_session()))
             .await
             .expect("the other caller is unaffected");
     }

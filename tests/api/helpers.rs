@@ -459,3 +459,15 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// [`entire_session`] for a new chat each time: the facade remembers each association by its
+/// initial contact and replays a repeat, so calls meant to reach AWS each ask for a contact of their
+/// own (on an instance with open chats, any unlisted contact is a fresh chat).
+pub fn fresh_session() -> CreatePersistentContactAssociationRequest {
+    static CHATS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let chat = CHATS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    CreatePersistentContactAssociationRequest {
+        initial_contact_id: format!("fresh-chat-{}-{chat}", std::process::id()),
+        ..entire_session()
+    }
+}

@@ -21,7 +21,7 @@ use tonic_types::StatusExt;
 
 use crate::{
     helpers::{
-        RedisServer, channel, entire_session, loopback, open_chats_with_quota, series_value,
+        RedisServer, channel, fresh_session, loopback, open_chats_with_quota, series_value,
         spawn_with,
     },
     process::{Serving, facade, serving},
@@ -275,7 +275,7 @@ async fn three_replicas_sharing_redis_send_the_quota_and_are_almost_never_thrott
         sent += 1;
         calls.push(tokio::spawn(async move {
             client
-                .create_persistent_contact_association(entire_session())
+                .create_persistent_contact_association(fresh_session())
                 .await
         }));
     }
@@ -330,7 +330,7 @@ async fn no_call_is_answered_after_its_deadline_while_waiting_for_a_reserved_slo
         .map(|_| {
             let client = app.client.clone();
             tokio::spawn(async move {
-                let mut request = tonic::Request::new(entire_session());
+                let mut request = tonic::Request::new(fresh_session());
                 request.set_timeout(deadline);
                 let started = Instant::now();
                 let outcome = client
@@ -393,7 +393,7 @@ async fn redis_dying_mid_run_falls_back_locally_and_the_replica_returns_within_t
                 tick.tick().await;
                 let mut client = client.clone();
                 calls.push(tokio::spawn(async move {
-                    let mut request = tonic::Request::new(entire_session());
+                    let mut request = tonic::Request::new(fresh_session());
                     request.set_timeout(Duration::from_secs(2));
                     let started = Instant::now();
                     let outcome = client.create_persistent_contact_association(request).await;
@@ -481,7 +481,7 @@ async fn a_throttle_seen_by_one_replica_lowers_the_rate_of_every_replica() {
     let throttled = spawn_with(open_chats_with_quota(100.0, 100), shared).await;
     let other = spawn_with(open_chats_with_quota(100.0, 100), shared).await;
     let rate = "connect_facade_rate_limit_per_second{key=\"us-east-1\"}";
-    other.call(entire_session()).await.expect("served");
+    other.call(fresh_session()).await.expect("served");
     assert_eq!(series_value(&other.scrape().await, rate), Some(10.0));
     throttled.simulator.add_fault(crate::helpers::fault(
         connect_facade::simulator::faults::FaultEffect::Error {
@@ -491,13 +491,13 @@ async fn a_throttle_seen_by_one_replica_lowers_the_rate_of_every_replica() {
         },
     ));
     let (_, info, _) = throttled
-        .call_expecting(entire_session(), Code::ResourceExhausted)
+        .call_expecting(fresh_session(), Code::ResourceExhausted)
         .await;
     assert_eq!(info.reason, "THROTTLED");
     // The throttle reaches Redis in the background, once the throttled call has its answer.
     let throttled_at = Instant::now();
     loop {
-        other.call(entire_session()).await.expect("served");
+        other.call(fresh_session()).await.expect("served");
         if series_value(&other.scrape().await, rate) == Some(7.0) {
             break;
         }
@@ -548,7 +548,7 @@ async fn the_quota_is_shared_over_tls_with_an_acl_user() {
     let replica = serving(command).await;
     let mut client = ContactServiceClient::new(channel(replica.addr).await);
     client
-        .create_persistent_contact_association(entire_session())
+        .create_persistent_contact_association(fresh_session())
         .await
         .expect("served");
     assert!(
@@ -572,7 +572,7 @@ async fn a_redis_down_at_startup_only_delays_sharing_the_quota() {
         c.metrics_listen = Some(loopback());
     })
     .await;
-    app.call(entire_session())
+    app.call(fresh_session())
         .await
         .expect("served from the fallback bucket");
     let up = "connect_facade_quota_store_up{store=\"redis\"}";
@@ -586,7 +586,7 @@ async fn a_redis_down_at_startup_only_delays_sharing_the_quota() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    app.call(entire_session()).await.expect("served");
+    app.call(fresh_session()).await.expect("served");
     assert!(redis.holds_the_account_bucket().await);
 }
 
@@ -604,11 +604,11 @@ async fn the_per_instance_sub_limit_is_shared_through_redis_too() {
     let first = spawn_with(open_chats_with_quota(100.0, 100), shared).await;
     let second = spawn_with(open_chats_with_quota(100.0, 100), shared).await;
     first
-        .call(entire_session())
+        .call(fresh_session())
         .await
         .expect("the instance's slot");
     let (_, info, details) = second
-        .call_expecting(entire_session(), Code::ResourceExhausted)
+        .call_expecting(fresh_session(), Code::ResourceExhausted)
         .await;
     assert_eq!(info.reason, "RATE_LIMITED");
     let violation = &details.quota_failure().expect("QuotaFailure").violations[0];
@@ -616,7 +616,7 @@ async fn the_per_instance_sub_limit_is_shared_through_redis_too() {
         violation.subject,
         format!("instance:{}", crate::helpers::INSTANCE)
     );
-    let mut other = entire_session();
+    let mut other = fresh_session();
     other.instance_id = "another-instance".into();
     let status = second.call(other).await.expect_err("not in the fixtures");
     assert_eq!(

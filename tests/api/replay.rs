@@ -149,7 +149,12 @@ async fn two_replicas_sharing_redis_replay_and_coalesce_each_others_calls() {
             };
             tokio::spawn(async move {
                 client
-                    .create_persistent_contact_association(with_token("both-at-once"))
+                    .create_persistent_contact_association(
+                        CreatePersistentContactAssociationRequest {
+                            initial_contact_id: "another-chat".into(),
+                            ..with_token("both-at-once")
+                        },
+                    )
                     .await
             })
         })
@@ -183,4 +188,104 @@ async fn a_retry_after_the_callers_own_timeout_is_answered_by_the_call_it_abando
     let after = app.call(with_token("impatient")).await.expect("replayed");
     assert_eq!(after.metadata().get("x-facade-replayed").unwrap(), "true");
     assert_eq!(app.simulator.requests().len(), 1, "AWS saw one request");
+}
+
+#[tokio::test]
+async fn a_lost_answer_retried_without_a_token_on_the_other_replica_is_replayed_and_a_conflict_is_already_associated()
+ {
+    use tonic_types::StatusExt;
+    let redis = RedisServer::start().await;
+    let shared = |c: &mut connect_facade::config::ServeConfig| {
+        c.quota_store = QuotaStoreChoice::Redis(redis.url().parse().unwrap());
+    };
+    let first = spawn_with(
+        connect_facade::simulator::fixtures::Fixtures::demo(),
+        shared,
+    )
+    .await;
+    let second = spawn_replica(&first.simulator, shared).await;
+
+    // No token: the facade makes one per call, so the retry carries another.
+    let answered = first.call(entire_session()).await.unwrap();
+    let retried = second
+        .call(entire_session())
+        .await
+        .expect("the retry is told OK");
+    assert_eq!(retried.metadata().get("x-facade-replayed").unwrap(), "true");
+    assert_eq!(
+        answered.get_ref().continued_from_contact_id,
+        retried.get_ref().continued_from_contact_id
+    );
+    assert_ne!(
+        answered.get_ref().client_token,
+        retried.get_ref().client_token
+    );
+    // Another source for the same contact: a real conflict, with the association it conflicts with.
+    let mut other = entire_session();
+    other.rehydration_type = connect_facade::proto::RehydrationType::FromSegment as i32;
+    other.source_contact_id = "C2".into();
+    let refused = second.call(other).await.expect_err("already associated");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let details = refused.get_error_details();
+    let info = details.error_info().expect("an ErrorInfo");
+    assert_eq!(info.reason, "ALREADY_ASSOCIATED");
+    assert_eq!(info.metadata["rehydrationType"], "ENTIRE_PAST_SESSION");
+    assert_eq!(info.metadata["sourceContactId"], "C1");
+    assert_eq!(
+        info.metadata["continuedFromContactId"],
+        answered.get_ref().continued_from_contact_id
+    );
+    assert_eq!(
+        details
+            .precondition_failure()
+            .expect("a PreconditionFailure")
+            .violations[0]
+            .r#type,
+        "ALREADY_ASSOCIATED"
+    );
+    assert_eq!(first.simulator.requests().len(), 1, "AWS saw one request");
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn a_deadline_passing_while_aws_holds_the_answer_loses_nothing_without_a_token() {
+    let app = spawn().await;
+    app.simulator
+        .add_fault(fault(FaultEffect::Latency { millis: 1_500 }));
+    let (status, _) = app
+        .call_with_deadline(entire_session(), Duration::from_millis(500))
+        .await;
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    // The AWS request runs to its end without its caller; the retry shares it, then replays it.
+    let during = app.call(entire_session()).await.expect("shared");
+    assert_eq!(during.metadata().get("x-facade-coalesced").unwrap(), "true");
+    let after = app.call(entire_session()).await.expect("replayed");
+    assert_eq!(after.metadata().get("x-facade-replayed").unwrap(), "true");
+    assert_eq!(app.simulator.requests().len(), 1, "AWS saw one request");
+}
+
+#[tokio::test]
+async fn the_simulator_carries_out_a_request_whose_client_hung_up() {
+    // Without replay the facade drops the call with its caller, as a plain client would; AWS (and
+    // so the simulator) still carries the request out.
+    let app = spawn_with(connect_facade::simulator::fixtures::Fixtures::demo(), |c| {
+        c.replay_window = Duration::ZERO;
+    })
+    .await;
+    app.simulator
+        .add_fault(fault(FaultEffect::Latency { millis: 400 }));
+    let (status, _) = app
+        .call_with_deadline(entire_session(), Duration::from_millis(100))
+        .await;
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, _, _) = app
+        .call_expecting(entire_session(), Code::FailedPrecondition)
+        .await;
+    assert!(
+        status.message().contains("already enabled"),
+        "{}",
+        status.message()
+    );
 }

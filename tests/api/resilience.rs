@@ -32,8 +32,9 @@ fn first(times: u32, code: &str) -> Fault {
     }
 }
 
+/// A call AWS answers NotFound; each for a chat of its own, so none is coalesced with another.
 fn unknown_instance() -> CreatePersistentContactAssociationRequest {
-    let mut request = entire_session();
+    let mut request = crate::helpers::fresh_session();
     request.instance_id = "not-in-the-fixtures".into();
     request
 }

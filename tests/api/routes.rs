@@ -13,7 +13,7 @@ use connect_facade::{
 };
 use tonic::Code;
 
-use crate::helpers::{TestApp, entire_session, series_value, spawn_with};
+use crate::helpers::{TestApp, fresh_session, series_value, spawn_with};
 
 const UK: &str = "uk-instance";
 const US: &str = "us-instance";
@@ -86,8 +86,7 @@ async fn routed(test: &str, fixtures: Fixtures, routes: &str) -> (TestApp, PathB
 fn on(instance: &str) -> CreatePersistentContactAssociationRequest {
     CreatePersistentContactAssociationRequest {
         instance_id: instance.into(),
-        initial_contact_id: "new-chat".into(),
-        ..entire_session()
+        ..fresh_session()
     }
 }
 

@@ -12,7 +12,7 @@ use tonic_types::StatusExt;
 
 use crate::{
     helpers::{
-        Answer, RedisServer, Replica, TestApp, channel, entire_session, loopback,
+        Answer, RedisServer, Replica, TestApp, channel, fresh_session, loopback,
         open_chats_with_quota, scrape, series_value, spawn_replica, spawn_with,
     },
     process::serving,
@@ -47,7 +47,7 @@ async fn offer(
         let client = clients[sent % clients.len()].clone();
         sent += 1;
         calls.push(tokio::spawn(async move {
-            let mut request = tonic::Request::new(entire_session());
+            let mut request = tonic::Request::new(fresh_session());
             request.set_timeout(deadline);
             let began = Instant::now();
             let answer = client
@@ -229,7 +229,7 @@ async fn the_master_named_by_sentinels_is_found_again_after_a_failover() {
         .await
         .unwrap();
     let replica = replica_on(&simulator, group.url(), 100.0).await;
-    replica.call(entire_session()).await.expect("served");
+    replica.call(fresh_session()).await.expect("served");
     assert_eq!(
         group.master.command(&["EXISTS", BUCKET]).await.as_deref(),
         Some(":1"),
@@ -268,7 +268,7 @@ async fn a_hung_store_costs_one_timeout_not_one_per_call() {
     })
     .await;
     let started = Instant::now();
-    app.call(entire_session())
+    app.call(fresh_session())
         .await
         .expect("served from the fallback");
     let first = started.elapsed();
@@ -279,7 +279,7 @@ async fn a_hung_store_costs_one_timeout_not_one_per_call() {
     let mut slowest = Duration::ZERO;
     for _ in 0..20 {
         let started = Instant::now();
-        app.call(entire_session())
+        app.call(fresh_session())
             .await
             .expect("served from the fallback");
         slowest = slowest.max(started.elapsed());

@@ -66,6 +66,34 @@ pub struct CallShape {
     deadline: Option<Duration>,
     retry_after_timeout: bool,
     instance_id: Option<String>,
+    chats: NewChats,
+}
+
+/// A new chat per call: the facade remembers each association by its initial contact and replays a
+/// repeat (AWS allows one per contact), so calls meant to reach AWS each name a contact of their
+/// own, unique to this run (the facade's memory outlives a run).
+#[derive(Clone, Debug)]
+pub struct NewChats {
+    run: String,
+    calls: Arc<AtomicUsize>,
+}
+
+impl NewChats {
+    pub fn new() -> Self {
+        Self {
+            run: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            calls: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The request, for the next new chat.
+    pub fn request(&self) -> CreatePersistentContactAssociationRequest {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        CreatePersistentContactAssociationRequest {
+            initial_contact_id: format!("{INITIAL_CONTACT}-{}-{call}", self.run),
+            ..request()
+        }
+    }
 }
 
 impl CallShape {
@@ -88,6 +116,7 @@ impl CallShape {
             deadline: args.deadline,
             retry_after_timeout: args.retry_after_timeout,
             instance_id: args.instance_id.clone(),
+            chats: NewChats::new(),
         })
     }
 
@@ -100,9 +129,15 @@ impl CallShape {
     }
 
     fn request(&self, token: &str) -> tonic::Request<CreatePersistentContactAssociationRequest> {
+        // A repeated token repeats its call whole, contact included: the facade replays it.
+        let fields = if self.tokens == TokenMode::Repeat {
+            request()
+        } else {
+            self.chats.request()
+        };
         let mut message = CreatePersistentContactAssociationRequest {
             client_token: token.to_owned(),
-            ..request()
+            ..fields
         };
         if let Some(instance_id) = &self.instance_id {
             message.instance_id.clone_from(instance_id);
@@ -134,6 +169,7 @@ pub enum Target {
         next: Arc<AtomicUsize>,
         url: Arc<str>,
         binary: bool,
+        chats: NewChats,
     },
 }
 
@@ -209,6 +245,7 @@ impl Target {
             next: Arc::new(AtomicUsize::new(0)),
             url: Arc::from(url),
             binary,
+            chats: NewChats::new(),
         })
     }
 
@@ -261,14 +298,16 @@ impl Target {
                 next,
                 url,
                 binary,
+                chats,
             } => {
                 let index = next.fetch_add(1, Ordering::Relaxed) % clients.len();
+                let request = chats.request();
                 let (content_type, body) = if *binary {
-                    ("application/proto", request().encode_to_vec())
+                    ("application/proto", request.encode_to_vec())
                 } else {
                     (
                         "application/json",
-                        serde_json::to_vec(&request()).map_err(|err| err.to_string())?,
+                        serde_json::to_vec(&request).map_err(|err| err.to_string())?,
                     )
                 };
                 let call = http::Request::post(url.as_ref())
