@@ -118,6 +118,8 @@ class H2Peer:
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError:
+            # A frame after the GOAWAY in the same read (a PING): h2 has closed the connection.
+            self.goaway = self.goaway or self.conn.state_machine.state == h2.connection.ConnectionState.CLOSED
             self.closed = True
             return []
         for event in events:

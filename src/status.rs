@@ -66,6 +66,8 @@ pub enum CallError {
         description: String,
         /// When a token will be free, if known.
         retry_after: Option<Duration>,
+        /// The limit, for the IETF `RateLimit-Policy` and `RateLimit` headers.
+        policy: Option<RatePolicy>,
     },
     /// The caller's own `max_rate` (auth file) is spent.
     #[error("caller {caller} is over its own limit of {max_rate} calls/s")]
@@ -114,6 +116,35 @@ pub enum CallError {
     CircuitOpen { retry_after: Duration },
 }
 
+/// A rate limit as the IETF RateLimit headers name it (draft-ietf-httpapi-ratelimit-headers).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RatePolicy {
+    /// `account` or `instance`.
+    pub name: &'static str,
+    /// Requests per second now (AWS's throttling or a fallback may have lowered it).
+    pub rate: f64,
+    pub burst: u32,
+}
+
+impl RatePolicy {
+    /// `RateLimit-Policy`: the burst as the quota, over the seconds the rate takes to refill it.
+    fn header(&self) -> String {
+        let window = (f64::from(self.burst.max(1)) / self.rate.max(0.001))
+            .ceil()
+            .max(1.0);
+        format!("\"{}\";q={};w={window}", self.name, self.burst.max(1))
+    }
+
+    /// `RateLimit`: nothing remains (the call was refused), and when some will.
+    fn remaining(&self, retry_after: Option<Duration>) -> String {
+        let reset = retry_after.map_or(1, |delay| delay.as_secs_f64().ceil().max(1.0) as u64);
+        format!("\"{}\";r=0;t={reset}", self.name)
+    }
+}
+
+/// gRFC A6's trailer telling gRPC's built-in retry when to try again.
+pub const PUSHBACK_TRAILER: &str = "grpc-retry-pushback-ms";
+
 /// A failed call with what the caller needs to correlate and retry it.
 #[derive(Debug)]
 pub struct FailedCall {
@@ -127,6 +158,7 @@ pub struct FailedCall {
 
 impl From<FailedCall> for Status {
     fn from(failed: FailedCall) -> Self {
+        let mut metadata = failed.metadata;
         let mut info = HashMap::new();
         // The caller's own values, quoted within bounds: an invalid one may be any length.
         // (A call refused on its headers has no instance yet.)
@@ -154,7 +186,12 @@ impl From<FailedCall> for Status {
                 subject,
                 description,
                 retry_after,
+                policy,
             } => {
+                if let Some(policy) = policy {
+                    insert_header(&mut metadata, "ratelimit-policy", &policy.header());
+                    insert_header(&mut metadata, "ratelimit", &policy.remaining(retry_after));
+                }
                 let message = format!("rate limit reached for {subject}: {description}");
                 details.add_quota_failure_violation(subject, description);
                 if retry_after.is_some() {
@@ -269,7 +306,23 @@ impl From<FailedCall> for Status {
                 (code, upstream.message)
             }
         };
-        Status::with_error_details_and_metadata(code, message, details, failed.metadata)
+        // gRPC's own retry policy reads when to come back from a trailer, not from RetryInfo.
+        if let (Code::ResourceExhausted | Code::Unavailable, Some(delay)) =
+            (code, details.retry_info().and_then(|info| info.retry_delay))
+        {
+            insert_header(
+                &mut metadata,
+                PUSHBACK_TRAILER,
+                &delay.as_millis().to_string(),
+            );
+        }
+        Status::with_error_details_and_metadata(code, message, details, metadata)
+    }
+}
+
+fn insert_header(metadata: &mut MetadataMap, name: &'static str, value: &str) {
+    if let Ok(value) = value.parse() {
+        metadata.insert(name, value);
     }
 }
 

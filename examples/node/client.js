@@ -5,6 +5,10 @@
 // Shows a successful call; reading a RESOURCE_EXHAUSTED (or UNAVAILABLE) answer's google.rpc details
 // (RetryInfo: how long to wait; ErrorInfo: the client_token the facade used); retrying with that
 // token, so a retry can never apply the association twice; and a validation error's BadRequest.
+// Last, the same with no code at all: gRPC's built-in retry (the service config's retryPolicy,
+// RETRY_POLICY below) retries RESOURCE_EXHAUSTED and UNAVAILABLE, waiting as the facade's
+// grpc-retry-pushback-ms trailer says (gRFC A6). It needs no client_token: the facade remembers each
+// association by its contact, so a retry of one that was made after all is answered OK.
 'use strict';
 
 const path = require('path');
@@ -15,6 +19,20 @@ const googleProtos = require('google-proto-files');
 
 const PROTO_ROOT = path.join(__dirname, '..', '..', 'proto');
 const INSTANCE = '11111111-2222-3333-4444-555555555555';
+
+// gRPC's own retry, as a service config: the facade's pushback trailer sets each wait.
+const RETRY_POLICY = {
+  methodConfig: [{
+    name: [{ service: 'amazonconnect.v1.ContactService' }],
+    retryPolicy: {
+      maxAttempts: 4,
+      initialBackoff: '0.2s',
+      maxBackoff: '2s',
+      backoffMultiplier: 2,
+      retryableStatusCodes: ['RESOURCE_EXHAUSTED', 'UNAVAILABLE'],
+    },
+  }],
+};
 
 const definition = protoLoader.loadSync('amazonconnect/v1/contact_service.proto', {
   includeDirs: [PROTO_ROOT],
@@ -91,6 +109,17 @@ async function main() {
     console.log(`invalid: ${grpc.status[error.code]} fields=${fields.join(',')}`);
   }
   client.close();
+  const retrying = new ContactService(target, grpc.credentials.createInsecure(), {
+    'grpc.service_config': JSON.stringify(RETRY_POLICY),
+  });
+  const response = await call(retrying, {
+    instance_id: INSTANCE,
+    initial_contact_id: 'new-chat-2',
+    rehydration_type: 'REHYDRATION_TYPE_FROM_SEGMENT',
+    source_contact_id: 'C2',
+  });
+  console.log(`built-in retry: OK continued_from_contact_id=${response.continued_from_contact_id}`);
+  retrying.close();
 }
 
 main().catch((error) => {

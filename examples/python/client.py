@@ -9,8 +9,14 @@ contract. The example shows the three things every caller needs:
   2. reading a RESOURCE_EXHAUSTED (or UNAVAILABLE) answer's google.rpc details: RetryInfo says how
      long to wait, ErrorInfo carries the client_token the facade used;
   3. retrying with that client_token, so the retry can never apply the association twice;
-and how a validation error names the bad fields (google.rpc.BadRequest).
+and how a validation error names the bad fields (google.rpc.BadRequest). Last, the same with no code
+at all: gRPC's built-in retry (the service config's retryPolicy, RETRY_POLICY below) retries
+RESOURCE_EXHAUSTED and UNAVAILABLE, waiting as the facade's grpc-retry-pushback-ms trailer says (gRFC
+A6). It needs no client_token: the facade remembers each association by its contact, so a retry of
+one that was made after all is answered OK.
 """
+
+import json
 
 import os
 import sys
@@ -25,6 +31,20 @@ from grpc_tools import protoc
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO = os.path.join(HERE, "..", "..", "proto")
 INSTANCE = "11111111-2222-3333-4444-555555555555"
+
+# gRPC's own retry, as a service config: the facade's pushback trailer sets each wait.
+RETRY_POLICY = {
+    "methodConfig": [{
+        "name": [{"service": "amazonconnect.v1.ContactService"}],
+        "retryPolicy": {
+            "maxAttempts": 4,
+            "initialBackoff": "0.2s",
+            "maxBackoff": "2s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["RESOURCE_EXHAUSTED", "UNAVAILABLE"],
+        },
+    }],
+}
 
 
 def load_stubs():
@@ -96,6 +116,17 @@ def main():
         except grpc.RpcError as error:
             fields = [v.field for v in details(error)["BadRequest"].field_violations]
             print(f"invalid: {error.code().name} fields={','.join(fields)}")
+
+    options = [("grpc.service_config", json.dumps(RETRY_POLICY)), ("grpc.enable_retries", 1)]
+    with grpc.insecure_channel(target, options=options) as channel:
+        response = pb2_grpc.ContactServiceStub(channel).CreatePersistentContactAssociation(
+            pb2.CreatePersistentContactAssociationRequest(
+                instance_id=INSTANCE,
+                initial_contact_id="new-chat-2",
+                rehydration_type=pb2.REHYDRATION_TYPE_FROM_SEGMENT,
+                source_contact_id="C2",
+            ), timeout=10)
+        print(f"built-in retry: OK continued_from_contact_id={response.continued_from_contact_id}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use prost::Message;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Status, body::Body};
+use tonic_types::StatusExt;
 use tower::{BoxError, Layer, Service};
 
 use super::{ContactApi, deadline};
@@ -529,6 +530,20 @@ pub fn connect_error(http: StatusCode, status: &Status) -> Response<Body> {
     let mut response = Response::new(Body::new(Full::new(Bytes::from(error.to_string()))));
     *response.status_mut() = http;
     *response.headers_mut() = status.metadata().clone().into_headers();
+    // HTTP's word for when to come back (RFC 9110), in whole seconds, on the answers that invite it.
+    if matches!(
+        http,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) && let Some(delay) = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay)
+    {
+        let seconds = delay.as_secs_f64().ceil().max(1.0) as u64;
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));

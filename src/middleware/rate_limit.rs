@@ -26,7 +26,7 @@ use super::{CallFuture, UpstreamCall};
 use crate::{
     metrics::Metrics,
     quota::{Bucket, Full, QuotaLimits, QuotaStore, fair::FairQueue},
-    status::CallError,
+    status::{CallError, RatePolicy},
     upstream::{Association, UpstreamErrorKind},
 };
 
@@ -76,15 +76,36 @@ impl Limiter {
             Err(full) => {
                 self.metrics.set_rate_limit(&self.key, full.rate);
                 self.metrics.rate_limiter_refused(&self.key, caller);
-                let (subject, description) = match full.bucket {
-                    Bucket::Instance => (format!("instance:{instance_id}"), self.instance_limit()),
-                    Bucket::Account => (format!("region:{}", self.key), self.account_limit(&full)),
+                let (subject, description, policy) = match full.bucket {
+                    Bucket::Instance => {
+                        let (rate, burst) = self.limits.per_instance.unwrap_or_default();
+                        let policy = RatePolicy {
+                            name: "instance",
+                            rate,
+                            burst,
+                        };
+                        (
+                            format!("instance:{instance_id}"),
+                            self.instance_limit(),
+                            policy,
+                        )
+                    }
+                    Bucket::Account => {
+                        let policy = RatePolicy {
+                            name: "account",
+                            rate: full.rate,
+                            burst: self.limits.burst,
+                        };
+                        let subject = format!("region:{}", self.key);
+                        (subject, self.account_limit(&full), policy)
+                    }
                 };
                 tracing::debug!(%subject, wait = ?full.retry_after, "rate limited");
                 Err(CallError::RateLimited {
                     subject,
                     description,
                     retry_after: Some(full.retry_after),
+                    policy: Some(policy),
                 })
             }
         }

@@ -272,6 +272,7 @@ mod tests {
             subject: "region:us-east-1".into(),
             description: String::new(),
             retry_after: None,
+            policy: None,
         });
         assert!(policy.retry(&mut call, &mut refused).is_none());
         assert!(

@@ -739,3 +739,85 @@ async fn browsers_on_an_allowed_origin_pass_cors_and_others_do_not() {
     .await;
     assert!(!stranger.headers.contains_key("access-control-allow-origin"));
 }
+
+#[tokio::test]
+async fn every_refusal_with_a_retry_info_says_when_to_come_back_in_its_protocols_words() {
+    use tonic_types::StatusExt;
+    let app = spawn_with(crate::helpers::open_chats_with_quota(100.0, 100), |c| {
+        c.rate_limit = 1.0;
+        c.rate_burst = 1;
+        c.max_queue_wait = Duration::ZERO;
+        c.max_attempts = 1;
+    })
+    .await;
+    let fresh = || {
+        let request = crate::helpers::fresh_session();
+        let mut body = session_json();
+        body["initialContactId"] = json!(request.initial_contact_id);
+        (request, body)
+    };
+    app.call(fresh().0).await.expect("the burst's one slot");
+    // gRPC: the pushback trailer (gRFC A6) beside the RetryInfo, and the IETF RateLimit fields.
+    let limited = app.call(fresh().0).await.expect_err("rate limited");
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+    let delay = limited
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("a RetryInfo");
+    let pushback: u128 = limited
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(pushback, delay.as_millis());
+    assert_eq!(
+        limited.metadata().get("ratelimit-policy").unwrap(),
+        "\"account\";q=1;w=1"
+    );
+    assert_eq!(
+        limited.metadata().get("ratelimit").unwrap(),
+        "\"account\";r=0;t=1"
+    );
+    // Connect: 429 with Retry-After, in whole seconds, and the same RateLimit headers.
+    let answer = post_json(&app, false, fresh().1).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{:?}",
+        answer.body
+    );
+    assert_eq!(answer.headers[header::RETRY_AFTER], "1");
+    assert_eq!(answer.headers["ratelimit-policy"], "\"account\";q=1;w=1");
+    // A transient AWS failure: UNAVAILABLE with its pushback; over Connect, 503 with Retry-After.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    app.simulator
+        .add_fault(crate::helpers::always_error("InternalServiceException"));
+    let unavailable = app.call(fresh().0).await.expect_err("unavailable");
+    assert_eq!(unavailable.code(), Code::Unavailable);
+    assert_eq!(
+        unavailable
+            .metadata()
+            .get("grpc-retry-pushback-ms")
+            .unwrap(),
+        "200"
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let answer = post_json(&app, false, fresh().1).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        answer.body
+    );
+    assert_eq!(answer.headers[header::RETRY_AFTER], "1");
+    // Answers with no RetryInfo carry neither.
+    let invalid = app
+        .call(CreatePersistentContactAssociationRequest::default())
+        .await
+        .expect_err("invalid");
+    assert!(invalid.metadata().get("grpc-retry-pushback-ms").is_none());
+}

@@ -107,8 +107,9 @@ pub struct RunArgs {
     /// gRPC: each call's deadline (grpc-timeout); none by default.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub deadline: Option<Duration>,
-    /// gRPC: a call answered DEADLINE_EXCEEDED is sent once more with the same token, as a client
-    /// that retries after a timeout does; the second answer is the call's.
+    /// gRPC: a call answered DEADLINE_EXCEEDED is sent once more for the same association, with the
+    /// same token (or none, with --tokens none), as a client that retries after a timeout does; the
+    /// second answer is the call's.
     #[arg(long)]
     pub retry_after_timeout: bool,
     /// gRPC: the Connect instance called (the benchmark fixtures' instance by default).

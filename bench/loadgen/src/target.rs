@@ -98,9 +98,9 @@ impl NewChats {
 
 impl CallShape {
     pub fn from_args(args: &crate::RunArgs) -> Result<Self, String> {
-        if args.retry_after_timeout && args.tokens != TokenMode::Unique {
+        if args.retry_after_timeout && args.tokens == TokenMode::Repeat {
             return Err(
-                "--retry-after-timeout needs --tokens unique (a retry reuses its token)".into(),
+                "--retry-after-timeout needs --tokens unique or none (a repeated token is a replay already)".into(),
             );
         }
         let bearer = args
@@ -128,20 +128,28 @@ impl CallShape {
         }
     }
 
-    fn request(&self, token: &str) -> tonic::Request<CreatePersistentContactAssociationRequest> {
-        // A repeated token repeats its call whole, contact included: the facade replays it.
+    /// One call's message: a new chat with its token, unless it repeats a token on purpose (then it
+    /// repeats the call whole, contact included, and the facade replays it).
+    fn message(&self) -> CreatePersistentContactAssociationRequest {
         let fields = if self.tokens == TokenMode::Repeat {
             request()
         } else {
             self.chats.request()
         };
         let mut message = CreatePersistentContactAssociationRequest {
-            client_token: token.to_owned(),
+            client_token: self.token(),
             ..fields
         };
         if let Some(instance_id) = &self.instance_id {
             message.instance_id.clone_from(instance_id);
         }
+        message
+    }
+
+    fn request(
+        &self,
+        message: CreatePersistentContactAssociationRequest,
+    ) -> tonic::Request<CreatePersistentContactAssociationRequest> {
         let mut request = tonic::Request::new(message);
         if let Some(bearer) = &self.bearer {
             request
@@ -276,17 +284,19 @@ impl Target {
             } => {
                 let index = next.fetch_add(1, Ordering::Relaxed) % clients.len();
                 let mut client = clients[index].clone();
-                let token = shape.token();
+                let message = shape.message();
                 let mut outcome = client
-                    .create_persistent_contact_association(shape.request(&token))
+                    .create_persistent_contact_association(shape.request(message.clone()))
                     .await;
+                // The retry asks for the same association, with the same token (none stays none:
+                // the facade then makes another, as for a client that keeps no token).
                 if shape.retry_after_timeout
                     && outcome
                         .as_ref()
                         .is_err_and(|status| status.code() == tonic::Code::DeadlineExceeded)
                 {
                     outcome = client
-                        .create_persistent_contact_association(shape.request(&token))
+                        .create_persistent_contact_association(shape.request(message))
                         .await;
                 }
                 outcome
