@@ -333,8 +333,10 @@ def attack(run, name, seconds, action):
 
 def throughput(args, work, builds):
     """calls/s and facade CPU per call at concurrency 64, interleaved rounds per build."""
-    runs = {label: Run(argparse.Namespace(**{**vars(args), "bin": path}), os.path.join(work, label))
-            for label, path in builds.items() for _ in [os.makedirs(os.path.join(work, label), exist_ok=True)]}
+    runs = {}
+    for label, (path, flags) in builds.items():
+        os.makedirs(os.path.join(work, label), exist_ok=True)
+        runs[label] = Run(argparse.Namespace(**{**vars(args), "bin": path}), os.path.join(work, label), flags)
     results = {label: {"calls_per_s": [], "cpu_us_per_call": []} for label in builds}
     try:
         for round_ in range(args.rounds):
@@ -393,9 +395,11 @@ def measure(args):
                                          lambda: idle_pinging(run, args.idle_timeout + 10))
     finally:
         run.stop()
-    builds = {"this build": args.bin}
+    builds = {"this build": (args.bin, [])}
     if args.before:
-        builds["before"] = args.before
+        # The replay cache off too, to tell this build's bounds from every call's replay lookup.
+        builds["this build, --replay-window 0"] = (args.bin, ["--replay-window=0s"])
+        builds["before"] = (args.before, [])
     results["throughput"] = throughput(args, work, builds)
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump(results, f, indent=1)

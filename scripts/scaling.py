@@ -491,7 +491,8 @@ def write_sharing(w, results):
     w("## What the replay cache costs per call")
     w("")
     w("One facade at an unlimited rate, in interleaved rounds (medians): p50 at concurrency 1, facade "
-      "CPU per call at concurrency 16. `none`: no client token (the cache is skipped); `unique`: a new "
+      "CPU per call at concurrency 16. `none`: no client token (each call a new chat: a lookup by contact "
+      "that misses, the call's task, the answer kept); `unique`: a new "
       "token per call (a lookup that misses, the call's task, the answer kept); `repeat`: the same token "
       "every call (replayed from memory; with Redis too, since a replica keeps what it read).")
     w("")

@@ -26,7 +26,7 @@
 //!   to its end (its attempt's timeout; no retry past the caller's deadline) even if its caller left,
 //!   and its answer is kept for that caller's retry.
 //!
-//! The cache is this replica's memory ([`memory`], LRU bounded by `--replay-capacity`). With
+//! The cache is this replica's memory ([`memory`], bounded by `--replay-capacity`). With
 //! `--quota-store redis://…` the answers are also written to Redis ([`redis`], keys with the window
 //! as TTL) and a short lock key beside each marks a call in flight, so replicas replay and coalesce
 //! each other's calls; Redis failing only loses the sharing, never a call.
