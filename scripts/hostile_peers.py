@@ -154,29 +154,37 @@ def pump(peers, seconds, until=None):
     selector.close()
 
 
+def http1_answers(sockets, seconds):
+    """When each HTTP/1.1 socket got its answer's status line (or was closed), and which statuses."""
+    clock, statuses = Clock(), {}
+    selector = selectors.DefaultSelector()
+    for s in sockets:
+        selector.register(s, selectors.EVENT_READ)
+    deadline = time.monotonic() + seconds
+    while len(clock.ended) < len(sockets) and time.monotonic() < deadline:
+        for key, _ in selector.select(0.1):
+            try:
+                data = key.fileobj.recv(4096)
+            except OSError:
+                data = b""
+            match = re.match(rb"HTTP/1.1 (\d+)", data)
+            answer = match.group(1).decode() if match else "closed"
+            statuses[answer] = statuses.get(answer, 0) + 1
+            clock.end()
+            selector.unregister(key.fileobj)
+    for s in sockets:
+        s.close()
+    return {**clock.summary(len(sockets)), "answers": statuses}
+
+
 def connect_stalled_http1(run, count):
     """Connect JSON over HTTP/1.1, a Content-Length of 100 and no body: answered when, and how."""
     head = (f"POST {RPC} HTTP/1.1\r\nhost: facade\r\ncontent-type: application/json\r\n"
             "content-length: 100\r\n\r\n").encode()
     sockets = [socket.create_connection(("127.0.0.1", run.port)) for _ in range(count)]
-    clock, statuses = Clock(), {}
     for s in sockets:
         s.sendall(head)
-    selector = selectors.DefaultSelector()
-    for s in sockets:
-        selector.register(s, selectors.EVENT_READ)
-    deadline = time.monotonic() + 30
-    while len(clock.ended) < count and time.monotonic() < deadline:
-        for key, _ in selector.select(0.1):
-            data = key.fileobj.recv(4096)
-            match = re.match(rb"HTTP/1.1 (\d+)", data)
-            statuses[match.group(1).decode() if match else "closed"] = \
-                statuses.get(match.group(1).decode() if match else "closed", 0) + 1
-            clock.end()
-            selector.unregister(key.fileobj)
-    for s in sockets:
-        s.close()
-    return {**clock.summary(count), "answers": statuses}
+    return http1_answers(sockets, 30)
 
 
 def grpc_stalled_h2(run, connections, streams):
@@ -204,7 +212,7 @@ def grpc_stalled_h2(run, connections, streams):
 
 def http1_big_headers(run, count, size):
     """HTTP/1.1 peers sending `size` bytes of headers that never end: answered (431) or closed when."""
-    sockets, clock, statuses = [], Clock(), {}
+    sockets = []
     line = b"POST / HTTP/1.1\r\nhost: facade\r\nx-padding: " + b"a" * size
     for _ in range(count):
         s = socket.create_connection(("127.0.0.1", run.port))
@@ -214,24 +222,7 @@ def http1_big_headers(run, count, size):
         except BlockingIOError:
             pass
         sockets.append(s)
-    selector = selectors.DefaultSelector()
-    for s in sockets:
-        selector.register(s, selectors.EVENT_READ)
-    deadline = time.monotonic() + 40
-    while len(clock.ended) < count and time.monotonic() < deadline:
-        for key, _ in selector.select(0.1):
-            try:
-                data = key.fileobj.recv(4096)
-            except OSError:
-                data = b""
-            match = re.match(rb"HTTP/1.1 (\d+)", data)
-            answer = match.group(1).decode() if match else "closed"
-            statuses[answer] = statuses.get(answer, 0) + 1
-            clock.end()
-            selector.unregister(key.fileobj)
-    for s in sockets:
-        s.close()
-    return {**clock.summary(count), "answers": statuses}
+    return http1_answers(sockets, 40)
 
 
 def unfinished_streams(run, connections, streams, sent, announced):
