@@ -436,7 +436,6 @@ impl App {
         let protocols = ProtocolsLayer::new(
             self.api.clone(),
             limits.max_message_size,
-            limits.max_open_requests,
             self.metrics.clone(),
         );
         let cors = self.cors;
@@ -471,7 +470,11 @@ impl App {
             idle_timeout: limits.idle_timeout,
             max_connection_buffer: limits.max_connection_buffer,
         };
-        let buffers = ProcessBuffers::new(limits.max_buffered_requests, self.metrics.clone());
+        let buffers = ProcessBuffers::new(
+            limits.max_buffered_requests,
+            limits.max_open_requests,
+            self.metrics.clone(),
+        );
         let stop_accepting = async move {
             let _ = stop_accepting.wait_for(|stopping| *stopping).await;
         };

@@ -10,15 +10,26 @@
 //! `connect_facade_connections_closed_total{reason="buffer"}`; what the process holds shows in
 //! `connect_facade_request_buffer_bytes`. A valid request is under 2 KiB, so the bounds only ever
 //! meet a peer that does not finish its requests.
+//!
+//! The requests open at once are bounded here too (`--max-open-requests`): each holds its stream's
+//! state (about 15 KiB) whatever its data. When the bound is full, a new request does not simply
+//! lose to whoever got there first: the connection holding the most open requests, if it holds more
+//! than one beyond the newcomer's, is reset (`reason="open_requests"`) and the newcomer let in, as
+//! Envoy's overload manager resets the streams using the most memory. An attacker's connections of
+//! unfinished streams thus make room for a normal caller; only a peer spreading one stream per
+//! connection can fill the bound, and `--max-connections` is below it. Otherwise the request is
+//! marked [`OpenRequestsFull`] for the edge to refuse in its protocol's words.
 
 use std::{
     pin::Pin,
     sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Weak,
+        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
 };
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
@@ -32,27 +43,63 @@ pub struct ProcessBuffers {
     held: AtomicUsize,
     limit: usize,
     metrics: Arc<Metrics>,
+    open: AtomicUsize,
+    max_open: usize,
+    /// Every connection, to find the one holding the most open requests when the bound is full.
+    connections: Mutex<Vec<Weak<ConnectionBuffers>>>,
 }
 
+/// A request let in past a full `--max-open-requests` bound for no other connection's cost: the edge
+/// refuses it (RESOURCE_EXHAUSTED) before reading its body.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenRequestsFull;
+
+/// Why a connection was reset.
+const RESET_BUFFER: u8 = 1;
+const RESET_OPEN_REQUESTS: u8 = 2;
+
 impl ProcessBuffers {
-    pub fn new(limit: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(limit: usize, max_open: usize, metrics: Arc<Metrics>) -> Arc<Self> {
         metrics.set_request_buffer_bytes(0);
         Arc::new(Self {
             held: AtomicUsize::new(0),
             limit,
             metrics,
+            open: AtomicUsize::new(0),
+            max_open,
+            connections: Mutex::new(Vec::new()),
         })
     }
 
     /// A connection's account, bounded by `limit`.
     pub fn connection(self: &Arc<Self>, limit: usize) -> Arc<ConnectionBuffers> {
-        Arc::new(ConnectionBuffers {
+        let connection = Arc::new(ConnectionBuffers {
             process: self.clone(),
             held: AtomicUsize::new(0),
             limit,
             exceeded: AtomicBool::new(false),
+            reason: AtomicU8::new(0),
+            open: AtomicUsize::new(0),
             notify: Notify::new(),
-        })
+        });
+        let mut connections = self.connections.lock();
+        // Closed connections leave their entries until the list has doubled since the last sweep.
+        if connections.len() >= 64 && connections.len().is_power_of_two() {
+            connections.retain(|entry| entry.strong_count() > 0);
+        }
+        connections.push(Arc::downgrade(&connection));
+        connection
+    }
+
+    /// The open connection holding the most open requests, if it holds more than `than`.
+    fn busiest(&self, than: usize) -> Option<Arc<ConnectionBuffers>> {
+        self.connections
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|connection| !connection.exceeded.load(Ordering::Acquire))
+            .max_by_key(|connection| connection.open.load(Ordering::Acquire))
+            .filter(|connection| connection.open.load(Ordering::Acquire) > than)
     }
 }
 
@@ -63,10 +110,61 @@ pub struct ConnectionBuffers {
     held: AtomicUsize,
     limit: usize,
     exceeded: AtomicBool,
+    /// Why it was reset ([`RESET_BUFFER`], [`RESET_OPEN_REQUESTS`]).
+    reason: AtomicU8,
+    open: AtomicUsize,
     notify: Notify,
 }
 
+/// A request open on a connection, from its headers until it is answered or dropped.
+#[derive(Debug)]
+pub struct OpenRequest(Arc<ConnectionBuffers>);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.process.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl ConnectionBuffers {
+    /// Lets a new request in, within `--max-open-requests`: at once while there is room; when full,
+    /// by resetting the connection that holds the most (more than one beyond this one's); else
+    /// `None`, and the edge refuses it.
+    pub fn open_request(self: &Arc<Self>) -> Option<OpenRequest> {
+        let process = &self.process;
+        let admitted = process
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < process.max_open).then_some(open + 1)
+            })
+            .is_ok();
+        if !admitted {
+            let ours = self.open.load(Ordering::Acquire);
+            let victim = process.busiest(ours + 1)?;
+            victim.reset(RESET_OPEN_REQUESTS);
+            // Past the bound for as long as the victim's tasks take to drop its streams.
+            process.open.fetch_add(1, Ordering::AcqRel);
+        }
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Some(OpenRequest(self.clone()))
+    }
+
+    /// Why this connection was reset, as its metric's reason.
+    pub fn reset_reason(&self) -> &'static str {
+        match self.reason.load(Ordering::Acquire) {
+            RESET_OPEN_REQUESTS => "open_requests",
+            _ => "buffer",
+        }
+    }
+
+    fn reset(&self, reason: u8) {
+        let _ = self
+            .reason
+            .compare_exchange(0, reason, Ordering::AcqRel, Ordering::Acquire);
+        self.exceeded.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
     /// An account for one call's body: what it read is released when the account is dropped.
     pub fn call(self: &Arc<Self>) -> Arc<CallBuffer> {
         Arc::new(CallBuffer {
@@ -97,8 +195,7 @@ impl ConnectionBuffers {
         let process = self.process.held.fetch_add(bytes, Ordering::AcqRel) + bytes;
         self.process.metrics.set_request_buffer_bytes(process);
         if connection > self.limit || process > self.process.limit {
-            self.exceeded.store(true, Ordering::Release);
-            self.notify.notify_waiters();
+            self.reset(RESET_BUFFER);
         }
     }
 
@@ -170,7 +267,7 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_count_until_the_call_ends_and_a_bound_passed_is_reported() {
-        let process = ProcessBuffers::new(1_000, Arc::new(Metrics::new()));
+        let process = ProcessBuffers::new(1_000, 10, Arc::new(Metrics::new()));
         let connection = process.connection(100);
         let first = connection.call();
         first.held.fetch_add(60, Ordering::AcqRel);
@@ -189,5 +286,25 @@ mod tests {
             .expect("110 bytes are past the connection's 100");
         drop(second);
         assert_eq!(process.held.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_bound_resets_the_busiest_connection_for_a_newcomer_and_refuses_a_peer_like_it()
+    {
+        let process = ProcessBuffers::new(1_000, 4, Arc::new(Metrics::new()));
+        let attacker = process.connection(100);
+        let held: Vec<_> = (0..3).map(|_| attacker.open_request().unwrap()).collect();
+        let spread = process.connection(100);
+        let one = spread.open_request().unwrap();
+        // Full. A connection with none gets in by resetting the attacker's (3 > 0 + 1).
+        let newcomer = process.connection(100);
+        let admitted = newcomer.open_request();
+        assert!(admitted.is_some());
+        assert_eq!(attacker.reset_reason(), "open_requests");
+        attacker.exceeded().await;
+        // A second request of a connection holding one, with only peers of one left: refused.
+        assert!(spread.open_request().is_none());
+        drop((held, one, admitted));
+        assert_eq!(process.open.load(Ordering::Acquire), 0);
     }
 }

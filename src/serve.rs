@@ -46,7 +46,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{body::Body, transport::server::Connected};
 use tower::{BoxError, Service, ServiceExt};
 
-use crate::request_buffers::{ConnectionBuffers, Counted, ProcessBuffers};
+use crate::request_buffers::{ConnectionBuffers, Counted, OpenRequestsFull, ProcessBuffers};
 
 /// hyper's smallest HTTP/1.1 read buffer (it refuses a smaller one).
 const HTTP1_MIN_BUFFER: usize = 8 * 1024;
@@ -162,6 +162,10 @@ fn spawn_connection<IO, S, B>(
             let held = account.call();
             let mut request = request.map(|body| Body::new(Counted::new(body, held.clone())));
             request.extensions_mut().insert(info.clone());
+            let admitted = account.open_request();
+            if admitted.is_none() {
+                request.extensions_mut().insert(OpenRequestsFull);
+            }
             let open = activity.open();
             let call = service.clone().oneshot(request);
             async move {
@@ -170,7 +174,7 @@ fn spawn_connection<IO, S, B>(
                     .await
                     .map(|response| response.map(Body::new))
                     .map_err(|error| error.into());
-                drop((open, held));
+                drop((open, held, admitted));
                 answered
             }
         })
@@ -227,8 +231,13 @@ fn drive<IO, H, E>(
                 }
                 () = account.exceeded() => {
                     // Reset, not closed gracefully: its calls would hold their data a while longer.
-                    account.count_closed("buffer");
-                    tracing::warn!("connection reset: its unfinished requests held more data than allowed");
+                    let reason = account.reset_reason();
+                    account.count_closed(reason);
+                    if reason == "buffer" {
+                        tracing::warn!("connection reset: its unfinished requests held more data than allowed");
+                    } else {
+                        tracing::warn!("connection reset: it held the most of --max-open-requests when another peer needed one");
+                    }
                     return;
                 }
                 () = &mut aged, if !closing => "max_age",

@@ -28,7 +28,6 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use prost::Message;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Status, body::Body};
 use tonic_types::StatusExt;
 use tower::{BoxError, Layer, Service};
@@ -38,6 +37,7 @@ use crate::{
     clip,
     metrics::Metrics,
     proto::{CreatePersistentContactAssociationRequest, contact_service_server::ContactService},
+    request_buffers::OpenRequestsFull,
     status::CallError,
 };
 
@@ -108,22 +108,14 @@ impl Protocol {
 pub struct ProtocolsLayer {
     api: ContactApi,
     max_message_size: usize,
-    /// One permit per call open on the RPC, from its headers to its answer (--max-open-requests).
-    open_requests: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
 
 impl ProtocolsLayer {
-    pub fn new(
-        api: ContactApi,
-        max_message_size: usize,
-        max_open_requests: usize,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(api: ContactApi, max_message_size: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             api,
             max_message_size,
-            open_requests: Arc::new(Semaphore::new(max_open_requests)),
             metrics,
         }
     }
@@ -168,14 +160,13 @@ where
         let protocol = Protocol::of(request.headers());
         let on_rpc = request.uri().path() == RPC_PATH;
         let is_grpc = matches!(protocol, Protocol::Grpc | Protocol::GrpcWeb);
-        let mut open = None;
         if on_rpc {
             self.shared
                 .metrics
                 .protocol_call(protocol.slot(), protocol.label());
             if protocol != Protocol::Other {
                 match self.admit(&mut request) {
-                    Ok(permit) => open = Some(permit),
+                    Ok(()) => {}
                     Err(refused) => {
                         let response = refusal(&request, protocol, *refused);
                         return Box::pin(async move { Ok(response) });
@@ -190,7 +181,6 @@ where
             let mut inner = std::mem::replace(&mut self.inner, clone);
             return Box::pin(async move {
                 let response = inner.call(request).await.map_err(Into::into)?;
-                drop(open);
                 Ok(response.map(Body::new))
             });
         }
@@ -217,9 +207,7 @@ where
                     response
                 }
                 (true, Protocol::ConnectJson | Protocol::ConnectProto) => {
-                    let response = shared.unary(request, protocol).await;
-                    drop(open);
-                    response
+                    shared.unary(request, protocol).await
                 }
                 (true, _) => {
                     let mut response = connect_error(
@@ -248,11 +236,11 @@ where
 }
 
 impl<S> Protocols<S> {
-    /// Lets a call to the RPC in, on its headers alone: while fewer than --max-open-requests are
-    /// open (streams left unfinished would otherwise hold their state without bound), and from a
-    /// known caller (a stranger is not waited for). The permit is held until the call's answer.
-    fn admit(&self, request: &mut Request<Body>) -> Result<OwnedSemaphorePermit, Box<Status>> {
-        let Ok(permit) = self.shared.open_requests.clone().try_acquire_owned() else {
+    /// Lets a call to the RPC in, on its headers alone: unless the connection's server found
+    /// --max-open-requests open and no busier peer to reset ([`OpenRequestsFull`]), and from a
+    /// known caller (a stranger is not waited for).
+    fn admit(&self, request: &mut Request<Body>) -> Result<(), Box<Status>> {
+        if request.extensions().get::<OpenRequestsFull>().is_some() {
             self.shared.metrics.open_request_refused();
             return Err(Box::new(
                 self.shared
@@ -267,7 +255,7 @@ impl<S> Protocols<S> {
         {
             request.extensions_mut().insert(who);
         }
-        Ok(permit)
+        Ok(())
     }
 }
 
