@@ -238,8 +238,11 @@ impl Callers {
         self.callers.iter().map(|c| c.share.clone()).collect()
     }
 
-    /// Identifies the caller, then checks it may use `instance_id`; answers who it is.
-    pub fn authorize(
+    /// Identifies the caller, then checks it may use `instance_id`; answers who it is. The server
+    /// does the two steps apart (the first at the edge, before the body), so only the tests call
+    /// them together.
+    #[cfg(test)]
+    fn authorize(
         &self,
         headers: &HeaderMap,
         tls_subject: Option<&str>,
