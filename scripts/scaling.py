@@ -18,9 +18,12 @@ an open-loop load spread over the replicas as a Kubernetes Service would.
 4. Callers sharing the quota (an auth file): a caller offering 10x the quota beside one offering 0.25x,
    with and without its own auth identity (one caller: arrival order), and two saturating callers
    at weights 3:1: successful calls per caller.
-5. Replay and coalescing: a client whose deadline (300 ms) is shorter than AWS's answer (400 ms)
+5. Fair shares across replicas: callers pinned to replicas sharing one Redis (weights 3:1 over 2
+   replicas, 3:1:1 over 3, quiet callers beside a flood), successes, p50 and Redis round trips; and
+   what the shares cost a call.
+6. Replay and coalescing: a client whose deadline (300 ms) is shorter than AWS's answer (400 ms)
    retries every call once (its token, or none); quota slots spent and calls answered, replay on and off.
-6. What the replay cache costs per call: a caller's own token (unique per call, a lookup that misses
+7. What the replay cache costs per call: a caller's own token (unique per call, a lookup that misses
    and an answer kept), a repeated token (replayed), and no token (the cache skipped), in memory and
    with Redis; and the facade's RSS after 1,000,000 distinct tokens through the in-memory cache.
 
@@ -301,6 +304,95 @@ def failures(bench, phase):
     return rows
 
 
+FLEET_CASES = [  # (case, {caller: (weight, replica, offered x quota)}, replicas, auth file)
+    ("2 replicas, weights 3:1, each caller on its own replica",
+     {"heavy": (3, 0, 5), "light": (1, 1, 5)}, 2, True),
+    ("3 replicas, weights 3:1:1, each caller on its own replica",
+     {"heavy": (3, 0, 5), "light": (1, 1, 5), "other": (1, 2, 5)}, 3, True),
+    ("2 replicas, a flood (10x) and quiet callers (0.25x) on its replica and on the other",
+     {"flood": (1, 0, 10), "quiet-here": (1, 0, 0.25), "quiet-there": (1, 1, 0.25)}, 2, True),
+    ("2 replicas, two floods (5x) and no auth file (one caller: no shares, as before)",
+     {"a": (1, 0, 5), "b": (1, 1, 5)}, 2, False),
+]
+
+
+def store_round_trips(facades):
+    return sum(series_sum(scrape(f["metrics"]), "connect_facade_quota_store_round_trip_seconds_count")
+               for f in facades)
+
+
+def fleet_sharing(bench, duration):
+    """Callers pinned to replicas sharing one Redis: per-caller successes, p50 and Redis round trips."""
+    runs = []
+    for title, callers, replicas, with_auth in FLEET_CASES:
+        simulator, sim_url = bench.simulator()
+        redis, redis_port = bench.redis()
+        flags = ["--quota-store", f"redis://127.0.0.1:{redis_port}"]
+        if with_auth:
+            flags += ["--auth-file", auth_file(bench.p.work, {n: (w, None) for n, (w, _, _) in callers.items()})]
+        facades = [bench.facade(sim_url, flags) for _ in range(replicas)]
+        trips_before = store_round_trips(facades)
+        loads = []
+        for name, (weight, replica, times) in callers.items():
+            extra = ["--rate", f"{times * QUOTA_RATE:g}", "--duration", f"{duration}s", "--deadline", "10s"]
+            if with_auth:
+                extra += ["--bearer", f"token-{name}"]
+            loads.append((name, weight, replica, times)
+                         + bench.loadgen([facades[replica]["url"]], extra, f"fleet-{name}-{len(runs)}"))
+        row = {"case": title, "callers": []}
+        for name, weight, replica, times, load, out in loads:
+            load.wait()
+            report = json.load(open(out))
+            row["callers"].append({"name": name, "weight": weight, "replica": replica,
+                                   "offered_per_s": times * QUOTA_RATE, "calls": report["calls"],
+                                   "ok": report["ok"], "p50_ms": report["latency_us"]["p50"] / 1000})
+        ok, throttled, every = attempts(facades)
+        row.update(aws_ok=ok, aws_throttled=throttled, aws_attempts=every, duration_s=duration,
+                   round_trips=store_round_trips(facades) - trips_before,
+                   calls=sum(c["calls"] for c in row["callers"]))
+        for process in [f["process"] for f in facades] + [simulator, redis]:
+            bench.p.stop(process)
+        runs.append(row)
+        print(f"fleet: {json.dumps(row)}", flush=True)
+    return runs
+
+
+def fleet_cost(bench, rounds, duration):
+    """What fleet-wide shares cost a call: one replica at an unlimited rate, with and without an auth
+    file (one caller), on the local store and on Redis, interleaved rounds. The local store has no
+    shares, so (redis with - redis without) - (local with - local without) is the shares' own cost."""
+    simulator, sim_url = bench.simulator(quota=False)
+    redis, redis_port = bench.redis()
+    unlimited = ["--rate-limit", "1000000", "--rate-burst", "1000000"]
+    auth = ["--auth-file", auth_file(bench.p.work, {"client": (1, None)})]
+    shared = ["--quota-store", f"redis://127.0.0.1:{redis_port}"]
+    configs = {"local": unlimited, "local+auth": unlimited + auth, "redis": unlimited + shared,
+               "redis+auth": unlimited + shared + auth}
+    facades = {name: bench.facade(sim_url, flags) for name, flags in configs.items()}
+    samples = {name: {"p50_us": [], "cpu_us_per_call": [], "round_trips_per_call": []} for name in configs}
+    for round_ in range(rounds):
+        order = list(configs) if round_ % 2 == 0 else list(reversed(configs))
+        for name in order:
+            facade = facades[name]
+            bearer = ["--bearer", "token-client"] if "auth" in name else []
+            load, out = bench.loadgen([facade["url"]], ["--concurrency", "1", "--duration", f"{duration}s"]
+                                      + bearer, f"fleet-cost-{name}-c1-{round_}")
+            load.wait()
+            samples[name]["p50_us"].append(json.load(open(out))["latency_us"]["p50"])
+            before, trips = cpu_seconds(facade["process"].pid), store_round_trips([facade])
+            load, out = bench.loadgen([facade["url"]], ["--concurrency", "16", "--duration", f"{duration}s"]
+                                      + bearer, f"fleet-cost-{name}-c16-{round_}")
+            load.wait()
+            calls = max(json.load(open(out))["calls"], 1)
+            samples[name]["cpu_us_per_call"].append((cpu_seconds(facade["process"].pid) - before) * 1e6 / calls)
+            samples[name]["round_trips_per_call"].append((store_round_trips([facade]) - trips) / calls)
+    for process in [f["process"] for f in facades.values()] + [simulator, redis]:
+        bench.p.stop(process)
+    cost = {name: {key: statistics.median(values) for key, values in s.items()} for name, s in samples.items()}
+    print(f"fleet cost: {json.dumps(cost)}", flush=True)
+    return cost
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -516,7 +608,71 @@ def write_sharing(w, results):
     w("")
 
 
-SECTIONS = ["quota", "cost", "failures", "sharing", "replay", "lookup"]
+def write_fleet(w, fleet):
+    runs, cost = fleet["runs"], fleet["cost"]
+    w("## Fair shares across replicas")
+    w("")
+    w("Every caller on its own replica, as a gRPC client's one connection puts it behind a Service; the "
+      "replicas share one Redis (`src/quota/fair.rs` has the design). Targets:")
+    w("")
+    w("| target | measured | |")
+    w("|---|---|---|")
+    by_case = {run["case"]: {c["name"]: c for c in run["callers"]} for run in runs}
+    for case, callers in by_case.items():
+        if "heavy" in callers:
+            ratios = [callers["heavy"]["ok"] / max(c["ok"], 1) for n, c in callers.items() if n != "heavy"]
+            w(f"| {case}: successes within 20% of the weights | heavy over "
+              f"{', '.join(n for n in callers if n != 'heavy')}: {', '.join(f'{r:.2f}' for r in ratios)} "
+              f"(3.00 wanted) | {verdict(all(2.4 <= r <= 3.6 for r in ratios))} |")
+        for name in ("quiet-here", "quiet-there"):
+            if name in callers:
+                c = callers[name]
+                share = c["ok"] / max(c["calls"], 1)
+                where = "on the flooded replica" if name == "quiet-here" else "on the other replica"
+                w(f"| a quiet caller {where} gets at least 90% of its calls through | {share:.0%} "
+                  f"({c['ok']} of {c['calls']}), p50 {c['p50_ms']:.0f} ms | {verdict(share >= 0.9)} |")
+    shares = (cost["redis+auth"]["cpu_us_per_call"] - cost["redis"]["cpu_us_per_call"]) - (
+        cost["local+auth"]["cpu_us_per_call"] - cost["local"]["cpu_us_per_call"])
+    trips = cost["redis+auth"]["round_trips_per_call"] - cost["redis"]["round_trips_per_call"]
+    w(f"| at most one more Redis round trip per call (one caller, unlimited rate) | {trips:+.2f} | "
+      f"{verdict(trips <= 1.0)} |")
+    w("")
+    w("| case | caller | weight | replica | offered | answered OK | p50 | share of AWS's successes |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|")
+    for run in runs:
+        total = sum(c["ok"] for c in run["callers"]) or 1
+        for c in run["callers"]:
+            w(f"| {run['case']} | {c['name']} | {c['weight']} | {c['replica']} | {c['offered_per_s']:g}/s | "
+              f"{c['ok']} of {c['calls']} | {c['p50_ms']:.0f} ms | {c['ok'] / total:.0%} |")
+    w("")
+    w("| case | AWS successes | share of the quota | throttled | Redis round trips per call | per AWS success |")
+    w("|---|---:|---:|---:|---:|---:|")
+    for run in runs:
+        w(f"| {run['case']} | {run['aws_ok']:.0f} | {run['aws_ok'] / (QUOTA_RATE * run['duration_s']):.0%} | "
+          f"{run['aws_throttled']:.0f} of {run['aws_attempts']:.0f} | "
+          f"{run['round_trips'] / max(run['calls'], 1):.2f} | {run['round_trips'] / max(run['aws_ok'], 1):.2f} |")
+    w("")
+    w("Round trips include each replica's heartbeat (one a second). An over-share caller waiting for a "
+      "slot asks again when the account's next slot frees, so a flood costs more round trips per success "
+      "than without shares; every refusal at once costs one or none.")
+    w("")
+    w("What the shares cost one call: one replica at an unlimited rate (every call within its share), "
+      "medians of interleaved rounds; the local store has no shares, so its difference with and without "
+      "the auth file is the auth file's own cost.")
+    w("")
+    w("| store | auth file (one caller) | p50 at c=1 | CPU µs per call at c=16 | Redis round trips per call |")
+    w("|---|---|---:|---:|---:|")
+    for name, c in cost.items():
+        store, auth = name.split("+")[0], "yes" if "auth" in name else "no"
+        w(f"| {store} | {auth} | {c['p50_us'] / 1000:.3f} ms | {c['cpu_us_per_call']:.1f} | "
+          f"{c['round_trips_per_call']:.2f} |")
+    w("")
+    w(f"The shares' own CPU per call: {shares:+.1f} µs (Redis's difference with and without the auth "
+      "file, less the local store's).")
+    w("")
+
+
+SECTIONS = ["quota", "cost", "failures", "sharing", "fleet", "replay", "lookup"]
 
 
 def write_failures(w, fails):
@@ -660,6 +816,8 @@ def write_report(path, results, args):
     write_failures(w, fails)
     if "sharing" in results:
         write_sharing(w, results)
+    if "fleet" in results:
+        write_fleet(w, results["fleet"])
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
@@ -675,6 +833,7 @@ def main():
     parser.add_argument("--failure-phase", type=int, default=10,
                         help="seconds before the fault, of the fault, and after it")
     parser.add_argument("--sharing-duration", type=int, default=30)
+    parser.add_argument("--fleet-duration", type=int, default=60)
     parser.add_argument("--replay-duration", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=1_000_000,
                         help="distinct tokens sent through the in-memory replay cache")
@@ -716,6 +875,9 @@ def main():
             results["failures"] = failures(bench, args.failure_phase)
         if "sharing" in only:
             results["sharing"] = sharing(bench, args.sharing_duration)
+        if "fleet" in only:
+            results["fleet"] = {"runs": fleet_sharing(bench, args.fleet_duration),
+                                "cost": fleet_cost(bench, args.cost_rounds, args.cost_duration)}
         if "replay" in only:
             results["replay"] = replay_savings(bench, args.replay_duration)
         if "lookup" in only:

@@ -119,7 +119,7 @@ pub enum CallError {
 /// A rate limit as the IETF RateLimit headers name it (draft-ietf-httpapi-ratelimit-headers).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RatePolicy {
-    /// `account` or `instance`.
+    /// `account`, `instance` or `caller` (its fleet-wide share).
     pub name: &'static str,
     /// Requests per second now (AWS's throttling or a fallback may have lowered it).
     pub rate: f64,

@@ -90,6 +90,22 @@ impl Limiter {
                             policy,
                         )
                     }
+                    Bucket::Share => {
+                        let name = call.caller.label();
+                        let policy = RatePolicy {
+                            name: "caller",
+                            rate: full.rate * full.share,
+                            burst: 1,
+                        };
+                        let description = format!(
+                            "caller `{name}` is over its fair share of the account's quota across \
+                             the fleet: {:.2} requests/s now (weight {} of the active callers'), \
+                             and no unused slot was free to lend",
+                            full.rate * full.share,
+                            call.caller.weight
+                        );
+                        (format!("caller:{name}"), description, policy)
+                    }
                     Bucket::Account => {
                         let policy = RatePolicy {
                             name: "account",

@@ -1,9 +1,9 @@
-//! Fair shares of the quota among callers: when attempts wait for a slot, this replica hands the slots
-//! out by weighted fair queuing across callers ([`FairOrder`]), weighted by each caller's `weight`
-//! (auth file), instead of in arrival order. A caller that sends little gets its calls through while
-//! a neighbour floods.
+//! Fair shares of the quota among callers, weighted by each caller's `weight` (auth file), in this
+//! replica and across the fleet. A caller that sends little gets its calls through while a
+//! neighbour floods, and weights hold whichever replicas the callers' connections landed on.
 //!
-//! How it works, per quota key:
+//! **In this replica**, when attempts wait for a slot, they are handed the slots by weighted fair
+//! queuing across callers ([`FairOrder`]) instead of in arrival order. Per quota key:
 //! - an attempt that finds nobody waiting and a slot free takes it at once (one store round trip,
 //!   as without fairness);
 //! - otherwise it joins its caller's lane, unless the calls that fair order puts before it cannot
@@ -15,9 +15,38 @@
 //!   next. Slots are never reserved ahead for a queue, so a call arriving later in a quiet lane is
 //!   served at the next turn, not behind the flood's reservations.
 //!
-//! Fairness is per replica: the store (local or Redis) still holds the one account-wide bucket, and
-//! each replica divides what it gets. With callers spread over replicas by the Service, that is fair
-//! overall too.
+//! **Across replicas** (a Redis store and an auth file), that is not enough: a gRPC client keeps
+//! one HTTP/2 connection, so behind a Kubernetes Service each caller sits on one replica, and
+//! per-replica queues share the account between replicas (each dispatcher asks in turn), whoever
+//! their callers are. So the store also shares the account's rate among callers, in the script
+//! that reserves the slot (`gcra.lua`, the same round trip):
+//! - every caller that asked in the last [`ACTIVE_CALLER_WINDOW`] is registered beside the bucket
+//!   (same hash slot) with its weight; its **share** is the account's (adapted) rate times its
+//!   weight over the active callers' weights, kept as a GCRA of its own with one interval of
+//!   tolerance;
+//! - a caller **within its share** reserves the account's next slot, now or later, as before;
+//! - a caller **over its share** gets a slot only if one is free now: what the others leave unused
+//!   is lent to whoever still asks (work-conserving, as this queue is). Otherwise the store
+//!   reserves nothing and says when to ask again (when the account's next slot frees, or its share
+//!   allows one, whichever is first). Here its lane is held until then, keeping its calls' places,
+//!   and the dispatcher serves the other lanes meanwhile;
+//! - over-share callers never hold future slots and each dispatcher holds at most one, so a caller
+//!   within its share (the quiet one) finds the account's next slot at most one reservation per
+//!   replica away, on its own replica or another;
+//! - a borrowed slot leaves no debt beyond one interval, and a caller silent for the window is
+//!   forgotten: as an idle lane here restarts at the virtual time, neither credit nor debt carries.
+//!
+//! Why shares rather than the fair queue's virtual clock in Redis (the other known shape): serving
+//! the smallest tag fleet-wide needs Redis to know every replica's waiting calls, a round trip to
+//! enqueue and another to dequeue each waiting call, and entries that a dead replica leaves
+//! behind. Shares need only what each attempt already sends; a lone caller's share is the whole
+//! account, so they cost nothing when there is nobody to be fair to. Their price is an over-share
+//! lane asking again at most once per account interval while it waits (measured in
+//! docs/SCALING.md).
+//!
+//! The local store has no fleet and ignores callers: this queue is all the sharing one process
+//! needs. While Redis is away, each replica's fallback shares its part of the quota by this queue
+//! alone. A caller's `max_rate` ([`super::caller_rate`]) stays per replica.
 //!
 //! No maintained crate schedules async waiters by weight with per-waiter deadlines over an external
 //! rate store (tower's buffer and limit layers are FIFO), hence this module; the ordering itself is
@@ -26,10 +55,18 @@
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use parking_lot::Mutex;
-use tokio::{sync::oneshot, time::Instant};
+use tokio::{
+    sync::{Notify, oneshot},
+    time::Instant,
+};
 
-use super::{Bucket, Full, QuotaStore, Slot, SlotRequest};
+use super::{Bucket, CallerWeight, Full, QuotaStore, Slot, SlotRequest};
 use crate::auth::CallerShare;
+
+/// How long a caller counts among the active ones, for the fleet-wide shares, after its last
+/// attempt: a caller sending a call every few seconds keeps its share, and one that stopped gives
+/// it back within this time (meanwhile its unused share is lent anyway).
+pub const ACTIVE_CALLER_WINDOW: Duration = Duration::from_secs(5);
 
 /// Lanes of items served by self-clocked fair queuing (Golestani, 1994): an item's tag is its lane's
 /// last tag (or the virtual time, if the lane fell behind) plus 1/weight, and the smallest tag goes
@@ -51,6 +88,17 @@ struct Lane<T> {
     items: VecDeque<(f64, u64, T)>,
     last_tag: f64,
     weight: f64,
+    /// Not served before this time (the fleet-wide share said so), while it has items.
+    held_until: Option<Instant>,
+}
+
+/// An item taken out in fair order, with what it takes to put it back in its place.
+#[derive(Debug)]
+pub struct Popped<T> {
+    pub lane: usize,
+    tag: f64,
+    arrival: u64,
+    pub item: T,
 }
 
 impl<T> Default for FairOrder<T> {
@@ -70,6 +118,7 @@ impl<T> FairOrder<T> {
                 items: VecDeque::new(),
                 last_tag: 0.0,
                 weight: 1.0,
+                held_until: None,
             });
         }
         &mut self.lanes[lane]
@@ -92,23 +141,54 @@ impl<T> FairOrder<T> {
         entry.items.push_back((tag, arrival, item));
     }
 
-    /// The next item in fair order, dropping on the way those `live` says are gone.
-    pub fn pop(&mut self, mut live: impl FnMut(&T) -> bool) -> Option<(usize, T)> {
+    /// The next item in fair order among the lanes not held at `now`, dropping on the way those
+    /// `live` says are gone.
+    pub fn pop(&mut self, now: Instant, mut live: impl FnMut(&T) -> bool) -> Option<Popped<T>> {
         let mut best: Option<(usize, f64, u64)> = None;
         for (index, lane) in self.lanes.iter_mut().enumerate() {
             while lane.items.front().is_some_and(|(_, _, item)| !live(item)) {
                 lane.items.pop_front();
             }
+            if lane.items.is_empty() {
+                lane.held_until = None;
+                continue;
+            }
+            if lane.held_until.is_some_and(|until| until > now) {
+                continue;
+            }
+            lane.held_until = None;
             if let Some(&(tag, arrival, _)) = lane.items.front()
                 && best.is_none_or(|(_, t, a)| (tag, arrival) < (t, a))
             {
                 best = Some((index, tag, arrival));
             }
         }
-        let (index, tag, _) = best?;
+        let (lane, tag, _) = best?;
         self.virtual_time = tag;
-        let (_, _, item) = self.lanes[index].items.pop_front()?;
-        Some((index, item))
+        let (tag, arrival, item) = self.lanes[lane].items.pop_front()?;
+        Some(Popped {
+            lane,
+            tag,
+            arrival,
+            item,
+        })
+    }
+
+    /// Puts `popped` back at the front of its lane, and serves nothing of that lane before `until`.
+    pub fn hold(&mut self, popped: Popped<T>, until: Instant) {
+        let lane = &mut self.lanes[popped.lane];
+        lane.items
+            .push_front((popped.tag, popped.arrival, popped.item));
+        lane.held_until = Some(until);
+    }
+
+    /// When the first held lane with items is released.
+    pub fn next_release(&self) -> Option<Instant> {
+        self.lanes
+            .iter()
+            .filter(|lane| !lane.items.is_empty())
+            .filter_map(|lane| lane.held_until)
+            .min()
     }
 
     /// Slots until a new item of `lane` at `weight` would be served if it came now: between the
@@ -136,6 +216,8 @@ impl<T> FairOrder<T> {
 /// An attempt waiting in its caller's lane.
 struct Waiter {
     instance_id: Arc<str>,
+    /// The caller's name and weight, for the store's fleet-wide shares.
+    caller: Option<(Arc<str>, f64)>,
     give_up_at: Instant,
     deadline: Instant,
     answer: oneshot::Sender<Result<Slot, Full>>,
@@ -150,24 +232,41 @@ struct Queue {
     last_slot: Instant,
 }
 
-/// The callers' lanes in front of one quota key of a store.
-pub struct FairQueue {
+/// What the queue's handle and its dispatcher task share.
+struct Lanes {
     key: String,
     store: Arc<dyn QuotaStore>,
-    queue: Arc<Mutex<Queue>>,
+    queue: Mutex<Queue>,
+    /// Wakes a dispatcher waiting for a held lane when a call arrives in another.
+    arrived: Notify,
+}
+
+/// The callers' lanes in front of one quota key of a store.
+pub struct FairQueue {
+    lanes: Arc<Lanes>,
+}
+
+fn caller_weight(caller: &CallerShare) -> Option<CallerWeight<'_>> {
+    caller.name.as_deref().map(|name| CallerWeight {
+        name,
+        weight: caller.weight,
+    })
 }
 
 impl FairQueue {
     pub fn new(key: &str, store: Arc<dyn QuotaStore>, rate: f64) -> Self {
         Self {
-            key: key.to_owned(),
-            store,
-            queue: Arc::new(Mutex::new(Queue {
-                lanes: FairOrder::default(),
-                rate,
-                dispatching: false,
-                last_slot: Instant::now(),
-            })),
+            lanes: Arc::new(Lanes {
+                key: key.to_owned(),
+                store,
+                queue: Mutex::new(Queue {
+                    lanes: FairOrder::default(),
+                    rate,
+                    dispatching: false,
+                    last_slot: Instant::now(),
+                }),
+                arrived: Notify::new(),
+            }),
         }
     }
 
@@ -180,44 +279,47 @@ impl FairQueue {
         give_up_at: Instant,
         deadline: Instant,
     ) -> Result<Slot, Full> {
+        let lanes = &self.lanes;
         let now = Instant::now();
         let max_wait = give_up_at.saturating_duration_since(now);
         // The earliest the store can give a slot, when known: later turns come after it.
         let mut first_free = now;
-        if self.queue.lock().lanes.is_empty() {
-            let decision = self
+        if lanes.queue.lock().lanes.is_empty() {
+            let decision = lanes
                 .store
                 .reserve(SlotRequest {
-                    key: &self.key,
+                    key: &lanes.key,
                     instance_id,
                     max_wait: Duration::ZERO,
                     deadline,
+                    caller: caller_weight(caller),
                 })
                 .await;
             match decision {
                 Ok(slot) => {
-                    let mut queue = self.queue.lock();
+                    let mut queue = lanes.queue.lock();
                     queue.rate = slot.rate;
                     queue.last_slot = queue.last_slot.max(Instant::now() + slot.wait);
                     return Ok(slot);
                 }
-                // The bucket itself frees up too late: no lane can help.
+                // The bucket itself (or the caller's share) frees up too late: no lane can help.
                 Err(full) if full.retry_after > max_wait => return Err(full),
                 Err(full) => {
-                    self.queue.lock().rate = full.rate;
+                    lanes.queue.lock().rate = full.rate;
                     first_free = now + full.retry_after;
                 }
             }
         }
         let (answer, granted) = oneshot::channel();
         {
-            let mut queue = self.queue.lock();
+            let mut queue = lanes.queue.lock();
             let estimate = queue.estimate(caller, first_free);
             if estimate > max_wait {
                 return Err(Full {
                     bucket: Bucket::Account,
                     retry_after: estimate,
                     rate: queue.rate,
+                    share: 1.0,
                     fallback: false,
                 });
             }
@@ -226,18 +328,17 @@ impl FairQueue {
                 caller.weight,
                 Waiter {
                     instance_id: Arc::from(instance_id),
+                    caller: caller.name.clone().map(|name| (name, caller.weight)),
                     give_up_at,
                     deadline,
                     answer,
                 },
             );
-            if !queue.dispatching {
+            if queue.dispatching {
+                lanes.arrived.notify_one();
+            } else {
                 queue.dispatching = true;
-                tokio::spawn(dispatch(
-                    self.key.clone(),
-                    self.store.clone(),
-                    self.queue.clone(),
-                ));
+                tokio::spawn(dispatch(lanes.clone()));
             }
         }
         match tokio::time::timeout_at(give_up_at, granted).await {
@@ -248,11 +349,12 @@ impl FairQueue {
             // Not served in time (or the dispatcher is gone, which only happens at shutdown): its
             // place in the lane is dropped by the dispatcher when it comes to it.
             Ok(Err(_)) | Err(_) => {
-                let queue = self.queue.lock();
+                let queue = lanes.queue.lock();
                 Err(Full {
                     bucket: Bucket::Account,
                     retry_after: queue.estimate(caller, Instant::now()),
                     rate: queue.rate,
+                    share: 1.0,
                     fallback: false,
                 })
             }
@@ -282,40 +384,62 @@ impl Queue {
     }
 }
 
-/// Hands out slots in DRR order, one at a time, until the lanes are empty.
-async fn dispatch(key: String, store: Arc<dyn QuotaStore>, queue: Arc<Mutex<Queue>>) {
+/// Hands out slots in fair order, one at a time, until the lanes are empty.
+async fn dispatch(lanes: Arc<Lanes>) {
     loop {
-        let waiter = {
-            let mut queue = queue.lock();
-            match queue.lanes.pop(|w: &Waiter| !w.answer.is_closed()) {
-                Some((_, waiter)) => {
+        let next = {
+            let mut queue = lanes.queue.lock();
+            match queue
+                .lanes
+                .pop(Instant::now(), |w: &Waiter| !w.answer.is_closed())
+            {
+                Some(popped) => {
                     // Until the store answers (a local store answers when the slot is due), the
                     // slot is taken to be an interval after the last: arrivals meanwhile count it.
                     let interval =
                         Duration::try_from_secs_f64(1.0 / queue.rate).unwrap_or_default();
                     queue.last_slot = (queue.last_slot + interval).max(Instant::now());
-                    waiter
+                    Ok(popped)
                 }
-                None => {
+                None if queue.lanes.is_empty() => {
                     queue.dispatching = false;
                     return;
                 }
+                None => Err(queue.lanes.next_release().unwrap_or_else(Instant::now)),
             }
         };
+        let popped = match next {
+            Ok(popped) => popped,
+            // Every lane with calls is held by its fleet-wide share: wait for the first to be
+            // released, or for a call in another lane.
+            Err(release) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(release) => {}
+                    () = lanes.arrived.notified() => {}
+                }
+                continue;
+            }
+        };
+        let waiter = &popped.item;
         let now = Instant::now();
         if waiter.give_up_at <= now {
             continue;
         }
-        let decision = store
+        let decision = lanes
+            .store
             .reserve(SlotRequest {
-                key: &key,
+                key: &lanes.key,
                 instance_id: &waiter.instance_id,
                 max_wait: waiter.give_up_at - now,
                 deadline: waiter.deadline,
+                caller: waiter.caller.as_ref().map(|(name, weight)| CallerWeight {
+                    name,
+                    weight: *weight,
+                }),
             })
             .await;
         {
-            let mut queue = queue.lock();
+            let mut queue = lanes.queue.lock();
             match &decision {
                 Ok(slot) => {
                     queue.rate = slot.rate;
@@ -323,11 +447,22 @@ async fn dispatch(key: String, store: Arc<dyn QuotaStore>, queue: Arc<Mutex<Queu
                 }
                 Err(full) => queue.rate = full.rate,
             }
+            // Over its fleet-wide share with no slot to lend now, but in time to ask again: the
+            // call keeps its place, its lane waits, the others go on.
+            if let Err(full) = &decision
+                && full.bucket == Bucket::Share
+            {
+                let again = Instant::now() + full.retry_after;
+                if again < popped.item.give_up_at {
+                    queue.lanes.hold(popped, again);
+                    continue;
+                }
+            }
         }
         let wait = decision.as_ref().map_or(Duration::ZERO, |slot| slot.wait);
         // The waiter sleeps until its slot by itself; the next lane's turn comes at that time, so
         // no slot is promised ahead of a caller that arrives meanwhile.
-        let _ = waiter.answer.send(decision);
+        let _ = popped.item.answer.send(decision);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -340,7 +475,7 @@ mod tests {
 
     fn drain(order: &mut FairOrder<u32>, n: usize) -> Vec<usize> {
         (0..n)
-            .filter_map(|_| order.pop(|_| true).map(|(lane, _)| lane))
+            .filter_map(|_| order.pop(Instant::now(), |_| true).map(|p| p.lane))
             .collect()
     }
 
@@ -385,7 +520,7 @@ mod tests {
         order.push(1, 1.0, 0);
         let mut served = Vec::new();
         for _ in 0..400 {
-            let (lane, _) = order.pop(|_| true).unwrap();
+            let lane = order.pop(Instant::now(), |_| true).unwrap().lane;
             served.push(lane);
             order.push(lane, if lane == 0 { 3.0 } else { 1.0 }, 0);
         }
@@ -415,10 +550,56 @@ mod tests {
         order.push(0, 1.0, 0);
         order.push(0, 1.0, 1);
         order.push(1, 1.0, 2);
-        assert_eq!(order.pop(|&item| item != 0), Some((1, 2)));
-        assert_eq!(order.pop(|_| true), Some((0, 1)));
-        assert_eq!(order.pop(|_| true), None);
+        let now = Instant::now();
+        let popped = |p: Option<Popped<u32>>| p.map(|p| (p.lane, p.item));
+        assert_eq!(popped(order.pop(now, |&item| item != 0)), Some((1, 2)));
+        assert_eq!(popped(order.pop(now, |_| true)), Some((0, 1)));
+        assert_eq!(popped(order.pop(now, |_| true)), None);
         assert!(order.is_empty());
+    }
+
+    #[test]
+    fn a_held_lane_keeps_its_place_and_the_others_go_on_meanwhile() {
+        let mut order = FairOrder::default();
+        for i in 0..3 {
+            order.push(0, 1.0, i);
+            order.push(1, 1.0, 10 + i);
+        }
+        let now = Instant::now();
+        let first = order.pop(now, |_| true).unwrap();
+        assert_eq!((first.lane, first.item), (0, 0));
+        let release = now + Duration::from_secs(1);
+        order.hold(first, release);
+        assert_eq!(order.next_release(), Some(release));
+        let meanwhile: Vec<u32> = (0..3)
+            .map(|_| order.pop(now, |_| true).unwrap().item)
+            .collect();
+        assert_eq!(
+            meanwhile,
+            vec![10, 11, 12],
+            "lane 1 alone while lane 0 is held"
+        );
+        assert!(order.pop(now, |_| true).is_none(), "lane 0 is still held");
+        // Released, lane 0 resumes with the call it was holding, in its order.
+        let after: Vec<u32> = (0..3)
+            .map(|_| order.pop(release, |_| true).unwrap().item)
+            .collect();
+        assert_eq!(after, vec![0, 1, 2]);
+        assert_eq!(order.next_release(), None);
+    }
+
+    #[test]
+    fn a_hold_ends_when_its_lane_empties() {
+        let mut order = FairOrder::default();
+        order.push(0, 1.0, 0);
+        let now = Instant::now();
+        let popped = order.pop(now, |_| true).unwrap();
+        order.hold(popped, now + Duration::from_secs(60));
+        // Its call gave up: the lane is empty, and a new call is not held by the old answer.
+        assert!(order.pop(now, |_| false).is_none());
+        assert!(order.is_empty());
+        order.push(0, 1.0, 1);
+        assert_eq!(order.pop(now, |_| true).map(|p| p.item), Some(1));
     }
 
     #[test]
@@ -439,6 +620,7 @@ mod tests {
                 1.0,
                 Waiter {
                     instance_id: Arc::from("i"),
+                    caller: None,
                     give_up_at: Instant::now(),
                     deadline: Instant::now(),
                     answer: tx,

@@ -140,6 +140,7 @@ impl QuotaStore for LocalQuota {
                         bucket,
                         retry_after: wait,
                         rate: buckets.account.rate(),
+                        share: 1.0,
                         fallback: self.fallback,
                     });
                 }
@@ -183,6 +184,7 @@ mod tests {
             instance_id,
             max_wait,
             deadline: Instant::now() + Duration::from_secs(10),
+            caller: None,
         }
     }
 

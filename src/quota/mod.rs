@@ -70,6 +70,17 @@ pub struct SlotRequest<'a> {
     pub max_wait: Duration,
     /// The call's deadline: no round trip to a store outlasts it.
     pub deadline: Instant,
+    /// Who asks, for a shared store to divide the account's rate among the callers of every
+    /// replica ([`fair`]); `None` without an auth file. The local store ignores it: this
+    /// replica's fair queue is all the sharing one process needs.
+    pub caller: Option<CallerWeight<'a>>,
+}
+
+/// A caller as the fleet-wide shares see it.
+#[derive(Clone, Copy, Debug)]
+pub struct CallerWeight<'a> {
+    pub name: &'a str,
+    pub weight: f64,
 }
 
 /// Which bucket had no slot in time.
@@ -77,6 +88,8 @@ pub struct SlotRequest<'a> {
 pub enum Bucket {
     Account,
     Instance,
+    /// The caller is over its fleet-wide share and no slot is free now to lend it.
+    Share,
 }
 
 /// A slot, reserved: send after `wait`.
@@ -96,6 +109,8 @@ pub struct Full {
     /// When a slot will be free.
     pub retry_after: Duration,
     pub rate: f64,
+    /// The caller's fleet-wide share of `rate` (0..1; 1 without sharing among callers).
+    pub share: f64,
     /// Decided by a shared store's local fallback, at this replica's share of the quota.
     pub fallback: bool,
 }

@@ -2,7 +2,9 @@
 //! (`gcra.lua`, one round trip) that reserves its slot in the account and region's bucket, by Redis's
 //! clock, never a replica's. The adapted rate lives beside the bucket (`adaptive.lua`).
 //!
-//! Keys are `PREFIX:{KEY}:account`, `PREFIX:{KEY}:rate` and `PREFIX:{KEY}:instance:ID`: the hash tag
+//! Keys are `PREFIX:{KEY}:account`, `PREFIX:{KEY}:rate`, `PREFIX:{KEY}:instance:ID` and, for the
+//! callers' fleet-wide shares ([`super::fair`]), `PREFIX:{KEY}:callers`, `PREFIX:{KEY}:weights` and
+//! `PREFIX:{KEY}:caller:NAME`: the hash tag
 //! `{KEY}` puts a quota key's keys in one slot, so a script touches one slot and runs unchanged on
 //! Redis Cluster, ElastiCache and Valkey. Every key expires once it no longer constrains anything.
 //!
@@ -18,6 +20,7 @@ use redis::{RedisError, Script};
 use super::{
     Bucket, Full, QuotaLimits, Slot, SlotRequest,
     adaptive::{CEILING_MARGIN, CEILING_RESET, DECREASE_INTERVAL, INCREASE_INTERVAL},
+    fair::ACTIVE_CALLER_WINDOW,
 };
 use crate::store::{StoreAddress, StoreConnection};
 
@@ -107,9 +110,13 @@ impl RedisQuota {
         resuming: Option<Duration>,
     ) -> Result<Result<Slot, Full>, RedisQuotaError> {
         let mut invocation = self.gcra.prepare_invoke();
+        let caller = request.caller.map_or("", |c| c.name);
         invocation
             .key(self.key(request.key, "account"))
             .key(self.key(request.key, "rate"))
+            .key(self.key(request.key, "callers"))
+            .key(self.key(request.key, "weights"))
+            .key(self.key(request.key, &format!("caller:{caller}")))
             .arg(self.limits.rate_per_second)
             .arg(self.limits.burst)
             .arg(micros(request.max_wait));
@@ -122,11 +129,18 @@ impl RedisQuota {
         };
         invocation
             .arg(now.map_or_else(String::new, |now| micros(now).to_string()))
-            .arg(resuming.map_or_else(String::new, |after| micros(after).to_string()));
-        let (granted, wait, bucket, rate): (u8, u64, u8, String) = invocation
+            .arg(resuming.map_or_else(String::new, |after| micros(after).to_string()))
+            .arg(caller)
+            .arg(request.caller.map_or(1.0, |c| c.weight))
+            .arg(ACTIVE_CALLER_WINDOW.as_millis() as u64);
+        let (granted, wait, bucket, rate, share): (u8, u64, u8, String, String) = invocation
             .invoke_async(&mut self.connection.clone())
             .await?;
         let rate = parse_rate(&rate)?;
+        let share = match share.parse::<f64>() {
+            Ok(share) if share > 0.0 && share <= 1.0 => share,
+            _ => return Err(RedisQuotaError::Reply(format!("share `{share}`"))),
+        };
         let wait = Duration::from_micros(wait);
         Ok(if granted == 1 {
             Ok(Slot {
@@ -136,13 +150,14 @@ impl RedisQuota {
             })
         } else {
             Err(Full {
-                bucket: if bucket == 1 {
-                    Bucket::Instance
-                } else {
-                    Bucket::Account
+                bucket: match bucket {
+                    1 => Bucket::Instance,
+                    2 => Bucket::Share,
+                    _ => Bucket::Account,
                 },
                 retry_after: wait,
                 rate,
+                share,
                 fallback: false,
             })
         })

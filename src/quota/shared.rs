@@ -201,6 +201,7 @@ impl Inner {
                 bucket: Bucket::Account,
                 retry_after: until_start,
                 rate: fallback.rate(request.key),
+                share: 1.0,
                 fallback: true,
             });
         }

@@ -7,9 +7,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use connect_facade::{config::ServeConfig, proto::CreatePersistentContactAssociationRequest};
+use connect_facade::{
+    config::ServeConfig,
+    proto::{
+        CreatePersistentContactAssociationRequest, contact_service_client::ContactServiceClient,
+    },
+};
 use sha2::{Digest, Sha256};
-use tonic::{Code, Request};
+use tonic::{Code, Request, transport::Channel};
 use tonic_types::StatusExt;
 
 use crate::helpers::{
@@ -18,7 +23,7 @@ use crate::helpers::{
 };
 
 /// An auth file of callers `(name, weight, max_rate)`, each with the token `token-NAME`.
-fn auth_file(test: &str, callers: &[(&str, f64, Option<f64>)]) -> PathBuf {
+pub(crate) fn auth_file(test: &str, callers: &[(&str, f64, Option<f64>)]) -> PathBuf {
     let mut text = String::from("callers:\n");
     for (name, weight, max_rate) in callers {
         let hash = hex::encode(Sha256::digest(format!("token-{name}").as_bytes()));
@@ -69,23 +74,61 @@ async fn sharing(test: &str, callers: &[(&str, f64, Option<f64>)], rate: Option<
 /// Calls as `name` every `every` for `run`, each call in its own task (an open loop, as independent
 /// clients would); answers (succeeded, refused) once every call has its answer.
 async fn offer(app: &TestApp, name: &'static str, every: Duration, run: Duration) -> (u32, u32) {
+    let offered = offer_on(&app.client, name, every, run).await;
+    (offered.ok, offered.refused)
+}
+
+/// What one caller's calls came to.
+#[derive(Debug)]
+pub(crate) struct Offered {
+    pub(crate) ok: u32,
+    pub(crate) refused: u32,
+    /// The successful calls' latencies, in order.
+    pub(crate) latencies: Vec<Duration>,
+}
+
+impl Offered {
+    pub(crate) fn p50(&self) -> Duration {
+        self.latencies
+            .get(self.latencies.len() / 2)
+            .copied()
+            .unwrap_or(Duration::MAX)
+    }
+}
+
+/// [`offer`] on `client`'s connection.
+pub(crate) async fn offer_on(
+    client: &ContactServiceClient<Channel>,
+    name: &'static str,
+    every: Duration,
+    run: Duration,
+) -> Offered {
     let started = Instant::now();
     let mut calls = Vec::new();
     let mut ticks = tokio::time::interval(every);
     while started.elapsed() < run {
         ticks.tick().await;
-        let mut client = app.client.clone();
+        let mut client = client.clone();
         calls.push(tokio::spawn(async move {
             let mut request = as_caller(name, fresh_session());
             request.set_timeout(Duration::from_secs(10));
-            client.create_persistent_contact_association(request).await
+            let sent = Instant::now();
+            let answer = client.create_persistent_contact_association(request).await;
+            (answer, sent.elapsed())
         }));
     }
-    let (mut ok, mut refused) = (0, 0);
+    let mut offered = Offered {
+        ok: 0,
+        refused: 0,
+        latencies: Vec::new(),
+    };
     for call in calls {
         match call.await.unwrap() {
-            Ok(_) => ok += 1,
-            Err(status) => {
+            (Ok(_), latency) => {
+                offered.ok += 1;
+                offered.latencies.push(latency);
+            }
+            (Err(status), _) => {
                 assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
                 let reason = status
                     .get_error_details()
@@ -94,11 +137,12 @@ async fn offer(app: &TestApp, name: &'static str, every: Duration, run: Duration
                     .reason
                     .clone();
                 assert_eq!(reason, "RATE_LIMITED", "{status:?}");
-                refused += 1;
+                offered.refused += 1;
             }
         }
     }
-    (ok, refused)
+    offered.latencies.sort();
+    offered
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod connections;
 mod discovery;
 mod errors;
 mod fairness;
+mod fleet_fairness;
 mod hardening;
 mod helpers;
 mod log_floods;

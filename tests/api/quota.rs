@@ -116,6 +116,7 @@ async fn the_redis_script_decides_as_governors_gcra_does_for_the_same_arrivals()
                 instance_id: "any",
                 max_wait,
                 deadline: far,
+                caller: None,
             };
             let decided = store
                 .reserve_at(request, Some(origin + Duration::from_micros(at)), None)
@@ -149,6 +150,7 @@ async fn a_replica_back_from_its_fallback_waits_for_its_fallbacks_slots_and_find
         instance_id: "any",
         max_wait: Duration::ZERO,
         deadline: far,
+        caller: None,
     };
     let granted =
         |decision: Result<Result<Slot, Full>, _>| decision.expect("Redis answers").is_ok();
