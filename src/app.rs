@@ -389,7 +389,7 @@ impl App {
 
     /// Serves until SIGTERM or Ctrl-C.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
-        self.run_until(shutdown_signal()).await
+        self.run_until(crate::signals::shutdown_signal()).await
     }
 
     /// Serves until `shutdown` completes, then drains (see [`crate::lifecycle`]).
@@ -588,30 +588,6 @@ fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::
             .insert("grpc-status", http::HeaderValue::from_static("8"));
     }
     response
-}
-
-/// Completes on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }
 
 #[cfg(test)]

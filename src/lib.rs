@@ -19,7 +19,8 @@
 //! Around them: [`config`] (flags and environment), [`app`] (startup and serving, with reflection and
 //! health), [`listener`] (which connections are admitted), [`lifecycle`] (readiness and graceful shutdown),
 //! [`telemetry`] (logs), [`metrics`] (Prometheus) and [`simulator`], an Amazon Connect that speaks the real wire format,
-//! used when no AWS account is at hand and by every test.
+//! used when no AWS account is at hand and by every test (with its own model of the operation, so
+//! the facade's mistakes are caught rather than mirrored).
 
 pub mod api;
 pub mod app;
@@ -38,6 +39,7 @@ pub mod replay;
 pub mod request_buffers;
 pub mod routes;
 pub mod serve;
+pub mod signals;
 pub mod simulator;
 pub mod status;
 pub mod store;
@@ -54,4 +56,30 @@ pub mod proto {
     /// The contract's descriptors, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("contact_service_descriptor");
+
+    macro_rules! rpc_method {
+        () => {
+            "amazonconnect.v1.ContactService/CreatePersistentContactAssociation"
+        };
+    }
+
+    /// The RPC's full name, as gRPC and trace backends write it.
+    pub const RPC_METHOD: &str = rpc_method!();
+
+    /// The RPC's HTTP path (gRPC, gRPC-Web and the Connect protocol alike).
+    pub const RPC_PATH: &str = concat!("/", rpc_method!());
+
+    /// The service's name, for health checks.
+    pub use contact_service_server::SERVICE_NAME;
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn the_rpc_is_named_after_the_generated_service() {
+            assert_eq!(
+                super::RPC_METHOD,
+                format!("{}/CreatePersistentContactAssociation", super::SERVICE_NAME)
+            );
+        }
+    }
 }

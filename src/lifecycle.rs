@@ -17,14 +17,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{
-    api::ContactApi, metrics::Metrics, middleware::circuit_breaker::Breaker,
-    proto::contact_service_server::ContactServiceServer,
-};
-
-/// The fully qualified name health checks use for the service.
-pub const SERVICE_NAME: &str =
-    <ContactServiceServer<ContactApi> as tonic::server::NamedService>::NAME;
+use crate::{metrics::Metrics, middleware::circuit_breaker::Breaker, proto::SERVICE_NAME};
 
 /// How often the breaker's state is read into its metric (and readiness, when it follows).
 const READINESS_INTERVAL: Duration = Duration::from_millis(200);

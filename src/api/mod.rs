@@ -28,7 +28,8 @@ use crate::{
     middleware::UpstreamCall,
     proto::{
         self, CreatePersistentContactAssociationRequest,
-        CreatePersistentContactAssociationResponse, contact_service_server::ContactService,
+        CreatePersistentContactAssociationResponse, RPC_METHOD,
+        contact_service_server::ContactService,
     },
     quota::caller_rate::CallerRates,
     replay::{Answered, Replayer},
@@ -37,9 +38,6 @@ use crate::{
     telemetry,
     upstream::UpstreamErrorKind,
 };
-
-/// The RPC's full name, as gRPC and trace backends write it.
-const RPC_METHOD: &str = "amazonconnect.v1.ContactService/CreatePersistentContactAssociation";
 
 /// Response metadata key carrying AWS's request id on success.
 pub const AWS_REQUEST_ID_HEADER: &str = "x-amzn-requestid";

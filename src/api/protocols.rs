@@ -42,7 +42,7 @@ use crate::{
 };
 
 /// The one procedure served over Connect.
-pub const RPC_PATH: &str = "/amazonconnect.v1.ContactService/CreatePersistentContactAssociation";
+pub use crate::proto::RPC_PATH;
 
 const JSON: &str = "application/json";
 const PROTO: &str = "application/proto";

@@ -18,10 +18,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use governor::{DefaultDirectRateLimiter, RateLimiter};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::RwLock;
 
-use super::local::quota;
+/// governor's quota for a rate and burst.
+pub(crate) fn quota(rate_per_second: f64, burst: u32) -> Quota {
+    let period = Duration::from_secs_f64(1.0 / rate_per_second.max(f64::MIN_POSITIVE));
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
+}
 
 /// Throttles closer together than this are one signal.
 pub const DECREASE_INTERVAL: Duration = Duration::from_millis(500);

@@ -14,7 +14,7 @@ use governor::{
     clock::{Clock, DefaultClock},
 };
 
-use super::local::quota;
+use super::adaptive::quota;
 use crate::auth::CallerShare;
 
 /// The callers' own limits, by their index in the auth file.

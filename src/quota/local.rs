@@ -7,30 +7,23 @@
 //! (inside the returned future) and answers with no further wait. Waiters are woken by their timers,
 //! not in arrival order, which only matters within one replica's own bucket.
 
-use std::{collections::HashMap, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use governor::{
-    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    DefaultKeyedRateLimiter, RateLimiter,
     clock::{Clock, DefaultClock},
 };
 use parking_lot::RwLock;
 use tokio::time::Instant;
 
 use super::{
-    Bucket, Full, QuotaLimits, QuotaStore, Slot, SlotRequest, StoreFuture, adaptive::AdaptiveBucket,
+    Bucket, Full, QuotaLimits, QuotaStore, Slot, SlotRequest, StoreFuture,
+    adaptive::{AdaptiveBucket, quota},
 };
 
 /// Keyed buckets are pruned of idle instances past this many, so arbitrary instance ids sent by callers
 /// cannot grow memory without bound.
 const MAX_TRACKED_INSTANCES: usize = 10_000;
-
-/// governor's quota for a rate and burst.
-pub(crate) fn quota(rate_per_second: f64, burst: u32) -> Quota {
-    let period = Duration::from_secs_f64(1.0 / rate_per_second.max(f64::MIN_POSITIVE));
-    Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
-        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
-}
 
 /// One key's buckets.
 struct KeyBuckets {

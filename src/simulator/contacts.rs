@@ -11,7 +11,15 @@
 use std::collections::HashMap;
 
 use super::fixtures::{Channel, ContactFixture, ContactState, InstanceFixture};
-use crate::domain::RehydrationType;
+
+/// The API model's `RehydrationType`. The simulator keeps its own model of the operation (this
+/// enum, the limits in [`super::wire`], the role ARN parser in [`super::identity`]) rather than
+/// borrowing the facade's: a test double that shared the facade's mistakes would never catch them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RehydrationType {
+    EntirePastSession,
+    FromSegment,
+}
 
 /// Why an association was refused, as the AWS error it becomes.
 #[derive(Clone, Debug, PartialEq, Eq)]

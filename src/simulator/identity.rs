@@ -52,8 +52,25 @@ fn default_session_seconds() -> u64 {
     3600
 }
 
-/// The account an `arn:aws:iam::ACCOUNT:role/NAME` belongs to (the routes file's own parser).
-pub use crate::routes::spec::role_arn_account as role_account;
+/// The account an `arn:aws:iam::ACCOUNT:role/NAME` belongs to, as STS reads it: the simulator's own
+/// parser, so a mistake in the routes file's would be caught, not mirrored.
+pub fn role_account(arn: &str) -> Option<&str> {
+    let [prefix, partition, service, region, account, resource] =
+        arn.splitn(6, ':').collect::<Vec<_>>()[..]
+    else {
+        return None;
+    };
+    let valid = prefix == "arn"
+        && partition.starts_with("aws")
+        && service == "iam"
+        && region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && resource
+            .strip_prefix("role/")
+            .is_some_and(|name| !name.is_empty());
+    valid.then_some(account)
+}
 
 /// Temporary credentials STS issued.
 struct Session {

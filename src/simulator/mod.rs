@@ -176,7 +176,7 @@ impl Simulator {
 
     /// Serves until the process is stopped.
     pub async fn run_until_stopped(self) {
-        let _ = crate::app::shutdown_signal().await;
+        let _ = crate::signals::shutdown_signal().await;
     }
 }
 

@@ -20,11 +20,18 @@ use serde::Deserialize;
 
 use super::{
     RecordedRequest, SimulatorState,
-    contacts::AssociationError,
+    contacts::{AssociationError, RehydrationType},
     faults::{FaultEffect, Verdict},
     identity::{AssumeRoleError, Refused},
 };
-use crate::domain::{RehydrationType, limits};
+
+/// The API model's limits (botocore's `connect` 2017-08-08 shapes), in Unicode scalar values; the
+/// simulator's own, not the facade's (see [`RehydrationType`]).
+mod limits {
+    pub const INSTANCE_ID_MAX: usize = 100;
+    pub const CONTACT_ID_MAX: usize = 256;
+    pub const CLIENT_TOKEN_MAX: usize = 500;
+}
 
 const ROUTE_PREFIX: &str = "/contact/persistent-contact-association/";
 const MAX_BODY_BYTES: usize = 64 * 1024;
