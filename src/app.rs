@@ -195,18 +195,9 @@ impl ConnectionLimits {
 impl App {
     /// Builds everything from the configuration; fails fast on anything that would fail every call.
     pub async fn build(config: ServeConfig) -> Result<Self, StartupError> {
-        if config.rate_limit == 0.0 && config.instance_rate_limit.is_some() {
-            return Err(StartupError::Flags(
-                "--instance-rate-limit needs the account-wide limiter (--rate-limit above 0)",
-            ));
-        }
-        if config.rate_limit == 0.0 && config.quota_store != QuotaStoreChoice::Local {
-            return Err(StartupError::Flags(
-                "--quota-store shares the account-wide limiter: set --rate-limit above 0",
-            ));
-        }
-        let simulator = if config.simulator {
-            let fixtures = Fixtures::load(config.simulator_fixtures.as_deref())?;
+        config.check().map_err(StartupError::Flags)?;
+        let simulator = if config.simulator.enabled {
+            let fixtures = Fixtures::load(config.simulator.fixtures.as_deref())?;
             let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
             let simulator = Simulator::start(loopback, fixtures)
                 .await
@@ -222,6 +213,7 @@ impl App {
             Some(simulator) => UpstreamSettings {
                 region: Some(
                     config
+                        .aws
                         .region
                         .clone()
                         .unwrap_or_else(|| SIMULATOR_REGION.to_owned()),
@@ -231,19 +223,19 @@ impl App {
                     access_key_id: SIMULATOR_ACCESS_KEY_ID.to_owned(),
                     secret_access_key: SIMULATOR_SECRET_ACCESS_KEY.to_owned(),
                 }),
-                connect_timeout: config.connect_timeout,
-                attempt_timeout: config.attempt_timeout,
+                connect_timeout: config.aws.connect_timeout,
+                attempt_timeout: config.aws.attempt_timeout,
             },
             None => UpstreamSettings {
-                region: config.region.clone(),
-                endpoint_url: config.endpoint_url.clone(),
+                region: config.aws.region.clone(),
+                endpoint_url: config.aws.endpoint_url.clone(),
                 static_credentials: config.static_credentials.clone(),
-                connect_timeout: config.connect_timeout,
-                attempt_timeout: config.attempt_timeout,
+                connect_timeout: config.aws.connect_timeout,
+                attempt_timeout: config.aws.attempt_timeout,
             },
         };
         let base = UpstreamBase::load(&settings).await;
-        let specs = match &config.routes {
+        let specs = match &config.aws.routes {
             Some(path) => routes::spec::read(path)?,
             // Without a routes file, one route from the flags: today's behaviour.
             None => vec![RouteSpec {
@@ -262,34 +254,33 @@ impl App {
             Ok(limit) => tracing::info!(limit, "open files limit (soft, raised to the hard limit)"),
             Err(error) => tracing::warn!(%error, "cannot read or raise the open files limit"),
         }
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = TcpListener::bind(config.listening.listen)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: config.listening.listen,
+                source,
+            })?;
         let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
-            addr: config.listen,
+            addr: config.listening.listen,
             source,
         })?;
-        let callers = match &config.auth_file {
+        let callers = match &config.callers.auth_file {
             Some(path) => Some(Arc::new(Callers::from_path(path)?)),
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let tls = match (&config.tls_cert, &config.tls_key) {
+        let tls = match (&config.listening.tls_cert, &config.listening.tls_key) {
             (Some(cert), Some(key)) => Some(Tls::load(
                 TlsFiles {
                     cert: cert.clone(),
                     key: key.clone(),
-                    client_ca: config.tls_client_ca.clone(),
+                    client_ca: config.listening.tls_client_ca.clone(),
                 },
                 metrics.clone(),
             )?),
             _ => None,
         };
-        let metrics_endpoint = match config.metrics_listen {
+        let metrics_endpoint = match config.telemetry.metrics_listen {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)
                     .await
@@ -301,7 +292,7 @@ impl App {
                 // Prometheus opens one connection per scrape: a few dozen are plenty.
                 let limits = AdmissionLimits {
                     max_connections: METRICS_MAX_CONNECTIONS,
-                    handshake_timeout: config.handshake_timeout,
+                    handshake_timeout: config.peers.handshake_timeout,
                     await_first_bytes: false,
                 };
                 Some((
@@ -318,11 +309,11 @@ impl App {
         for route in router.table().routes() {
             tracing::info!(route = %route.name, key = %route.key, "Amazon Connect route ready");
         }
-        let replayer = (!config.replay_window.is_zero()).then(|| {
+        let replayer = (!config.quota.replay_window.is_zero()).then(|| {
             let redis = shared_store
-                .map(|store| RedisReplays::new(store, config.replay_window, metrics.clone()));
+                .map(|store| RedisReplays::new(store, config.quota.replay_window, metrics.clone()));
             Arc::new(Replayer::new(
-                MemoryReplays::new(config.replay_capacity, config.replay_window),
+                MemoryReplays::new(config.quota.replay_capacity, config.quota.replay_window),
                 redis,
                 metrics.clone(),
             ))
@@ -333,7 +324,7 @@ impl App {
             local_addr,
             api: ContactApi::new(
                 router.clone(),
-                config.default_deadline,
+                config.retries.default_deadline,
                 drain.clone(),
                 metrics.clone(),
                 Guards { callers, replayer },
@@ -341,30 +332,31 @@ impl App {
             metrics,
             metrics_endpoint,
             router,
-            routes_file: config.routes.clone(),
-            routes_reload_interval: config.routes_reload_interval,
+            routes_file: config.aws.routes.clone(),
+            routes_reload_interval: config.aws.routes_reload_interval,
             drain,
-            shutdown_grace: config.shutdown_grace,
+            shutdown_grace: config.listening.shutdown_grace,
             tls,
-            tls_reload_interval: config.tls_reload_interval,
-            readiness_follows_breaker: config.readiness_follows_breaker,
-            cors: protocols::cors(&config.cors_allow_origins).map_err(StartupError::Cors)?,
+            tls_reload_interval: config.listening.tls_reload_interval,
+            readiness_follows_breaker: config.retries.readiness_follows_breaker,
+            cors: protocols::cors(&config.listening.cors_allow_origins)
+                .map_err(StartupError::Cors)?,
             limits: ConnectionLimits {
-                default_deadline: config.default_deadline,
-                max_message_size: config.max_message_size,
-                max_concurrent_streams: config.max_concurrent_streams,
-                max_header_list_size: config.max_header_list_size,
-                connection_window: config.connection_window,
-                keepalive_interval: config.keepalive_interval,
-                keepalive_timeout: config.keepalive_timeout,
-                max_connection_age: config.max_connection_age,
-                idle_timeout: config.idle_timeout,
-                max_connection_buffer: config.max_connection_buffer,
-                max_buffered_requests: config.max_buffered_requests,
-                max_open_requests: config.max_open_requests as usize,
+                default_deadline: config.retries.default_deadline,
+                max_message_size: config.peers.max_message_size,
+                max_concurrent_streams: config.peers.max_concurrent_streams,
+                max_header_list_size: config.peers.max_header_list_size,
+                connection_window: config.peers.connection_window,
+                keepalive_interval: config.peers.keepalive_interval,
+                keepalive_timeout: config.peers.keepalive_timeout,
+                max_connection_age: config.peers.max_connection_age,
+                idle_timeout: config.peers.idle_timeout,
+                max_connection_buffer: config.peers.max_connection_buffer,
+                max_buffered_requests: config.peers.max_buffered_requests,
+                max_open_requests: config.peers.max_open_requests as usize,
                 admission: AdmissionLimits {
-                    max_connections: config.max_connections as usize,
-                    handshake_timeout: config.handshake_timeout,
+                    max_connections: config.peers.max_connections as usize,
+                    handshake_timeout: config.peers.handshake_timeout,
                     await_first_bytes: true,
                 },
             },
@@ -544,14 +536,14 @@ impl App {
 /// The Redis every replica shares, when `--quota-store` names one: built once, for the quota and
 /// the replay cache.
 fn shared_store(config: &ServeConfig, metrics: Arc<Metrics>) -> Option<SharedStore> {
-    match &config.quota_store {
+    match &config.quota.quota_store {
         QuotaStoreChoice::Local => None,
         QuotaStoreChoice::Redis(address) => {
-            tracing::info!(store = %address, topology = ?address.topology, prefix = %config.quota_key_prefix, "the quota is shared through Redis");
+            tracing::info!(store = %address, topology = ?address.topology, prefix = %config.quota.quota_key_prefix, "the quota is shared through Redis");
             Some(SharedStore::new(
                 address.clone(),
-                &config.quota_key_prefix,
-                config.quota_store_timeout,
+                &config.quota.quota_key_prefix,
+                config.quota.quota_store_timeout,
                 metrics,
             ))
         }
@@ -569,9 +561,10 @@ fn quota_stores(
         Some(store) => QuotaStores::shared(
             store,
             config
+                .quota
                 .quota_fallback_rate
-                .map(|rate| rate / config.rate_limit),
-            config.quota_fallback_rate() / config.rate_limit,
+                .map(|rate| rate / config.quota.rate_limit),
+            config.quota.fallback_rate() / config.quota.rate_limit,
             metrics,
         ),
     }

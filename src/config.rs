@@ -1,5 +1,7 @@
 //! The command line: one typed configuration per subcommand, every flag also settable through an
 //! environment variable `CONNECT_FACADE_<FLAG>`, defaults declared once, here, and shown by `--help`.
+//! `serve`'s flags come in groups (one struct each, flattened, each under its own `--help`
+//! heading), and the checks that span flags are here too ([`ServeConfig::check`]).
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -82,9 +84,47 @@ fn quota_store(text: &str) -> Result<QuotaStoreChoice, String> {
         .map_err(|error: crate::store::address::AddressError| format!("`local`, or {error}"))
 }
 
-/// Configuration of `connect-facade serve`.
+/// Configuration of `connect-facade serve`: its flags in groups, each under its own `--help`
+/// heading (and, in issue 32's file, its own section).
 #[derive(Clone, Debug, Args)]
 pub struct ServeConfig {
+    // First: the quick start's flag.
+    #[command(flatten, next_help_heading = "Simulator")]
+    pub simulator: SimulatorFlags,
+
+    #[command(flatten, next_help_heading = "Listening and TLS")]
+    pub listening: ListeningFlags,
+
+    #[command(flatten, next_help_heading = "AWS and routes")]
+    pub aws: AwsFlags,
+
+    #[command(
+        flatten,
+        next_help_heading = "Deadlines, retries and the circuit breaker"
+    )]
+    pub retries: RetryFlags,
+
+    #[command(flatten, next_help_heading = "Quota, store and replay")]
+    pub quota: QuotaFlags,
+
+    #[command(flatten, next_help_heading = "Callers")]
+    pub callers: CallerFlags,
+
+    #[command(flatten, next_help_heading = "Limits on peers and load")]
+    pub peers: PeerLimits,
+
+    #[command(flatten, next_help_heading = "Telemetry")]
+    pub telemetry: TelemetryFlags,
+
+    /// Fixed AWS credentials instead of the default chain: set by the embedded simulator and tests,
+    /// never from the command line (keys do not belong in process listings).
+    #[arg(skip)]
+    pub static_credentials: Option<StaticCredentials>,
+}
+
+/// Where and how the server listens, its TLS, and how it stops.
+#[derive(Clone, Debug, Args)]
+pub struct ListeningFlags {
     /// Address to serve gRPC on. Kubernetes probes reach the pod IP, so bind all interfaces there.
     #[arg(long, env = "CONNECT_FACADE_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
@@ -113,10 +153,29 @@ pub struct ServeConfig {
     /// any origin. None by default: no CORS headers, so browsers on other origins are refused.
     #[arg(
         long = "cors-allow-origin",
+        value_name = "CORS_ALLOW_ORIGIN",
         env = "CONNECT_FACADE_CORS_ALLOW_ORIGIN",
         value_delimiter = ','
     )]
     pub cors_allow_origins: Vec<String>,
+
+    /// On SIGTERM or Ctrl-C, how long calls in flight may finish (keep it under Kubernetes'
+    /// terminationGracePeriodSeconds, 30 s by default); calls still running then are answered
+    /// UNAVAILABLE.
+    #[arg(long, env = "CONNECT_FACADE_SHUTDOWN_GRACE", default_value = "20s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Which AWS the calls go to, and how long one attempt may take.
+#[derive(Clone, Debug, Args)]
+pub struct AwsFlags {
+    /// AWS region of the Amazon Connect instance; overrides AWS_REGION and the profile's region.
+    #[arg(long, env = "CONNECT_FACADE_REGION")]
+    pub region: Option<String>,
+
+    /// Amazon Connect endpoint URL; overrides AWS_ENDPOINT_URL(_CONNECT). For tests and private links.
+    #[arg(long, env = "CONNECT_FACADE_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
 
     /// YAML file routing Connect instances to AWS accounts and regions, each with its own identity
     /// (an assumed role), quota and breaker (README: Routes). Without it, one route from the flags.
@@ -127,42 +186,6 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_ROUTES_RELOAD_INTERVAL", default_value = "30s", value_parser = duration)]
     pub routes_reload_interval: Duration,
 
-    /// YAML file of the callers allowed to call and the instances each may use (bearer-token SHA-256
-    /// or mTLS subject); everyone may call when absent. Reflection and health stay open.
-    #[arg(long, env = "CONNECT_FACADE_AUTH_FILE")]
-    pub auth_file: Option<PathBuf>,
-
-    /// Serve Prometheus metrics on this address (plain HTTP, GET /metrics); off when absent.
-    #[arg(long, env = "CONNECT_FACADE_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-
-    /// AWS region of the Amazon Connect instance; overrides AWS_REGION and the profile's region.
-    #[arg(long, env = "CONNECT_FACADE_REGION")]
-    pub region: Option<String>,
-
-    /// Amazon Connect endpoint URL; overrides AWS_ENDPOINT_URL(_CONNECT). For tests and private links.
-    #[arg(long, env = "CONNECT_FACADE_ENDPOINT_URL")]
-    pub endpoint_url: Option<String>,
-
-    /// Start the embedded Connect simulator on a loopback port and call it instead of AWS (dummy
-    /// credentials and region; no AWS account needed).
-    #[arg(long, env = "CONNECT_FACADE_SIMULATOR")]
-    pub simulator: bool,
-
-    /// Fixtures file (YAML or JSON) for the embedded simulator; the built-in demo when absent.
-    #[arg(
-        long,
-        env = "CONNECT_FACADE_SIMULATOR_FIXTURES",
-        requires = "simulator"
-    )]
-    pub simulator_fixtures: Option<PathBuf>,
-
-    /// Deadline of a call whose caller sent no grpc-timeout (or Connect-Timeout-Ms), and the longest
-    /// any call may take from its arrival, its request body's read included: a peer that never
-    /// finishes its request holds its stream and buffers this long at most.
-    #[arg(long, env = "CONNECT_FACADE_DEFAULT_DEADLINE", default_value = "10s", value_parser = duration)]
-    pub default_deadline: Duration,
-
     /// Longest wait for a TCP/TLS connection to AWS.
     #[arg(long, env = "CONNECT_FACADE_CONNECT_TIMEOUT", default_value = "3s", value_parser = duration)]
     pub connect_timeout: Duration,
@@ -170,6 +193,16 @@ pub struct ServeConfig {
     /// Longest wait for one AWS attempt, connection included.
     #[arg(long, env = "CONNECT_FACADE_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub attempt_timeout: Duration,
+}
+
+/// A call's deadline, its retries and their budget, and the circuit breaker.
+#[derive(Clone, Debug, Args)]
+pub struct RetryFlags {
+    /// Deadline of a call whose caller sent no grpc-timeout (or Connect-Timeout-Ms), and the longest
+    /// any call may take from its arrival, its request body's read included: a peer that never
+    /// finishes its request holds its stream and buffers this long at most.
+    #[arg(long, env = "CONNECT_FACADE_DEFAULT_DEADLINE", default_value = "10s", value_parser = duration)]
+    pub default_deadline: Duration,
 
     /// Attempts per call in all, retries included (1 disables retries). Only throttling, 5xx and
     /// transport failures are retried, all with the call's one ClientToken.
@@ -204,6 +237,24 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_RETRY_BUDGET_WINDOW", default_value = "10s", value_parser = duration)]
     pub retry_budget_window: Duration,
 
+    /// Retryable AWS failures in a row that open the circuit breaker (0 disables it).
+    #[arg(long, env = "CONNECT_FACADE_BREAKER_FAILURES", default_value_t = 5)]
+    pub breaker_failures: u32,
+
+    /// How long an open circuit breaker fails calls fast before one probe decides.
+    #[arg(long, env = "CONNECT_FACADE_BREAKER_COOL_DOWN", default_value = "5s", value_parser = duration)]
+    pub breaker_cool_down: Duration,
+
+    /// Report NOT_SERVING on health while the circuit breaker is open. Off by default: every replica
+    /// calls the same AWS, so in an AWS outage every breaker opens and such a readiness probe would
+    /// take every pod out of the Service at once.
+    #[arg(long, env = "CONNECT_FACADE_READINESS_FOLLOWS_BREAKER")]
+    pub readiness_follows_breaker: bool,
+}
+
+/// The account's quota, the store its buckets live in, and the answers remembered for replay.
+#[derive(Clone, Debug, Args)]
+pub struct QuotaFlags {
     /// Requests per second sent to Amazon Connect by this process (the account and region's quota;
     /// Connect's default for most operations is 2). Retries count too. 0 turns the limiter off
     /// (AWS's throttling and the retry budget alone then bound the rate).
@@ -224,6 +275,22 @@ pub struct ServeConfig {
     /// Burst of the per-instance rate limit.
     #[arg(long, env = "CONNECT_FACADE_INSTANCE_RATE_BURST", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub instance_rate_burst: u32,
+
+    /// Longest a call waits for a slot of the quota (never beyond its deadline); past it, or when
+    /// the calls fair order puts before it cannot be served by then, the call is refused with
+    /// RESOURCE_EXHAUSTED. At 2 requests/s, 3 s holds 6 slots: room for callers' weights to count
+    /// and for a quiet caller's turn to come while another floods.
+    #[arg(long, env = "CONNECT_FACADE_MAX_QUEUE_WAIT", default_value = "3s", value_parser = duration)]
+    pub max_queue_wait: Duration,
+
+    /// Factor applied to the request rate on each ThrottlingException from AWS (1 disables
+    /// adaptation), so a rate set above the real quota settles just under it.
+    #[arg(long, env = "CONNECT_FACADE_ADAPTIVE_DECREASE", default_value_t = 0.7, value_parser = unit_factor)]
+    pub adaptive_decrease: f64,
+
+    /// Requests/s the rate climbs back by each second without throttling.
+    #[arg(long, env = "CONNECT_FACADE_ADAPTIVE_INCREASE", default_value_t = 0.1, value_parser = positive_rate)]
+    pub adaptive_increase: f64,
 
     /// Where the quota's buckets live: `local` (this process) or a Redis shared by every replica, so
     /// that together they send at most --rate-limit to AWS: `redis://[USER:PASS@]HOST:PORT[/DB]` (a
@@ -264,23 +331,20 @@ pub struct ServeConfig {
     /// (2/s over a 10-minute window is 1,200 per account), so 20,000 is room for 16 accounts.
     #[arg(long, env = "CONNECT_FACADE_REPLAY_CAPACITY", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub replay_capacity: u64,
+}
 
-    /// Longest a call waits for a slot of the quota (never beyond its deadline); past it, or when
-    /// the calls fair order puts before it cannot be served by then, the call is refused with
-    /// RESOURCE_EXHAUSTED. At 2 requests/s, 3 s holds 6 slots: room for callers' weights to count
-    /// and for a quiet caller's turn to come while another floods.
-    #[arg(long, env = "CONNECT_FACADE_MAX_QUEUE_WAIT", default_value = "3s", value_parser = duration)]
-    pub max_queue_wait: Duration,
+/// Who may call, and their shares of the quota.
+#[derive(Clone, Debug, Args)]
+pub struct CallerFlags {
+    /// YAML file of the callers allowed to call and the instances each may use (bearer-token SHA-256
+    /// or mTLS subject); everyone may call when absent. Reflection and health stay open.
+    #[arg(long, env = "CONNECT_FACADE_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+}
 
-    /// Factor applied to the request rate on each ThrottlingException from AWS (1 disables
-    /// adaptation), so a rate set above the real quota settles just under it.
-    #[arg(long, env = "CONNECT_FACADE_ADAPTIVE_DECREASE", default_value_t = 0.7, value_parser = unit_factor)]
-    pub adaptive_decrease: f64,
-
-    /// Requests/s the rate climbs back by each second without throttling.
-    #[arg(long, env = "CONNECT_FACADE_ADAPTIVE_INCREASE", default_value_t = 0.1, value_parser = positive_rate)]
-    pub adaptive_increase: f64,
-
+/// Bounds on what callers and their connections may hold: calls, streams, buffers and time.
+#[derive(Clone, Debug, Args)]
+pub struct PeerLimits {
     /// Calls in flight to Amazon Connect at once.
     #[arg(long, env = "CONNECT_FACADE_MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
@@ -290,19 +354,13 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_MAX_WAITING", default_value_t = 256)]
     pub max_waiting: u32,
 
-    /// Retryable AWS failures in a row that open the circuit breaker (0 disables it).
-    #[arg(long, env = "CONNECT_FACADE_BREAKER_FAILURES", default_value_t = 5)]
-    pub breaker_failures: u32,
-
-    /// How long an open circuit breaker fails calls fast before one probe decides.
-    #[arg(long, env = "CONNECT_FACADE_BREAKER_COOL_DOWN", default_value = "5s", value_parser = duration)]
-    pub breaker_cool_down: Duration,
-
-    /// Report NOT_SERVING on health while the circuit breaker is open. Off by default: every replica
-    /// calls the same AWS, so in an AWS outage every breaker opens and such a readiness probe would
-    /// take every pod out of the Service at once.
-    #[arg(long, env = "CONNECT_FACADE_READINESS_FOLLOWS_BREAKER")]
-    pub readiness_follows_breaker: bool,
+    /// Calls open at once on the gRPC port, over every connection, from their headers to their
+    /// answer (bodies still arriving included); past it a new call is answered RESOURCE_EXHAUSTED
+    /// (reason OVERLOADED) before its body is read. Bounds what streams left unfinished by peers
+    /// hold beyond their data (about 15 KiB each): 256 per connection times 1,000 connections
+    /// would be 3.7 GiB.
+    #[arg(long, env = "CONNECT_FACADE_MAX_OPEN_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_open_requests: u32,
 
     /// Largest request message accepted, in bytes (a valid request is under 2 KiB); larger ones are
     /// refused with RESOURCE_EXHAUSTED.
@@ -328,13 +386,15 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_CONNECTION_WINDOW", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u32).range(65_535..=(1 << 31) - 1))]
     pub connection_window: u32,
 
-    /// Interval of HTTP/2 keepalive pings, which find dead peers and close their connections.
-    #[arg(long, env = "CONNECT_FACADE_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration)]
-    pub keepalive_interval: Duration,
+    /// Request bytes one connection's unanswered calls may hold (a valid request is under 2 KiB;
+    /// 256 concurrent ones under 512 KiB); past it the connection is reset.
+    #[arg(long, env = "CONNECT_FACADE_MAX_CONNECTION_BUFFER", default_value_t = 1024 * 1024)]
+    pub max_connection_buffer: usize,
 
-    /// How long a keepalive ping may go unanswered before the connection is closed.
-    #[arg(long, env = "CONNECT_FACADE_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = duration)]
-    pub keepalive_timeout: Duration,
+    /// Request bytes every connection's unanswered calls may hold together; past it the connection
+    /// that brings more is reset. With the connection windows, it sizes the pod's memory limit.
+    #[arg(long, env = "CONNECT_FACADE_MAX_BUFFERED_REQUESTS", default_value_t = 32 * 1024 * 1024)]
+    pub max_buffered_requests: usize,
 
     /// Connections open at once on the gRPC listener, handshakes included; past it a new connection
     /// is closed at once, so its client retries, elsewhere behind a Service.
@@ -347,11 +407,13 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub handshake_timeout: Duration,
 
-    /// Close connections older than this (after a GOAWAY and a grace period), so long-lived
-    /// HTTP/2 connections rebalance across replicas behind kube-proxy. Together with keepalive it
-    /// bounds how long any connection, idle or not, is held.
-    #[arg(long, env = "CONNECT_FACADE_MAX_CONNECTION_AGE", default_value = "30m", value_parser = duration)]
-    pub max_connection_age: Duration,
+    /// Interval of HTTP/2 keepalive pings, which find dead peers and close their connections.
+    #[arg(long, env = "CONNECT_FACADE_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub keepalive_interval: Duration,
+
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "CONNECT_FACADE_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub keepalive_timeout: Duration,
 
     /// Close a connection (HTTP/2 GOAWAY) that has had no call in flight this long, as grpc-go's
     /// MaxConnectionIdle does: an idle peer, even one answering keepalive PINGs, does not hold a
@@ -359,34 +421,45 @@ pub struct ServeConfig {
     #[arg(long, env = "CONNECT_FACADE_IDLE_TIMEOUT", default_value = "5m", value_parser = duration)]
     pub idle_timeout: Duration,
 
-    /// Request bytes one connection's unanswered calls may hold (a valid request is under 2 KiB;
-    /// 256 concurrent ones under 512 KiB); past it the connection is reset.
-    #[arg(long, env = "CONNECT_FACADE_MAX_CONNECTION_BUFFER", default_value_t = 1024 * 1024)]
-    pub max_connection_buffer: usize,
+    /// Close connections older than this (after a GOAWAY and a grace period), so long-lived
+    /// HTTP/2 connections rebalance across replicas behind kube-proxy. Together with keepalive it
+    /// bounds how long any connection, idle or not, is held.
+    #[arg(long, env = "CONNECT_FACADE_MAX_CONNECTION_AGE", default_value = "30m", value_parser = duration)]
+    pub max_connection_age: Duration,
+}
 
-    /// Request bytes every connection's unanswered calls may hold together; past it the connection
-    /// that brings more is reset. With the connection windows, it sizes the pod's memory limit.
-    #[arg(long, env = "CONNECT_FACADE_MAX_BUFFERED_REQUESTS", default_value_t = 32 * 1024 * 1024)]
-    pub max_buffered_requests: usize,
+/// Metrics (logs and traces are configured by RUST_LOG, --log-format and OTEL_* variables).
+#[derive(Clone, Debug, Args)]
+pub struct TelemetryFlags {
+    /// Serve Prometheus metrics on this address (plain HTTP, GET /metrics); off when absent.
+    #[arg(long, env = "CONNECT_FACADE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
 
-    /// Calls open at once on the gRPC port, over every connection, from their headers to their
-    /// answer (bodies still arriving included); past it a new call is answered RESOURCE_EXHAUSTED
-    /// (reason OVERLOADED) before its body is read. Bounds what streams left unfinished by peers
-    /// hold beyond their data (about 15 KiB each): 256 per connection times 1,000 connections
-    /// would be 3.7 GiB.
-    #[arg(long, env = "CONNECT_FACADE_MAX_OPEN_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_open_requests: u32,
+/// The embedded Connect simulator, for trying the facade without an AWS account.
+#[derive(Clone, Debug, Args)]
+pub struct SimulatorFlags {
+    /// Start the embedded Connect simulator on a loopback port and call it instead of AWS (dummy
+    /// credentials and region; no AWS account needed).
+    #[arg(id = "simulator", long = "simulator", env = "CONNECT_FACADE_SIMULATOR")]
+    pub enabled: bool,
 
-    /// On SIGTERM or Ctrl-C, how long calls in flight may finish (keep it under Kubernetes'
-    /// terminationGracePeriodSeconds, 30 s by default); calls still running then are answered
-    /// UNAVAILABLE.
-    #[arg(long, env = "CONNECT_FACADE_SHUTDOWN_GRACE", default_value = "20s", value_parser = duration)]
-    pub shutdown_grace: Duration,
+    /// Fixtures file (YAML or JSON) for the embedded simulator; the built-in demo when absent.
+    #[arg(
+        id = "simulator_fixtures",
+        long = "simulator-fixtures",
+        value_name = "SIMULATOR_FIXTURES",
+        env = "CONNECT_FACADE_SIMULATOR_FIXTURES",
+        requires = "simulator"
+    )]
+    pub fixtures: Option<PathBuf>,
+}
 
-    /// Fixed AWS credentials instead of the default chain: set by the embedded simulator and tests,
-    /// never from the command line (keys do not belong in process listings).
-    #[arg(skip)]
-    pub static_credentials: Option<StaticCredentials>,
+impl QuotaFlags {
+    /// The rate of the local bucket used while the shared store fails.
+    pub fn fallback_rate(&self) -> f64 {
+        self.quota_fallback_rate.unwrap_or(self.rate_limit / 2.0)
+    }
 }
 
 /// Configuration of `connect-facade simulate`.
@@ -422,45 +495,55 @@ impl ServeConfig {
     pub fn middleware(&self) -> MiddlewareConfig {
         MiddlewareConfig {
             retry: RetryConfig {
-                max_attempts: self.max_attempts,
-                base_delay: self.retry_base_delay,
-                throttled_base_delay: self.retry_throttled_base_delay,
-                max_delay: self.retry_max_delay,
-                budget_ratio: self.retry_budget_percent as f32 / 100.0,
-                budget_min_per_second: self.retry_budget_min_per_second,
-                budget_window: self.retry_budget_window,
+                max_attempts: self.retries.max_attempts,
+                base_delay: self.retries.retry_base_delay,
+                throttled_base_delay: self.retries.retry_throttled_base_delay,
+                max_delay: self.retries.retry_max_delay,
+                budget_ratio: self.retries.retry_budget_percent as f32 / 100.0,
+                budget_min_per_second: self.retries.retry_budget_min_per_second,
+                budget_window: self.retries.retry_budget_window,
             },
             rate_limit: RateLimitConfig {
                 limits: self.quota_limits(),
-                max_queue_wait: self.max_queue_wait,
+                max_queue_wait: self.quota.max_queue_wait,
             },
             breaker: BreakerConfig {
-                failure_threshold: self.breaker_failures,
-                cool_down: self.breaker_cool_down,
+                failure_threshold: self.retries.breaker_failures,
+                cool_down: self.retries.breaker_cool_down,
             },
-            max_in_flight: self.max_in_flight as usize,
-            max_waiting: self.max_waiting as usize,
+            max_in_flight: self.peers.max_in_flight as usize,
+            max_waiting: self.peers.max_waiting as usize,
         }
     }
 
     /// The quota's limits per account and region.
     pub fn quota_limits(&self) -> QuotaLimits {
         QuotaLimits {
-            rate_per_second: self.rate_limit,
-            burst: self.rate_burst,
+            rate_per_second: self.quota.rate_limit,
+            burst: self.quota.rate_burst,
             per_instance: self
+                .quota
                 .instance_rate_limit
-                .map(|rate| (rate, self.instance_rate_burst)),
+                .map(|rate| (rate, self.quota.instance_rate_burst)),
             adaptive: AdaptiveConfig {
-                decrease_factor: self.adaptive_decrease,
-                increase_per_second: self.adaptive_increase,
+                decrease_factor: self.quota.adaptive_decrease,
+                increase_per_second: self.quota.adaptive_increase,
             },
         }
     }
 
-    /// The rate of the local bucket used while the shared store fails.
-    pub fn quota_fallback_rate(&self) -> f64 {
-        self.quota_fallback_rate.unwrap_or(self.rate_limit / 2.0)
+    /// The checks that span flags (each flag's own value is checked as it is parsed).
+    pub fn check(&self) -> Result<(), &'static str> {
+        let quota = &self.quota;
+        if quota.rate_limit == 0.0 && quota.instance_rate_limit.is_some() {
+            return Err(
+                "--instance-rate-limit needs the account-wide limiter (--rate-limit above 0)",
+            );
+        }
+        if quota.rate_limit == 0.0 && quota.quota_store != QuotaStoreChoice::Local {
+            return Err("--quota-store shares the account-wide limiter: set --rate-limit above 0");
+        }
+        Ok(())
     }
 
     /// The `serve` configuration from command-line style arguments (no program name, no subcommand),
@@ -491,22 +574,58 @@ mod tests {
     }
 
     #[test]
+    fn every_serve_flag_sits_under_a_heading_and_names_its_value_after_itself() {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let mut flags = 0;
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version" | "log-format") {
+                continue;
+            }
+            flags += 1;
+            assert!(
+                arg.get_help_heading().is_some(),
+                "--{long} is under no heading"
+            );
+            if !arg.get_action().takes_values() {
+                continue;
+            }
+            let expected = long.to_uppercase().replace('-', "_");
+            for name in arg.get_value_names().unwrap_or_default() {
+                assert_eq!(name.as_str(), expected, "--{long}'s value name");
+            }
+        }
+        assert!(flags > 50, "{flags} flags");
+    }
+
+    #[test]
+    fn flags_that_need_the_account_limiter_are_refused_without_it() {
+        let check = |args: &[&str]| ServeConfig::from_args(args).unwrap().check();
+        assert!(check(&["--rate-limit", "0"]).is_ok());
+        let error = check(&["--rate-limit", "0", "--instance-rate-limit", "1"]).unwrap_err();
+        assert!(error.contains("--instance-rate-limit"), "{error}");
+        let error = check(&["--rate-limit", "0", "--quota-store", "redis://r:6379"]).unwrap_err();
+        assert!(error.contains("--quota-store"), "{error}");
+    }
+
+    #[test]
     fn serve_defaults_are_the_documented_ones() {
         let config = ServeConfig::from_args::<_, &str>([]).unwrap();
-        assert_eq!(config.listen, "0.0.0.0:50051".parse().unwrap());
-        assert_eq!(config.default_deadline, Duration::from_secs(10));
-        assert!(!config.simulator);
+        assert_eq!(config.listening.listen, "0.0.0.0:50051".parse().unwrap());
+        assert_eq!(config.retries.default_deadline, Duration::from_secs(10));
+        assert!(!config.simulator.enabled);
     }
 
     #[test]
     fn the_quota_store_is_local_or_a_redis_url_whose_password_never_shows() {
         let local = ServeConfig::from_args::<_, &str>([]).unwrap();
-        assert_eq!(local.quota_store, QuotaStoreChoice::Local);
-        assert_eq!(local.quota_fallback_rate(), 1.0, "half the default 2/s");
+        assert_eq!(local.quota.quota_store, QuotaStoreChoice::Local);
+        assert_eq!(local.quota.fallback_rate(), 1.0, "half the default 2/s");
         let redis =
             ServeConfig::from_args(["--quota-store", "rediss://app:s3cret@cache:6380/2"]).unwrap();
         assert_eq!(
-            redis.quota_store,
+            redis.quota.quota_store,
             QuotaStoreChoice::Redis("rediss://app:s3cret@cache:6380/2".parse().unwrap())
         );
         let shown = format!("{redis:?}");
@@ -519,7 +638,9 @@ mod tests {
             "redis+sentinel://s1:26379,s2:26379/mymaster",
         ])
         .unwrap();
-        assert!(matches!(sentinel.quota_store, QuotaStoreChoice::Redis(a) if a.nodes.len() == 2));
+        assert!(
+            matches!(sentinel.quota.quota_store, QuotaStoreChoice::Redis(a) if a.nodes.len() == 2)
+        );
     }
 
     #[test]

@@ -66,7 +66,7 @@ async fn the_callers_token_is_sent_and_echoed_and_a_repeat_replays_the_answer() 
 
 #[tokio::test]
 async fn without_replay_a_repeat_reaches_aws_with_the_same_token() {
-    let app = spawn_with(Fixtures::demo(), |c| c.replay_window = Duration::ZERO).await;
+    let app = spawn_with(Fixtures::demo(), |c| c.quota.replay_window = Duration::ZERO).await;
     let mut request = entire_session();
     request.client_token = "caller-chosen-token".into();
     let first = app

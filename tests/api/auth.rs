@@ -47,8 +47,8 @@ fn with_token(
 async fn guarded(pki: &Pki) -> TestApp {
     let file = auth_file(&pki.dir);
     spawn_with(Fixtures::demo(), move |c| {
-        c.auth_file = Some(file);
-        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.callers.auth_file = Some(file);
+        c.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await
 }
@@ -127,8 +127,10 @@ async fn an_mtls_subject_identifies_a_caller() {
     let pki = Pki::new("auth-mtls");
     let file = auth_file(&pki.dir);
     let client_ca = pki.write("client-ca.pem", &pki.ca_pem);
-    let app =
-        crate::tls::tls_app_with(&pki, Some(&client_ca), move |c| c.auth_file = Some(file)).await;
+    let app = crate::tls::tls_app_with(&pki, Some(&client_ca), move |c| {
+        c.callers.auth_file = Some(file)
+    })
+    .await;
     let response = tls_client(app.addr, &pki.ca_pem, Some(pki.leaf("ops-console")))
         .create_persistent_contact_association(entire_session())
         .await
@@ -149,7 +151,7 @@ async fn a_bad_auth_file_stops_startup_naming_the_line() {
         "callers:\n  - name: x\n    token_sha256: not-hex\n    instances: [\"*\"]\n",
     );
     let mut config = offline_config();
-    config.auth_file = Some(file);
+    config.callers.auth_file = Some(file);
     let err = App::build(config).await.err().expect("startup fails");
     let message = err.to_string();
     assert!(

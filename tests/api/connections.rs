@@ -26,8 +26,8 @@ async fn closed_by_server(mut stream: TcpStream, within: Duration) -> Duration {
 #[tokio::test]
 async fn a_connection_that_never_sends_the_preface_is_closed_at_the_handshake_deadline() {
     let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
-        c.handshake_timeout = Duration::from_millis(300);
-        c.metrics_listen = Some(loopback());
+        c.peers.handshake_timeout = Duration::from_millis(300);
+        c.telemetry.metrics_listen = Some(loopback());
     })
     .await;
     let silent = TcpStream::connect(app.addr).await.unwrap();
@@ -53,8 +53,8 @@ async fn a_connection_that_never_sends_the_preface_is_closed_at_the_handshake_de
 #[tokio::test]
 async fn past_the_cap_new_connections_are_closed_while_open_ones_keep_working() {
     let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
-        c.max_connections = 2;
-        c.metrics_listen = Some(loopback());
+        c.peers.max_connections = 2;
+        c.telemetry.metrics_listen = Some(loopback());
     })
     .await;
     // The test app's own client holds the first connection.

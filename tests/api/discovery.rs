@@ -103,10 +103,10 @@ async fn open_the_breaker(
     cool_down: Duration,
 ) -> crate::helpers::TestApp {
     let app = spawn_with(Fixtures::demo(), |c| {
-        c.max_attempts = 1;
-        c.breaker_failures = 2;
-        c.breaker_cool_down = cool_down;
-        c.readiness_follows_breaker = readiness_follows_breaker;
+        c.retries.max_attempts = 1;
+        c.retries.breaker_failures = 2;
+        c.retries.breaker_cool_down = cool_down;
+        c.retries.readiness_follows_breaker = readiness_follows_breaker;
     })
     .await;
     app.simulator

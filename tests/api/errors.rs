@@ -90,7 +90,7 @@ async fn a_second_association_aws_refuses_is_a_failed_precondition() {
     // With replay the facade remembers the first and answers the second itself (tests/api/replay.rs);
     // without, AWS's own refusal comes through.
     let app = spawn_with(Fixtures::demo(), |c| {
-        c.replay_window = std::time::Duration::ZERO;
+        c.quota.replay_window = std::time::Duration::ZERO;
     })
     .await;
     app.call(entire_session()).await.expect("first association");
@@ -154,7 +154,7 @@ async fn a_refused_connection_is_unavailable() {
     let closed_url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     let app = spawn_with(Fixtures::demo(), |config| {
-        config.endpoint_url = Some(closed_url);
+        config.aws.endpoint_url = Some(closed_url);
     })
     .await;
     let (_, info, _) = app
@@ -166,7 +166,7 @@ async fn a_refused_connection_is_unavailable() {
 #[tokio::test]
 async fn an_attempt_slower_than_the_attempt_timeout_is_unavailable() {
     let app = spawn_with(Fixtures::demo(), |config| {
-        config.attempt_timeout = Duration::from_millis(200);
+        config.aws.attempt_timeout = Duration::from_millis(200);
     })
     .await;
     app.simulator
@@ -213,7 +213,7 @@ async fn the_callers_deadline_answers_deadline_exceeded_on_time() {
 #[tokio::test]
 async fn without_a_caller_deadline_the_default_applies() {
     let app = spawn_with(Fixtures::demo(), |config| {
-        config.default_deadline = Duration::from_millis(300);
+        config.retries.default_deadline = Duration::from_millis(300);
     })
     .await;
     app.simulator

@@ -62,11 +62,11 @@ async fn sharing(test: &str, callers: &[(&str, f64, Option<f64>)], rate: Option<
     };
     spawn_with(quota, move |c: &mut ServeConfig| {
         let defaults = ServeConfig::from_args::<_, &str>([]).unwrap();
-        c.rate_limit = rate.unwrap_or(defaults.rate_limit);
-        c.rate_burst = rate.map_or(defaults.rate_burst, |rate| rate as u32);
-        c.max_queue_wait = defaults.max_queue_wait;
-        c.auth_file = Some(file);
-        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.quota.rate_limit = rate.unwrap_or(defaults.quota.rate_limit);
+        c.quota.rate_burst = rate.map_or(defaults.quota.rate_burst, |rate| rate as u32);
+        c.quota.max_queue_wait = defaults.quota.max_queue_wait;
+        c.callers.auth_file = Some(file);
+        c.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await
 }
@@ -214,8 +214,8 @@ async fn a_caller_over_its_own_max_rate_is_refused_and_the_others_are_not() {
         &[("capped", 1.0, Some(1.0)), ("free", 1.0, None)],
     );
     let app = spawn_with(open_chats_with_quota(1000.0, 1000), move |c| {
-        c.auth_file = Some(file);
-        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.callers.auth_file = Some(file);
+        c.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     let mut client = app.client.clone();

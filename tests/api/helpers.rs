@@ -147,7 +147,7 @@ pub async fn spawn_replica(
         secret_access_key: "test-secret".into(),
     });
     configure(&mut config);
-    let tls = config.tls_cert.is_some();
+    let tls = config.listening.tls_cert.is_some();
     let app = App::build(config).await.expect("facade starts");
     let addr = app.local_addr();
     let metrics_addr = app.metrics_addr();

@@ -14,7 +14,7 @@ const RPC: &str = r#"grpc_type="unary",grpc_service="amazonconnect.v1.ContactSer
 #[tokio::test]
 async fn metrics_count_calls_codes_attempts_and_retries() {
     let app = spawn_with(Fixtures::demo(), |c| {
-        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     app.simulator
@@ -83,7 +83,7 @@ async fn metrics_count_calls_codes_attempts_and_retries() {
 #[tokio::test]
 async fn the_runtime_task_gauge_is_flat_across_calls() {
     let app = spawn_with(Fixtures::demo(), |c| {
-        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     let unknown_chat = || connect_facade::proto::CreatePersistentContactAssociationRequest {

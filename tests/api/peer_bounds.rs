@@ -62,9 +62,9 @@ async fn idle_h2_connection(app: &TestApp, within: Duration) -> (Duration, bool)
 #[tokio::test]
 async fn an_idle_connection_answering_pings_is_closed_at_the_idle_timeout() {
     let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
-        c.idle_timeout = Duration::from_millis(600);
-        c.keepalive_interval = Duration::from_millis(100);
-        c.metrics_listen = Some(crate::helpers::loopback());
+        c.peers.idle_timeout = Duration::from_millis(600);
+        c.peers.keepalive_interval = Duration::from_millis(100);
+        c.telemetry.metrics_listen = Some(crate::helpers::loopback());
     })
     .await;
     let (after, goaway) = idle_h2_connection(&app, Duration::from_secs(5)).await;
@@ -89,8 +89,8 @@ async fn an_idle_connection_answering_pings_is_closed_at_the_idle_timeout() {
 #[tokio::test]
 async fn a_connection_gets_its_goaway_at_its_age_not_after_the_grace() {
     let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
-        c.max_connection_age = Duration::from_millis(500);
-        c.shutdown_grace = Duration::from_secs(20);
+        c.peers.max_connection_age = Duration::from_millis(500);
+        c.listening.shutdown_grace = Duration::from_secs(20);
     })
     .await;
     let (after, goaway) = idle_h2_connection(&app, Duration::from_secs(5)).await;

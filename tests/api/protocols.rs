@@ -297,7 +297,7 @@ async fn connect_timeout_ms_is_the_calls_deadline() {
 #[tokio::test]
 async fn grpc_web_answers_as_grpc_does() {
     let app = spawn_with(connect_facade::simulator::fixtures::Fixtures::demo(), |c| {
-        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     let frame = |message: &CreatePersistentContactAssociationRequest| {
@@ -683,7 +683,7 @@ fn any_protobuf_request_gets_the_same_answer_over_every_protocol() {
 #[tokio::test]
 async fn browsers_on_an_allowed_origin_pass_cors_and_others_do_not() {
     let app = spawn_with(connect_facade::simulator::fixtures::Fixtures::demo(), |c| {
-        c.cors_allow_origins = vec!["https://agent-tools.example.com".into()];
+        c.listening.cors_allow_origins = vec!["https://agent-tools.example.com".into()];
     })
     .await;
     let preflight = send(
@@ -744,10 +744,10 @@ async fn browsers_on_an_allowed_origin_pass_cors_and_others_do_not() {
 async fn every_refusal_with_a_retry_info_says_when_to_come_back_in_its_protocols_words() {
     use tonic_types::StatusExt;
     let app = spawn_with(crate::helpers::open_chats_with_quota(100.0, 100), |c| {
-        c.rate_limit = 1.0;
-        c.rate_burst = 1;
-        c.max_queue_wait = Duration::ZERO;
-        c.max_attempts = 1;
+        c.quota.rate_limit = 1.0;
+        c.quota.rate_burst = 1;
+        c.quota.max_queue_wait = Duration::ZERO;
+        c.retries.max_attempts = 1;
     })
     .await;
     let fresh = || {

@@ -321,10 +321,10 @@ async fn no_call_is_answered_after_its_deadline_while_waiting_for_a_reserved_slo
     let redis = RedisServer::start().await;
     let url = redis.url();
     let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
-        c.quota_store = connect_facade::config::QuotaStoreChoice::Redis(url.parse().unwrap());
-        c.rate_limit = 2.0;
-        c.rate_burst = 1;
-        c.max_queue_wait = Duration::from_secs(5);
+        c.quota.quota_store = connect_facade::config::QuotaStoreChoice::Redis(url.parse().unwrap());
+        c.quota.rate_limit = 2.0;
+        c.quota.rate_burst = 1;
+        c.quota.max_queue_wait = Duration::from_secs(5);
     })
     .await;
     let deadline = Duration::from_millis(1_200);
@@ -373,14 +373,14 @@ async fn redis_dying_mid_run_falls_back_locally_and_the_replica_returns_within_t
     let mut redis = RedisServer::start().await;
     let url = redis.url();
     let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
-        c.quota_store = connect_facade::config::QuotaStoreChoice::Redis(url.parse().unwrap());
-        c.rate_limit = 4.0;
-        c.rate_burst = 2;
-        c.quota_fallback_rate = Some(1.0);
+        c.quota.quota_store = connect_facade::config::QuotaStoreChoice::Redis(url.parse().unwrap());
+        c.quota.rate_limit = 4.0;
+        c.quota.rate_burst = 2;
+        c.quota.quota_fallback_rate = Some(1.0);
         // Slots are granted at once or refused: a call answered while Redis is down took its slot
         // from the fallback, not from a reservation made before the kill.
-        c.max_queue_wait = Duration::ZERO;
-        c.metrics_listen = Some(loopback());
+        c.quota.max_queue_wait = Duration::ZERO;
+        c.telemetry.metrics_listen = Some(loopback());
     })
     .await;
     let store_up =
@@ -473,12 +473,12 @@ async fn redis_dying_mid_run_falls_back_locally_and_the_replica_returns_within_t
 async fn a_throttle_seen_by_one_replica_lowers_the_rate_of_every_replica() {
     let redis = RedisServer::start().await;
     let shared = |c: &mut connect_facade::config::ServeConfig| {
-        c.quota_store =
+        c.quota.quota_store =
             connect_facade::config::QuotaStoreChoice::Redis(redis.url().parse().unwrap());
-        c.rate_limit = 10.0;
-        c.rate_burst = 10;
-        c.max_attempts = 1;
-        c.metrics_listen = Some(loopback());
+        c.quota.rate_limit = 10.0;
+        c.quota.rate_burst = 10;
+        c.retries.max_attempts = 1;
+        c.telemetry.metrics_listen = Some(loopback());
     };
     let throttled = spawn_with(open_chats_with_quota(100.0, 100), shared).await;
     let other = spawn_with(open_chats_with_quota(100.0, 100), shared).await;
@@ -568,10 +568,10 @@ async fn a_redis_down_at_startup_only_delays_sharing_the_quota() {
     redis.kill();
     let url = redis.url();
     let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
-        c.quota_store = connect_facade::config::QuotaStoreChoice::Redis(url.parse().unwrap());
+        c.quota.quota_store = connect_facade::config::QuotaStoreChoice::Redis(url.parse().unwrap());
         // A slot every 500 ms: the bucket's key outlives the call long enough to be seen.
-        c.rate_limit = 2.0;
-        c.metrics_listen = Some(loopback());
+        c.quota.rate_limit = 2.0;
+        c.telemetry.metrics_listen = Some(loopback());
     })
     .await;
     app.call(fresh_session())
@@ -596,12 +596,12 @@ async fn a_redis_down_at_startup_only_delays_sharing_the_quota() {
 async fn the_per_instance_sub_limit_is_shared_through_redis_too() {
     let redis = RedisServer::start().await;
     let shared = |c: &mut connect_facade::config::ServeConfig| {
-        c.quota_store =
+        c.quota.quota_store =
             connect_facade::config::QuotaStoreChoice::Redis(redis.url().parse().unwrap());
-        c.rate_limit = 100.0;
-        c.instance_rate_limit = Some(0.5);
-        c.instance_rate_burst = 1;
-        c.max_queue_wait = Duration::ZERO;
+        c.quota.rate_limit = 100.0;
+        c.quota.instance_rate_limit = Some(0.5);
+        c.quota.instance_rate_burst = 1;
+        c.quota.max_queue_wait = Duration::ZERO;
     };
     let first = spawn_with(open_chats_with_quota(100.0, 100), shared).await;
     let second = spawn_with(open_chats_with_quota(100.0, 100), shared).await;

@@ -24,7 +24,7 @@ fn with_token(token: &str) -> CreatePersistentContactAssociationRequest {
 #[tokio::test]
 async fn the_same_token_with_other_fields_is_refused_before_aws() {
     let app = spawn_with(connect_facade::simulator::fixtures::Fixtures::demo(), |c| {
-        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     app.call(with_token("reused"))
@@ -75,7 +75,7 @@ async fn an_error_is_never_replayed() {
 #[tokio::test]
 async fn twenty_identical_calls_at_once_make_one_aws_request_and_all_get_the_answer() {
     let app = spawn_with(open_chats_with_quota(1000.0, 1000), |c| {
-        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     app.simulator
@@ -113,9 +113,9 @@ async fn twenty_identical_calls_at_once_make_one_aws_request_and_all_get_the_ans
 async fn two_replicas_sharing_redis_replay_and_coalesce_each_others_calls() {
     let redis = RedisServer::start().await;
     let shared = |c: &mut connect_facade::config::ServeConfig| {
-        c.quota_store = QuotaStoreChoice::Redis(redis.url().parse().unwrap());
-        c.rate_limit = 100.0;
-        c.rate_burst = 100;
+        c.quota.quota_store = QuotaStoreChoice::Redis(redis.url().parse().unwrap());
+        c.quota.rate_limit = 100.0;
+        c.quota.rate_burst = 100;
     };
     let first = spawn_with(open_chats_with_quota(1000.0, 1000), shared).await;
     let second = spawn_replica(&first.simulator, shared).await;
@@ -196,7 +196,7 @@ async fn a_lost_answer_retried_without_a_token_on_the_other_replica_is_replayed_
     use tonic_types::StatusExt;
     let redis = RedisServer::start().await;
     let shared = |c: &mut connect_facade::config::ServeConfig| {
-        c.quota_store = QuotaStoreChoice::Redis(redis.url().parse().unwrap());
+        c.quota.quota_store = QuotaStoreChoice::Redis(redis.url().parse().unwrap());
     };
     let first = spawn_with(
         connect_facade::simulator::fixtures::Fixtures::demo(),
@@ -270,7 +270,7 @@ async fn the_simulator_carries_out_a_request_whose_client_hung_up() {
     // Without replay the facade drops the call with its caller, as a plain client would; AWS (and
     // so the simulator) still carries the request out.
     let app = spawn_with(connect_facade::simulator::fixtures::Fixtures::demo(), |c| {
-        c.replay_window = Duration::ZERO;
+        c.quota.replay_window = Duration::ZERO;
     })
     .await;
     app.simulator

@@ -66,7 +66,7 @@ async fn internal_error_twice_then_ok_reuses_one_client_token() {
 
 #[tokio::test]
 async fn persistent_throttling_is_resource_exhausted_after_the_configured_attempts() {
-    let app = spawn_with(Fixtures::demo(), |c| c.max_attempts = 4).await;
+    let app = spawn_with(Fixtures::demo(), |c| c.retries.max_attempts = 4).await;
     app.simulator.add_fault(always_error("ThrottlingException"));
     let (status, info, details) = app
         .call_expecting(entire_session(), Code::ResourceExhausted)
@@ -114,7 +114,7 @@ async fn an_applied_but_unanswered_call_is_replayed_not_applied_twice() {
 #[tokio::test]
 async fn a_slow_upstream_meets_the_callers_deadline_and_no_attempt_starts_after_it() {
     let app = spawn_with(Fixtures::demo(), |c| {
-        c.attempt_timeout = Duration::from_millis(300);
+        c.aws.attempt_timeout = Duration::from_millis(300);
     })
     .await;
     app.simulator
@@ -143,8 +143,8 @@ async fn a_slow_upstream_meets_the_callers_deadline_and_no_attempt_starts_after_
 #[tokio::test]
 async fn retries_stay_within_the_budget_when_aws_fails_persistently() {
     let app = spawn_with(Fixtures::demo(), |c| {
-        c.breaker_failures = 0;
-        c.retry_base_delay = Duration::from_millis(1);
+        c.retries.breaker_failures = 0;
+        c.retries.retry_base_delay = Duration::from_millis(1);
     })
     .await;
     app.simulator
@@ -174,9 +174,9 @@ async fn overload_is_held_to_the_configured_rate_and_excess_is_refused_promptly(
         ..Fixtures::demo()
     };
     let app = spawn_with(fixtures, |c| {
-        c.rate_limit = 10.0;
-        c.rate_burst = 1;
-        c.max_queue_wait = Duration::ZERO;
+        c.quota.rate_limit = 10.0;
+        c.quota.rate_burst = 1;
+        c.quota.max_queue_wait = Duration::ZERO;
     })
     .await;
     // 10x the configured rate for two seconds.
@@ -226,8 +226,8 @@ async fn overload_is_held_to_the_configured_rate_and_excess_is_refused_promptly(
 #[tokio::test]
 async fn concurrency_cap_and_waiting_bound_hold_under_a_burst() {
     let app = spawn_with(Fixtures::demo(), |c| {
-        c.max_in_flight = 2;
-        c.max_waiting = 2;
+        c.peers.max_in_flight = 2;
+        c.peers.max_waiting = 2;
     })
     .await;
     app.simulator
@@ -275,9 +275,9 @@ async fn concurrency_cap_and_waiting_bound_hold_under_a_burst() {
 #[tokio::test]
 async fn the_circuit_opens_fails_fast_and_closes_after_recovery() {
     let app = spawn_with(Fixtures::demo(), |c| {
-        c.max_attempts = 1;
-        c.breaker_failures = 3;
-        c.breaker_cool_down = Duration::from_millis(400);
+        c.retries.max_attempts = 1;
+        c.retries.breaker_failures = 3;
+        c.retries.breaker_cool_down = Duration::from_millis(400);
     })
     .await;
     app.simulator
@@ -313,10 +313,10 @@ async fn the_circuit_opens_fails_fast_and_closes_after_recovery() {
 #[tokio::test]
 async fn sustained_throttling_never_opens_the_circuit_nor_takes_the_replica_out_of_service() {
     let app = spawn_with(Fixtures::demo(), |c| {
-        c.max_attempts = 2;
-        c.breaker_failures = 2;
-        c.breaker_cool_down = Duration::from_secs(5);
-        c.readiness_follows_breaker = true;
+        c.retries.max_attempts = 2;
+        c.retries.breaker_failures = 2;
+        c.retries.breaker_cool_down = Duration::from_secs(5);
+        c.retries.readiness_follows_breaker = true;
     })
     .await;
     app.simulator.add_fault(always_error("ThrottlingException"));
@@ -350,13 +350,13 @@ async fn a_rate_above_the_aws_quota_adapts_until_throttles_die_out() {
         ..Fixtures::demo()
     };
     let app = spawn_with(fixtures, |c| {
-        c.rate_limit = 20.0;
-        c.rate_burst = 2;
-        c.max_attempts = 1;
-        c.max_queue_wait = Duration::ZERO;
-        c.breaker_failures = 0;
-        c.adaptive_decrease = 0.7;
-        c.adaptive_increase = 0.2;
+        c.quota.rate_limit = 20.0;
+        c.quota.rate_burst = 2;
+        c.retries.max_attempts = 1;
+        c.quota.max_queue_wait = Duration::ZERO;
+        c.retries.breaker_failures = 0;
+        c.quota.adaptive_decrease = 0.7;
+        c.quota.adaptive_increase = 0.2;
     })
     .await;
     // Offered load: 40 calls/s for 6 s, far above both rates.
@@ -418,9 +418,9 @@ async fn a_rate_above_the_aws_quota_adapts_until_throttles_die_out() {
 #[tokio::test]
 async fn a_per_instance_sub_limit_refuses_one_instance_without_starving_others() {
     let app = spawn_with(Fixtures::demo(), |c| {
-        c.instance_rate_limit = Some(0.5);
-        c.instance_rate_burst = 1;
-        c.max_queue_wait = Duration::ZERO;
+        c.quota.instance_rate_limit = Some(0.5);
+        c.quota.instance_rate_burst = 1;
+        c.quota.max_queue_wait = Duration::ZERO;
     })
     .await;
     app.call_expecting(unknown_instance(), Code::NotFound).await;
@@ -443,9 +443,9 @@ async fn a_per_instance_sub_limit_refuses_one_instance_without_starving_others()
 #[tokio::test]
 async fn a_rate_limit_of_zero_leaves_the_limiter_out() {
     let app = spawn_with(Fixtures::demo(), |c| {
-        c.rate_limit = 0.0;
-        c.rate_burst = 1;
-        c.max_queue_wait = Duration::ZERO;
+        c.quota.rate_limit = 0.0;
+        c.quota.rate_burst = 1;
+        c.quota.max_queue_wait = Duration::ZERO;
     })
     .await;
     // At a limit of 1/s with no queueing, 39 of these 40 would be refused.
@@ -469,8 +469,8 @@ async fn a_rate_limit_of_zero_leaves_the_limiter_out() {
 #[tokio::test]
 async fn an_instance_limit_without_the_account_limiter_is_refused_at_startup() {
     let mut config = crate::helpers::offline_config();
-    config.rate_limit = 0.0;
-    config.instance_rate_limit = Some(1.0);
+    config.quota.rate_limit = 0.0;
+    config.quota.instance_rate_limit = Some(1.0);
     let err = connect_facade::app::App::build(config)
         .await
         .err()
@@ -481,8 +481,8 @@ async fn an_instance_limit_without_the_account_limiter_is_refused_at_startup() {
 #[tokio::test]
 async fn zero_breaker_failures_leaves_the_breaker_out() {
     let app = spawn_with(Fixtures::demo(), |c| {
-        c.breaker_failures = 0;
-        c.max_attempts = 1;
+        c.retries.breaker_failures = 0;
+        c.retries.max_attempts = 1;
     })
     .await;
     app.simulator

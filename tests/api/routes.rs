@@ -75,9 +75,9 @@ async fn routed(test: &str, fixtures: Fixtures, routes: &str) -> (TestApp, PathB
     let path = routes_file(test, routes);
     let file = path.clone();
     let app = spawn_with(fixtures, move |c| {
-        c.routes = Some(file);
-        c.routes_reload_interval = Duration::from_millis(100);
-        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.aws.routes = Some(file);
+        c.aws.routes_reload_interval = Duration::from_millis(100);
+        c.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     (app, path)

@@ -20,7 +20,7 @@ const PATH: &str = "/amazonconnect.v1.ContactService/CreatePersistentContactAsso
 
 async fn app_with_default_deadline(deadline: Duration) -> TestApp {
     spawn_with(open_chats_with_quota(100.0, 100), |c| {
-        c.default_deadline = deadline;
+        c.retries.default_deadline = deadline;
     })
     .await
 }
@@ -177,8 +177,8 @@ async fn a_connect_body_that_never_comes_over_h2c_is_deadline_exceeded() {
 #[tokio::test]
 async fn past_the_open_requests_bound_a_call_is_refused_on_its_headers_until_one_ends() {
     let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
-        c.max_open_requests = 4;
-        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.peers.max_open_requests = 4;
+        c.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     let mut held = tokio::task::JoinSet::new();

@@ -86,9 +86,9 @@ pub async fn tls_app_with(
     let key = pki.write("server.key", &key);
     let client_ca = client_ca.map(Path::to_path_buf);
     spawn_with(Fixtures::demo(), move |c| {
-        c.tls_cert = Some(cert);
-        c.tls_key = Some(key);
-        c.tls_client_ca = client_ca;
+        c.listening.tls_cert = Some(cert);
+        c.listening.tls_key = Some(key);
+        c.listening.tls_client_ca = client_ca;
         configure(c);
     })
     .await
@@ -159,8 +159,8 @@ async fn a_bad_certificate_file_stops_startup() {
     let cert = pki.write("server.pem", "not a certificate");
     let key = pki.write("server.key", "not a key");
     let mut config = offline_config();
-    config.tls_cert = Some(cert);
-    config.tls_key = Some(key);
+    config.listening.tls_cert = Some(cert);
+    config.listening.tls_key = Some(key);
     let err = App::build(config).await.err().expect("startup fails");
     assert!(err.to_string().contains("TLS"), "{err}");
 }
@@ -214,8 +214,8 @@ pub fn renew(started: &Pki, pki: &Pki) {
 /// A TLS facade over `pki`'s certificate that re-reads its files every 100 ms, with metrics.
 async fn reloading_app(pki: &Pki) -> TestApp {
     tls_app_with(pki, None, |c| {
-        c.tls_reload_interval = Duration::from_millis(100);
-        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.listening.tls_reload_interval = Duration::from_millis(100);
+        c.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await
 }

@@ -93,16 +93,16 @@ fn all_answered_in_time(outcomes: &Outcomes, bound: Duration) -> usize {
 async fn replica_on(simulator: &Simulator, url: String, rate: f64) -> Replica {
     spawn_replica(simulator, move |c| {
         shared(c, &url);
-        c.rate_limit = rate;
+        c.quota.rate_limit = rate;
     })
     .await
 }
 
 fn shared(c: &mut ServeConfig, url: &str) {
-    c.quota_store = connect_facade::config::QuotaStoreChoice::Redis(url.parse().unwrap());
-    c.rate_limit = 2.0;
-    c.rate_burst = 5;
-    c.metrics_listen = Some(loopback());
+    c.quota.quota_store = connect_facade::config::QuotaStoreChoice::Redis(url.parse().unwrap());
+    c.quota.rate_limit = 2.0;
+    c.quota.rate_burst = 5;
+    c.telemetry.metrics_listen = Some(loopback());
 }
 
 /// Waits until `app`'s store is up again and `node` holds the account bucket; returns when.
@@ -263,8 +263,8 @@ async fn a_hung_store_costs_one_timeout_not_one_per_call() {
     let url = hung.url();
     let app: TestApp = spawn_with(open_chats_with_quota(100.0, 100), |c| {
         shared(c, &url);
-        c.rate_limit = 50.0;
-        c.quota_store_timeout = Duration::from_millis(200);
+        c.quota.rate_limit = 50.0;
+        c.quota.quota_store_timeout = Duration::from_millis(200);
     })
     .await;
     let started = Instant::now();
