@@ -4,7 +4,7 @@
 
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::{codec::CompressionEncoding, service::Routes};
 use tonic_health::ServingStatus;
 use tonic_web::GrpcWebLayer;
@@ -21,7 +21,7 @@ use crate::{
     },
     auth::{AuthFileError, Callers},
     config::{Command, QuotaStoreChoice, ServeConfig, SimulateConfig},
-    lifecycle::{Drain, follow_breaker, set_health},
+    lifecycle::{Drain, Shutdown, follow_breaker, set_health},
     listener::{self, AdmissionLimits},
     metrics::Metrics,
     metrics_endpoint,
@@ -154,6 +154,7 @@ pub struct App {
     routes_reload_interval: Duration,
     metrics: Arc<Metrics>,
     metrics_endpoint: Option<(SocketAddr, JoinHandle<()>)>,
+    shutdown: Shutdown,
     drain: Drain,
     shutdown_grace: Duration,
     limits: ConnectionLimits,
@@ -280,6 +281,7 @@ impl App {
             )?),
             _ => None,
         };
+        let shutdown = Shutdown::default();
         let metrics_endpoint = match config.telemetry.metrics_listen {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)
@@ -297,7 +299,12 @@ impl App {
                 };
                 Some((
                     bound,
-                    metrics_endpoint::serve(listener, metrics.clone(), limits),
+                    metrics_endpoint::serve(
+                        listener,
+                        metrics.clone(),
+                        limits,
+                        shutdown.stopped.clone(),
+                    ),
                 ))
             }
             None => None,
@@ -331,6 +338,7 @@ impl App {
             ),
             metrics,
             metrics_endpoint,
+            shutdown,
             router,
             routes_file: config.aws.routes.clone(),
             routes_reload_interval: config.aws.routes_reload_interval,
@@ -398,7 +406,7 @@ impl App {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        let (stopping, stopping_rx) = watch::channel(false);
+        let draining = self.shutdown.draining.clone();
         let router = self.router.clone();
         let readiness = follow_breaker(
             health_reporter.clone(),
@@ -412,7 +420,7 @@ impl App {
             },
             self.metrics.clone(),
             self.readiness_follows_breaker,
-            stopping_rx.clone(),
+            draining.clone(),
         );
         let route_reloads = self.routes_file.clone().map(|path| {
             routes::reload_on_change(
@@ -420,9 +428,9 @@ impl App {
                 path,
                 self.routes_reload_interval,
                 self.metrics.clone(),
+                draining.clone(),
             )
         });
-        let mut stop_accepting = stopping_rx;
         tracing::info!(addr = %self.local_addr, "connect-facade serving gRPC");
         let limits = self.limits;
         let protocols = ProtocolsLayer::new(
@@ -467,9 +475,7 @@ impl App {
             limits.max_open_requests,
             self.metrics.clone(),
         );
-        let stop_accepting = async move {
-            let _ = stop_accepting.wait_for(|stopping| *stopping).await;
-        };
+        let stop_accepting = draining.clone().cancelled_owned();
         let admission = limits.admission;
         let metrics = self.metrics.clone();
         // TLS or not, the connections are of different types, hence the box.
@@ -478,7 +484,7 @@ impl App {
             Some(tls) => {
                 let connections =
                     listener::admit(self.listener, "grpc", admission, metrics, tls.handshake());
-                reloads = Some(tls.reload_on_change(self.tls_reload_interval));
+                reloads = Some(tls.reload_on_change(self.tls_reload_interval, draining.clone()));
                 Box::pin(serve::serve(
                     connections,
                     service,
@@ -507,7 +513,7 @@ impl App {
             () = shutdown => {}
         }
         tracing::info!(grace = ?self.shutdown_grace, "shutting down: draining calls in flight");
-        stopping.send_replace(true);
+        draining.cancel();
         let _ = readiness.await;
         set_health(&health_reporter, ServingStatus::NotServing).await;
         if tokio::time::timeout(self.shutdown_grace, &mut server)
@@ -519,14 +525,20 @@ impl App {
             let _ = tokio::time::timeout(Duration::from_secs(1), &mut server).await;
         }
         drop(self.simulator);
-        if let Some(task) = reloads {
-            task.abort();
-        }
-        if let Some(task) = route_reloads {
-            task.abort();
-        }
-        if let Some((_, task)) = self.metrics_endpoint {
-            task.abort();
+        self.shutdown.stopped.cancel();
+        // Each task was told to stop; none holds more than a file read or a scrape.
+        let tasks = [
+            reloads,
+            route_reloads,
+            self.metrics_endpoint.map(|(_, task)| task),
+        ];
+        for task in tasks.into_iter().flatten() {
+            if tokio::time::timeout(Duration::from_secs(1), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a background task did not stop within 1 s");
+            }
         }
         tracing::info!("connect-facade stopped");
         Ok(())

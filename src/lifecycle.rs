@@ -14,7 +14,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{metrics::Metrics, middleware::circuit_breaker::Breaker, proto::SERVICE_NAME};
@@ -23,33 +23,31 @@ use crate::{metrics::Metrics, middleware::circuit_breaker::Breaker, proto::SERVI
 const READINESS_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Tells calls in flight that the drain period is over.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Drain {
-    expired: watch::Sender<bool>,
-}
-
-impl Default for Drain {
-    fn default() -> Self {
-        Self {
-            expired: watch::channel(false).0,
-        }
-    }
+    expired: CancellationToken,
 }
 
 impl Drain {
     /// Ends the grace period: every call still waiting is answered at once.
     pub fn expire(&self) {
-        self.expired.send_replace(true);
+        self.expired.cancel();
     }
 
     /// Completes when the grace period is over.
     pub fn expired(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut expired = self.expired.subscribe();
-        async move {
-            // An error means the sender is gone: the server is gone too, nothing left to wait for.
-            let _ = expired.wait_for(|expired| *expired).await;
-        }
+        self.expired.clone().cancelled_owned()
     }
+}
+
+/// What the background tasks watch to stop, rather than being aborted. `draining` is cancelled when
+/// shutdown begins (stop accepting, stop reloading files, stop following the breaker); `stopped`
+/// once the calls in flight are done or the grace period is over: the metrics endpoint serves until
+/// then, so the drain itself can be scraped.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    pub draining: CancellationToken,
+    pub stopped: CancellationToken,
 }
 
 /// Sets both the overall and the service's health status.
@@ -59,13 +57,13 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 }
 
 /// Follows the circuit breaker into its metric and, when `readiness_follows` is set, into health,
-/// until `stopping` turns true.
+/// until `stop`.
 pub fn follow_breaker(
     reporter: HealthReporter,
     breakers: impl Fn() -> Vec<(String, Arc<Breaker>)> + Send + 'static,
     metrics: Arc<Metrics>,
     readiness_follows: bool,
-    mut stopping: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut serving = true;
@@ -73,7 +71,7 @@ pub fn follow_breaker(
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = stopping.wait_for(|stopping| *stopping) => return,
+                () = stop.cancelled() => return,
             }
             // Not serving only when no account can be called: one failing account must not take
             // the pods away from the others'.

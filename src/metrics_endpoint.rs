@@ -11,23 +11,25 @@ use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     listener::{self, AdmissionLimits},
     metrics::Metrics,
 };
 
-/// Serves `GET /metrics` on `listener` until the task is aborted.
+/// Serves `GET /metrics` on `listener` until `stop` (a scrape under way is finished).
 pub fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     limits: AdmissionLimits,
+    stop: CancellationToken,
 ) -> JoinHandle<()> {
     let mut connections = listener::admit(listener, "metrics", limits, metrics.clone(), |stream| {
         std::future::ready(Ok(stream))
     });
     tokio::spawn(async move {
-        while let Some(Ok(connection)) = connections.next().await {
+        while let Some(Some(Ok(connection))) = stop.run_until_cancelled(connections.next()).await {
             let metrics = metrics.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request| {

@@ -9,16 +9,18 @@ use tokio::{
     signal::unix::{Signal, SignalKind, signal},
     time::{Instant, Interval, MissedTickBehavior},
 };
+use tokio_util::sync::CancellationToken;
 
-/// The moments to reload at: SIGHUP (forced) and each `interval` (never when zero).
+/// The moments to reload at: SIGHUP (forced) and each `interval` (never when zero), until `stop`.
 pub struct Triggers {
     hangup: Option<Signal>,
     ticks: Option<Interval>,
+    stop: CancellationToken,
 }
 
 impl Triggers {
     /// `what` names the file in the log line when SIGHUP cannot be watched.
-    pub fn new(interval: Duration, what: &str) -> Self {
+    pub fn new(interval: Duration, what: &str, stop: CancellationToken) -> Self {
         let hangup = match signal(SignalKind::hangup()) {
             Ok(signal) => Some(signal),
             Err(error) => {
@@ -31,18 +33,24 @@ impl Triggers {
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             ticks
         });
-        Self { hangup, ticks }
+        Self {
+            hangup,
+            ticks,
+            stop,
+        }
     }
 
-    /// Waits for the next moment; `true` when it is a SIGHUP (reload even if unchanged).
-    pub async fn next(&mut self) -> bool {
+    /// Waits for the next moment: `Some(true)` for a SIGHUP (reload even if unchanged), `None`
+    /// once the process stops.
+    pub async fn next(&mut self) -> Option<bool> {
         loop {
             tokio::select! {
+                () = self.stop.cancelled() => return None,
                 signal = hung_up(&mut self.hangup) => match signal {
-                    Some(()) => return true,
+                    Some(()) => return Some(true),
                     None => self.hangup = None,
                 },
-                () = tick(&mut self.ticks) => return false,
+                () = tick(&mut self.ticks) => return Some(false),
             }
         }
     }
@@ -61,5 +69,20 @@ async fn tick(ticks: &mut Option<Interval>) {
             ticks.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_triggers_end_when_the_process_stops() {
+        let stop = CancellationToken::new();
+        let mut triggers =
+            Triggers::new(Duration::from_millis(10), "the test's file", stop.clone());
+        assert_eq!(triggers.next().await, Some(false), "a tick");
+        stop.cancel();
+        assert_eq!(triggers.next().await, None, "told to stop");
     }
 }

@@ -17,6 +17,7 @@ use std::{
     sync::Arc,
     time::Duration,
 };
+use tokio_util::sync::CancellationToken;
 
 use tokio::{net::TcpStream, sync::watch};
 use tokio_rustls::{
@@ -203,12 +204,15 @@ impl Tls {
     }
 
     /// Reloads on SIGHUP, and every `interval` if the files changed (never when `interval` is zero),
-    /// until the task is aborted.
-    pub fn reload_on_change(mut self, interval: Duration) -> tokio::task::JoinHandle<()> {
-        let mut triggers = Triggers::new(interval, "TLS");
+    /// until `stop`.
+    pub fn reload_on_change(
+        mut self,
+        interval: Duration,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut triggers = Triggers::new(interval, "TLS", stop);
         tokio::spawn(async move {
-            loop {
-                let forced = triggers.next().await;
+            while let Some(forced) = triggers.next().await {
                 self.reload(forced);
             }
         })

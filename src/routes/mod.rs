@@ -9,25 +9,26 @@ pub mod router;
 pub mod spec;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
+use tokio_util::sync::CancellationToken;
 
 pub use spec::RoutesError;
 
 use crate::{metrics::Metrics, reload::Triggers};
 use router::Router;
 
-/// Re-reads `path` on SIGHUP, and every `interval` when its contents changed, until aborted.
+/// Re-reads `path` on SIGHUP, and every `interval` when its contents changed, until `stop`.
 pub fn reload_on_change(
     router: Arc<Router>,
     path: PathBuf,
     interval: Duration,
     metrics: Arc<Metrics>,
+    stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let mut triggers = Triggers::new(interval, "the routes file");
+    let mut triggers = Triggers::new(interval, "the routes file", stop);
     let mut seen = std::fs::read(&path).ok();
     let mut in_use = spec::read(&path).unwrap_or_default();
     tokio::spawn(async move {
-        loop {
-            let forced = triggers.next().await;
+        while let Some(forced) = triggers.next().await {
             let contents = std::fs::read(&path).ok();
             if contents == seen && !forced {
                 continue;

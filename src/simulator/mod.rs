@@ -34,7 +34,8 @@ use hyper_util::{
     server::conn::auto,
 };
 use parking_lot::{Mutex, MutexGuard};
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use contacts::ContactStore;
 use faults::{Fault, FaultSet, Verdict};
@@ -121,7 +122,7 @@ impl SimulatorState {
 pub struct Simulator {
     state: Arc<SimulatorState>,
     local_addr: SocketAddr,
-    accept_loop: JoinHandle<()>,
+    stop: CancellationToken,
 }
 
 impl Simulator {
@@ -130,12 +131,13 @@ impl Simulator {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let state = Arc::new(SimulatorState::new(fixtures));
-        let accept_loop = tokio::spawn(accept(listener, state.clone()));
+        let stop = CancellationToken::new();
+        tokio::spawn(accept(listener, state.clone(), stop.clone()));
         tracing::info!(%local_addr, "Connect simulator listening");
         Ok(Self {
             state,
             local_addr,
-            accept_loop,
+            stop,
         })
     }
 
@@ -182,13 +184,13 @@ impl Simulator {
 
 impl Drop for Simulator {
     fn drop(&mut self) {
-        self.accept_loop.abort();
+        self.stop.cancel();
     }
 }
 
-async fn accept(listener: TcpListener, state: Arc<SimulatorState>) {
-    loop {
-        let stream = match listener.accept().await {
+async fn accept(listener: TcpListener, state: Arc<SimulatorState>, stop: CancellationToken) {
+    while let Some(accepted) = stop.run_until_cancelled(listener.accept()).await {
+        let stream = match accepted {
             Ok((stream, _peer)) => stream,
             Err(err) => {
                 // Out of file descriptors and the like: back off instead of spinning.
