@@ -21,6 +21,27 @@ use tonic::{Code, Status, transport::Channel};
 use tonic_types::{ErrorDetails, ErrorInfo, StatusExt};
 
 pub const INSTANCE: &str = "11111111-2222-3333-4444-555555555555";
+
+/// Polls `check` every 20 ms until it holds, for at most `within`, and says how long it took;
+/// fails the test naming `what` otherwise. Tests wait on conditions, not on fixed sleeps.
+pub async fn eventually<F, Fut>(
+    what: &str,
+    within: std::time::Duration,
+    mut check: F,
+) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "{what} within {within:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
 pub const ACCESS_KEY_ID: &str = "AKIDTESTFACADE";
 
 pub struct TestApp {
@@ -402,14 +423,13 @@ impl RedisServer {
                 "redis-server is on the PATH (the tests start their own; on Debian: apt-get install redis-server)",
             );
         self.child = Some(child);
-        let started = std::time::Instant::now();
-        while self.command(&["PING"]).await.as_deref() != Some("+PONG") {
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(10),
-                "redis-server answers within 10 s"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let this = &*self;
+        eventually(
+            "redis-server answers",
+            std::time::Duration::from_secs(10),
+            || async move { this.command(&["PING"]).await.as_deref() == Some("+PONG") },
+        )
+        .await;
     }
 
     /// Whether the facade's bucket for us-east-1 (under the default key prefix) is in Redis.

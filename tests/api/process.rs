@@ -24,7 +24,7 @@ use tokio::{
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{channel, entire_session, loopback};
+use crate::helpers::{channel, entire_session, eventually, loopback};
 
 /// The binary with an environment that has no AWS configuration at all.
 pub(crate) fn facade(args: &[&str]) -> Command {
@@ -288,11 +288,13 @@ async fn sigterm_lets_a_call_in_flight_finish_then_exits_zero() {
     ) = serving_a_slow_call(1_000, &[]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     sigterm(&child);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "the listener is closed during the drain"
-    );
+    // Well before the call in flight ends (700 ms later), and so before the process exits.
+    eventually(
+        "the listener closes during the drain",
+        Duration::from_millis(500),
+        || async move { tokio::net::TcpStream::connect(addr).await.is_err() },
+    )
+    .await;
     let response = call.await.unwrap().expect("the call in flight completes");
     assert_eq!(response.get_ref().continued_from_contact_id, "C3");
     exits_zero(&mut child).await;

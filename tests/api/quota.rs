@@ -21,8 +21,8 @@ use tonic_types::StatusExt;
 
 use crate::{
     helpers::{
-        RedisServer, channel, fresh_session, loopback, open_chats_with_quota, series_value,
-        spawn_with,
+        RedisServer, channel, eventually, fresh_session, loopback, open_chats_with_quota,
+        series_value, spawn_with,
     },
     process::{Serving, facade, serving},
 };
@@ -422,14 +422,13 @@ async fn redis_dying_mid_run_falls_back_locally_and_the_replica_returns_within_t
     let fallback_ok_from = killed + Duration::from_millis(300);
     let fallback_ok_to = Instant::now();
     redis.restart().await;
-    let restarted = Instant::now();
-    while store_up(&app.scrape().await) != Some(1.0) {
-        assert!(
-            restarted.elapsed() < Duration::from_secs(2),
-            "back on Redis within 2 s of its restart"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let app_ref = &app;
+    eventually(
+        "back on Redis after its restart",
+        Duration::from_secs(2),
+        || async move { store_up(&app_ref.scrape().await) == Some(1.0) },
+    )
+    .await;
     let outcomes = load.await.unwrap();
     let mut on_fallback = 0;
     for (answered_at, outcome, elapsed) in &outcomes {
@@ -497,18 +496,16 @@ async fn a_throttle_seen_by_one_replica_lowers_the_rate_of_every_replica() {
         .await;
     assert_eq!(info.reason, "THROTTLED");
     // The throttle reaches Redis in the background, once the throttled call has its answer.
-    let throttled_at = Instant::now();
-    loop {
-        other.call(fresh_session()).await.expect("served");
-        if series_value(&other.scrape().await, rate) == Some(7.0) {
-            break;
-        }
-        assert!(
-            throttled_at.elapsed() < Duration::from_secs(1),
-            "the other replica's slots come at the rate lowered by 0.7 within a second"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let other = &other;
+    eventually(
+        "the other replica's slots come at the rate lowered by 0.7",
+        Duration::from_secs(1),
+        || async move {
+            other.call(fresh_session()).await.expect("served");
+            series_value(&other.scrape().await, rate) == Some(7.0)
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -580,14 +577,11 @@ async fn a_redis_down_at_startup_only_delays_sharing_the_quota() {
     let up = "connect_facade_quota_store_up{store=\"redis\"}";
     assert_eq!(series_value(&app.scrape().await, up), Some(0.0));
     redis.restart().await;
-    let restarted = Instant::now();
-    while series_value(&app.scrape().await, up) != Some(1.0) {
-        assert!(
-            restarted.elapsed() < Duration::from_secs(2),
-            "on Redis within 2 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let app_ref = &app;
+    eventually("on Redis", Duration::from_secs(2), || async move {
+        series_value(&app_ref.scrape().await, up) == Some(1.0)
+    })
+    .await;
     app.call(fresh_session()).await.expect("served");
     assert!(redis.holds_the_account_bucket().await);
 }
