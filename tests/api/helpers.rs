@@ -420,7 +420,7 @@ impl RedisServer {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect(
-                "redis-server is on the PATH (the tests start their own; on Debian: apt-get install redis-server)",
+                "this test needs redis-server on the PATH: install it (Debian: apt-get install redis-server); each test starts its own on a free port",
             );
         self.child = Some(child);
         let this = &*self;
