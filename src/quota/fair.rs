@@ -216,8 +216,8 @@ impl<T> FairOrder<T> {
 /// An attempt waiting in its caller's lane.
 struct Waiter {
     instance_id: Arc<str>,
-    /// The caller's name and weight, for the store's fleet-wide shares.
-    caller: Option<(Arc<str>, f64)>,
+    /// Its caller, for the store's fleet-wide shares.
+    caller: CallerShare,
     give_up_at: Instant,
     deadline: Instant,
     answer: oneshot::Sender<Result<Slot, Full>>,
@@ -328,7 +328,7 @@ impl FairQueue {
                 caller.weight,
                 Waiter {
                     instance_id: Arc::from(instance_id),
-                    caller: caller.name.clone().map(|name| (name, caller.weight)),
+                    caller: caller.clone(),
                     give_up_at,
                     deadline,
                     answer,
@@ -432,10 +432,7 @@ async fn dispatch(lanes: Arc<Lanes>) {
                 instance_id: &waiter.instance_id,
                 max_wait: waiter.give_up_at - now,
                 deadline: waiter.deadline,
-                caller: waiter.caller.as_ref().map(|(name, weight)| CallerWeight {
-                    name,
-                    weight: *weight,
-                }),
+                caller: caller_weight(&waiter.caller),
             })
             .await;
         {
@@ -620,7 +617,7 @@ mod tests {
                 1.0,
                 Waiter {
                     instance_id: Arc::from("i"),
-                    caller: None,
+                    caller: CallerShare::anonymous(),
                     give_up_at: Instant::now(),
                     deadline: Instant::now(),
                     answer: tx,
