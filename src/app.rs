@@ -15,22 +15,23 @@ use tower::{
 
 use crate::{
     api::{
-        ContactApi, Guards, deadline,
+        ContactApi, Guards, RpcMetrics, deadline,
         expiry::ExpiryLayer,
         protocols::{self, ProtocolsLayer},
     },
-    auth::{AuthFileError, Callers},
+    auth::{AuthFileError, CallerMetrics, Callers},
     config::{Command, QuotaStoreChoice, ServeConfig, SimulateConfig},
     lifecycle::{Drain, Shutdown, follow_breaker, set_health},
-    listener::{self, AdmissionLimits},
-    metrics::Metrics,
+    listener::{self, AdmissionLimits, ConnectionMetrics},
+    metrics::MetricsRegistry,
     metrics_endpoint,
+    middleware::UpstreamMetrics,
     proto::{self, contact_service_server::ContactServiceServer},
-    quota::stores::QuotaStores,
-    replay::{MemoryReplays, RedisReplays, Replayer},
+    quota::{QuotaMetrics, stores::QuotaStores},
+    replay::{MemoryReplays, RedisReplays, ReplayMetrics, Replayer},
     request_buffers::ProcessBuffers,
     routes::{
-        self, RoutesError,
+        self, RouteMetrics, RoutesError,
         router::{RouteBuilder, Router},
         spec::RouteSpec,
     },
@@ -39,8 +40,8 @@ use crate::{
         Simulator,
         fixtures::{Fixtures, FixturesError, QuotaFixture},
     },
-    store::SharedStore,
-    tls::{Tls, TlsError, TlsFiles},
+    store::{SharedStore, StoreMetrics},
+    tls::{Tls, TlsError, TlsFiles, TlsMetrics},
     upstream::{StaticCredentials, UpstreamBase, UpstreamConfigError, UpstreamSettings},
 };
 
@@ -152,7 +153,11 @@ pub struct App {
     router: Arc<Router>,
     routes_file: Option<std::path::PathBuf>,
     routes_reload_interval: Duration,
-    metrics: Arc<Metrics>,
+    upstream_metrics: UpstreamMetrics,
+    route_metrics: RouteMetrics,
+    connection_metrics: ConnectionMetrics,
+    /// Every metric family the parts registered, by its exported name.
+    metric_families: Vec<String>,
     metrics_endpoint: Option<(SocketAddr, JoinHandle<()>)>,
     shutdown: Shutdown,
     drain: Drain,
@@ -269,7 +274,9 @@ impl App {
             Some(path) => Some(Arc::new(Callers::from_path(path)?)),
             None => None,
         };
-        let metrics = Arc::new(Metrics::new());
+        // Each part registers its metrics as it is built; the endpoint serves them once all are.
+        let mut registry = MetricsRegistry::new();
+        let tls_metrics = TlsMetrics::register(&mut registry);
         let tls = match (&config.listening.tls_cert, &config.listening.tls_key) {
             (Some(cert), Some(key)) => Some(Tls::load(
                 TlsFiles {
@@ -277,11 +284,43 @@ impl App {
                     key: key.clone(),
                     client_ca: config.listening.tls_client_ca.clone(),
                 },
-                metrics.clone(),
+                tls_metrics,
             )?),
             _ => None,
         };
+        let rpc_metrics = RpcMetrics::register(&mut registry);
+        let caller_metrics = CallerMetrics::register(&mut registry);
+        let store_metrics = StoreMetrics::register(&mut registry);
+        let quota_metrics = QuotaMetrics::register(&mut registry);
+        let upstream_metrics = UpstreamMetrics::register(&mut registry, caller_metrics.clone());
+        let route_metrics = RouteMetrics::register(&mut registry);
+        let replay_metrics = ReplayMetrics::register(&mut registry);
+        let connection_metrics = ConnectionMetrics::register(&mut registry);
+        let shared_store = shared_store(&config, store_metrics);
+        let stores = quota_stores(&config, shared_store.clone(), quota_metrics);
+        let builder = RouteBuilder::new(
+            base,
+            config.middleware(),
+            stores,
+            upstream_metrics.clone(),
+            route_metrics.clone(),
+        );
+        let router = Arc::new(Router::new(builder, &specs).await);
+        for route in router.table().routes() {
+            tracing::info!(route = %route.name, key = %route.key, "Amazon Connect route ready");
+        }
+        let replayer = (!config.quota.replay_window.is_zero()).then(|| {
+            let redis = shared_store.map(|store| {
+                RedisReplays::new(store, config.quota.replay_window, replay_metrics.clone())
+            });
+            Arc::new(Replayer::new(
+                MemoryReplays::new(config.quota.replay_capacity, config.quota.replay_window),
+                redis,
+                replay_metrics,
+            ))
+        });
         let shutdown = Shutdown::default();
+        let metric_families = registry.families().to_vec();
         let metrics_endpoint = match config.telemetry.metrics_listen {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)
@@ -301,7 +340,8 @@ impl App {
                     bound,
                     metrics_endpoint::serve(
                         listener,
-                        metrics.clone(),
+                        registry.into_exposition(),
+                        connection_metrics.clone(),
                         limits,
                         shutdown.stopped.clone(),
                     ),
@@ -309,22 +349,6 @@ impl App {
             }
             None => None,
         };
-        let shared_store = shared_store(&config, metrics.clone());
-        let stores = quota_stores(&config, shared_store.clone(), metrics.clone());
-        let builder = RouteBuilder::new(base, config.middleware(), stores, metrics.clone());
-        let router = Arc::new(Router::new(builder, &specs).await);
-        for route in router.table().routes() {
-            tracing::info!(route = %route.name, key = %route.key, "Amazon Connect route ready");
-        }
-        let replayer = (!config.quota.replay_window.is_zero()).then(|| {
-            let redis = shared_store
-                .map(|store| RedisReplays::new(store, config.quota.replay_window, metrics.clone()));
-            Arc::new(Replayer::new(
-                MemoryReplays::new(config.quota.replay_capacity, config.quota.replay_window),
-                redis,
-                metrics.clone(),
-            ))
-        });
         let drain = Drain::default();
         Ok(Self {
             listener,
@@ -333,10 +357,14 @@ impl App {
                 router.clone(),
                 config.retries.default_deadline,
                 drain.clone(),
-                metrics.clone(),
+                rpc_metrics,
+                caller_metrics,
                 Guards { callers, replayer },
             ),
-            metrics,
+            upstream_metrics,
+            route_metrics,
+            connection_metrics,
+            metric_families,
             metrics_endpoint,
             shutdown,
             router,
@@ -382,6 +410,12 @@ impl App {
         self.metrics_endpoint.as_ref().map(|(addr, _)| *addr)
     }
 
+    /// Every metric family exported (a counter's name without `_total`): names that the
+    /// dashboard, the alert rules and `scripts/monitoring.py` depend on.
+    pub fn metric_families(&self) -> &[String] {
+        &self.metric_families
+    }
+
     /// The embedded simulator, when serving with `--simulator`.
     pub fn simulator(&self) -> Option<&Simulator> {
         self.simulator.as_ref()
@@ -418,7 +452,7 @@ impl App {
                     .map(|route| (route.key.clone(), route.stack.breaker()))
                     .collect()
             },
-            self.metrics.clone(),
+            self.upstream_metrics.clone(),
             self.readiness_follows_breaker,
             draining.clone(),
         );
@@ -427,17 +461,13 @@ impl App {
                 self.router.clone(),
                 path,
                 self.routes_reload_interval,
-                self.metrics.clone(),
+                self.route_metrics.clone(),
                 draining.clone(),
             )
         });
         tracing::info!(addr = %self.local_addr, "connect-facade serving gRPC");
         let limits = self.limits;
-        let protocols = ProtocolsLayer::new(
-            self.api.clone(),
-            limits.max_message_size,
-            self.metrics.clone(),
-        );
+        let protocols = ProtocolsLayer::new(self.api.clone(), limits.max_message_size);
         let cors = self.cors;
         let routes = Routes::new(health_service)
             .add_service(reflection_v1)
@@ -473,11 +503,11 @@ impl App {
         let buffers = ProcessBuffers::new(
             limits.max_buffered_requests,
             limits.max_open_requests,
-            self.metrics.clone(),
+            self.connection_metrics.clone(),
         );
         let stop_accepting = draining.clone().cancelled_owned();
         let admission = limits.admission;
-        let metrics = self.metrics.clone();
+        let metrics = self.connection_metrics;
         // TLS or not, the connections are of different types, hence the box.
         let mut reloads = None;
         let mut server: Pin<Box<dyn Future<Output = ()> + Send>> = match self.tls {
@@ -547,7 +577,7 @@ impl App {
 
 /// The Redis every replica shares, when `--quota-store` names one: built once, for the quota and
 /// the replay cache.
-fn shared_store(config: &ServeConfig, metrics: Arc<Metrics>) -> Option<SharedStore> {
+fn shared_store(config: &ServeConfig, metrics: StoreMetrics) -> Option<SharedStore> {
     match &config.quota.quota_store {
         QuotaStoreChoice::Local => None,
         QuotaStoreChoice::Redis(address) => {
@@ -566,10 +596,10 @@ fn shared_store(config: &ServeConfig, metrics: Arc<Metrics>) -> Option<SharedSto
 fn quota_stores(
     config: &ServeConfig,
     store: Option<SharedStore>,
-    metrics: Arc<Metrics>,
+    metrics: QuotaMetrics,
 ) -> QuotaStores {
     match store {
-        None => QuotaStores::local(metrics),
+        None => QuotaStores::local(),
         Some(store) => QuotaStores::shared(
             store,
             config

@@ -18,7 +18,8 @@
 //!
 //! Around them: [`config`] (flags and environment), [`app`] (startup and serving, with reflection and
 //! health), [`listener`] (which connections are admitted), [`lifecycle`] (readiness and graceful shutdown),
-//! [`telemetry`] (logs), [`metrics`] (Prometheus) and [`simulator`], an Amazon Connect that speaks the real wire format,
+//! [`telemetry`] (logs), [`metrics`] (the one Prometheus registry, into which each part registers
+//! its own families) and [`simulator`], an Amazon Connect that speaks the real wire format,
 //! used when no AWS account is at hand and by every test (with its own model of the operation, so
 //! the facade's mistakes are caught rather than mirrored).
 

@@ -17,7 +17,10 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{metrics::Metrics, middleware::circuit_breaker::Breaker, proto::SERVICE_NAME};
+use crate::{
+    middleware::{UpstreamMetrics, circuit_breaker::Breaker},
+    proto::SERVICE_NAME,
+};
 
 /// How often the breaker's state is read into its metric (and readiness, when it follows).
 const READINESS_INTERVAL: Duration = Duration::from_millis(200);
@@ -61,7 +64,7 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 pub fn follow_breaker(
     reporter: HealthReporter,
     breakers: impl Fn() -> Vec<(String, Arc<Breaker>)> + Send + 'static,
-    metrics: Arc<Metrics>,
+    metrics: UpstreamMetrics,
     readiness_follows: bool,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {

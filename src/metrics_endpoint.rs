@@ -14,20 +14,22 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    listener::{self, AdmissionLimits},
-    metrics::Metrics,
+    listener::{self, AdmissionLimits, ConnectionMetrics},
+    metrics::Exposition,
 };
 
 /// Serves `GET /metrics` on `listener` until `stop` (a scrape under way is finished).
 pub fn serve(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
+    metrics: Arc<Exposition>,
+    connection_metrics: ConnectionMetrics,
     limits: AdmissionLimits,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
-    let mut connections = listener::admit(listener, "metrics", limits, metrics.clone(), |stream| {
-        std::future::ready(Ok(stream))
-    });
+    let mut connections =
+        listener::admit(listener, "metrics", limits, connection_metrics, |stream| {
+            std::future::ready(Ok(stream))
+        });
     tokio::spawn(async move {
         while let Some(Some(Ok(connection))) = stop.run_until_cancelled(connections.next()).await {
             let metrics = metrics.clone();
@@ -47,7 +49,7 @@ pub fn serve(
     })
 }
 
-fn answer(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn answer(metrics: &Exposition, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, content_type, body) =
         if request.method() == Method::GET && request.uri().path() == "/metrics" {
             (

@@ -35,14 +35,14 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 
-use crate::metrics::Metrics;
+use crate::listener::ConnectionMetrics;
 
 /// What every connection's calls hold, together.
 #[derive(Debug)]
 pub struct ProcessBuffers {
     held: AtomicUsize,
     limit: usize,
-    metrics: Arc<Metrics>,
+    metrics: ConnectionMetrics,
     open: AtomicUsize,
     max_open: usize,
     /// Every connection, to find the one holding the most open requests when the bound is full.
@@ -59,7 +59,7 @@ const RESET_BUFFER: u8 = 1;
 const RESET_OPEN_REQUESTS: u8 = 2;
 
 impl ProcessBuffers {
-    pub fn new(limit: usize, max_open: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(limit: usize, max_open: usize, metrics: ConnectionMetrics) -> Arc<Self> {
         metrics.set_request_buffer_bytes(0);
         Arc::new(Self {
             held: AtomicUsize::new(0),
@@ -187,7 +187,7 @@ impl ConnectionBuffers {
     /// Counts this connection among those the facade closed, for `reason` (`buffer`, `idle`,
     /// `max_age`).
     pub fn count_closed(&self, reason: &'static str) {
-        self.process.metrics.connection_closed("grpc", reason);
+        self.process.metrics.closed("grpc", reason);
     }
 
     fn add(&self, bytes: usize) {
@@ -267,7 +267,11 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_count_until_the_call_ends_and_a_bound_passed_is_reported() {
-        let process = ProcessBuffers::new(1_000, 10, Arc::new(Metrics::new()));
+        let process = ProcessBuffers::new(
+            1_000,
+            10,
+            ConnectionMetrics::register(&mut crate::metrics::MetricsRegistry::new()),
+        );
         let connection = process.connection(100);
         let first = connection.call();
         first.held.fetch_add(60, Ordering::AcqRel);
@@ -291,7 +295,11 @@ mod tests {
     #[tokio::test]
     async fn a_full_bound_resets_the_busiest_connection_for_a_newcomer_and_refuses_a_peer_like_it()
     {
-        let process = ProcessBuffers::new(1_000, 4, Arc::new(Metrics::new()));
+        let process = ProcessBuffers::new(
+            1_000,
+            4,
+            ConnectionMetrics::register(&mut crate::metrics::MetricsRegistry::new()),
+        );
         let attacker = process.connection(100);
         let held: Vec<_> = (0..3).map(|_| attacker.open_request().unwrap()).collect();
         let spread = process.connection(100);

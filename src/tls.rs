@@ -11,10 +11,14 @@
 //! that does not match the certificate) keeps the configuration in use and logs why; connections
 //! already open keep the certificate they were made with.
 
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+};
 use std::{
     io,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, atomic::AtomicI64},
     time::Duration,
 };
 use tokio_util::sync::CancellationToken;
@@ -30,7 +34,10 @@ use tokio_rustls::{
     },
 };
 
-use crate::{metrics::Metrics, reload::Triggers};
+use crate::{
+    metrics::{MetricsRegistry, OutcomeLabels},
+    reload::Triggers,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -129,6 +136,52 @@ fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>,
     Ok(certs)
 }
 
+/// TLS's families: reloads, and the served certificate's expiry. Registered whether or not TLS is
+/// on; the expiry's series appears only with TLS on, so that an expiry alert never fires on a
+/// plaintext server.
+#[derive(Clone, Debug)]
+pub struct TlsMetrics {
+    reloads: Family<OutcomeLabels, Counter>,
+    expiry: Family<CertLabels, Gauge<i64, AtomicI64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertLabels {
+    cert: String,
+}
+
+impl TlsMetrics {
+    pub fn register(registry: &mut MetricsRegistry) -> Self {
+        let metrics = Self {
+            reloads: Family::default(),
+            expiry: Family::default(),
+        };
+        registry.register(
+            "tls_reloads",
+            "TLS certificate reloads (SIGHUP or changed files), by result (ok, error)",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the certificate served over TLS (seconds since the epoch), by file; alert well before it",
+            metrics.expiry.clone(),
+        );
+        metrics
+    }
+
+    fn reloaded(&self, ok: bool) {
+        self.reloads.get_or_create(&OutcomeLabels::of(ok)).inc();
+    }
+
+    fn set_certificate_expiry(&self, cert: &str, not_after: i64) {
+        self.expiry
+            .get_or_create(&CertLabels {
+                cert: cert.to_owned(),
+            })
+            .set(not_after);
+    }
+}
+
 /// The served certificate's expiry (its `notAfter`, seconds since the epoch), for the metric.
 fn expiry(contents: &Contents) -> Option<i64> {
     let leaf = CertificateDer::pem_slice_iter(&contents.cert)
@@ -145,12 +198,12 @@ pub struct Tls {
     /// not at every look (an unreadable file is reported at every look until it is back).
     seen: Contents,
     current: watch::Sender<Arc<ServerConfig>>,
-    metrics: Arc<Metrics>,
+    metrics: TlsMetrics,
 }
 
 impl Tls {
     /// Reads and checks the files: a bad file stops startup before the server listens.
-    pub fn load(files: TlsFiles, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
+    pub fn load(files: TlsFiles, metrics: TlsMetrics) -> Result<Self, TlsError> {
         let seen = files.read()?;
         let config = files.server_config(&seen)?;
         let tls = Self {
@@ -166,7 +219,7 @@ impl Tls {
     fn export_expiry(&self) {
         if let Some(not_after) = expiry(&self.seen) {
             let cert = self.files.cert.display().to_string();
-            self.metrics.set_tls_certificate_expiry(&cert, not_after);
+            self.metrics.set_certificate_expiry(&cert, not_after);
         }
     }
 
@@ -190,7 +243,7 @@ impl Tls {
         match self.files.server_config(&contents) {
             Ok(config) => {
                 self.current.send_replace(Arc::new(config));
-                self.metrics.tls_reloaded(true);
+                self.metrics.reloaded(true);
                 self.export_expiry();
                 tracing::info!(cert = %self.files.cert.display(), "TLS certificates reloaded");
             }
@@ -199,7 +252,7 @@ impl Tls {
     }
 
     fn failed(&self, error: TlsError) {
-        self.metrics.tls_reloaded(false);
+        self.metrics.reloaded(false);
         tracing::error!(%error, "TLS reload failed: still serving the previous certificates");
     }
 

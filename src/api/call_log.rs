@@ -20,7 +20,8 @@ use parking_lot::Mutex;
 use tonic::Code;
 
 use super::CallRecord;
-use crate::{clip, metrics::Metrics};
+use super::metrics::RpcMetrics;
+use crate::clip;
 
 /// Where each call's line goes, so operators can turn it up or down on its own in `RUST_LOG`.
 pub const CALL_LOG_TARGET: &str = "connect_facade::calls";
@@ -39,11 +40,11 @@ pub struct FailedCallLines {
     per_second: u32,
     suppressed: AtomicU64,
     last_report: Mutex<Instant>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<RpcMetrics>,
 }
 
 impl FailedCallLines {
-    pub fn new(per_second: u32, metrics: Arc<Metrics>) -> Self {
+    pub fn new(per_second: u32, metrics: Arc<RpcMetrics>) -> Self {
         let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
         Self {
             limiter: RateLimiter::direct(Quota::per_second(rate)),
@@ -121,7 +122,10 @@ mod tests {
 
     #[test]
     fn lines_past_the_budget_are_counted_not_written() {
-        let lines = FailedCallLines::new(10, Arc::new(Metrics::new()));
+        let lines = FailedCallLines::new(
+            10,
+            RpcMetrics::register(&mut crate::metrics::MetricsRegistry::new()),
+        );
         let written = (0..1_000).filter(|_| lines.admit()).count();
         assert!((10..=12).contains(&written), "{written} written");
         assert!(lines.suppressed.load(Ordering::Relaxed) >= 988);

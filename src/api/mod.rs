@@ -7,9 +7,11 @@
 mod call_log;
 pub mod deadline;
 pub mod expiry;
+mod metrics;
 pub mod protocols;
 
 pub use call_log::CALL_LOG_TARGET;
+pub use metrics::{PROTOCOL_SLOTS, RpcMetrics, go_code_name};
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,11 +22,10 @@ use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
-    auth::{self, Authenticated, CallerShare, Callers, Refusal},
+    auth::{self, Authenticated, CallerMetrics, CallerRefusal, CallerShare, Callers, Refusal},
     clip,
     domain::{AssociationRequest, RehydrationType, Rejected, UnvalidatedRequest},
     lifecycle::Drain,
-    metrics::{CallerRefusal, Metrics},
     middleware::UpstreamCall,
     proto::{
         self, CreatePersistentContactAssociationRequest,
@@ -65,7 +66,8 @@ pub struct ContactApi {
     router: Arc<Router>,
     default_deadline: Duration,
     drain: Drain,
-    metrics: Arc<Metrics>,
+    metrics: Arc<RpcMetrics>,
+    caller_metrics: CallerMetrics,
     callers: Option<Arc<Callers>>,
     caller_rates: Option<Arc<CallerRates>>,
     replayer: Option<Arc<Replayer>>,
@@ -77,7 +79,8 @@ impl ContactApi {
         router: Arc<Router>,
         default_deadline: Duration,
         drain: Drain,
-        metrics: Arc<Metrics>,
+        metrics: Arc<RpcMetrics>,
+        caller_metrics: CallerMetrics,
         guards: Guards,
     ) -> Self {
         let caller_rates = guards
@@ -92,6 +95,7 @@ impl ContactApi {
             default_deadline,
             drain,
             metrics,
+            caller_metrics,
             callers: guards.callers,
             caller_rates,
             replayer: guards.replayer,
@@ -172,8 +176,8 @@ impl ContactApi {
         if let Some(rates) = &self.caller_rates
             && let Err(retry_after) = rates.check(&caller)
         {
-            self.metrics
-                .caller_refused(caller.name.as_deref(), CallerRefusal::CallerRate);
+            self.caller_metrics
+                .refused(caller.name.as_deref(), CallerRefusal::CallerRate);
             let error = CallError::CallerRateLimited {
                 caller: caller.label().to_owned(),
                 max_rate: caller.max_rate.unwrap_or_default(),
@@ -370,7 +374,7 @@ impl ContactApi {
         let error = match who.and_then(|who| callers.permit(who, instance_id)) {
             Ok(caller) => {
                 Span::current().record("caller", caller.label());
-                self.metrics.caller_call(caller.label());
+                self.caller_metrics.call(caller.label());
                 return Ok(caller.clone());
             }
             Err(Refusal::Unauthenticated) => CallError::Unauthenticated,

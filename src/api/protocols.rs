@@ -32,10 +32,9 @@ use tonic::{Code, Status, body::Body};
 use tonic_types::StatusExt;
 use tower::{BoxError, Layer, Service};
 
-use super::{ContactApi, deadline};
+use super::{ContactApi, RpcMetrics, deadline};
 use crate::{
     clip,
-    metrics::Metrics,
     proto::{CreatePersistentContactAssociationRequest, contact_service_server::ContactService},
     request_buffers::OpenRequestsFull,
     status::CallError,
@@ -108,15 +107,15 @@ impl Protocol {
 pub struct ProtocolsLayer {
     api: ContactApi,
     max_message_size: usize,
-    metrics: Arc<Metrics>,
+    metrics: Arc<RpcMetrics>,
 }
 
 impl ProtocolsLayer {
-    pub fn new(api: ContactApi, max_message_size: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(api: ContactApi, max_message_size: usize) -> Self {
         Self {
+            metrics: api.metrics.clone(),
             api,
             max_message_size,
-            metrics,
         }
     }
 }
@@ -620,7 +619,7 @@ mod tests {
         assert_eq!(of("text/plain"), Protocol::Other);
         assert_eq!(Protocol::of(&HeaderMap::new()), Protocol::Other);
         // Every protocol has a series slot of its own.
-        assert_eq!(Protocol::Other.slot() + 1, crate::metrics::PROTOCOL_SLOTS);
+        assert_eq!(Protocol::Other.slot() + 1, crate::api::PROTOCOL_SLOTS);
     }
 
     #[test]

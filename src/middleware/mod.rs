@@ -17,6 +17,7 @@
 //! tonic's own HTTP request cannot be cloned.
 
 pub mod circuit_breaker;
+mod metrics;
 pub mod rate_limit;
 pub mod retry;
 
@@ -40,7 +41,6 @@ use tracing::Instrument;
 use crate::{
     auth::CallerShare,
     domain::AssociationRequest,
-    metrics::{KeyAttempts, Metrics},
     quota::QuotaStore,
     status::CallError,
     telemetry,
@@ -48,6 +48,7 @@ use crate::{
 };
 
 pub use circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
+pub use metrics::{KeyAttempts, KeyRateLimit, UpstreamMetrics};
 pub use rate_limit::{RateLimitConfig, RateLimitLayer};
 pub use retry::{RetryConfig, RetryPolicy};
 
@@ -127,12 +128,13 @@ impl KeyGuards {
         key: &str,
         quota: Arc<dyn QuotaStore>,
         config: &MiddlewareConfig,
-        metrics: Arc<Metrics>,
+        metrics: &UpstreamMetrics,
     ) -> Self {
         Self {
             breaker: CircuitBreakerLayer::new(key, config.breaker.clone()),
-            rate_limit: (config.rate_limit.limits.rate_per_second > 0.0)
-                .then(|| RateLimitLayer::new(key, quota, &config.rate_limit, metrics.clone())),
+            rate_limit: (config.rate_limit.limits.rate_per_second > 0.0).then(|| {
+                RateLimitLayer::new(key, quota, &config.rate_limit, metrics.key_rate_limit(key))
+            }),
             attempts: metrics.key_attempts(key),
         }
     }
@@ -164,7 +166,7 @@ impl UpstreamStack {
         guards: &KeyGuards,
         limits: &ProcessLimits,
         config: &MiddlewareConfig,
-        metrics: Arc<Metrics>,
+        metrics: &UpstreamMetrics,
     ) -> Self {
         // A layer turned off by its flag is left out, not bypassed: it then costs nothing.
         let retry = (config.retry.max_attempts > 1)

@@ -22,9 +22,8 @@ use std::{
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
-use super::{CallFuture, UpstreamCall};
+use super::{CallFuture, KeyRateLimit, UpstreamCall};
 use crate::{
-    metrics::Metrics,
     quota::{Bucket, Full, QuotaLimits, QuotaStore, fair::FairQueue},
     status::{CallError, RatePolicy},
     upstream::{Association, UpstreamErrorKind},
@@ -46,7 +45,7 @@ struct Limiter {
     fair: FairQueue,
     limits: QuotaLimits,
     max_queue_wait: Duration,
-    metrics: Arc<Metrics>,
+    metrics: KeyRateLimit,
 }
 
 impl Limiter {
@@ -63,19 +62,17 @@ impl Limiter {
             .await;
         match decision {
             Ok(slot) => {
-                self.metrics.set_rate_limit(&self.key, slot.rate);
+                self.metrics.set_rate(slot.rate);
                 if !slot.wait.is_zero() {
                     tokio::time::sleep(slot.wait).await;
                 }
-                if slot.queued {
-                    self.metrics.rate_limiter_waited(started.elapsed(), caller);
-                }
-                self.metrics.caller_slot_granted(caller);
+                let waited = slot.queued.then(|| started.elapsed());
+                self.metrics.granted(waited, caller);
                 Ok(())
             }
             Err(full) => {
-                self.metrics.set_rate_limit(&self.key, full.rate);
-                self.metrics.rate_limiter_refused(&self.key, caller);
+                self.metrics.set_rate(full.rate);
+                self.metrics.refused(caller);
                 let (subject, description, policy) = match full.bucket {
                     Bucket::Instance => {
                         let (rate, burst) = self.limits.per_instance.unwrap_or_default();
@@ -164,9 +161,9 @@ impl RateLimitLayer {
         key: &str,
         store: Arc<dyn QuotaStore>,
         config: &RateLimitConfig,
-        metrics: Arc<Metrics>,
+        metrics: KeyRateLimit,
     ) -> Self {
-        metrics.set_rate_limit(key, config.limits.rate_per_second);
+        metrics.set_rate(config.limits.rate_per_second);
         Self {
             limiter: Arc::new(Limiter {
                 key: key.to_owned(),

@@ -26,9 +26,8 @@ use tower::{
     util::rng::{HasherRng, Rng},
 };
 
-use super::UpstreamCall;
+use super::{UpstreamCall, UpstreamMetrics};
 use crate::{
-    metrics::Metrics,
     status::CallError,
     upstream::{Association, UpstreamErrorKind},
 };
@@ -69,13 +68,13 @@ pub fn is_retryable(error: &CallError) -> bool {
 #[derive(Clone)]
 pub struct RetryPolicy {
     config: RetryConfig,
-    metrics: Arc<Metrics>,
+    metrics: UpstreamMetrics,
     budget: Arc<TpsBudget>,
     rng: HasherRng,
 }
 
 impl RetryPolicy {
-    pub fn new(config: RetryConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: RetryConfig, metrics: UpstreamMetrics) -> Self {
         let budget = TpsBudget::new(
             config
                 .budget_window
@@ -183,6 +182,12 @@ impl Policy<UpstreamCall, Association, CallError> for RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unregistered() -> UpstreamMetrics {
+        let mut registry = crate::metrics::MetricsRegistry::new();
+        let callers = crate::auth::CallerMetrics::register(&mut registry);
+        UpstreamMetrics::register(&mut registry, callers)
+    }
     use crate::upstream::UpstreamError;
 
     fn config() -> RetryConfig {
@@ -228,7 +233,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_exponentially_with_jitter_and_a_cap() {
-        let mut policy = RetryPolicy::new(config(), Arc::new(Metrics::new()));
+        let mut policy = RetryPolicy::new(config(), unregistered());
         for _ in 0..100 {
             let first = policy.backoff(false, 1);
             assert!((25..=50).contains(&first.as_millis()), "{first:?}");
@@ -263,7 +268,7 @@ mod tests {
             Instant::now() + Duration::from_secs(30),
             CallerShare::anonymous(),
         );
-        let mut policy = RetryPolicy::new(config(), Arc::new(Metrics::new()));
+        let mut policy = RetryPolicy::new(config(), unregistered());
         let mut throttled = Err(failure(UpstreamErrorKind::Throttling));
         call.attempts.store(1, std::sync::atomic::Ordering::Relaxed);
         assert!(policy.retry(&mut call, &mut throttled).is_some());

@@ -24,6 +24,7 @@ pub mod adaptive;
 pub mod caller_rate;
 pub mod fair;
 pub mod local;
+mod metrics;
 pub mod redis;
 pub mod shared;
 pub mod stores;
@@ -33,6 +34,7 @@ use std::{future::Future, pin::Pin, time::Duration};
 use tokio::time::Instant;
 
 pub use adaptive::AdaptiveConfig;
+pub use metrics::QuotaMetrics;
 
 /// The limits a store enforces for each quota key.
 #[derive(Clone, Debug)]

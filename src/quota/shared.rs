@@ -40,11 +40,12 @@ use std::{
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use super::QuotaMetrics;
 use super::{
     Bucket, Full, QuotaLimits, QuotaStore, Slot, SlotRequest, StoreFuture,
     adaptive::INCREASE_INTERVAL, local::LocalQuota, redis::RedisQuota,
 };
-use crate::{metrics::Metrics, store::SharedStore};
+use crate::store::SharedStore;
 
 /// How often a replica registers itself among the key's live replicas.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -90,7 +91,7 @@ struct Inner {
     shared_rate: AtomicU64,
     /// When this replica last asked the shared rate to climb (it climbs once per interval at most).
     last_climb: Mutex<Option<Instant>>,
-    metrics: Arc<Metrics>,
+    metrics: QuotaMetrics,
 }
 
 impl SharedQuota {
@@ -102,7 +103,7 @@ impl SharedQuota {
         limits: QuotaLimits,
         fallback_cap: Option<f64>,
         unknown_fleet_rate: f64,
-        metrics: Arc<Metrics>,
+        metrics: QuotaMetrics,
     ) -> Self {
         let redis = RedisQuota::with_connection(store.connection(), store.prefix(), limits.clone());
         let inner = Arc::new(Inner {
@@ -126,9 +127,7 @@ impl SharedQuota {
             limits,
             metrics,
         });
-        inner
-            .metrics
-            .set_quota_fallback_rate(key, inner.fallback_rate());
+        inner.metrics.set_fallback_rate(key, inner.fallback_rate());
         tokio::spawn(heartbeat(Arc::downgrade(&inner)));
         Self { inner }
     }
@@ -185,7 +184,7 @@ impl Inner {
                     + interval)
                     .max(Instant::now()),
             };
-            self.metrics.set_quota_fallback_rate(&self.key, rate);
+            self.metrics.set_fallback_rate(&self.key, rate);
             tracing::info!(key = %self.key, rate, fleet = self.fleet.load(Ordering::Relaxed), "quota fallback in force");
         }
         (fallback.quota.clone(), fallback.starts_at)
@@ -282,11 +281,11 @@ async fn heartbeat(inner: Weak<Inner>) {
             .register(&inner.key, store.replica_id(), REGISTRATION_TTL);
         if let Some(live) = store.ask(store.timeout(), registered).await {
             inner.fleet.store(live.max(1), Ordering::Relaxed);
-            inner.metrics.set_quota_fleet_replicas(&inner.key, live);
+            inner.metrics.set_fleet_replicas(&inner.key, live);
             if store.is_up() {
                 inner
                     .metrics
-                    .set_quota_fallback_rate(&inner.key, inner.fallback_rate());
+                    .set_fallback_rate(&inner.key, inner.fallback_rate());
             }
         }
     }

@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
+use super::QuotaMetrics;
 use super::{QuotaLimits, QuotaStore, local::LocalQuota, shared::SharedQuota};
-use crate::{metrics::Metrics, store::SharedStore};
+use crate::store::SharedStore;
 
 /// Where the stores keep their buckets.
 #[derive(Clone)]
 pub struct QuotaStores {
     shared: Option<Shared>,
-    metrics: Arc<Metrics>,
 }
 
 #[derive(Clone)]
@@ -22,15 +22,13 @@ struct Shared {
     /// The fallback's rate before the fleet is known, as a share of each key's rate
     /// (`--quota-fallback-rate`, or half: two replicas is the base deployment).
     unknown_fleet_share: f64,
+    metrics: QuotaMetrics,
 }
 
 impl QuotaStores {
     /// Buckets in this process.
-    pub fn local(metrics: Arc<Metrics>) -> Self {
-        Self {
-            shared: None,
-            metrics,
-        }
+    pub fn local() -> Self {
+        Self { shared: None }
     }
 
     /// Buckets in the shared `store`; while it fails, each replica uses a local bucket at its share
@@ -39,15 +37,15 @@ impl QuotaStores {
         store: SharedStore,
         cap_share: Option<f64>,
         unknown_fleet_share: f64,
-        metrics: Arc<Metrics>,
+        metrics: QuotaMetrics,
     ) -> Self {
         Self {
             shared: Some(Shared {
                 store,
                 cap_share,
                 unknown_fleet_share,
+                metrics,
             }),
-            metrics,
         }
     }
 
@@ -63,7 +61,7 @@ impl QuotaStores {
                     limits,
                     shared.cap_share.map(|share| rate * share),
                     rate * shared.unknown_fleet_share,
-                    self.metrics.clone(),
+                    shared.metrics.clone(),
                 ))
             }
         }

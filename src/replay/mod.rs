@@ -32,6 +32,7 @@
 //! each other's calls; Redis failing only loses the sharing, never a call.
 
 pub mod memory;
+mod metrics;
 pub mod redis;
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
@@ -43,12 +44,12 @@ use tracing::Instrument;
 
 use crate::{
     domain::{AssociationRequest, RehydrationType},
-    metrics::Metrics,
     status::CallError,
     upstream::Association,
 };
 
 pub use memory::MemoryReplays;
+pub use metrics::ReplayMetrics;
 pub use redis::RedisReplays;
 
 /// A call's key: its quota key, instance and initial contact, hashed (32 bytes whatever their length).
@@ -150,7 +151,7 @@ pub struct Replayer {
     memory: MemoryReplays,
     redis: Option<RedisReplays>,
     in_flight: Mutex<HashMap<ContactKey, InFlight>>,
-    metrics: Arc<Metrics>,
+    metrics: ReplayMetrics,
 }
 
 impl std::fmt::Debug for Replayer {
@@ -162,7 +163,7 @@ impl std::fmt::Debug for Replayer {
 }
 
 impl Replayer {
-    pub fn new(memory: MemoryReplays, redis: Option<RedisReplays>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(memory: MemoryReplays, redis: Option<RedisReplays>, metrics: ReplayMetrics) -> Self {
         Self {
             memory,
             redis,
@@ -301,7 +302,7 @@ impl Replayer {
 
     fn keep(&self, key: ContactKey, replay: Replay) {
         self.memory.insert(key, replay);
-        self.metrics.set_replay_entries(self.memory.entries());
+        self.metrics.set_entries(self.memory.entries());
     }
 }
 

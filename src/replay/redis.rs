@@ -19,8 +19,9 @@ use redis::Script;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::ReplayMetrics;
 use super::{ContactKey, Fingerprint, Replay, TokenHash, lock_ttl};
-use crate::{domain::RehydrationType, metrics::Metrics, store::SharedStore, upstream::Association};
+use crate::{domain::RehydrationType, store::SharedStore, upstream::Association};
 
 /// How often a replica asks whether another replica's identical call has its answer.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
@@ -61,11 +62,11 @@ pub struct RedisReplays {
     window: Duration,
     claim: Arc<Script>,
     finish: Arc<Script>,
-    metrics: Arc<Metrics>,
+    metrics: ReplayMetrics,
 }
 
 impl RedisReplays {
-    pub fn new(store: SharedStore, window: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(store: SharedStore, window: Duration, metrics: ReplayMetrics) -> Self {
         Self {
             store,
             window,

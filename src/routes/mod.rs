@@ -5,6 +5,7 @@
 //! - [`reload_on_change`] replaces the routes on SIGHUP and when the file changes. A file that cannot
 //!   be used is refused with its name and line, and the routes in use stay.
 
+mod metrics;
 pub mod router;
 pub mod spec;
 
@@ -13,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use spec::RoutesError;
 
-use crate::{metrics::Metrics, reload::Triggers};
+pub use metrics::RouteMetrics;
+
+use crate::reload::Triggers;
 use router::Router;
 
 /// Re-reads `path` on SIGHUP, and every `interval` when its contents changed, until `stop`.
@@ -21,7 +24,7 @@ pub fn reload_on_change(
     router: Arc<Router>,
     path: PathBuf,
     interval: Duration,
-    metrics: Arc<Metrics>,
+    metrics: RouteMetrics,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let mut triggers = Triggers::new(interval, "the routes file", stop);
@@ -37,7 +40,7 @@ pub fn reload_on_change(
             match spec::read(&path) {
                 Ok(specs) => {
                     router.replace(&specs).await;
-                    metrics.routes_reloaded(true, specs.len());
+                    metrics.reloaded(true, specs.len());
                     let change = Change::between(&in_use, &specs);
                     tracing::info!(
                         file = %path.display(),
@@ -50,7 +53,7 @@ pub fn reload_on_change(
                     in_use = specs;
                 }
                 Err(error) => {
-                    metrics.routes_reloaded(false, router.table().routes().len());
+                    metrics.reloaded(false, router.table().routes().len());
                     tracing::error!(%error, "routes reload failed: still serving the previous routes");
                 }
             }

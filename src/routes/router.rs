@@ -11,10 +11,9 @@ use std::{collections::HashMap, sync::Arc};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use super::spec::RouteSpec;
+use super::{RouteMetrics, spec::RouteSpec};
 use crate::{
-    metrics::Metrics,
-    middleware::{KeyGuards, MiddlewareConfig, ProcessLimits, UpstreamStack},
+    middleware::{KeyGuards, MiddlewareConfig, ProcessLimits, UpstreamMetrics, UpstreamStack},
     quota::stores::QuotaStores,
     upstream::{RouteTarget, UpstreamBase},
 };
@@ -60,7 +59,8 @@ pub struct RouteBuilder {
     limits: ProcessLimits,
     middleware: MiddlewareConfig,
     stores: QuotaStores,
-    metrics: Arc<Metrics>,
+    upstream_metrics: UpstreamMetrics,
+    metrics: RouteMetrics,
     /// The guards of every account and region seen so far.
     guards: Mutex<HashMap<String, KeyGuards>>,
 }
@@ -70,13 +70,15 @@ impl RouteBuilder {
         base: UpstreamBase,
         middleware: MiddlewareConfig,
         stores: QuotaStores,
-        metrics: Arc<Metrics>,
+        upstream_metrics: UpstreamMetrics,
+        metrics: RouteMetrics,
     ) -> Self {
         Self {
             base,
             limits: ProcessLimits::new(&middleware),
             middleware,
             stores,
+            upstream_metrics,
             metrics,
             guards: Mutex::new(HashMap::new()),
         }
@@ -110,7 +112,7 @@ impl RouteBuilder {
                 &guards,
                 &self.limits,
                 &middleware,
-                self.metrics.clone(),
+                &self.upstream_metrics,
             );
             let route = Arc::new(Route {
                 calls: self.metrics.route_calls(&spec.name),
@@ -136,7 +138,7 @@ impl RouteBuilder {
             .entry(key.to_owned())
             .or_insert_with(|| {
                 let store = self.stores.store(key, middleware.rate_limit.limits.clone());
-                KeyGuards::new(key, store, middleware, self.metrics.clone())
+                KeyGuards::new(key, store, middleware, &self.upstream_metrics)
             })
             .clone()
     }

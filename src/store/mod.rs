@@ -17,6 +17,7 @@
 
 pub mod address;
 pub mod connection;
+mod metrics;
 
 use std::{
     fmt::Display,
@@ -33,7 +34,7 @@ use tokio::time::Instant;
 pub use address::{StoreAddress, Topology};
 pub use connection::StoreConnection;
 
-use crate::metrics::Metrics;
+pub use metrics::StoreMetrics;
 
 /// How often a replica whose store is down asks it again.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
@@ -54,7 +55,7 @@ struct Inner {
     up: AtomicBool,
     /// How many times the store went down: a fallback built for an earlier outage is stale.
     outages: AtomicU64,
-    metrics: Arc<Metrics>,
+    metrics: StoreMetrics,
 }
 
 impl SharedStore {
@@ -63,9 +64,9 @@ impl SharedStore {
         address: StoreAddress,
         prefix: &str,
         timeout: Duration,
-        metrics: Arc<Metrics>,
+        metrics: StoreMetrics,
     ) -> Self {
-        metrics.set_quota_store_up(true);
+        metrics.set_up(true);
         Self {
             inner: Arc::new(Inner {
                 connection: StoreConnection::new(address.clone(), timeout),
@@ -124,7 +125,7 @@ impl SharedStore {
         let limit = bound.min(inner.timeout);
         let started = Instant::now();
         let outcome = tokio::time::timeout(limit, operation).await;
-        inner.metrics.quota_store_round_trip(started.elapsed());
+        inner.metrics.round_trip(started.elapsed());
         let error = match outcome {
             Ok(Ok(answer)) => return Some(answer),
             Ok(Err(error)) => error.to_string(),
@@ -137,10 +138,10 @@ impl SharedStore {
 
     fn failed(&self, error: &str) {
         let inner = &self.inner;
-        inner.metrics.quota_store_error();
+        inner.metrics.error();
         if inner.up.swap(false, Ordering::AcqRel) {
             inner.outages.fetch_add(1, Ordering::AcqRel);
-            inner.metrics.set_quota_store_up(false);
+            inner.metrics.set_up(false);
             tracing::warn!(
                 store = %inner.address,
                 %error,
@@ -163,10 +164,10 @@ async fn probe(store: SharedStore) {
             redis::cmd("PING").query_async::<redis::Value>(&mut connection),
         )
         .await;
-        inner.metrics.quota_store_round_trip(started.elapsed());
+        inner.metrics.round_trip(started.elapsed());
         if matches!(answered, Ok(Ok(_))) {
             inner.up.store(true, Ordering::Release);
-            inner.metrics.set_quota_store_up(true);
+            inner.metrics.set_up(true);
             tracing::info!(
                 store = %inner.address,
                 topology = inner.connection.kind().map_or("unknown", |kind| kind.as_str()),
@@ -174,6 +175,6 @@ async fn probe(store: SharedStore) {
             );
             return;
         }
-        inner.metrics.quota_store_error();
+        inner.metrics.error();
     }
 }

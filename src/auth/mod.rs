@@ -12,6 +12,10 @@
 //! `max_rate` (calls per second past which its calls are refused, whatever the quota): see
 //! [`crate::quota::fair`].
 
+mod metrics;
+
+pub use metrics::{CallerMetrics, CallerRefusal};
+
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use http::{Extensions, HeaderMap};

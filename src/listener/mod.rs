@@ -40,7 +40,9 @@ use tokio::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-use crate::metrics::Metrics;
+mod metrics;
+
+pub use metrics::ConnectionMetrics;
 
 /// How many bytes a peer must send within the handshake deadline: the length of the HTTP/2 client
 /// preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`); any HTTP/1.1 request line with its Host header is longer.
@@ -73,7 +75,7 @@ pub fn raise_descriptor_limit() -> io::Result<u64> {
 struct OpenCount {
     listener: &'static str,
     open: Arc<AtomicUsize>,
-    metrics: Arc<Metrics>,
+    metrics: ConnectionMetrics,
 }
 
 impl OpenCount {
@@ -94,7 +96,7 @@ impl OpenCount {
                 Err(now) => open = now,
             }
         }
-        self.metrics.set_open_connections(self.listener, open + 1);
+        self.metrics.set_open(self.listener, open + 1);
         Some(OpenConnection(self.clone()))
     }
 }
@@ -106,7 +108,7 @@ impl Drop for OpenConnection {
     fn drop(&mut self) {
         let count = &self.0;
         let open = count.open.fetch_sub(1, Ordering::AcqRel) - 1;
-        count.metrics.set_open_connections(count.listener, open);
+        count.metrics.set_open(count.listener, open);
     }
 }
 
@@ -116,7 +118,7 @@ pub fn admit<IO, H, F>(
     listener: TcpListener,
     name: &'static str,
     limits: AdmissionLimits,
-    metrics: Arc<Metrics>,
+    metrics: ConnectionMetrics,
     handshake: H,
 ) -> ReceiverStream<io::Result<Admitted<IO>>>
 where
@@ -130,7 +132,7 @@ where
         open: Arc::new(AtomicUsize::new(0)),
         metrics: metrics.clone(),
     };
-    metrics.set_open_connections(name, 0);
+    metrics.set_open(name, 0);
     tokio::spawn(async move {
         let mut out_of_descriptors = false;
         loop {
@@ -161,7 +163,7 @@ where
                 out_of_descriptors = false;
             }
             let Some(open) = count.try_open(limits.max_connections) else {
-                metrics.connection_closed(name, "cap");
+                metrics.closed(name, "cap");
                 // A reset rather than a graceful close: gRPC clients read it as UNAVAILABLE, the
                 // code they retry, where a connection closed before its HTTP/2 handshake is
                 // CANCELLED. No TIME_WAIT is left behind either.
@@ -190,9 +192,9 @@ where
                     }
                     Ok(Err(error)) => {
                         tracing::debug!(listener = name, %error, "handshake failed");
-                        metrics.connection_closed(name, "handshake_failed");
+                        metrics.closed(name, "handshake_failed");
                     }
-                    Err(_) => metrics.connection_closed(name, "handshake_timeout"),
+                    Err(_) => metrics.closed(name, "handshake_timeout"),
                 }
             });
         }
@@ -329,15 +331,16 @@ mod tests {
     ) -> (
         std::net::SocketAddr,
         ReceiverStream<io::Result<Admitted<TcpStream>>>,
-        Arc<Metrics>,
+        Arc<crate::metrics::Exposition>,
     ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let incoming = admit(listener, "grpc", limits, metrics.clone(), |stream| {
+        let mut registry = crate::metrics::MetricsRegistry::new();
+        let metrics = ConnectionMetrics::register(&mut registry);
+        let incoming = admit(listener, "grpc", limits, metrics, |stream| {
             std::future::ready(Ok(stream))
         });
-        (addr, incoming, metrics)
+        (addr, incoming, registry.into_exposition())
     }
 
     #[tokio::test]

@@ -1,0 +1,87 @@
+//! The connections' metrics, by listener (`grpc`, `metrics`): open now, closed by the facade before
+//! they were served and why, failed accepts, and the request bytes held for unanswered calls.
+//! Registered by the app; recorded by the accept loop, the HTTP/2 server's connection bounds and
+//! [`crate::request_buffers`].
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+};
+
+use crate::metrics::{MetricsRegistry, gauge_value};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabels {
+    listener: &'static str,
+    reason: &'static str,
+}
+
+/// The connections' families; a clone records into the same series.
+#[derive(Clone, Debug)]
+pub struct ConnectionMetrics {
+    open: Family<ListenerLabels, Gauge<i64, AtomicI64>>,
+    closed: Family<ClosedLabels, Counter>,
+    accept_errors: Family<ClosedLabels, Counter>,
+    request_buffer_bytes: Gauge<i64, AtomicI64>,
+}
+
+impl ConnectionMetrics {
+    pub fn register(registry: &mut MetricsRegistry) -> Self {
+        let metrics = Self {
+            open: Family::default(),
+            closed: Family::default(),
+            accept_errors: Family::default(),
+            request_buffer_bytes: Gauge::default(),
+        };
+        registry.register(
+            "request_buffer_bytes",
+            "Request body bytes held for calls not yet answered, over every connection",
+            metrics.request_buffer_bytes.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Connections open now, handshakes included, by listener (grpc, metrics)",
+            metrics.open.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections closed by the facade before they were served, by listener and reason (cap: over --max-connections; handshake_timeout; handshake_failed)",
+            metrics.closed.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts, by listener and reason (descriptors: out of file descriptors or socket memory; connection: the peer's own failure)",
+            metrics.accept_errors.clone(),
+        );
+        metrics
+    }
+
+    pub fn set_open(&self, listener: &'static str, open: usize) {
+        self.open
+            .get_or_create(&ListenerLabels { listener })
+            .set(gauge_value(open));
+    }
+
+    pub fn closed(&self, listener: &'static str, reason: &'static str) {
+        self.closed
+            .get_or_create(&ClosedLabels { listener, reason })
+            .inc();
+    }
+
+    pub fn accept_error(&self, listener: &'static str, reason: &'static str) {
+        self.accept_errors
+            .get_or_create(&ClosedLabels { listener, reason })
+            .inc();
+    }
+
+    pub fn set_request_buffer_bytes(&self, bytes: usize) {
+        self.request_buffer_bytes.set(gauge_value(bytes));
+    }
+}
