@@ -15,11 +15,12 @@ use tower::{
 
 use crate::{
     api::{
-        ContactApi, Guards, RpcMetrics, deadline,
+        GrpcAdapter,
         expiry::ExpiryLayer,
         protocols::{self, ProtocolsLayer},
     },
     auth::{AuthFileError, CallerMetrics, Callers},
+    call::{CallMetrics, CallService, Guards, RpcMetrics, deadline},
     config::{Command, QuotaStoreChoice, ServeConfig, SimulateConfig},
     lifecycle::{Drain, Shutdown, follow_breaker, set_health},
     listener::{self, AdmissionLimits, ConnectionMetrics},
@@ -149,7 +150,7 @@ async fn start_simulator(config: &SimulateConfig) -> Result<Simulator, StartupEr
 pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
-    api: ContactApi,
+    calls: CallService,
     router: Arc<Router>,
     routes_file: Option<std::path::PathBuf>,
     routes_reload_interval: Duration,
@@ -353,12 +354,14 @@ impl App {
         Ok(Self {
             listener,
             local_addr,
-            api: ContactApi::new(
+            calls: CallService::new(
                 router.clone(),
                 config.retries.default_deadline,
                 drain.clone(),
-                rpc_metrics,
-                caller_metrics,
+                CallMetrics {
+                    rpc: rpc_metrics,
+                    callers: caller_metrics,
+                },
                 Guards { callers, replayer },
             ),
             upstream_metrics,
@@ -467,13 +470,13 @@ impl App {
         });
         tracing::info!(addr = %self.local_addr, "connect-facade serving gRPC");
         let limits = self.limits;
-        let protocols = ProtocolsLayer::new(self.api.clone(), limits.max_message_size);
+        let protocols = ProtocolsLayer::new(self.calls.clone(), limits.max_message_size);
         let cors = self.cors;
         let routes = Routes::new(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                ContactServiceServer::new(self.api)
+                ContactServiceServer::new(GrpcAdapter::new(self.calls))
                     .max_decoding_message_size(limits.max_message_size)
                     .accept_compressed(CompressionEncoding::Gzip),
             );

@@ -4,31 +4,38 @@
 //!
 //! A call flows in one direction through these modules:
 //!
-//! 1. [`api`]: the tonic service receives `amazonconnect.v1.ContactService/CreatePersistentContactAssociation`
-//!    and reads the caller's deadline;
-//! 2. [`domain`]: the proto request is parsed once into a validated [`domain::AssociationRequest`]
-//!    (every violated field reported), with a client token generated when the caller sent none;
-//!    a caller's own token may then be answered from [`replay`] (a repeated call) or share an
-//!    identical call in flight;
+//! 1. [`api`]: the protocol adapters. gRPC and gRPC-Web reach the tonic service, the Connect
+//!    protocol a layer in front of it; each turns its wire form into a [`call::Call`] (and
+//!    refuses, as a typed [`error::EdgeRefusal`], what it cannot read);
+//! 2. [`call`]: the call as one service, its steps in request order: [`auth`] (who may call), the
+//!    deadline, [`domain`] (the request parsed once into a validated [`domain::AssociationRequest`],
+//!    every violated field reported, a client token generated when the caller sent none),
+//!    [`routes`] (the account and region serving the instance), the caller's own rate, [`replay`]
+//!    (an answer kept for the contact, or the identical call in flight), then the route's stack;
 //! 3. [`middleware`]: tower layers shed overload, retry within the deadline and a budget, break the
 //!    circuit while AWS fails, and hold calls to the account's request-rate quota, whose buckets live
-//!    in a [`quota`] store (this process, or Redis shared by every replica);
+//!    in a [`quota`] store (this process, or Redis shared by every replica, through [`store`]);
 //! 4. [`upstream`]: the one aws-sdk-connect client calls AWS and classifies what comes back;
-//! 5. [`status`]: the outcome becomes a gRPC status with google.rpc details, in one place.
+//! 5. [`status`]: every [`error::CallError`] becomes a gRPC status with google.rpc details, and
+//!    its ErrorInfo reason, in one place.
 //!
-//! Around them: [`config`] (flags and environment), [`app`] (startup and serving, with reflection and
-//! health), [`listener`] (which connections are admitted), [`lifecycle`] (readiness and graceful shutdown),
-//! [`telemetry`] (logs), [`metrics`] (the one Prometheus registry, into which each part registers
-//! its own families) and [`simulator`], an Amazon Connect that speaks the real wire format,
-//! used when no AWS account is at hand and by every test (with its own model of the operation, so
-//! the facade's mistakes are caught rather than mirrored).
+//! Around them: [`config`] (flags and environment, in groups), [`app`] (startup and serving, with
+//! reflection and health), [`listener`] and [`serve`] (which connections are admitted, and how each
+//! is served), [`tls`] and [`reload`] (certificates, and the files reloaded on change or SIGHUP),
+//! [`lifecycle`] (readiness and graceful shutdown), [`telemetry`] (logs and traces), [`metrics`]
+//! (the one Prometheus registry, into which each part registers its own families) and
+//! [`simulator`], an Amazon Connect that speaks the real wire format, used when no AWS account is
+//! at hand and by every test (with its own model of the operation, so the facade's mistakes are
+//! caught rather than mirrored).
 
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod call;
 pub mod clip;
 pub mod config;
 pub mod domain;
+pub mod error;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;

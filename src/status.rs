@@ -32,8 +32,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     clip,
-    domain::ValidationError,
-    upstream::{UpstreamError, UpstreamErrorKind},
+    error::{CallError, EdgeRefusal, RatePolicy},
+    upstream::UpstreamErrorKind,
 };
 
 /// ErrorInfo domain for errors AWS answered.
@@ -48,83 +48,6 @@ pub const THROTTLED_RETRY_DELAY: Duration = Duration::from_secs(1);
 pub const OVERLOADED_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// How long a caller is told to wait after a transient AWS failure.
 pub const UNAVAILABLE_RETRY_DELAY: Duration = Duration::from_millis(200);
-
-/// Why a call failed.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum CallError {
-    #[error(transparent)]
-    Invalid(#[from] ValidationError),
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
-    #[error("the call's deadline of {budget:?} passed before Amazon Connect answered")]
-    DeadlineExceeded { budget: Duration },
-    /// The facade's own rate limit (protecting the account's AWS quota) has no token in time.
-    #[error("rate limit reached for {subject}: {description}")]
-    RateLimited {
-        /// What is limited, e.g. `region:eu-west-2` or `instance:ID`.
-        subject: String,
-        description: String,
-        /// When a token will be free, if known.
-        retry_after: Option<Duration>,
-        /// The limit, for the IETF `RateLimit-Policy` and `RateLimit` headers.
-        policy: Option<RatePolicy>,
-    },
-    /// The caller's own `max_rate` (auth file) is spent.
-    #[error("caller {caller} is over its own limit of {max_rate} calls/s")]
-    CallerRateLimited {
-        caller: String,
-        max_rate: f64,
-        retry_after: Duration,
-    },
-    /// The client token was used by an earlier call with other fields.
-    #[error(
-        "client_token was already used with other fields; use a new token for a new request, or the same fields to retry"
-    )]
-    ClientTokenReused,
-    /// The initial contact already continues a past chat (remembered by the facade): another
-    /// source or type than the association it has.
-    #[error(
-        "contact {initial_contact_id} already continues a past chat: {rehydration_type} from {source_contact_id}, continued from {continued_from_contact_id}"
-    )]
-    AlreadyAssociated {
-        initial_contact_id: String,
-        rehydration_type: &'static str,
-        source_contact_id: String,
-        continued_from_contact_id: String,
-    },
-    /// No route serves the instance (`--routes` without a match or a default route).
-    #[error(
-        "no route serves instance {instance_id}: add it to a route of the routes file, or a default route (\"*\")"
-    )]
-    InstanceNotRouted { instance_id: String },
-    /// Too many calls are already in flight or waiting.
-    #[error("too many calls in progress; try again shortly")]
-    Overloaded,
-    /// The caller presented no credentials the auth file knows.
-    #[error(
-        "unknown caller: send `authorization: Bearer <token>` or a client certificate the auth file lists"
-    )]
-    Unauthenticated,
-    /// A known caller asked for an instance it was not granted.
-    #[error("caller {caller} may not use this instance")]
-    CallerNotAllowed { caller: String },
-    /// The server is shutting down and the call did not finish within the grace period.
-    #[error("the server is shutting down; retry with the same client_token")]
-    ShuttingDown,
-    /// Amazon Connect failed repeatedly; calls fail fast until the cool-down ends.
-    #[error("Amazon Connect is failing; calls are paused for {retry_after:?}")]
-    CircuitOpen { retry_after: Duration },
-}
-
-/// A rate limit as the IETF RateLimit headers name it (draft-ietf-httpapi-ratelimit-headers).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RatePolicy {
-    /// `account`, `instance` or `caller` (its fleet-wide share).
-    pub name: &'static str,
-    /// Requests per second now (AWS's throttling or a fallback may have lowered it).
-    pub rate: f64,
-    pub burst: u32,
-}
 
 impl RatePolicy {
     /// `RateLimit-Policy`: the burst as the quota, over the seconds the rate takes to refill it.
@@ -169,17 +92,18 @@ impl From<FailedCall> for Status {
             info.insert("clientToken".to_owned(), clip::echo(&token));
         }
         let mut details = ErrorDetails::new();
+        let reason = reason(&failed.error);
         let (code, message) = match failed.error {
             CallError::Invalid(invalid) => {
                 for violation in &invalid.violations {
                     details.add_bad_request_violation(violation.field, &violation.description);
                 }
-                details.set_error_info("INVALID_FIELDS", FACADE_DOMAIN, info);
+                details.set_error_info(reason, FACADE_DOMAIN, info);
                 (Code::InvalidArgument, invalid.to_string())
             }
             CallError::DeadlineExceeded { budget } => {
                 let message = CallError::DeadlineExceeded { budget }.to_string();
-                details.set_error_info("DEADLINE_EXCEEDED", FACADE_DOMAIN, info);
+                details.set_error_info(reason, FACADE_DOMAIN, info);
                 (Code::DeadlineExceeded, message)
             }
             CallError::RateLimited {
@@ -197,7 +121,7 @@ impl From<FailedCall> for Status {
                 if retry_after.is_some() {
                     details.set_retry_info(retry_after);
                 }
-                details.set_error_info("RATE_LIMITED", FACADE_DOMAIN, info);
+                details.set_error_info(reason, FACADE_DOMAIN, info);
                 (Code::ResourceExhausted, message)
             }
             CallError::CallerRateLimited {
@@ -213,7 +137,7 @@ impl From<FailedCall> for Status {
                 );
                 details.set_retry_info(Some(retry_after));
                 info.insert("caller".to_owned(), caller);
-                details.set_error_info("CALLER_RATE_LIMITED", FACADE_DOMAIN, info);
+                details.set_error_info(reason, FACADE_DOMAIN, info);
                 (Code::ResourceExhausted, message)
             }
             CallError::ClientTokenReused => {
@@ -222,7 +146,7 @@ impl From<FailedCall> for Status {
                     "client_token",
                     "already used within the replay window by a call with other fields",
                 );
-                details.set_error_info("CLIENT_TOKEN_REUSED", FACADE_DOMAIN, info);
+                details.set_error_info(reason, FACADE_DOMAIN, info);
                 (Code::InvalidArgument, message)
             }
             CallError::AlreadyAssociated {
@@ -248,45 +172,60 @@ impl From<FailedCall> for Status {
                     "continuedFromContactId".to_owned(),
                     clip::echo(&continued_from_contact_id),
                 );
-                details.set_error_info("ALREADY_ASSOCIATED", FACADE_DOMAIN, info);
+                details.set_error_info(reason, FACADE_DOMAIN, info);
                 (Code::FailedPrecondition, message)
             }
             CallError::InstanceNotRouted { instance_id } => {
                 let message = CallError::InstanceNotRouted { instance_id }.to_string();
-                details.set_error_info("INSTANCE_NOT_ROUTED", FACADE_DOMAIN, info);
+                details.set_error_info(reason, FACADE_DOMAIN, info);
                 (Code::NotFound, message)
             }
             CallError::Overloaded => {
                 let message = CallError::Overloaded.to_string();
                 details.set_retry_info(Some(OVERLOADED_RETRY_DELAY));
-                details.set_error_info("OVERLOADED", FACADE_DOMAIN, info);
+                details.set_error_info(reason, FACADE_DOMAIN, info);
                 (Code::ResourceExhausted, message)
             }
             CallError::Unauthenticated => {
                 let message = CallError::Unauthenticated.to_string();
-                details.set_error_info("CALLER_UNKNOWN", FACADE_DOMAIN, info);
+                details.set_error_info(reason, FACADE_DOMAIN, info);
                 (Code::Unauthenticated, message)
             }
             CallError::CallerNotAllowed { caller } => {
                 let message = format!("caller {caller} may not use this instance");
                 info.insert("caller".to_owned(), caller);
-                details.set_error_info("CALLER_NOT_ALLOWED", FACADE_DOMAIN, info);
+                details.set_error_info(reason, FACADE_DOMAIN, info);
                 (Code::PermissionDenied, message)
             }
             CallError::ShuttingDown => {
                 let message = CallError::ShuttingDown.to_string();
                 details.set_retry_info(Some(UNAVAILABLE_RETRY_DELAY));
-                details.set_error_info("SHUTTING_DOWN", FACADE_DOMAIN, info);
+                details.set_error_info(reason, FACADE_DOMAIN, info);
                 (Code::Unavailable, message)
             }
             CallError::CircuitOpen { retry_after } => {
                 let message = CallError::CircuitOpen { retry_after }.to_string();
                 details.set_retry_info(Some(retry_after));
-                details.set_error_info("CIRCUIT_OPEN", FACADE_DOMAIN, info);
+                details.set_error_info(reason, FACADE_DOMAIN, info);
                 (Code::Unavailable, message)
             }
+            CallError::Edge(refusal) => {
+                let code = match &refusal {
+                    EdgeRefusal::NoSuchProcedure { .. } | EdgeRefusal::MethodNotAllowed => {
+                        Code::Unimplemented
+                    }
+                    EdgeRefusal::UnsupportedEncoding { .. } => Code::Unimplemented,
+                    EdgeRefusal::TooLarge { .. } => Code::ResourceExhausted,
+                    EdgeRefusal::UnsupportedContentType { .. }
+                    | EdgeRefusal::ProtocolVersion
+                    | EdgeRefusal::Timeout
+                    | EdgeRefusal::Malformed(_) => Code::InvalidArgument,
+                };
+                details.set_error_info(reason, FACADE_DOMAIN, info);
+                (code, refusal.to_string())
+            }
             CallError::Upstream(upstream) => {
-                let (code, reason, retry_delay) = classify(upstream.kind);
+                let (code, _, retry_delay) = classify(upstream.kind);
                 let domain = if upstream.answered_by_aws() {
                     AWS_DOMAIN
                 } else {
@@ -317,6 +256,48 @@ impl From<FailedCall> for Status {
             );
         }
         Status::with_error_details_and_metadata(code, message, details, metadata)
+    }
+}
+
+/// The ErrorInfo reason of each failure: what its status carries and its log line reports.
+pub fn reason(error: &CallError) -> &'static str {
+    match error {
+        CallError::Invalid(_) => "INVALID_FIELDS",
+        CallError::Upstream(upstream) => classify(upstream.kind).1,
+        CallError::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
+        CallError::RateLimited { .. } => "RATE_LIMITED",
+        CallError::CallerRateLimited { .. } => "CALLER_RATE_LIMITED",
+        CallError::ClientTokenReused => "CLIENT_TOKEN_REUSED",
+        CallError::AlreadyAssociated { .. } => "ALREADY_ASSOCIATED",
+        CallError::InstanceNotRouted { .. } => "INSTANCE_NOT_ROUTED",
+        CallError::Overloaded => "OVERLOADED",
+        CallError::Unauthenticated => "CALLER_UNKNOWN",
+        CallError::CallerNotAllowed { .. } => "CALLER_NOT_ALLOWED",
+        CallError::ShuttingDown => "SHUTTING_DOWN",
+        CallError::CircuitOpen { .. } => "CIRCUIT_OPEN",
+        CallError::Edge(refusal) => match refusal {
+            EdgeRefusal::NoSuchProcedure { .. } => "NO_SUCH_PROCEDURE",
+            EdgeRefusal::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            EdgeRefusal::UnsupportedContentType { .. } => "UNSUPPORTED_CONTENT_TYPE",
+            EdgeRefusal::UnsupportedEncoding { .. } => "UNSUPPORTED_ENCODING",
+            EdgeRefusal::ProtocolVersion => "UNSUPPORTED_PROTOCOL_VERSION",
+            EdgeRefusal::Timeout => "INVALID_TIMEOUT",
+            EdgeRefusal::TooLarge { .. } => "MESSAGE_TOO_LARGE",
+            EdgeRefusal::Malformed(_) => "MALFORMED_MESSAGE",
+        },
+    }
+}
+
+/// A failure that is no call's (a request to another path): there is nothing to correlate.
+impl From<CallError> for Status {
+    fn from(error: CallError) -> Self {
+        FailedCall {
+            error,
+            instance_id: String::new(),
+            client_token: None,
+            metadata: MetadataMap::new(),
+        }
+        .into()
     }
 }
 
@@ -357,7 +338,10 @@ fn classify(kind: UpstreamErrorKind) -> (Code, &'static str, Option<Duration>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::FieldViolation;
+    use crate::{
+        domain::{FieldViolation, ValidationError},
+        upstream::UpstreamError,
+    };
 
     fn failed(error: CallError) -> Status {
         FailedCall {
@@ -434,6 +418,80 @@ mod tests {
             .map(|v| v.field.clone())
             .collect();
         assert_eq!(fields, ["instance_id", "client_token"]);
+    }
+
+    #[test]
+    fn the_reason_logged_is_the_reason_answered_for_every_refusal() {
+        use crate::error::EdgeRefusal;
+        let errors = [
+            upstream(UpstreamErrorKind::Throttling, Some("ThrottlingException")),
+            CallError::Invalid(ValidationError { violations: vec![] }),
+            CallError::DeadlineExceeded {
+                budget: Duration::from_secs(1),
+            },
+            CallError::RateLimited {
+                subject: "region:x".into(),
+                description: "full".into(),
+                retry_after: None,
+                policy: None,
+            },
+            CallError::CallerRateLimited {
+                caller: "c".into(),
+                max_rate: 1.0,
+                retry_after: Duration::from_secs(1),
+            },
+            CallError::ClientTokenReused,
+            CallError::AlreadyAssociated {
+                initial_contact_id: "a".into(),
+                rehydration_type: "FROM_SEGMENT",
+                source_contact_id: "b".into(),
+                continued_from_contact_id: "c".into(),
+            },
+            CallError::InstanceNotRouted {
+                instance_id: "i".into(),
+            },
+            CallError::Overloaded,
+            CallError::Unauthenticated,
+            CallError::CallerNotAllowed { caller: "c".into() },
+            CallError::ShuttingDown,
+            CallError::CircuitOpen {
+                retry_after: Duration::from_secs(1),
+            },
+            EdgeRefusal::MethodNotAllowed.into(),
+            EdgeRefusal::UnsupportedContentType {
+                content_type: "text/plain".into(),
+            }
+            .into(),
+            EdgeRefusal::UnsupportedEncoding {
+                encoding: "br".into(),
+            }
+            .into(),
+            EdgeRefusal::ProtocolVersion.into(),
+            EdgeRefusal::Timeout.into(),
+            EdgeRefusal::TooLarge {
+                limit: 1,
+                inflated: true,
+            }
+            .into(),
+            EdgeRefusal::Malformed("no".into()).into(),
+            EdgeRefusal::NoSuchProcedure {
+                path: "/x".into(),
+                served: "/y",
+            }
+            .into(),
+        ];
+        let mut reasons = std::collections::HashSet::new();
+        for error in errors {
+            let logged = reason(&error);
+            let answered = failed(error)
+                .get_error_details()
+                .error_info()
+                .unwrap()
+                .reason
+                .clone();
+            assert_eq!(logged, answered);
+            assert!(reasons.insert(logged), "{logged} names two failures");
+        }
     }
 
     #[test]

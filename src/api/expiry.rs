@@ -19,10 +19,8 @@ use http::{HeaderValue, Request, Response, header};
 use tonic::{Status, body::Body};
 use tower::{BoxError, Layer, Service};
 
-use super::{
-    deadline,
-    protocols::{self, Protocol},
-};
+use super::protocols::{self, Protocol};
+use crate::call::deadline;
 
 /// How long after the handler's own deadline this layer answers.
 const SLACK: Duration = Duration::from_millis(5);

@@ -3,13 +3,14 @@
 //! (`application/proto`), over HTTP/1.1 and HTTP/2; gRPC-Web is tonic-web's, inside this layer.
 //!
 //! Every call to the RPC, whatever its protocol, is authenticated here from its headers, before its
-//! body is read ([`ContactApi::authenticate`]): a stranger is answered at once.
+//! body is read ([`CallService::authenticate`]): a stranger is answered at once.
 //!
-//! A Connect call is decoded here and handed to the same [`ContactApi`] a gRPC call reaches, as a
-//! `tonic::Request` with the HTTP headers as its metadata and the connection's extensions (the
-//! arrival time, the client certificate, the authenticated caller): authorization, validation,
-//! fair shares, replay, the quota, logs, traces and the gRPC metrics are the same. `Connect-Timeout-Ms` becomes the call's
-//! `grpc-timeout`. The answer goes back as the protocol says: 200 with the message, or the JSON
+//! A Connect call is decoded here into the same [`Call`] a gRPC call becomes, with the HTTP headers
+//! as its metadata, the connection's extensions (the arrival time, the client certificate, the
+//! authenticated caller) and `Connect-Timeout-Ms` as its timeout: authorization, validation, fair
+//! shares, replay, the quota, logs, traces and the gRPC metrics are the same. A request the edge
+//! cannot read (a content type or encoding not served, a body too large or not the message) is an
+//! [`EdgeRefusal`], counted and logged by [`CallService::refuse`] like any failed call. The answer goes back as the protocol says: 200 with the message, or the JSON
 //! error (`code` in lower snake case, `message`, and `details` with the same google.rpc messages the
 //! gRPC answer carries, plus a `debug` rendering of the ones a person reads) with the spec's HTTP
 //! status. The response metadata (`x-amzn-requestid`, `x-facade-attempts`…) are response headers.
@@ -18,7 +19,6 @@
 //! generates its own message types and server), hence this module; it handles the one unary RPC.
 
 use std::{
-    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -32,12 +32,12 @@ use tonic::{Code, Status, body::Body};
 use tonic_types::StatusExt;
 use tower::{BoxError, Layer, Service};
 
-use super::{ContactApi, RpcMetrics, deadline};
 use crate::{
+    call::{Call, CallService, Wire, deadline},
     clip,
-    proto::{CreatePersistentContactAssociationRequest, contact_service_server::ContactService},
+    error::{CallError, EdgeRefusal},
+    proto::CreatePersistentContactAssociationRequest,
     request_buffers::OpenRequestsFull,
-    status::CallError,
 };
 
 /// The one procedure served over Connect.
@@ -105,16 +105,14 @@ impl Protocol {
 /// Serves Connect calls itself and passes gRPC and gRPC-Web on.
 #[derive(Clone)]
 pub struct ProtocolsLayer {
-    api: ContactApi,
+    calls: CallService,
     max_message_size: usize,
-    metrics: Arc<RpcMetrics>,
 }
 
 impl ProtocolsLayer {
-    pub fn new(api: ContactApi, max_message_size: usize) -> Self {
+    pub fn new(calls: CallService, max_message_size: usize) -> Self {
         Self {
-            metrics: api.metrics.clone(),
-            api,
+            calls,
             max_message_size,
         }
     }
@@ -161,7 +159,8 @@ where
         let is_grpc = matches!(protocol, Protocol::Grpc | Protocol::GrpcWeb);
         if on_rpc {
             self.shared
-                .metrics
+                .calls
+                .rpc_metrics()
                 .protocol_call(protocol.slot(), protocol.label());
             if protocol != Protocol::Other {
                 match self.admit(&mut request) {
@@ -185,49 +184,32 @@ where
         }
         let shared = self.shared.clone();
         Box::pin(async move {
-            Ok(match (on_rpc, protocol) {
-                (false, _) => connect_error(
-                    StatusCode::NOT_FOUND,
-                    &Status::unimplemented(format!(
-                        "no procedure {}: the one served over HTTP is {RPC_PATH}",
-                        clip::echo(request.uri().path())
-                    )),
-                ),
-                (true, Protocol::ConnectJson | Protocol::ConnectProto)
-                    if request.method() != Method::POST =>
-                {
-                    let mut response = connect_error(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        &Status::unimplemented("only POST calls the procedure"),
-                    );
-                    response
-                        .headers_mut()
-                        .insert(header::ALLOW, HeaderValue::from_static("POST"));
-                    response
+            Ok(match protocol {
+                _ if !on_rpc => {
+                    // Not a call of the RPC: answered, but neither counted nor logged as one.
+                    let refusal = EdgeRefusal::NoSuchProcedure {
+                        path: clip::echo(request.uri().path()),
+                        served: RPC_PATH,
+                    };
+                    let status = Status::from(CallError::from(refusal.clone()));
+                    edge_response(&refusal, &status)
                 }
-                (true, Protocol::ConnectJson | Protocol::ConnectProto) => {
+                _ if request.method() != Method::POST => {
+                    shared.refused(EdgeRefusal::MethodNotAllowed, request.extensions())
+                }
+                Protocol::ConnectJson | Protocol::ConnectProto => {
                     shared.unary(request, protocol).await
                 }
-                (true, _) => {
-                    let mut response = connect_error(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        &Status::invalid_argument(format!(
-                            "content type {:?} is not served: send {JSON} or {PROTO} (Connect), \
-                             or application/grpc, application/grpc-web",
-                            clip::echo(
-                                request
-                                    .headers()
-                                    .get(header::CONTENT_TYPE)
-                                    .and_then(|v| v.to_str().ok())
-                                    .unwrap_or("(none)")
-                            )
-                        )),
-                    );
-                    response.headers_mut().insert(
-                        "accept-post",
-                        HeaderValue::from_static("application/json, application/proto"),
-                    );
-                    response
+                _ => {
+                    let content_type = request
+                        .headers()
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("(none)");
+                    let refusal = EdgeRefusal::UnsupportedContentType {
+                        content_type: clip::echo(content_type),
+                    };
+                    shared.refused(refusal, request.extensions())
                 }
             })
         })
@@ -240,16 +222,16 @@ impl<S> Protocols<S> {
     /// known caller (a stranger is not waited for).
     fn admit(&self, request: &mut Request<Body>) -> Result<(), Box<Status>> {
         if request.extensions().get::<OpenRequestsFull>().is_some() {
-            self.shared.metrics.open_request_refused();
+            self.shared.calls.rpc_metrics().open_request_refused();
             return Err(Box::new(
                 self.shared
-                    .api
-                    .refuse_on_headers(CallError::Overloaded, request.extensions()),
+                    .calls
+                    .refuse(CallError::Overloaded, request.extensions()),
             ));
         };
         if let Some(who) = self
             .shared
-            .api
+            .calls
             .authenticate(request.headers(), request.extensions())?
         {
             request.extensions_mut().insert(who);
@@ -261,127 +243,168 @@ impl<S> Protocols<S> {
 impl ProtocolsLayer {
     /// One Connect unary call.
     async fn unary(self, request: Request<Body>, protocol: Protocol) -> Response<Body> {
-        match self.decode(request, protocol).await {
-            Ok(call) => {
-                let answer = self.api.create_persistent_contact_association(call).await;
-                match answer {
-                    Ok(response) => {
-                        let (metadata, message, _) = response.into_parts();
-                        let body = match protocol {
-                            Protocol::ConnectProto => message.encode_to_vec(),
-                            _ => serde_json::to_vec(&message).unwrap_or_default(),
-                        };
-                        let mut response = Response::new(Body::new(Full::new(Bytes::from(body))));
-                        *response.headers_mut() = metadata.into_headers();
-                        let content_type = if protocol == Protocol::ConnectProto {
-                            PROTO
-                        } else {
-                            JSON
-                        };
-                        response
-                            .headers_mut()
-                            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-                        response
-                    }
-                    Err(status) => connect_error(http_status(status.code()), &status),
-                }
+        let call = match self.decode(request, protocol).await {
+            Ok(call) => call,
+            Err((refusal, extensions)) => return self.refused(refusal, &extensions),
+        };
+        match self.calls.call(call).await {
+            Ok(response) => {
+                let (metadata, message, _) = response.into_parts();
+                let body = match protocol {
+                    Protocol::ConnectProto => message.encode_to_vec(),
+                    _ => serde_json::to_vec(&message).unwrap_or_default(),
+                };
+                let mut response = Response::new(Body::new(Full::new(Bytes::from(body))));
+                *response.headers_mut() = metadata.into_headers();
+                let content_type = if protocol == Protocol::ConnectProto {
+                    PROTO
+                } else {
+                    JSON
+                };
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                response
             }
             Err(status) => connect_error(http_status(status.code()), &status),
         }
     }
 
-    /// The request as the service takes it, or why it cannot be one (never reaching AWS).
+    /// A request to the RPC the edge refused, counted and logged as a failed call, in Connect's
+    /// words.
+    fn refused(&self, refusal: EdgeRefusal, extensions: &http::Extensions) -> Response<Body> {
+        let status = self.calls.refuse(refusal.clone().into(), extensions);
+        edge_response(&refusal, &status)
+    }
+
+    /// The call as the service takes it, or why the request cannot be one (with the request's
+    /// extensions, for the refusal's log line).
     async fn decode(
         &self,
         request: Request<Body>,
         protocol: Protocol,
-    ) -> Result<tonic::Request<CreatePersistentContactAssociationRequest>, Status> {
+    ) -> Result<Call, (EdgeRefusal, http::Extensions)> {
         let (mut parts, body) = request.into_parts();
-        // gzip is what Connect clients send (connect-python compresses by default); the spec
-        // answers any other encoding `unimplemented`.
-        let gzipped = match parts.headers.get(header::CONTENT_ENCODING) {
-            None => false,
-            Some(encoding) if encoding == "identity" => false,
-            Some(encoding) if encoding == "gzip" => true,
-            Some(encoding) => {
-                return Err(Status::unimplemented(format!(
-                    "content encoding {:?} is not supported: send gzip or identity",
-                    clip::echo(&String::from_utf8_lossy(encoding.as_bytes()))
-                )));
+        let read = async {
+            // gzip is what Connect clients send (connect-python compresses by default); the spec
+            // answers any other encoding `unimplemented`.
+            let gzipped = match parts.headers.get(header::CONTENT_ENCODING) {
+                None => false,
+                Some(encoding) if encoding == "identity" => false,
+                Some(encoding) if encoding == "gzip" => true,
+                Some(encoding) => {
+                    return Err(EdgeRefusal::UnsupportedEncoding {
+                        encoding: clip::echo(&String::from_utf8_lossy(encoding.as_bytes())),
+                    });
+                }
+            };
+            if let Some(version) = parts.headers.get("connect-protocol-version")
+                && version != "1"
+            {
+                return Err(EdgeRefusal::ProtocolVersion);
             }
-        };
-        if let Some(version) = parts.headers.get("connect-protocol-version")
-            && version != "1"
-        {
-            return Err(Status::invalid_argument(
-                "connect-protocol-version must be 1",
-            ));
-        }
-        if let Some(timeout) = parts.headers.remove("connect-timeout-ms") {
-            let millis = timeout
-                .to_str()
-                .ok()
-                .and_then(deadline::parse_connect_timeout)
-                .map(|timeout| timeout.as_millis())
-                .ok_or_else(|| {
-                    Status::invalid_argument("connect-timeout-ms must be 1 to 10 digits")
-                })?;
-            let value = HeaderValue::from_str(&format!("{}m", millis.min(99_999_999)))
-                .map_err(|_| Status::invalid_argument("connect-timeout-ms"))?;
-            parts.headers.insert("grpc-timeout", value);
-        }
-        let bytes = match Limited::new(body, self.max_message_size).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                return Err(Status::resource_exhausted(format!(
-                    "the request body is larger than the limit of {} bytes",
-                    self.max_message_size
-                )));
-            }
-            Err(error) => {
-                return Err(Status::invalid_argument(format!(
-                    "cannot read the request body: {error}"
-                )));
-            }
-        };
-        let bytes = if gzipped {
-            gunzip(&bytes, self.max_message_size)?
-        } else {
-            bytes
-        };
-        let message = match protocol {
-            Protocol::ConnectProto => CreatePersistentContactAssociationRequest::decode(bytes)
-                .map_err(|error| {
-                    Status::invalid_argument(format!(
-                        "the request body is not the protobuf message: {error}"
+            let timeout = match parts.headers.get("connect-timeout-ms") {
+                None => None,
+                Some(value) => Some(
+                    value
+                        .to_str()
+                        .ok()
+                        .and_then(deadline::parse_connect_timeout)
+                        .ok_or(EdgeRefusal::Timeout)?,
+                ),
+            };
+            let bytes = match Limited::new(body, self.max_message_size).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                    return Err(EdgeRefusal::TooLarge {
+                        limit: self.max_message_size,
+                        inflated: false,
+                    });
+                }
+                Err(error) => {
+                    return Err(EdgeRefusal::Malformed(format!(
+                        "cannot read the request body: {error}"
+                    )));
+                }
+            };
+            let bytes = if gzipped {
+                gunzip(&bytes, self.max_message_size)?
+            } else {
+                bytes
+            };
+            let message = match protocol {
+                Protocol::ConnectProto => CreatePersistentContactAssociationRequest::decode(bytes)
+                    .map_err(|error| {
+                        EdgeRefusal::Malformed(format!(
+                            "the request body is not the protobuf message: {error}"
+                        ))
+                    })?,
+                _ => serde_json::from_slice(&bytes).map_err(|error| {
+                    // serde quotes unknown values (an enum's variant), which the caller sized.
+                    EdgeRefusal::Malformed(format!(
+                        "the request body is not valid JSON for the request: {}",
+                        clip::echo(&error.to_string())
                     ))
                 })?,
-            _ => serde_json::from_slice(&bytes).map_err(|error| {
-                // serde quotes unknown values (an enum's variant), which the caller sized.
-                Status::invalid_argument(format!(
-                    "the request body is not valid JSON for the request: {}",
-                    clip::echo(&error.to_string())
-                ))
-            })?,
+            };
+            Ok((message, timeout))
         };
-        Ok(tonic::Request::from_http(Request::from_parts(
-            parts, message,
-        )))
+        match read.await {
+            Ok((message, timeout)) => Ok(Call {
+                message,
+                metadata: tonic::metadata::MetadataMap::from_headers(std::mem::take(
+                    &mut parts.headers,
+                )),
+                extensions: std::mem::take(&mut parts.extensions),
+                timeout,
+                wire: Wire::Connect,
+            }),
+            Err(refusal) => Err((refusal, parts.extensions)),
+        }
     }
 }
 
+/// The Connect answer to a refusal: its code's HTTP status, or the one HTTP has for it (404 for
+/// another path, 405 for another method with `Allow`, 415 for another content type with
+/// `Accept-Post`).
+fn edge_response(refusal: &EdgeRefusal, status: &Status) -> Response<Body> {
+    let http = match refusal {
+        EdgeRefusal::NoSuchProcedure { .. } => StatusCode::NOT_FOUND,
+        EdgeRefusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        EdgeRefusal::UnsupportedContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        _ => http_status(status.code()),
+    };
+    let mut response = connect_error(http, status);
+    match refusal {
+        EdgeRefusal::MethodNotAllowed => {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        EdgeRefusal::UnsupportedContentType { .. } => {
+            response.headers_mut().insert(
+                "accept-post",
+                HeaderValue::from_static("application/json, application/proto"),
+            );
+        }
+        _ => {}
+    }
+    response
+}
+
 /// `compressed`, inflated, within `limit` bytes (a small body must not inflate past the limit).
-fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, Status> {
+fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, EdgeRefusal> {
     use std::io::Read;
     let mut inflated = Vec::new();
     flate2::read::GzDecoder::new(compressed)
         .take(limit as u64 + 1)
         .read_to_end(&mut inflated)
-        .map_err(|error| Status::invalid_argument(format!("the gzip body is corrupt: {error}")))?;
+        .map_err(|error| EdgeRefusal::Malformed(format!("the gzip body is corrupt: {error}")))?;
     if inflated.len() > limit {
-        return Err(Status::resource_exhausted(format!(
-            "the request body is larger than the limit of {limit} bytes once inflated"
-        )));
+        return Err(EdgeRefusal::TooLarge {
+            limit,
+            inflated: true,
+        });
     }
     Ok(Bytes::from(inflated))
 }
@@ -619,7 +642,7 @@ mod tests {
         assert_eq!(of("text/plain"), Protocol::Other);
         assert_eq!(Protocol::of(&HeaderMap::new()), Protocol::Other);
         // Every protocol has a series slot of its own.
-        assert_eq!(Protocol::Other.slot() + 1, crate::api::PROTOCOL_SLOTS);
+        assert_eq!(Protocol::Other.slot() + 1, crate::call::PROTOCOL_SLOTS);
     }
 
     #[test]

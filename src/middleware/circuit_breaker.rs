@@ -32,7 +32,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::{CallFuture, UpstreamCall};
 use crate::{
-    status::CallError,
+    error::CallError,
     upstream::{Association, UpstreamErrorKind},
 };
 

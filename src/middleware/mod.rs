@@ -41,8 +41,8 @@ use tracing::Instrument;
 use crate::{
     auth::CallerShare,
     domain::AssociationRequest,
+    error::CallError,
     quota::QuotaStore,
-    status::CallError,
     telemetry,
     upstream::{Association, ConnectUpstream},
 };

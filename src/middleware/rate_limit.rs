@@ -24,8 +24,8 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::{CallFuture, KeyRateLimit, UpstreamCall};
 use crate::{
+    error::{CallError, RatePolicy},
     quota::{Bucket, Full, QuotaLimits, QuotaStore, fair::FairQueue},
-    status::{CallError, RatePolicy},
     upstream::{Association, UpstreamErrorKind},
 };
 

@@ -28,7 +28,7 @@ use tower::{
 
 use super::{UpstreamCall, UpstreamMetrics};
 use crate::{
-    status::CallError,
+    error::CallError,
     upstream::{Association, UpstreamErrorKind},
 };
 

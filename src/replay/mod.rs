@@ -44,7 +44,7 @@ use tracing::Instrument;
 
 use crate::{
     domain::{AssociationRequest, RehydrationType},
-    status::CallError,
+    error::CallError,
     upstream::Association,
 };
 

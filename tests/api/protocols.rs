@@ -45,12 +45,24 @@ async fn send(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Answer {
+    send_to(app.addr, http2, method, path, headers, body).await
+}
+
+/// Sends one HTTP request to the facade at `addr`.
+async fn send_to(
+    addr: std::net::SocketAddr,
+    http2: bool,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
     let client = Client::builder(TokioExecutor::new())
         .http2_only(http2)
         .build_http::<Full<Bytes>>();
     let mut request = Request::builder()
         .method(method)
-        .uri(format!("http://{}{path}", app.addr));
+        .uri(format!("http://{addr}{path}"));
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -85,6 +97,11 @@ fn session_json() -> Value {
         "rehydrationType": "REHYDRATION_TYPE_ENTIRE_PAST_SESSION",
         "sourceContactId": "C1",
     })
+}
+
+/// The ErrorInfo reason of a Connect error.
+fn reason(answer: &Answer) -> String {
+    detail::<pb::ErrorInfo>(&answer.json(), "google.rpc.ErrorInfo").reason
 }
 
 /// The details of a Connect error, decoded from their base64 values.
@@ -210,8 +227,11 @@ async fn throttling_is_429_with_a_retry_info() {
 }
 
 #[tokio::test]
-async fn what_is_not_a_call_is_refused_before_aws() {
-    let app = spawn().await;
+async fn what_is_not_a_call_is_refused_before_aws_with_its_reason_and_counted_as_a_call() {
+    let app = spawn_with(connect_facade::simulator::fixtures::Fixtures::demo(), |c| {
+        c.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
     let plain = send(
         &app,
         false,
@@ -223,17 +243,17 @@ async fn what_is_not_a_call_is_refused_before_aws() {
     .await;
     assert_eq!(plain.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(plain.headers.contains_key("accept-post"));
-    let get = send(
-        &app,
-        false,
-        Method::GET,
-        PATH,
-        &[("content-type", "application/json")],
-        "",
-    )
-    .await;
-    assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(get.headers[header::ALLOW], "POST");
+    assert_eq!(reason(&plain), "UNSUPPORTED_CONTENT_TYPE");
+    for content_type in [&[("content-type", "application/json")][..], &[]] {
+        let get = send(&app, false, Method::GET, PATH, content_type, "").await;
+        assert_eq!(
+            get.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{content_type:?}"
+        );
+        assert_eq!(get.headers[header::ALLOW], "POST");
+        assert_eq!(reason(&get), "METHOD_NOT_ALLOWED");
+    }
     let elsewhere = send(
         &app,
         false,
@@ -245,6 +265,7 @@ async fn what_is_not_a_call_is_refused_before_aws() {
     .await;
     assert_eq!(elsewhere.status, StatusCode::NOT_FOUND);
     assert_eq!(elsewhere.json()["code"], "unimplemented");
+    assert_eq!(reason(&elsewhere), "NO_SUCH_PROCEDURE");
 
     let malformed = send(
         &app,
@@ -262,12 +283,74 @@ async fn what_is_not_a_call_is_refused_before_aws() {
         error["message"].as_str().unwrap().contains("line 1 column"),
         "{error}"
     );
+    assert_eq!(reason(&malformed), "MALFORMED_MESSAGE");
+    let bad_timeout = send(
+        &app,
+        false,
+        Method::POST,
+        PATH,
+        &[
+            ("content-type", "application/json"),
+            ("connect-timeout-ms", "soon"),
+        ],
+        session_json().to_string(),
+    )
+    .await;
+    assert_eq!(bad_timeout.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reason(&bad_timeout), "INVALID_TIMEOUT");
 
     let huge = json!({"instanceId": "x".repeat(70_000)});
     let oversized = post_json(&app, false, huge).await;
     assert_eq!(oversized.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(oversized.json()["code"], "resource_exhausted");
+    assert_eq!(reason(&oversized), "MESSAGE_TOO_LARGE");
     assert!(app.simulator.requests().is_empty());
+
+    // Every refusal on the RPC's path is one of its calls in the gRPC metrics; the other path is not.
+    let metrics = app.scrape().await;
+    let handled = |code: &str| {
+        series_value(
+            &metrics,
+            &format!(
+                "grpc_server_handled_total{{grpc_type=\"unary\",grpc_service=\"amazonconnect.v1.ContactService\",grpc_method=\"CreatePersistentContactAssociation\",grpc_code=\"{code}\"}}"
+            ),
+        )
+    };
+    assert_eq!(handled("InvalidArgument"), Some(3.0), "{metrics}");
+    assert_eq!(handled("Unimplemented"), Some(2.0), "{metrics}");
+    assert_eq!(handled("ResourceExhausted"), Some(1.0), "{metrics}");
+}
+
+/// A request the edge cannot read gets the same `rpc finished` line as a failed call, with the
+/// reason its answer carries.
+#[tokio::test]
+async fn an_edge_refusal_is_logged_as_a_call_with_its_reason() {
+    use crate::process::{facade, serving};
+    let serving = serving(facade(&["serve", "--simulator", "--listen", "127.0.0.1:0"])).await;
+    let answer = send_to(
+        serving.addr,
+        false,
+        Method::POST,
+        PATH,
+        &[("content-type", "application/json")],
+        "not json",
+    )
+    .await;
+    assert_eq!(reason(&answer), "MALFORMED_MESSAGE");
+    let refusal_line = || {
+        serving.logs.lock().unwrap().iter().find_map(|line| {
+            let event: Value = serde_json::from_str(line).ok()?;
+            (event["fields"]["reason"] == "MALFORMED_MESSAGE").then_some(event)
+        })
+    };
+    crate::helpers::eventually("the refusal's log line", Duration::from_secs(5), || {
+        std::future::ready(refusal_line().is_some())
+    })
+    .await;
+    let line = refusal_line().expect("found above");
+    assert_eq!(line["fields"]["message"], "rpc finished");
+    assert_eq!(line["fields"]["grpc_code"], "InvalidArgument");
+    assert!(line["span"]["peer"].as_str().is_some(), "{line}");
 }
 
 #[tokio::test]

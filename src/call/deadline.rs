@@ -1,5 +1,6 @@
-//! The caller's deadline, read from the `grpc-timeout` request header (or Connect's
-//! `Connect-Timeout-Ms`), capped by `--default-deadline`.
+//! The call's deadline: the caller's own timeout, read by its protocol's adapter from the
+//! `grpc-timeout` request header (or Connect's `Connect-Timeout-Ms`), capped by `--default-deadline`,
+//! and counted from the call's arrival.
 //!
 //! tonic enforces `grpc-timeout` itself, but answers CANCELLED ("Timeout expired"), which callers read
 //! as their own cancellation, and it gives handlers no deadline value (its parser is crate-private). So
@@ -40,20 +41,18 @@ pub fn deadline(extensions: &http::Extensions, budget: Duration) -> Instant {
 /// back on a busy machine, and at most a tenth of very short deadlines is given up.
 const ANSWER_MARGIN: Duration = Duration::from_millis(20);
 
-/// The time this call may take: the caller's `grpc-timeout` (less a small margin), never more than
-/// `default` (`--default-deadline`, also the deadline of a caller that set none or sent one that
-/// cannot be parsed): a caller cannot hold a stream, and its buffers, longer than the operator allows.
-pub fn call_budget(metadata: &MetadataMap, default: Duration) -> Duration {
-    budget(
-        metadata
-            .get("grpc-timeout")
-            .and_then(|value| value.to_str().ok())
-            .and_then(parse_grpc_timeout),
-        default,
-    )
+/// The caller's `grpc-timeout`, if it sent one that parses (one that does not is no timeout: the
+/// default applies).
+pub fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    metadata
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_grpc_timeout)
 }
 
-/// The budget for a caller's own timeout, if it sent one.
+/// The time a call may take: the caller's own timeout (less a small margin), never more than
+/// `default` (`--default-deadline`, also the deadline of a caller that set none or sent one that
+/// cannot be parsed): a caller cannot hold a stream, and its buffers, longer than the operator allows.
 pub fn budget(timeout: Option<Duration>, default: Duration) -> Duration {
     match timeout {
         Some(timeout) => timeout
@@ -145,6 +144,7 @@ mod tests {
 
     #[test]
     fn the_budget_answers_just_before_the_callers_deadline() {
+        let call_budget = |metadata: &MetadataMap, default| budget(grpc_timeout(metadata), default);
         let mut metadata = MetadataMap::new();
         let default = Duration::from_secs(10);
         assert_eq!(call_budget(&metadata, default), default);
