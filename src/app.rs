@@ -22,27 +22,29 @@ use crate::{
     auth::{AuthFileError, CallerMetrics, Callers},
     call::{CallMetrics, CallService, Guards, RpcMetrics, deadline},
     config::{Command, QuotaStoreChoice, ServeConfig, SimulateConfig},
-    lifecycle::{Drain, Shutdown, follow_breaker, set_health},
-    listener::{self, AdmissionLimits, ConnectionMetrics},
     metrics::MetricsRegistry,
-    metrics_endpoint,
     middleware::UpstreamMetrics,
     proto::{self, contact_service_server::ContactServiceServer},
     quota::{QuotaMetrics, stores::QuotaStores},
     replay::{MemoryReplays, RedisReplays, ReplayMetrics, Replayer},
-    request_buffers::ProcessBuffers,
     routes::{
         self, RouteMetrics, RoutesError,
         router::{RouteBuilder, Router},
         spec::RouteSpec,
     },
-    serve::{self, ConnectionSettings},
+    serving::{
+        lifecycle::{Drain, Shutdown, follow_breaker, set_health},
+        listener::{self, AdmissionLimits, ConnectionMetrics},
+        metrics_endpoint,
+        request_buffers::ProcessBuffers,
+        serve::{self, ConnectionSettings},
+        tls::{Tls, TlsError, TlsFiles, TlsMetrics},
+    },
     simulator::{
         Simulator,
         fixtures::{Fixtures, FixturesError, QuotaFixture},
     },
     store::{SharedStore, StoreMetrics},
-    tls::{Tls, TlsError, TlsFiles, TlsMetrics},
     upstream::{StaticCredentials, UpstreamBase, UpstreamConfigError, UpstreamSettings},
 };
 
@@ -190,7 +192,48 @@ struct ConnectionLimits {
     admission: AdmissionLimits,
 }
 
+impl From<&ServeConfig> for ConnectionLimits {
+    fn from(config: &ServeConfig) -> Self {
+        let peers = &config.peers;
+        Self {
+            default_deadline: config.retries.default_deadline,
+            max_message_size: peers.max_message_size,
+            max_concurrent_streams: peers.max_concurrent_streams,
+            max_header_list_size: peers.max_header_list_size,
+            connection_window: peers.connection_window,
+            keepalive_interval: peers.keepalive_interval,
+            keepalive_timeout: peers.keepalive_timeout,
+            max_connection_age: peers.max_connection_age,
+            idle_timeout: peers.idle_timeout,
+            max_connection_buffer: peers.max_connection_buffer,
+            max_buffered_requests: peers.max_buffered_requests,
+            max_open_requests: peers.max_open_requests as usize,
+            admission: AdmissionLimits {
+                max_connections: peers.max_connections as usize,
+                handshake_timeout: peers.handshake_timeout,
+                await_first_bytes: true,
+            },
+        }
+    }
+}
+
 impl ConnectionLimits {
+    /// What each connection is served with.
+    fn connection_settings(&self, grace: Duration) -> ConnectionSettings {
+        ConnectionSettings {
+            max_header_list_size: self.max_header_list_size,
+            max_concurrent_streams: self.max_concurrent_streams,
+            connection_window: self.connection_window,
+            stream_window: self.stream_window(),
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+            max_connection_age: self.max_connection_age,
+            grace,
+            idle_timeout: self.idle_timeout,
+            max_connection_buffer: self.max_connection_buffer,
+        }
+    }
+
     /// Room for the largest accepted message and its gRPC frame header, within the connection's
     /// window and HTTP/2's largest.
     fn stream_window(&self) -> u32 {
@@ -200,109 +243,29 @@ impl ConnectionLimits {
 }
 
 impl App {
-    /// Builds everything from the configuration; fails fast on anything that would fail every call.
+    /// Builds everything from the configuration, part by part in the order a call meets them;
+    /// fails fast on anything that would fail every call.
     pub async fn build(config: ServeConfig) -> Result<Self, StartupError> {
         config.check().map_err(StartupError::Flags)?;
-        let simulator = if config.simulator.enabled {
-            let fixtures = Fixtures::load(config.simulator.fixtures.as_deref())?;
-            let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-            let simulator = Simulator::start(loopback, fixtures)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: loopback,
-                    source,
-                })?;
-            Some(simulator)
-        } else {
-            None
-        };
-        let settings = match &simulator {
-            Some(simulator) => UpstreamSettings {
-                region: Some(
-                    config
-                        .aws
-                        .region
-                        .clone()
-                        .unwrap_or_else(|| SIMULATOR_REGION.to_owned()),
-                ),
-                endpoint_url: Some(simulator.endpoint_url()),
-                static_credentials: Some(StaticCredentials {
-                    access_key_id: SIMULATOR_ACCESS_KEY_ID.to_owned(),
-                    secret_access_key: SIMULATOR_SECRET_ACCESS_KEY.to_owned(),
-                }),
-                connect_timeout: config.aws.connect_timeout,
-                attempt_timeout: config.aws.attempt_timeout,
-            },
-            None => UpstreamSettings {
-                region: config.aws.region.clone(),
-                endpoint_url: config.aws.endpoint_url.clone(),
-                static_credentials: config.static_credentials.clone(),
-                connect_timeout: config.aws.connect_timeout,
-                attempt_timeout: config.aws.attempt_timeout,
-            },
-        };
-        let base = UpstreamBase::load(&settings).await;
-        let specs = match &config.aws.routes {
-            Some(path) => routes::spec::read(path)?,
-            // Without a routes file, one route from the flags: today's behaviour.
-            None => vec![RouteSpec {
-                name: "default".to_owned(),
-                instances: vec!["*".to_owned()],
-                region: base.region().ok_or(UpstreamConfigError::NoRegion)?,
-                role_arn: None,
-                external_id: None,
-                endpoint_url: None,
-                rate_limit: None,
-                burst: None,
-            }],
-        };
-
-        match listener::raise_descriptor_limit() {
-            Ok(limit) => tracing::info!(limit, "open files limit (soft, raised to the hard limit)"),
-            Err(error) => tracing::warn!(%error, "cannot read or raise the open files limit"),
-        }
-        let listener = TcpListener::bind(config.listening.listen)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: config.listening.listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
-            addr: config.listening.listen,
-            source,
-        })?;
-        let callers = match &config.callers.auth_file {
-            Some(path) => Some(Arc::new(Callers::from_path(path)?)),
-            None => None,
-        };
+        let simulator = embedded_simulator(&config).await?;
+        let base = UpstreamBase::load(&upstream_settings(&config, simulator.as_ref())).await;
+        let specs = route_specs(&config, &base)?;
+        let (listener, local_addr) = bind_listener(config.listening.listen).await?;
         // Each part registers its metrics as it is built; the endpoint serves them once all are.
         let mut registry = MetricsRegistry::new();
-        let tls_metrics = TlsMetrics::register(&mut registry);
-        let tls = match (&config.listening.tls_cert, &config.listening.tls_key) {
-            (Some(cert), Some(key)) => Some(Tls::load(
-                TlsFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    client_ca: config.listening.tls_client_ca.clone(),
-                },
-                tls_metrics,
-            )?),
-            _ => None,
+        let tls = tls(&config, TlsMetrics::register(&mut registry))?;
+        let calls = CallMetrics {
+            rpc: RpcMetrics::register(&mut registry),
+            callers: CallerMetrics::register(&mut registry),
         };
-        let rpc_metrics = RpcMetrics::register(&mut registry);
-        let caller_metrics = CallerMetrics::register(&mut registry);
-        let store_metrics = StoreMetrics::register(&mut registry);
-        let quota_metrics = QuotaMetrics::register(&mut registry);
-        let upstream_metrics = UpstreamMetrics::register(&mut registry, caller_metrics.clone());
+        let upstream_metrics = UpstreamMetrics::register(&mut registry, calls.callers.clone());
         let route_metrics = RouteMetrics::register(&mut registry);
-        let replay_metrics = ReplayMetrics::register(&mut registry);
         let connection_metrics = ConnectionMetrics::register(&mut registry);
-        let shared_store = shared_store(&config, store_metrics);
-        let stores = quota_stores(&config, shared_store.clone(), quota_metrics);
+        let store = SharedParts::build(&config, &mut registry);
         let builder = RouteBuilder::new(
             base,
             config.middleware(),
-            stores,
+            store.quota,
             upstream_metrics.clone(),
             route_metrics.clone(),
         );
@@ -310,44 +273,23 @@ impl App {
         for route in router.table().routes() {
             tracing::info!(route = %route.name, key = %route.key, "Amazon Connect route ready");
         }
-        let replayer = (!config.quota.replay_window.is_zero()).then(|| {
-            let redis = shared_store.map(|store| {
-                RedisReplays::new(store, config.quota.replay_window, replay_metrics.clone())
-            });
-            Arc::new(Replayer::new(
-                MemoryReplays::new(config.quota.replay_capacity, config.quota.replay_window),
-                redis,
-                replay_metrics,
-            ))
-        });
-        let shutdown = Shutdown::default();
+        let guards = Guards {
+            callers: callers(&config)?,
+            replayer: store.replayer,
+        };
         let metric_families = registry.families().to_vec();
+        let shutdown = Shutdown::default();
         let metrics_endpoint = match config.telemetry.metrics_listen {
-            Some(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartupError::Bind { addr, source })?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|source| StartupError::Bind { addr, source })?;
-                tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
-                // Prometheus opens one connection per scrape: a few dozen are plenty.
-                let limits = AdmissionLimits {
-                    max_connections: METRICS_MAX_CONNECTIONS,
-                    handshake_timeout: config.peers.handshake_timeout,
-                    await_first_bytes: false,
-                };
-                Some((
-                    bound,
-                    metrics_endpoint::serve(
-                        listener,
-                        registry.into_exposition(),
-                        connection_metrics.clone(),
-                        limits,
-                        shutdown.stopped.clone(),
-                    ),
-                ))
-            }
+            Some(addr) => Some(
+                start_metrics_endpoint(
+                    addr,
+                    registry,
+                    connection_metrics.clone(),
+                    config.peers.handshake_timeout,
+                    shutdown.stopped.clone(),
+                )
+                .await?,
+            ),
             None => None,
         };
         let drain = Drain::default();
@@ -358,11 +300,8 @@ impl App {
                 router.clone(),
                 config.retries.default_deadline,
                 drain.clone(),
-                CallMetrics {
-                    rpc: rpc_metrics,
-                    callers: caller_metrics,
-                },
-                Guards { callers, replayer },
+                calls,
+                guards,
             ),
             upstream_metrics,
             route_metrics,
@@ -380,25 +319,7 @@ impl App {
             readiness_follows_breaker: config.retries.readiness_follows_breaker,
             cors: protocols::cors(&config.listening.cors_allow_origins)
                 .map_err(StartupError::Cors)?,
-            limits: ConnectionLimits {
-                default_deadline: config.retries.default_deadline,
-                max_message_size: config.peers.max_message_size,
-                max_concurrent_streams: config.peers.max_concurrent_streams,
-                max_header_list_size: config.peers.max_header_list_size,
-                connection_window: config.peers.connection_window,
-                keepalive_interval: config.peers.keepalive_interval,
-                keepalive_timeout: config.peers.keepalive_timeout,
-                max_connection_age: config.peers.max_connection_age,
-                idle_timeout: config.peers.idle_timeout,
-                max_connection_buffer: config.peers.max_connection_buffer,
-                max_buffered_requests: config.peers.max_buffered_requests,
-                max_open_requests: config.peers.max_open_requests as usize,
-                admission: AdmissionLimits {
-                    max_connections: config.peers.max_connections as usize,
-                    handshake_timeout: config.peers.handshake_timeout,
-                    await_first_bytes: true,
-                },
-            },
+            limits: ConnectionLimits::from(&config),
             simulator,
         })
     }
@@ -429,20 +350,10 @@ impl App {
         self.run_until(crate::signals::shutdown_signal()).await
     }
 
-    /// Serves until `shutdown` completes, then drains (see [`crate::lifecycle`]).
+    /// Serves until `shutdown` completes, then drains (see [`crate::serving::lifecycle`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         set_health(&health_reporter, ServingStatus::Serving).await;
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        };
-        // grpcurl 1.8 speaks only v1alpha reflection, buf curl only v1: serve both.
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
-
         let draining = self.shutdown.draining.clone();
         let router = self.router.clone();
         let readiness = follow_breaker(
@@ -472,14 +383,8 @@ impl App {
         let limits = self.limits;
         let protocols = ProtocolsLayer::new(self.calls.clone(), limits.max_message_size);
         let cors = self.cors;
-        let routes = Routes::new(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(
-                ContactServiceServer::new(GrpcAdapter::new(self.calls))
-                    .max_decoding_message_size(limits.max_message_size)
-                    .accept_compressed(CompressionEncoding::Gzip),
-            );
+        let routes = grpc_routes(self.calls, health_service, limits.max_message_size)?;
+        // The HTTP stack, outermost first.
         let service = ServiceBuilder::new()
             .layer(MapRequestLayer::new(deadline::stamp_arrival))
             .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
@@ -491,18 +396,7 @@ impl App {
             .layer(protocols)
             .layer(GrpcWebLayer::new())
             .service(routes);
-        let settings = ConnectionSettings {
-            max_header_list_size: limits.max_header_list_size,
-            max_concurrent_streams: limits.max_concurrent_streams,
-            connection_window: limits.connection_window,
-            stream_window: limits.stream_window(),
-            keepalive_interval: limits.keepalive_interval,
-            keepalive_timeout: limits.keepalive_timeout,
-            max_connection_age: limits.max_connection_age,
-            grace: self.shutdown_grace,
-            idle_timeout: limits.idle_timeout,
-            max_connection_buffer: limits.max_connection_buffer,
-        };
+        let settings = limits.connection_settings(self.shutdown_grace);
         let buffers = ProcessBuffers::new(
             limits.max_buffered_requests,
             limits.max_open_requests,
@@ -559,23 +453,205 @@ impl App {
         }
         drop(self.simulator);
         self.shutdown.stopped.cancel();
-        // Each task was told to stop; none holds more than a file read or a scrape.
-        let tasks = [
+        wait_for_tasks([
             reloads,
             route_reloads,
             self.metrics_endpoint.map(|(_, task)| task),
-        ];
-        for task in tasks.into_iter().flatten() {
-            if tokio::time::timeout(Duration::from_secs(1), task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("a background task did not stop within 1 s");
-            }
-        }
+        ])
+        .await;
         tracing::info!("connect-facade stopped");
         Ok(())
     }
+}
+
+/// The gRPC services: health, reflection (both versions) and the RPC through its adapter.
+fn grpc_routes(
+    calls: CallService,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    max_message_size: usize,
+) -> Result<Routes, StartupError> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    // grpcurl 1.8 speaks only v1alpha reflection, buf curl only v1: serve both.
+    Ok(Routes::new(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(
+            ContactServiceServer::new(GrpcAdapter::new(calls))
+                .max_decoding_message_size(max_message_size)
+                .accept_compressed(CompressionEncoding::Gzip),
+        ))
+}
+
+/// Waits for background tasks already told to stop; none holds more than a file read or a scrape.
+async fn wait_for_tasks<const N: usize>(tasks: [Option<JoinHandle<()>>; N]) {
+    for task in tasks.into_iter().flatten() {
+        if tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a background task did not stop within 1 s");
+        }
+    }
+}
+
+/// With `--simulator`, a Connect simulator on loopback for the facade to call.
+async fn embedded_simulator(config: &ServeConfig) -> Result<Option<Simulator>, StartupError> {
+    if !config.simulator.enabled {
+        return Ok(None);
+    }
+    let fixtures = Fixtures::load(config.simulator.fixtures.as_deref())?;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let simulator = Simulator::start(loopback, fixtures)
+        .await
+        .map_err(|source| StartupError::Bind {
+            addr: loopback,
+            source,
+        })?;
+    Ok(Some(simulator))
+}
+
+/// Where and as whom the facade calls AWS: the embedded simulator, or the flags and the default
+/// credential chain.
+fn upstream_settings(config: &ServeConfig, simulator: Option<&Simulator>) -> UpstreamSettings {
+    match simulator {
+        Some(simulator) => UpstreamSettings {
+            region: Some(
+                config
+                    .aws
+                    .region
+                    .clone()
+                    .unwrap_or_else(|| SIMULATOR_REGION.to_owned()),
+            ),
+            endpoint_url: Some(simulator.endpoint_url()),
+            static_credentials: Some(StaticCredentials {
+                access_key_id: SIMULATOR_ACCESS_KEY_ID.to_owned(),
+                secret_access_key: SIMULATOR_SECRET_ACCESS_KEY.to_owned(),
+            }),
+            connect_timeout: config.aws.connect_timeout,
+            attempt_timeout: config.aws.attempt_timeout,
+        },
+        None => UpstreamSettings {
+            region: config.aws.region.clone(),
+            endpoint_url: config.aws.endpoint_url.clone(),
+            static_credentials: config.static_credentials.clone(),
+            connect_timeout: config.aws.connect_timeout,
+            attempt_timeout: config.aws.attempt_timeout,
+        },
+    }
+}
+
+/// The routes file's routes, or without one a single route from the flags.
+fn route_specs(config: &ServeConfig, base: &UpstreamBase) -> Result<Vec<RouteSpec>, StartupError> {
+    Ok(match &config.aws.routes {
+        Some(path) => routes::spec::read(path)?,
+        None => vec![RouteSpec {
+            name: "default".to_owned(),
+            instances: vec!["*".to_owned()],
+            region: base.region().ok_or(UpstreamConfigError::NoRegion)?,
+            role_arn: None,
+            external_id: None,
+            endpoint_url: None,
+            rate_limit: None,
+            burst: None,
+        }],
+    })
+}
+
+/// The gRPC listener, with the descriptors it may need.
+async fn bind_listener(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+    match listener::raise_descriptor_limit() {
+        Ok(limit) => tracing::info!(limit, "open files limit (soft, raised to the hard limit)"),
+        Err(error) => tracing::warn!(%error, "cannot read or raise the open files limit"),
+    }
+    let bind_error = |source| StartupError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local_addr))
+}
+
+/// TLS on the listener, when a certificate and key are given.
+fn tls(config: &ServeConfig, metrics: TlsMetrics) -> Result<Option<Tls>, StartupError> {
+    let listening = &config.listening;
+    match (&listening.tls_cert, &listening.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(Tls::load(
+            TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: listening.tls_client_ca.clone(),
+            },
+            metrics,
+        )?)),
+        _ => Ok(None),
+    }
+}
+
+/// The auth file's callers, with `--auth-file`.
+fn callers(config: &ServeConfig) -> Result<Option<Arc<Callers>>, StartupError> {
+    match &config.callers.auth_file {
+        Some(path) => Ok(Some(Arc::new(Callers::from_path(path)?))),
+        None => Ok(None),
+    }
+}
+
+/// What lives in the store every replica may share: the quota's buckets and replay's answers, on
+/// one Redis connection when `--quota-store` names one, in this process otherwise.
+struct SharedParts {
+    quota: QuotaStores,
+    replayer: Option<Arc<Replayer>>,
+}
+
+impl SharedParts {
+    fn build(config: &ServeConfig, registry: &mut MetricsRegistry) -> Self {
+        let store = shared_store(config, StoreMetrics::register(registry));
+        let quota = quota_stores(config, store.clone(), QuotaMetrics::register(registry));
+        let replay_metrics = ReplayMetrics::register(registry);
+        let replayer = (!config.quota.replay_window.is_zero()).then(|| {
+            let redis = store.map(|store| {
+                RedisReplays::new(store, config.quota.replay_window, replay_metrics.clone())
+            });
+            Arc::new(Replayer::new(
+                MemoryReplays::new(config.quota.replay_capacity, config.quota.replay_window),
+                redis,
+                replay_metrics,
+            ))
+        });
+        Self { quota, replayer }
+    }
+}
+
+/// `GET /metrics` on its own listener, serving every part's metrics until `stop`.
+async fn start_metrics_endpoint(
+    addr: SocketAddr,
+    registry: MetricsRegistry,
+    connections: ConnectionMetrics,
+    handshake_timeout: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<()>), StartupError> {
+    let bind_error = |source| StartupError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
+    // Prometheus opens one connection per scrape: a few dozen are plenty.
+    let limits = AdmissionLimits {
+        max_connections: METRICS_MAX_CONNECTIONS,
+        handshake_timeout,
+        await_first_bytes: false,
+    };
+    let task = metrics_endpoint::serve(
+        listener,
+        registry.into_exposition(),
+        connections,
+        limits,
+        stop,
+    );
+    Ok((bound, task))
 }
 
 /// The Redis every replica shares, when `--quota-store` names one: built once, for the quota and

@@ -19,10 +19,10 @@
 //! 5. [`status`]: every [`error::CallError`] becomes a gRPC status with google.rpc details, and
 //!    its ErrorInfo reason, in one place.
 //!
-//! Around them: [`config`] (flags and environment, in groups), [`app`] (startup and serving, with
-//! reflection and health), [`listener`] and [`serve`] (which connections are admitted, and how each
-//! is served), [`tls`] and [`reload`] (certificates, and the files reloaded on change or SIGHUP),
-//! [`lifecycle`] (readiness and graceful shutdown), [`telemetry`] (logs and traces), [`metrics`]
+//! Around them: [`config`] (flags and environment, in groups), [`app`] (startup, and the serving
+//! stack with reflection and health), [`serving`] (which connections are admitted and how each is
+//! served, TLS, reloads on change or SIGHUP, readiness and graceful shutdown, the metrics endpoint),
+//! [`telemetry`] (logs and traces), [`metrics`]
 //! (the one Prometheus registry, into which each part registers its own families) and
 //! [`simulator`], an Amazon Connect that speaks the real wire format, used when no AWS account is
 //! at hand and by every test (with its own model of the operation, so the facade's mistakes are
@@ -36,23 +36,17 @@ pub mod clip;
 pub mod config;
 pub mod domain;
 pub mod error;
-pub mod lifecycle;
-pub mod listener;
 pub mod metrics;
-pub mod metrics_endpoint;
 pub mod middleware;
 pub mod quota;
-pub mod reload;
 pub mod replay;
-pub mod request_buffers;
 pub mod routes;
-pub mod serve;
+pub mod serving;
 pub mod signals;
 pub mod simulator;
 pub mod status;
 pub mod store;
 pub mod telemetry;
-pub mod tls;
 pub mod upstream;
 
 /// Code generated from `proto/amazonconnect/v1/contact_service.proto`.

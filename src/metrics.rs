@@ -1,5 +1,5 @@
 //! The one Prometheus registry, and its exposition on its own plain-HTTP listener
-//! (`--metrics-listen`, `GET /metrics`, [`crate::metrics_endpoint`]).
+//! (`--metrics-listen`, `GET /metrics`, [`crate::serving::metrics_endpoint`]).
 //!
 //! Each part owns its metrics, as linkerd2-proxy's stacks and envoyproxy/ratelimit's stats do: the
 //! part's `…Metrics` type registers its families into the [`MetricsRegistry`] when the app builds

@@ -37,7 +37,7 @@ use crate::{
     clip,
     error::{CallError, EdgeRefusal},
     proto::CreatePersistentContactAssociationRequest,
-    request_buffers::OpenRequestsFull,
+    serving::request_buffers::OpenRequestsFull,
 };
 
 /// The one procedure served over Connect.

@@ -35,7 +35,6 @@ use crate::{
     clip,
     domain::{AssociationRequest, RehydrationType, Rejected, UnvalidatedRequest},
     error::CallError,
-    lifecycle::Drain,
     middleware::UpstreamCall,
     proto::{
         self, CreatePersistentContactAssociationRequest,
@@ -44,6 +43,7 @@ use crate::{
     quota::caller_rate::CallerRates,
     replay::{Answered, Replayer},
     routes::router::{Route, Router},
+    serving::lifecycle::Drain,
     status::{self, FailedCall},
     telemetry,
     upstream::UpstreamErrorKind,

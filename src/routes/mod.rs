@@ -16,7 +16,7 @@ pub use spec::RoutesError;
 
 pub use metrics::RouteMetrics;
 
-use crate::reload::Triggers;
+use crate::serving::reload::Triggers;
 use router::Router;
 
 /// Re-reads `path` on SIGHUP, and every `interval` when its contents changed, until `stop`.

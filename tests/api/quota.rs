@@ -540,7 +540,9 @@ async fn the_quota_is_shared_over_tls_with_an_acl_user() {
     let mut command = replica_command(
         &simulator,
         &format!("rediss://facade:s3cret@127.0.0.1:{tls_port}"),
-        &["--rate-limit", "0.1"],
+        // The first round trip dials TLS and authenticates: on a loaded machine, more than the
+        // default 100 ms.
+        &["--rate-limit", "0.1", "--quota-store-timeout", "2s"],
     );
     // rustls-native-certs reads the trusted roots from SSL_CERT_FILE, as for a private CA.
     command.env("SSL_CERT_FILE", pki.dir.join("ca.pem"));

@@ -1,7 +1,7 @@
 //! The connections' metrics, by listener (`grpc`, `metrics`): open now, closed by the facade before
 //! they were served and why, failed accepts, and the request bytes held for unanswered calls.
 //! Registered by the app; recorded by the accept loop, the HTTP/2 server's connection bounds and
-//! [`crate::request_buffers`].
+//! [`crate::serving::request_buffers`].
 
 use std::sync::atomic::AtomicI64;
 

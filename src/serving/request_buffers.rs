@@ -35,7 +35,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 
-use crate::listener::ConnectionMetrics;
+use crate::serving::listener::ConnectionMetrics;
 
 /// What every connection's calls hold, together.
 #[derive(Debug)]

@@ -1,4 +1,4 @@
-//! Serving each admitted connection ([`crate::listener`] admits them): HTTP/1.1 and HTTP/2 with
+//! Serving each admitted connection ([`crate::serving::listener`] admits them): HTTP/1.1 and HTTP/2 with
 //! hyper-util's auto builder, under bounds that hold whatever the peer sends.
 //!
 //! - **HTTP/1.1 headers** are bounded like HTTP/2's: hyper's read buffer is the header bound
@@ -10,7 +10,7 @@
 //! - **Connection age**: at `--max-connection-age` the connection gets GOAWAY, so clients move to
 //!   other replicas; calls in flight have `--shutdown-grace` to finish before it is closed.
 //! - **Request data held**: a connection whose unanswered calls hold more request data than
-//!   allowed is reset ([`crate::request_buffers`]).
+//!   allowed is reset ([`crate::serving::request_buffers`]).
 //! - **Shutdown**: every connection gets GOAWAY at once; the server returns when all are closed.
 //!
 //! tonic's own server does none of the first two (it exposes neither HTTP/1.1's buffer nor an idle
@@ -46,7 +46,9 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{body::Body, transport::server::Connected};
 use tower::{BoxError, Service, ServiceExt};
 
-use crate::request_buffers::{ConnectionBuffers, Counted, OpenRequestsFull, ProcessBuffers};
+use crate::serving::request_buffers::{
+    ConnectionBuffers, Counted, OpenRequestsFull, ProcessBuffers,
+};
 
 /// hyper's smallest HTTP/1.1 read buffer (it refuses a smaller one).
 const HTTP1_MIN_BUFFER: usize = 8 * 1024;

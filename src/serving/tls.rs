@@ -36,7 +36,7 @@ use tokio_rustls::{
 
 use crate::{
     metrics::{MetricsRegistry, OutcomeLabels},
-    reload::Triggers,
+    serving::reload::Triggers,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -224,7 +224,7 @@ impl Tls {
     }
 
     /// The TLS handshake of an accepted connection, with the configuration current when it
-    /// arrived (the listener bounds how long it may take: [`crate::listener`]).
+    /// arrived (the listener bounds how long it may take: [`crate::serving::listener`]).
     pub fn handshake(&self) -> impl Fn(TcpStream) -> Accept<TcpStream> + Send + 'static {
         let config = self.current.subscribe();
         move |stream| TlsAcceptor::from(config.borrow().clone()).accept(stream)

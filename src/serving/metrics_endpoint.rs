@@ -1,6 +1,6 @@
 //! The metrics endpoint: `GET /metrics` in the OpenMetrics text format over plain HTTP/1.1, on its own
 //! listener (`--metrics-listen`), behind the same connection admission as the gRPC listener
-//! ([`crate::listener`]): a cap, and a deadline for the request's headers (hyper's own).
+//! ([`crate::serving::listener`]): a cap, and a deadline for the request's headers (hyper's own).
 
 use std::sync::Arc;
 
@@ -14,8 +14,8 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    listener::{self, AdmissionLimits, ConnectionMetrics},
     metrics::Exposition,
+    serving::listener::{self, AdmissionLimits, ConnectionMetrics},
 };
 
 /// Serves `GET /metrics` on `listener` until `stop` (a scrape under way is finished).

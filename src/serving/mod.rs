@@ -1,0 +1,19 @@
+//! The serving machinery, apart from the call's flow: what a connection may cost before it makes a
+//! call and how each is served, and the process around the calls.
+//!
+//! - [`listener`]: the accept loop, admitting a connection only within bounds (a cap, a handshake
+//!   deadline, descriptors running out), and the connections' metrics;
+//! - [`serve`]: serving each admitted connection (HTTP/1.1 header bound, idle timeout, GOAWAY at its
+//!   age and at shutdown), with [`request_buffers`] bounding the request data held for calls not
+//!   yet answered;
+//! - [`tls`]: handshakes, and certificates reloaded on change or SIGHUP ([`reload`]);
+//! - [`lifecycle`]: readiness, and shutdown as tokens every background task watches;
+//! - [`metrics_endpoint`]: `GET /metrics` on its own listener.
+
+pub mod lifecycle;
+pub mod listener;
+pub mod metrics_endpoint;
+pub mod reload;
+pub mod request_buffers;
+pub mod serve;
+pub mod tls;
