@@ -9,15 +9,15 @@
 use std::fmt;
 
 /// Characters of a caller's value a log line quotes.
-pub const LOG_CHARS: usize = 128;
+pub(crate) const LOG_CHARS: usize = 128;
 
 /// Characters of a caller's value an error message or detail quotes: more than any valid id (256)
 /// or token (500) would need to be recognised, far below what a gRPC client accepts.
-pub const ECHO_CHARS: usize = 512;
+pub(crate) const ECHO_CHARS: usize = 512;
 
 /// A caller's value as a log line quotes it: at most [`LOG_CHARS`] characters, control characters
 /// escaped, and `…(+N bytes)` when cut.
-pub struct Logged<'a>(pub &'a str);
+pub(crate) struct Logged<'a>(pub &'a str);
 
 impl fmt::Display for Logged<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -43,7 +43,7 @@ impl fmt::Debug for Logged<'_> {
 
 /// A caller's value as an answer quotes it: at most [`ECHO_CHARS`] characters, and `…(+N bytes)`
 /// when cut.
-pub fn echo(value: &str) -> String {
+pub(crate) fn echo(value: &str) -> String {
     match value.char_indices().nth(ECHO_CHARS) {
         None => value.to_owned(),
         Some((at, _)) => format!("{}…(+{} bytes)", &value[..at], value.len() - at),

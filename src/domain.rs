@@ -13,7 +13,7 @@ use std::fmt;
 
 /// How much of a past chat the new chat continues from (see the proto for the C1/C2/C3 example).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RehydrationType {
+pub(crate) enum RehydrationType {
     /// Continue the whole past session, given its first contact.
     EntirePastSession,
     /// Continue from one segment of the past session.
@@ -22,7 +22,7 @@ pub enum RehydrationType {
 
 impl RehydrationType {
     /// The value Amazon Connect uses on the wire.
-    pub fn as_aws_str(self) -> &'static str {
+    pub(crate) fn as_aws_str(self) -> &'static str {
         match self {
             RehydrationType::EntirePastSession => "ENTIRE_PAST_SESSION",
             RehydrationType::FromSegment => "FROM_SEGMENT",
@@ -31,15 +31,15 @@ impl RehydrationType {
 }
 
 /// The API model's limits, in Unicode scalar values.
-pub mod limits {
-    pub const INSTANCE_ID_MAX: usize = 100;
-    pub const CONTACT_ID_MAX: usize = 256;
-    pub const CLIENT_TOKEN_MAX: usize = 500;
+pub(crate) mod limits {
+    pub(crate) const INSTANCE_ID_MAX: usize = 100;
+    pub(crate) const CONTACT_ID_MAX: usize = 256;
+    pub(crate) const CLIENT_TOKEN_MAX: usize = 500;
 }
 
 /// An idempotency token: the caller's own, or one generated for a caller that sent none.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientToken {
+pub(crate) struct ClientToken {
     value: String,
     generated: bool,
 }
@@ -47,19 +47,19 @@ pub struct ClientToken {
 impl ClientToken {
     /// A fresh random token (a UUID v4), for a caller that sent none. uuid's `fast-rng` draws it
     /// from a thread-local CSPRNG: without it every call made a `getrandom` system call.
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         Self {
             value: uuid::Uuid::new_v4().to_string(),
             generated: true,
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.value
     }
 
     /// Whether the facade made this token up (the caller sent none).
-    pub fn was_generated(&self) -> bool {
+    pub(crate) fn was_generated(&self) -> bool {
         self.generated
     }
 }
@@ -82,7 +82,7 @@ pub struct AssociationRequest {
 
 /// The fields of a request as the caller sent them, before validation.
 #[derive(Clone, Debug, Default)]
-pub struct UnvalidatedRequest {
+pub(crate) struct UnvalidatedRequest {
     pub instance_id: String,
     pub initial_contact_id: String,
     /// `None` when the caller left it unspecified or sent a value this version does not know.
@@ -96,7 +96,7 @@ impl AssociationRequest {
     /// Parses a caller's request, reporting every violated field at once. A refused request is
     /// handed back with the error, so its instance and token can be reported without copying
     /// them beforehand on every call.
-    pub fn parse(raw: UnvalidatedRequest) -> Result<Self, Box<Rejected>> {
+    pub(crate) fn parse(raw: UnvalidatedRequest) -> Result<Self, Box<Rejected>> {
         let mut violations = Vec::new();
         check_length(
             &mut violations,
@@ -156,23 +156,23 @@ impl AssociationRequest {
         }
     }
 
-    pub fn instance_id(&self) -> &str {
+    pub(crate) fn instance_id(&self) -> &str {
         &self.instance_id
     }
 
-    pub fn initial_contact_id(&self) -> &str {
+    pub(crate) fn initial_contact_id(&self) -> &str {
         &self.initial_contact_id
     }
 
-    pub fn rehydration_type(&self) -> RehydrationType {
+    pub(crate) fn rehydration_type(&self) -> RehydrationType {
         self.rehydration_type
     }
 
-    pub fn source_contact_id(&self) -> &str {
+    pub(crate) fn source_contact_id(&self) -> &str {
         &self.source_contact_id
     }
 
-    pub fn client_token(&self) -> &ClientToken {
+    pub(crate) fn client_token(&self) -> &ClientToken {
         &self.client_token
     }
 }
@@ -207,7 +207,7 @@ pub struct FieldViolation {
 
 /// A request [`AssociationRequest::parse`] refused, and why.
 #[derive(Clone, Debug)]
-pub struct Rejected {
+pub(crate) struct Rejected {
     pub error: ValidationError,
     pub request: UnvalidatedRequest,
 }

@@ -30,22 +30,22 @@
 
 pub mod api;
 pub mod app;
-pub mod auth;
-pub mod call;
-pub mod clip;
+pub(crate) mod auth;
+pub(crate) mod call;
+pub(crate) mod clip;
 pub mod config;
-pub mod domain;
-pub mod error;
-pub mod metrics;
-pub mod middleware;
+pub(crate) mod domain;
+pub(crate) mod error;
+pub(crate) mod metrics;
+pub(crate) mod middleware;
 pub mod quota;
-pub mod replay;
-pub mod routes;
-pub mod serving;
-pub mod signals;
+pub(crate) mod replay;
+pub(crate) mod routes;
+pub(crate) mod serving;
+pub(crate) mod signals;
 pub mod simulator;
 pub mod status;
-pub mod store;
+pub(crate) mod store;
 pub mod telemetry;
 pub mod upstream;
 
@@ -66,13 +66,13 @@ pub mod proto {
     }
 
     /// The RPC's full name, as gRPC and trace backends write it.
-    pub const RPC_METHOD: &str = rpc_method!();
+    pub(crate) const RPC_METHOD: &str = rpc_method!();
 
     /// The RPC's HTTP path (gRPC, gRPC-Web and the Connect protocol alike).
     pub const RPC_PATH: &str = concat!("/", rpc_method!());
 
     /// The service's name, for health checks.
-    pub use contact_service_server::SERVICE_NAME;
+    pub(crate) use contact_service_server::SERVICE_NAME;
 
     #[cfg(test)]
     mod tests {

@@ -36,7 +36,7 @@ pub fn latency_histogram() -> Histogram {
 
 /// The `key` label: an account and region (see [`crate::routes`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KeyLabels {
+pub(crate) struct KeyLabels {
     pub key: String,
 }
 
@@ -50,7 +50,7 @@ impl KeyLabels {
 
 /// The `result` label of a reload: `ok`, or `error` (what was in use stays).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
+pub(crate) struct OutcomeLabels {
     pub result: &'static str,
 }
 

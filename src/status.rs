@@ -43,11 +43,11 @@ pub const FACADE_DOMAIN: &str = "connect-facade";
 
 /// How long a throttled caller is told to wait: Connect's default quota refills a token every 500 ms,
 /// and one second leaves room for the other callers sharing the account.
-pub const THROTTLED_RETRY_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const THROTTLED_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// How long a caller refused for overload is told to wait.
-pub const OVERLOADED_RETRY_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const OVERLOADED_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// How long a caller is told to wait after a transient AWS failure.
-pub const UNAVAILABLE_RETRY_DELAY: Duration = Duration::from_millis(200);
+pub(crate) const UNAVAILABLE_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 impl RatePolicy {
     /// `RateLimit-Policy`: the burst as the quota, over the seconds the rate takes to refill it.
@@ -66,11 +66,11 @@ impl RatePolicy {
 }
 
 /// gRFC A6's trailer telling gRPC's built-in retry when to try again.
-pub const PUSHBACK_TRAILER: &str = "grpc-retry-pushback-ms";
+pub(crate) const PUSHBACK_TRAILER: &str = "grpc-retry-pushback-ms";
 
 /// A failed call with what the caller needs to correlate and retry it.
 #[derive(Debug)]
-pub struct FailedCall {
+pub(crate) struct FailedCall {
     pub error: CallError,
     pub instance_id: String,
     /// The token sent (or that would have been sent) to AWS; `None` if there is none to report.
@@ -260,7 +260,7 @@ impl From<FailedCall> for Status {
 }
 
 /// The ErrorInfo reason of each failure: what its status carries and its log line reports.
-pub fn reason(error: &CallError) -> &'static str {
+pub(crate) fn reason(error: &CallError) -> &'static str {
     match error {
         CallError::Invalid(_) => "INVALID_FIELDS",
         CallError::Upstream(upstream) => classify(upstream.kind).1,

@@ -46,7 +46,7 @@ pub const ATTEMPT_SPAN: &str = "upstream_attempt";
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// Whether an exporter is running, so attributes only traces need can be skipped otherwise.
-pub fn exporting() -> bool {
+pub(crate) fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
@@ -209,7 +209,7 @@ fn otlp_tracer_provider()
 
 /// Makes `span` a child of the caller's trace when the call carries a valid W3C `traceparent`
 /// (and `tracestate`), and records its trace id so log lines can be joined to the trace.
-pub fn continue_trace(span: &Span, metadata: &MetadataMap) {
+pub(crate) fn continue_trace(span: &Span, metadata: &MetadataMap) {
     if metadata.get("traceparent").is_none() {
         return;
     }

@@ -8,7 +8,7 @@
 //!   call to the RPC in, or refuses it, on its headers alone;
 //! - [`expiry`]: no request outlives its deadline, however little of it has arrived.
 
-pub mod expiry;
+pub(crate) mod expiry;
 pub mod protocols;
 
 use tonic::{Request, Response, Status};
@@ -23,7 +23,7 @@ use crate::{
 
 /// The gRPC service: a tonic request becomes a [`Call`].
 #[derive(Clone, Debug)]
-pub struct GrpcAdapter {
+pub(crate) struct GrpcAdapter {
     calls: CallService,
 }
 

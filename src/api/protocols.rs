@@ -41,7 +41,7 @@ use crate::{
 };
 
 /// The one procedure served over Connect.
-pub use crate::proto::RPC_PATH;
+pub(crate) use crate::proto::RPC_PATH;
 
 const JSON: &str = "application/json";
 const PROTO: &str = "application/proto";
@@ -642,7 +642,10 @@ mod tests {
         assert_eq!(of("text/plain"), Protocol::Other);
         assert_eq!(Protocol::of(&HeaderMap::new()), Protocol::Other);
         // Every protocol has a series slot of its own.
-        assert_eq!(Protocol::Other.slot() + 1, crate::call::PROTOCOL_SLOTS);
+        assert_eq!(
+            Protocol::Other.slot() + 1,
+            crate::call::metrics::PROTOCOL_SLOTS
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ struct CallerReasonLabels {
 
 /// Why a caller's call was refused before AWS, for `connect_facade_caller_refusals_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CallerRefusal {
+pub(crate) enum CallerRefusal {
     /// The account's quota had no slot within the call's wait bound (RATE_LIMITED).
     Quota,
     /// The caller's own `max_rate` (CALLER_RATE_LIMITED).
@@ -78,12 +78,12 @@ impl CallerMetrics {
     }
 
     /// An authorized caller made a call.
-    pub fn call(&self, caller: &str) {
+    pub(crate) fn call(&self, caller: &str) {
         self.calls.get_or_create(&CallerLabels::of(caller)).inc();
     }
 
     /// A caller's attempt waited for its slot of the quota.
-    pub fn waited(&self, caller: Option<&str>) {
+    pub(crate) fn waited(&self, caller: Option<&str>) {
         if let Some(caller) = caller {
             self.quota_waits
                 .get_or_create(&CallerLabels::of(caller))
@@ -92,7 +92,7 @@ impl CallerMetrics {
     }
 
     /// A caller's attempt got its slot of the quota.
-    pub fn slot_granted(&self, caller: Option<&str>) {
+    pub(crate) fn slot_granted(&self, caller: Option<&str>) {
         if let Some(caller) = caller {
             self.quota_slots
                 .get_or_create(&CallerLabels::of(caller))
@@ -100,7 +100,7 @@ impl CallerMetrics {
         }
     }
 
-    pub fn refused(&self, caller: Option<&str>, why: CallerRefusal) {
+    pub(crate) fn refused(&self, caller: Option<&str>, why: CallerRefusal) {
         if let Some(caller) = caller {
             let reason = match why {
                 CallerRefusal::Quota => "quota",

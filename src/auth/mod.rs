@@ -14,7 +14,7 @@
 
 mod metrics;
 
-pub use metrics::{CallerMetrics, CallerRefusal};
+pub(crate) use metrics::{CallerMetrics, CallerRefusal};
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
@@ -34,7 +34,7 @@ struct AuthFile {
 /// One caller and what it may do.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "RawCaller")]
-pub struct Caller {
+pub(crate) struct Caller {
     name: String,
     credential: Credential,
     instances: Vec<String>,
@@ -57,7 +57,7 @@ pub struct CallerShare {
 
 impl CallerShare {
     /// Every call, when there is no auth file.
-    pub fn anonymous() -> Self {
+    pub(crate) fn anonymous() -> Self {
         Self {
             index: 0,
             name: None,
@@ -67,7 +67,7 @@ impl CallerShare {
     }
 
     /// The name for logs, metrics and errors.
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         self.name.as_deref().unwrap_or("anonymous")
     }
 }
@@ -186,7 +186,7 @@ pub enum AuthFileError {
 
 /// Why a call was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// No credentials, or credentials no caller has.
     Unauthenticated,
     /// A known caller, on an instance it was not granted.
@@ -258,7 +258,7 @@ impl Callers {
 
     /// Who is calling, from the call's headers and its connection's certificate alone: the body is
     /// not needed, so an unknown caller is refused before it is read.
-    pub fn authenticate(
+    pub(crate) fn authenticate(
         &self,
         headers: &HeaderMap,
         tls_subject: Option<&str>,
@@ -269,7 +269,11 @@ impl Callers {
     }
 
     /// Whether an authenticated caller may use `instance_id`.
-    pub fn permit(&self, who: Authenticated, instance_id: &str) -> Result<&CallerShare, Refusal> {
+    pub(crate) fn permit(
+        &self,
+        who: Authenticated,
+        instance_id: &str,
+    ) -> Result<&CallerShare, Refusal> {
         let caller = self.callers.get(who.0).ok_or(Refusal::Unauthenticated)?;
         if caller
             .instances
@@ -312,7 +316,7 @@ impl Callers {
 
 /// The peer's address and, on mutual TLS, its certificate's subject, from a request's extensions
 /// (where the server put the connection's details).
-pub fn peer(extensions: &Extensions) -> (Option<SocketAddr>, Option<String>) {
+pub(crate) fn peer(extensions: &Extensions) -> (Option<SocketAddr>, Option<String>) {
     if let Some(tls) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
         let subject = tls
             .peer_certs()
@@ -326,7 +330,7 @@ pub fn peer(extensions: &Extensions) -> (Option<SocketAddr>, Option<String>) {
 }
 
 /// The subject of a DER certificate, as `CN=…, O=…` (RFC 4514 order as written in the certificate).
-pub fn certificate_subject(der: &[u8]) -> Option<String> {
+pub(crate) fn certificate_subject(der: &[u8]) -> Option<String> {
     let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
     Some(certificate.subject().to_string())
 }

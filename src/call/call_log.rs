@@ -35,7 +35,7 @@ const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The failed-call lines' budget.
 #[derive(Debug)]
-pub struct FailedCallLines {
+pub(crate) struct FailedCallLines {
     limiter: DefaultDirectRateLimiter,
     per_second: u32,
     suppressed: AtomicU64,
@@ -56,7 +56,7 @@ impl FailedCallLines {
     }
 
     /// Whether a failed call's line may be written now; otherwise it is counted as left out.
-    pub fn admit(&self) -> bool {
+    pub(crate) fn admit(&self) -> bool {
         if self.limiter.check().is_err() {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
             self.metrics.log_line_suppressed();
@@ -90,7 +90,7 @@ impl FailedCallLines {
 /// the facade serves, a line per successful call is hundreds of gigabytes of logs a day, while
 /// metrics and traces already count and time every call.
 /// `RUST_LOG=info,connect_facade::calls=debug` logs every call.
-pub fn write(code: Code, record: &CallRecord, latency_ms: f64) {
+pub(crate) fn write(code: Code, record: &CallRecord, latency_ms: f64) {
     macro_rules! line {
         ($level:expr) => {
             tracing::event!(

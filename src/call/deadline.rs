@@ -18,7 +18,7 @@ use tonic::metadata::MetadataMap;
 
 /// When the call reached the server's service stack (a request extension).
 #[derive(Clone, Copy, Debug)]
-pub struct Arrival(Instant);
+pub(crate) struct Arrival(Instant);
 
 /// Stamps a request with its [`Arrival`]; the server runs it as a `MapRequestLayer`.
 pub fn stamp_arrival<B>(mut request: http::Request<B>) -> http::Request<B> {
@@ -28,7 +28,7 @@ pub fn stamp_arrival<B>(mut request: http::Request<B>) -> http::Request<B> {
 
 /// When this call's deadline falls: its arrival (now, for a request that was never stamped) plus
 /// its budget.
-pub fn deadline(extensions: &http::Extensions, budget: Duration) -> Instant {
+pub(crate) fn deadline(extensions: &http::Extensions, budget: Duration) -> Instant {
     extensions
         .get::<Arrival>()
         .map_or_else(Instant::now, |arrival| arrival.0)
@@ -43,7 +43,7 @@ const ANSWER_MARGIN: Duration = Duration::from_millis(20);
 
 /// The caller's `grpc-timeout`, if it sent one that parses (one that does not is no timeout: the
 /// default applies).
-pub fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
+pub(crate) fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
     metadata
         .get("grpc-timeout")
         .and_then(|value| value.to_str().ok())
@@ -53,7 +53,7 @@ pub fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
 /// The time a call may take: the caller's own timeout (less a small margin), never more than
 /// `default` (`--default-deadline`, also the deadline of a caller that set none or sent one that
 /// cannot be parsed): a caller cannot hold a stream, and its buffers, longer than the operator allows.
-pub fn budget(timeout: Option<Duration>, default: Duration) -> Duration {
+pub(crate) fn budget(timeout: Option<Duration>, default: Duration) -> Duration {
     match timeout {
         Some(timeout) => timeout
             .saturating_sub(ANSWER_MARGIN.min(timeout / 10))
@@ -71,7 +71,7 @@ pub fn parse_connect_timeout(value: &str) -> Option<Duration> {
 }
 
 /// Parses the gRPC wire format: 1 to 8 ASCII digits and a unit (H, M, S, m, u, n).
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if !value.is_ascii() {
         return None;
     }

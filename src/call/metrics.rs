@@ -139,7 +139,7 @@ impl RpcMetrics {
 
     /// A call arrived; the guard records how it ended (CANCELLED if dropped unanswered, as when the
     /// caller goes away).
-    pub fn rpc_started(self: &Arc<Self>) -> RpcGuard {
+    pub(crate) fn rpc_started(self: &Arc<Self>) -> RpcGuard {
         self.series
             .started
             .get_or_init(|| self.started.get_or_create(&Self::rpc()).clone())
@@ -193,7 +193,7 @@ impl RpcMetrics {
     }
 
     /// A failed call's log line was left out (the per-second budget was spent).
-    pub fn log_line_suppressed(&self) {
+    pub(crate) fn log_line_suppressed(&self) {
         self.log_lines_suppressed.inc();
     }
 
@@ -219,7 +219,7 @@ pub struct RpcGuard {
 
 impl RpcGuard {
     /// The call was answered with `code`.
-    pub fn answered(mut self, code: Code) {
+    pub(crate) fn answered(mut self, code: Code) {
         self.answered = true;
         self.metrics.rpc_handled(code, self.started.elapsed());
     }

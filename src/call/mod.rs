@@ -17,11 +17,10 @@
 //! ([`crate::status::reason`]). Codes are chosen in [`crate::status`], never here.
 
 mod call_log;
-pub mod deadline;
-mod metrics;
+pub(crate) mod deadline;
+pub(crate) mod metrics;
 
-pub use call_log::CALL_LOG_TARGET;
-pub use metrics::{PROTOCOL_SLOTS, RpcGuard, RpcMetrics, go_code_name};
+pub use metrics::RpcMetrics;
 
 use std::{sync::Arc, time::Duration};
 
@@ -50,16 +49,16 @@ use crate::{
 };
 
 /// Response metadata key carrying AWS's request id on success.
-pub const AWS_REQUEST_ID_HEADER: &str = "x-amzn-requestid";
+pub(crate) const AWS_REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 
 /// Response and error metadata key carrying how many AWS attempts the call made.
-pub const ATTEMPTS_HEADER: &str = "x-facade-attempts";
+pub(crate) const ATTEMPTS_HEADER: &str = "x-facade-attempts";
 
 /// Response metadata (`true`) on an answer replayed from the cache: AWS was not called.
-pub const REPLAYED_HEADER: &str = "x-facade-replayed";
+pub(crate) const REPLAYED_HEADER: &str = "x-facade-replayed";
 
 /// Response metadata (`true`) on an answer shared with an identical call in flight.
-pub const COALESCED_HEADER: &str = "x-facade-coalesced";
+pub(crate) const COALESCED_HEADER: &str = "x-facade-coalesced";
 
 /// The protocol a call came in, for its trace (`rpc.system`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +80,7 @@ impl Wire {
 
 /// One call, as a protocol adapter read it off the wire.
 #[derive(Debug)]
-pub struct Call {
+pub(crate) struct Call {
     pub message: CreatePersistentContactAssociationRequest,
     /// The request's headers: the caller's credentials and trace context.
     pub metadata: MetadataMap,
@@ -183,7 +182,7 @@ impl CallService {
     }
 
     /// Runs one call, counted, traced and logged once.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         call: Call,
     ) -> Result<Response<CreatePersistentContactAssociationResponse>, Status> {

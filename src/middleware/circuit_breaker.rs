@@ -86,7 +86,7 @@ pub struct Breaker {
 
 /// How a call was let through.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     Normal,
     Probe,
 }
@@ -122,7 +122,7 @@ impl Breaker {
     }
 
     /// Lets a call through, or refuses it while the breaker is open.
-    pub fn admit(&self) -> Result<Admission, CallError> {
+    pub(crate) fn admit(&self) -> Result<Admission, CallError> {
         if self.config.failure_threshold == 0 || self.summary.load(Ordering::Acquire) != TRIPPED {
             return Ok(Admission::Normal);
         }
@@ -145,7 +145,7 @@ impl Breaker {
     }
 
     /// Records how an admitted call ended.
-    pub fn record(&self, admission: &Admission, failed: bool) {
+    pub(crate) fn record(&self, admission: &Admission, failed: bool) {
         if self.config.failure_threshold == 0
             || (!failed && self.summary.load(Ordering::Acquire) == CLEAN)
         {
@@ -222,7 +222,7 @@ fn is_aws_failure(error: &CallError) -> bool {
 
 /// Adds the breaker in front of a service.
 #[derive(Clone)]
-pub struct CircuitBreakerLayer {
+pub(crate) struct CircuitBreakerLayer {
     breaker: Arc<Breaker>,
 }
 
@@ -252,7 +252,7 @@ impl<S> Layer<S> for CircuitBreakerLayer {
 
 /// The guarded service.
 #[derive(Clone)]
-pub struct CircuitBreaker<S> {
+pub(crate) struct CircuitBreaker<S> {
     inner: S,
     breaker: Arc<Breaker>,
 }

@@ -197,12 +197,12 @@ pub struct KeyRateLimit {
 
 impl KeyRateLimit {
     /// The rate in force for the key (adapted to AWS's throttling).
-    pub fn set_rate(&self, rate: f64) {
+    pub(crate) fn set_rate(&self, rate: f64) {
         self.rate.set(rate);
     }
 
     /// An attempt got its slot, `waited` for it in the queue or not.
-    pub fn granted(&self, waited: Option<Duration>, caller: Option<&str>) {
+    pub(crate) fn granted(&self, waited: Option<Duration>, caller: Option<&str>) {
         if let Some(waited) = waited {
             self.metrics.waits.inc();
             self.metrics.wait_seconds.observe(waited.as_secs_f64());
@@ -212,7 +212,7 @@ impl KeyRateLimit {
     }
 
     /// No slot within the attempt's wait bound.
-    pub fn refused(&self, caller: Option<&str>) {
+    pub(crate) fn refused(&self, caller: Option<&str>) {
         self.metrics.refusals.get_or_create(&self.key).inc();
         self.metrics.callers.refused(caller, CallerRefusal::Quota);
     }

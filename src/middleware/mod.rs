@@ -16,10 +16,10 @@
 //! The request type is [`UpstreamCall`], cheap to clone, because tower's retry must clone requests and
 //! tonic's own HTTP request cannot be cloned.
 
-pub mod circuit_breaker;
+pub(crate) mod circuit_breaker;
 mod metrics;
-pub mod rate_limit;
-pub mod retry;
+pub(crate) mod rate_limit;
+pub(crate) mod retry;
 
 use std::{
     future::Future,
@@ -47,10 +47,10 @@ use crate::{
     upstream::{Association, ConnectUpstream},
 };
 
-pub use circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
-pub use metrics::{KeyAttempts, KeyRateLimit, UpstreamMetrics};
-pub use rate_limit::{RateLimitConfig, RateLimitLayer};
-pub use retry::{RetryConfig, RetryPolicy};
+pub(crate) use circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
+pub(crate) use metrics::{KeyAttempts, KeyRateLimit, UpstreamMetrics};
+pub(crate) use rate_limit::{RateLimitConfig, RateLimitLayer};
+pub(crate) use retry::{RetryConfig, RetryPolicy};
 
 /// One call on its way to AWS: the request, its deadline, who it is for, and a count of the
 /// attempts made for it.
@@ -70,7 +70,11 @@ pub struct UpstreamCall {
 }
 
 impl UpstreamCall {
-    pub fn new(request: Arc<AssociationRequest>, deadline: Instant, caller: CallerShare) -> Self {
+    pub(crate) fn new(
+        request: Arc<AssociationRequest>,
+        deadline: Instant,
+        caller: CallerShare,
+    ) -> Self {
         Self {
             request,
             deadline,
@@ -82,7 +86,7 @@ impl UpstreamCall {
     }
 
     /// How many attempts reached the SDK so far (shared by every clone of this call).
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.attempts.load(Ordering::Relaxed)
     }
 }
@@ -199,7 +203,7 @@ impl UpstreamStack {
     }
 
     /// Runs one call through the middleware to AWS.
-    pub async fn call(&self, call: UpstreamCall) -> Result<Association, CallError> {
+    pub(crate) async fn call(&self, call: UpstreamCall) -> Result<Association, CallError> {
         self.service
             .clone()
             .oneshot(call)
@@ -221,7 +225,7 @@ impl UpstreamStack {
 
 /// What every middleware service answers: a boxed future, so layers compose without naming each
 /// other's future types.
-pub type CallFuture = Pin<Box<dyn Future<Output = Result<Association, CallError>> + Send>>;
+pub(crate) type CallFuture = Pin<Box<dyn Future<Output = Result<Association, CallError>> + Send>>;
 
 /// The innermost service: one SDK attempt, counted.
 #[derive(Clone)]

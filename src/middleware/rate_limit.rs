@@ -151,7 +151,7 @@ impl Limiter {
 
 /// Adds the rate limit in front of a service.
 #[derive(Clone)]
-pub struct RateLimitLayer {
+pub(crate) struct RateLimitLayer {
     limiter: Arc<Limiter>,
 }
 
@@ -190,7 +190,7 @@ impl<S> Layer<S> for RateLimitLayer {
 
 /// The rate-limited service.
 #[derive(Clone)]
-pub struct RateLimit<S> {
+pub(crate) struct RateLimit<S> {
     inner: S,
     limiter: Arc<Limiter>,
 }

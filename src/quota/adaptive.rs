@@ -22,7 +22,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::RwLock;
 
 /// governor's quota for a rate and burst.
-pub(crate) fn quota(rate_per_second: f64, burst: u32) -> Quota {
+pub fn quota(rate_per_second: f64, burst: u32) -> Quota {
     let period = Duration::from_secs_f64(1.0 / rate_per_second.max(f64::MIN_POSITIVE));
     Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
@@ -116,10 +116,19 @@ impl AdaptiveBucket {
 
     /// AWS answered ThrottlingException.
     pub fn on_throttled(&self) {
+        self.throttled_at(Instant::now());
+    }
+
+    /// AWS answered without throttling.
+    pub fn on_accepted(&self) {
+        self.accepted_at(Instant::now());
+    }
+
+    /// A throttle at `now`: the clock is a parameter, so tests say when things happen.
+    fn throttled_at(&self, now: Instant) {
         if self.config.decrease_factor >= 1.0 {
             return;
         }
-        let now = Instant::now();
         let mut state = self.state.write();
         if state
             .last_throttle
@@ -138,9 +147,8 @@ impl AdaptiveBucket {
         self.set_rate(&mut state, rate, now);
     }
 
-    /// AWS answered without throttling.
-    pub fn on_accepted(&self) {
-        let now = Instant::now();
+    /// An accepted call at `now`.
+    fn accepted_at(&self, now: Instant) {
         {
             let state = self.state.read();
             if state.rate >= self.configured || now - state.last_change < INCREASE_INTERVAL {
@@ -187,9 +195,12 @@ mod tests {
     #[test]
     fn a_throttle_halves_the_rate_once_per_interval() {
         let bucket = bucket();
-        bucket.on_throttled();
-        bucket.on_throttled();
+        let start = Instant::now();
+        bucket.throttled_at(start);
+        bucket.throttled_at(start + DECREASE_INTERVAL / 2);
         assert_eq!(bucket.rate(), 5.0);
+        bucket.throttled_at(start + DECREASE_INTERVAL);
+        assert_eq!(bucket.rate(), 2.5);
     }
 
     #[test]
@@ -202,9 +213,9 @@ mod tests {
     #[test]
     fn the_rate_never_falls_below_the_floor() {
         let bucket = bucket();
-        for _ in 0..20 {
-            bucket.state.write().last_throttle = None;
-            bucket.on_throttled();
+        let start = Instant::now();
+        for n in 0..20 {
+            bucket.throttled_at(start + DECREASE_INTERVAL * n);
         }
         assert_eq!(bucket.rate(), 0.5);
     }
@@ -212,10 +223,10 @@ mod tests {
     #[test]
     fn the_climb_stops_below_the_last_throttled_rate() {
         let bucket = bucket();
-        bucket.on_throttled(); // 10 → 5, ceiling 9.5
-        for _ in 0..10 {
-            bucket.state.write().last_change -= INCREASE_INTERVAL;
-            bucket.on_accepted();
+        let start = Instant::now();
+        bucket.throttled_at(start); // 10 → 5, ceiling 9.5
+        for n in 1..=10 {
+            bucket.accepted_at(start + INCREASE_INTERVAL * n);
         }
         assert_eq!(bucket.rate(), 9.5);
     }
@@ -223,13 +234,11 @@ mod tests {
     #[test]
     fn a_long_quiet_period_lets_it_climb_to_the_configured_rate() {
         let bucket = bucket();
-        bucket.on_throttled();
-        for _ in 0..10 {
-            let mut state = bucket.state.write();
-            state.last_change -= INCREASE_INTERVAL;
-            state.last_throttle = state.last_throttle.map(|at| at - CEILING_RESET);
-            drop(state);
-            bucket.on_accepted();
+        let start = Instant::now();
+        bucket.throttled_at(start);
+        let quiet = start + CEILING_RESET;
+        for n in 0..10 {
+            bucket.accepted_at(quiet + INCREASE_INTERVAL * n);
         }
         assert_eq!(bucket.rate(), 10.0);
     }

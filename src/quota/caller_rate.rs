@@ -18,7 +18,7 @@ use super::adaptive::quota;
 use crate::auth::CallerShare;
 
 /// The callers' own limits, by their index in the auth file.
-pub struct CallerRates {
+pub(crate) struct CallerRates {
     buckets: Vec<Option<DefaultDirectRateLimiter>>,
     clock: DefaultClock,
 }
@@ -54,7 +54,7 @@ impl CallerRates {
     }
 
     /// Takes one call from `caller`'s own bucket, or says when the next one is allowed.
-    pub fn check(&self, caller: &CallerShare) -> Result<(), Duration> {
+    pub(crate) fn check(&self, caller: &CallerShare) -> Result<(), Duration> {
         let Some(Some(bucket)) = self.buckets.get(caller.index) else {
             return Ok(());
         };

@@ -75,7 +75,7 @@ pub const ACTIVE_CALLER_WINDOW: Duration = Duration::from_secs(5);
 /// short wait bound at 2 requests/s leaves room for little more), while a lane that was idle cannot
 /// have saved credit: it restarts at the virtual time.
 #[derive(Debug)]
-pub struct FairOrder<T> {
+pub(crate) struct FairOrder<T> {
     lanes: Vec<Lane<T>>,
     virtual_time: f64,
     /// Arrival order, to break ties between equal tags.
@@ -94,7 +94,7 @@ struct Lane<T> {
 
 /// An item taken out in fair order, with what it takes to put it back in its place.
 #[derive(Debug)]
-pub struct Popped<T> {
+pub(crate) struct Popped<T> {
     pub lane: usize,
     tag: f64,
     arrival: u64,
@@ -131,7 +131,7 @@ impl<T> FairOrder<T> {
     }
 
     /// Queues `item` in `lane` at `weight` (above 0).
-    pub fn push(&mut self, lane: usize, weight: f64, item: T) {
+    pub(crate) fn push(&mut self, lane: usize, weight: f64, item: T) {
         let tag = self.next_tag(lane, weight);
         let arrival = self.arrivals;
         self.arrivals += 1;
@@ -143,7 +143,11 @@ impl<T> FairOrder<T> {
 
     /// The next item in fair order among the lanes not held at `now`, dropping on the way those
     /// `live` says are gone.
-    pub fn pop(&mut self, now: Instant, mut live: impl FnMut(&T) -> bool) -> Option<Popped<T>> {
+    pub(crate) fn pop(
+        &mut self,
+        now: Instant,
+        mut live: impl FnMut(&T) -> bool,
+    ) -> Option<Popped<T>> {
         let mut best: Option<(usize, f64, u64)> = None;
         for (index, lane) in self.lanes.iter_mut().enumerate() {
             while lane.items.front().is_some_and(|(_, _, item)| !live(item)) {
@@ -175,7 +179,7 @@ impl<T> FairOrder<T> {
     }
 
     /// Puts `popped` back at the front of its lane, and serves nothing of that lane before `until`.
-    pub fn hold(&mut self, popped: Popped<T>, until: Instant) {
+    pub(crate) fn hold(&mut self, popped: Popped<T>, until: Instant) {
         let lane = &mut self.lanes[popped.lane];
         lane.items
             .push_front((popped.tag, popped.arrival, popped.item));
@@ -183,7 +187,7 @@ impl<T> FairOrder<T> {
     }
 
     /// When the first held lane with items is released.
-    pub fn next_release(&self) -> Option<Instant> {
+    pub(crate) fn next_release(&self) -> Option<Instant> {
         self.lanes
             .iter()
             .filter(|lane| !lane.items.is_empty())
@@ -194,7 +198,7 @@ impl<T> FairOrder<T> {
     /// Slots until a new item of `lane` at `weight` would be served if it came now: between the
     /// virtual time and its tag, every lane with items (its own included) is served its weight per
     /// unit of tag, the items that will arrive meanwhile included.
-    pub fn slots_until_next(&self, lane: usize, weight: f64) -> f64 {
+    pub(crate) fn slots_until_next(&self, lane: usize, weight: f64) -> f64 {
         let tag = self.next_tag(lane, weight);
         let mut weights: f64 = self
             .lanes
@@ -208,7 +212,7 @@ impl<T> FairOrder<T> {
         (tag - self.virtual_time) * weights
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.lanes.iter().all(|l| l.items.is_empty())
     }
 }
@@ -242,7 +246,7 @@ struct Lanes {
 }
 
 /// The callers' lanes in front of one quota key of a store.
-pub struct FairQueue {
+pub(crate) struct FairQueue {
     lanes: Arc<Lanes>,
 }
 
@@ -272,7 +276,7 @@ impl FairQueue {
 
     /// A slot for one attempt of `caller` on `instance_id` by `give_up_at` (never past `deadline`),
     /// or when to come back.
-    pub async fn acquire(
+    pub(crate) async fn acquire(
         &self,
         caller: &CallerShare,
         instance_id: &str,

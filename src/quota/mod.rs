@@ -20,21 +20,21 @@
 //! In front of the store, [`fair::FairQueue`] shares the slots among callers when they wait. The
 //! rate-limit layer ([`crate::middleware::rate_limit`]) knows only the trait and the queue.
 
-pub mod adaptive;
-pub mod caller_rate;
-pub mod fair;
-pub mod local;
+pub(crate) mod adaptive;
+pub(crate) mod caller_rate;
+pub(crate) mod fair;
+pub(crate) mod local;
 mod metrics;
 pub mod redis;
-pub mod shared;
-pub mod stores;
+pub(crate) mod shared;
+pub(crate) mod stores;
 
 use std::{future::Future, pin::Pin, time::Duration};
 
 use tokio::time::Instant;
 
 pub use adaptive::AdaptiveConfig;
-pub use metrics::QuotaMetrics;
+pub(crate) use metrics::QuotaMetrics;
 
 /// The limits a store enforces for each quota key.
 #[derive(Clone, Debug)]
@@ -118,7 +118,7 @@ pub struct Full {
 }
 
 /// What the store methods return: boxed, so the layer can hold any store as `dyn QuotaStore`.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where the quota's buckets live.
 pub trait QuotaStore: Send + Sync + 'static {

@@ -35,7 +35,7 @@ impl MemoryReplays {
         }
     }
 
-    pub fn get(&self, key: &ContactKey) -> Option<Replay> {
+    pub(crate) fn get(&self, key: &ContactKey) -> Option<Replay> {
         let (kept, replay) = self.cache.get(key)?;
         if kept.elapsed() < self.window {
             return Some((*replay).clone());
@@ -44,12 +44,12 @@ impl MemoryReplays {
         None
     }
 
-    pub fn insert(&self, key: ContactKey, replay: Replay) {
+    pub(crate) fn insert(&self, key: ContactKey, replay: Replay) {
         self.cache.insert(key, (Instant::now(), Arc::new(replay)));
     }
 
     /// Answers held now (expired ones included until read or evicted).
-    pub fn entries(&self) -> u64 {
+    pub(crate) fn entries(&self) -> u64 {
         self.cache.len() as u64
     }
 }

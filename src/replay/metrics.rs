@@ -48,19 +48,19 @@ impl ReplayMetrics {
         metrics
     }
 
-    pub fn replayed(&self) {
+    pub(crate) fn replayed(&self) {
         self.replays.inc();
     }
 
-    pub fn coalesced(&self) {
+    pub(crate) fn coalesced(&self) {
         self.coalesced.inc();
     }
 
-    pub fn client_token_reused(&self) {
+    pub(crate) fn client_token_reused(&self) {
         self.token_reuse_refusals.inc();
     }
 
-    pub fn set_entries(&self, entries: u64) {
+    pub(crate) fn set_entries(&self, entries: u64) {
         self.entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 }

@@ -31,9 +31,9 @@
 //! as TTL) and a short lock key beside each marks a call in flight, so replicas replay and coalesce
 //! each other's calls; Redis failing only loses the sharing, never a call.
 
-pub mod memory;
+pub(crate) mod memory;
 mod metrics;
-pub mod redis;
+pub(crate) mod redis;
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
@@ -48,20 +48,20 @@ use crate::{
     upstream::Association,
 };
 
-pub use memory::MemoryReplays;
-pub use metrics::ReplayMetrics;
-pub use redis::RedisReplays;
+pub(crate) use memory::MemoryReplays;
+pub(crate) use metrics::ReplayMetrics;
+pub(crate) use redis::RedisReplays;
 
 /// A call's key: its quota key, instance and initial contact, hashed (32 bytes whatever their length).
-pub type ContactKey = [u8; 32];
+pub(crate) type ContactKey = [u8; 32];
 /// What a call asks of its contact (rehydration type and source), hashed.
-pub type Fingerprint = [u8; 32];
+pub(crate) type Fingerprint = [u8; 32];
 /// A client token, hashed.
-pub type TokenHash = [u8; 32];
+pub(crate) type TokenHash = [u8; 32];
 
 /// A successful association, as kept: what was asked, with which token, and AWS's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Replay {
+pub(crate) struct Replay {
     pub rehydration_type: RehydrationType,
     pub source_contact_id: String,
     pub token: TokenHash,
@@ -76,7 +76,7 @@ impl Replay {
 
 /// How a call was answered.
 #[derive(Debug)]
-pub enum Answered {
+pub(crate) enum Answered {
     /// By its own AWS call (`Err` is that call's failure).
     Called(Result<Association, CallError>),
     /// From the replay cache.
@@ -178,7 +178,7 @@ impl Replayer {
 
     /// Answers `request` from the cache, from a call in flight for its contact, or by `call` (run at
     /// most once, in a task of its own). `scope` is the quota key; `deadline` bounds the waits.
-    pub async fn answer<F, Fut>(
+    pub(crate) async fn answer<F, Fut>(
         self: &Arc<Self>,
         scope: &str,
         request: &AssociationRequest,
@@ -398,16 +398,19 @@ impl Drop for Lead {
 }
 
 /// The key of a call's contact within `scope` (its quota key).
-pub fn contact_key(scope: &str, request: &AssociationRequest) -> ContactKey {
+pub(crate) fn contact_key(scope: &str, request: &AssociationRequest) -> ContactKey {
     hash_fields(&[scope, request.instance_id(), request.initial_contact_id()])
 }
 
 /// What a call asks of its contact, as AWS compares a repeat.
-pub fn fingerprint(rehydration_type: RehydrationType, source_contact_id: &str) -> Fingerprint {
+pub(crate) fn fingerprint(
+    rehydration_type: RehydrationType,
+    source_contact_id: &str,
+) -> Fingerprint {
     hash_fields(&[rehydration_type.as_aws_str(), source_contact_id])
 }
 
-pub fn token_hash(token: &str) -> TokenHash {
+pub(crate) fn token_hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
@@ -422,7 +425,7 @@ fn hash_fields(fields: &[&str]) -> [u8; 32] {
 }
 
 /// How long a lock on a call in flight may outlive a replica that died holding it.
-pub fn lock_ttl(deadline: Instant) -> Duration {
+pub(crate) fn lock_ttl(deadline: Instant) -> Duration {
     deadline
         .saturating_duration_since(Instant::now())
         .clamp(Duration::from_secs(1), Duration::from_secs(60))

@@ -24,11 +24,11 @@ use super::{ContactKey, Fingerprint, Replay, TokenHash, lock_ttl};
 use crate::{domain::RehydrationType, store::SharedStore, upstream::Association};
 
 /// How often a replica asks whether another replica's identical call has its answer.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
 /// What Redis says before a call.
 #[derive(Debug)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// The answer is kept (its fingerprint may differ: the caller compares).
     Replayed(Replay),
     /// This call's token with other fields is in flight.
@@ -96,7 +96,7 @@ impl RedisReplays {
 
     /// Before a call: its kept answer, or the lock for it, waiting meanwhile for another replica's
     /// identical call in flight.
-    pub async fn claim(
+    pub(crate) async fn claim(
         &self,
         key: &ContactKey,
         fingerprint: Fingerprint,
@@ -145,7 +145,7 @@ impl RedisReplays {
 
     /// After a call that held the lock: keeps its answer (`None` after a failure) and releases the
     /// lock. Bounded by the store's timeout alone: the caller's answer is ready.
-    pub async fn finish(
+    pub(crate) async fn finish(
         &self,
         key: &ContactKey,
         replay: Option<&Replay>,

@@ -6,15 +6,15 @@
 //!   be used is refused with its name and line, and the routes in use stay.
 
 mod metrics;
-pub mod router;
-pub mod spec;
+pub(crate) mod router;
+pub(crate) mod spec;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
-pub use spec::RoutesError;
+pub(crate) use spec::RoutesError;
 
-pub use metrics::RouteMetrics;
+pub(crate) use metrics::RouteMetrics;
 
 use crate::serving::reload::Triggers;
 use router::Router;

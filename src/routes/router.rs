@@ -40,7 +40,7 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// The route serving `instance_id`: its own, or the default (`*`).
-    pub fn route(&self, instance_id: &str) -> Option<Arc<Route>> {
+    pub(crate) fn route(&self, instance_id: &str) -> Option<Arc<Route>> {
         self.by_instance
             .get(instance_id)
             .or(self.default.as_ref())
@@ -169,7 +169,7 @@ impl Router {
     }
 
     /// The route serving `instance_id` now.
-    pub fn route(&self, instance_id: &str) -> Option<Arc<Route>> {
+    pub(crate) fn route(&self, instance_id: &str) -> Option<Arc<Route>> {
         self.table.load().route(instance_id)
     }
 

@@ -38,7 +38,7 @@ impl Drain {
     }
 
     /// Completes when the grace period is over.
-    pub fn expired(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn expired(&self) -> impl Future<Output = ()> + Send + 'static {
         self.expired.clone().cancelled_owned()
     }
 }

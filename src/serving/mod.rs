@@ -10,10 +10,10 @@
 //! - [`lifecycle`]: readiness, and shutdown as tokens every background task watches;
 //! - [`metrics_endpoint`]: `GET /metrics` on its own listener.
 
-pub mod lifecycle;
-pub mod listener;
-pub mod metrics_endpoint;
-pub mod reload;
-pub mod request_buffers;
-pub mod serve;
-pub mod tls;
+pub(crate) mod lifecycle;
+pub(crate) mod listener;
+pub(crate) mod metrics_endpoint;
+pub(crate) mod reload;
+pub(crate) mod request_buffers;
+pub(crate) mod serve;
+pub(crate) mod tls;

@@ -10,10 +10,10 @@
 //! Tests drive it in-process: [`Simulator::requests`] shows every request that reached the operation,
 //! and [`Simulator::add_fault`] changes its behaviour while it runs.
 
-pub mod contacts;
+pub(crate) mod contacts;
 pub mod faults;
 pub mod fixtures;
-pub mod identity;
+pub(crate) mod identity;
 mod wire;
 
 use std::{
@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use contacts::ContactStore;
 use faults::{Fault, FaultSet, Verdict};
-pub use fixtures::Fixtures;
+pub(crate) use fixtures::Fixtures;
 use identity::Identities;
 
 /// A request that reached the operation (after routing and signature checks).

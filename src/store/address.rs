@@ -38,7 +38,7 @@ pub struct StoreAddress {
 
 impl StoreAddress {
     /// The one node of a `redis://` or `rediss://` URL.
-    pub fn node(&self) -> &str {
+    pub(crate) fn node(&self) -> &str {
         &self.nodes[0]
     }
 }

@@ -46,14 +46,14 @@ struct Inner {
 
 /// Which topology the store turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Standalone,
     Cluster,
     Sentinel,
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Standalone => "standalone",
             Self::Cluster => "cluster",
@@ -82,7 +82,7 @@ impl StoreConnection {
     }
 
     /// The topology, once connected.
-    pub fn kind(&self) -> Option<Kind> {
+    pub(crate) fn kind(&self) -> Option<Kind> {
         self.inner.connected.get().map(|connected| match connected {
             Connected::Standalone(_) => Kind::Standalone,
             Connected::Cluster(_) => Kind::Cluster,

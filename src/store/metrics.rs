@@ -55,17 +55,17 @@ impl StoreMetrics {
         metrics
     }
 
-    pub fn set_up(&self, up: bool) {
+    pub(crate) fn set_up(&self, up: bool) {
         self.up
             .get_or_create(&StoreLabels { store: "redis" })
             .set(i64::from(up));
     }
 
-    pub fn error(&self) {
+    pub(crate) fn error(&self) {
         self.errors.inc();
     }
 
-    pub fn round_trip(&self, elapsed: std::time::Duration) {
+    pub(crate) fn round_trip(&self, elapsed: std::time::Duration) {
         self.round_trip_seconds.observe(elapsed.as_secs_f64());
     }
 }

@@ -15,8 +15,8 @@
 //!   an interval of the new master answering.
 //! - A deadline that runs out before the store's timeout says nothing of Redis: not counted.
 
-pub mod address;
-pub mod connection;
+pub(crate) mod address;
+pub(crate) mod connection;
 mod metrics;
 
 use std::{
@@ -31,13 +31,13 @@ use std::{
 
 use tokio::time::Instant;
 
-pub use address::{StoreAddress, Topology};
-pub use connection::StoreConnection;
+pub use address::StoreAddress;
+pub(crate) use connection::StoreConnection;
 
-pub use metrics::StoreMetrics;
+pub(crate) use metrics::StoreMetrics;
 
 /// How often a replica whose store is down asks it again.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The shared Redis and whether it answers.
 #[derive(Clone)]
@@ -82,17 +82,17 @@ impl SharedStore {
     }
 
     /// A handle on the connection, for scripts.
-    pub fn connection(&self) -> StoreConnection {
+    pub(crate) fn connection(&self) -> StoreConnection {
         self.inner.connection.clone()
     }
 
     /// The prefix of every key.
-    pub fn prefix(&self) -> &str {
+    pub(crate) fn prefix(&self) -> &str {
         &self.inner.prefix
     }
 
     /// The longest round trip.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.inner.timeout
     }
 
@@ -102,7 +102,7 @@ impl SharedStore {
     }
 
     /// Whether round trips are being made.
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Acquire)
     }
 
@@ -113,7 +113,7 @@ impl SharedStore {
 
     /// Runs one round trip within `bound` (and the store's timeout), unless the store is down.
     /// `None` when it is down, fails, or does not answer in time (which takes it down).
-    pub async fn ask<T, E: Display>(
+    pub(crate) async fn ask<T, E: Display>(
         &self,
         bound: Duration,
         operation: impl Future<Output = Result<T, E>>,

@@ -58,7 +58,7 @@ pub struct UpstreamError {
 
 impl UpstreamError {
     /// Whether the error is an answer from AWS (as opposed to a failure before or around the call).
-    pub fn answered_by_aws(&self) -> bool {
+    pub(crate) fn answered_by_aws(&self) -> bool {
         self.aws_code.is_some() || self.request_id.is_some()
     }
 }

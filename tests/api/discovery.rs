@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use connect_facade::simulator::fixtures::Fixtures;
 
-use crate::helpers::{always_error, channel, entire_session, overall_health, spawn, spawn_with};
+use crate::helpers::{
+    always_error, channel, entire_session, eventually, overall_health, spawn, spawn_with,
+};
 
 const SERVICE: &str = "amazonconnect.v1.ContactService";
 
@@ -121,21 +123,16 @@ async fn open_the_breaker(
 async fn with_readiness_following_the_breaker_health_is_not_serving_while_the_circuit_is_open() {
     let app = open_the_breaker(true, Duration::from_millis(800)).await;
     let opened = Instant::now();
-    let mut seen = overall_health(app.addr).await;
-    while seen != ServingStatus::NotServing && opened.elapsed() < Duration::from_millis(600) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        seen = overall_health(app.addr).await;
-    }
-    assert_eq!(seen, ServingStatus::NotServing);
-    while seen != ServingStatus::Serving && opened.elapsed() < Duration::from_secs(2) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        seen = overall_health(app.addr).await;
-    }
-    assert_eq!(
-        seen,
-        ServingStatus::Serving,
-        "ready again once a probe may go through"
-    );
+    let health_is = |status| async move { overall_health(app.addr).await == status };
+    eventually("not serving while open", Duration::from_millis(600), || {
+        health_is(ServingStatus::NotServing)
+    })
+    .await;
+    // Ready again once a probe may go through (the breaker's cool-down is 800 ms).
+    eventually("serving again", Duration::from_secs(2), || {
+        health_is(ServingStatus::Serving)
+    })
+    .await;
     assert!(opened.elapsed() >= Duration::from_millis(700));
 }
 

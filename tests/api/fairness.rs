@@ -298,20 +298,17 @@ async fn a_caller_rate_refusal_is_logged_with_its_route_and_caller() {
         "CALLER_RATE_LIMITED"
     );
     // The line is written as the call ends; give the log reader a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let line = loop {
-        let found = serving.logs.lock().unwrap().iter().find_map(|line| {
+    let refusal_line = || {
+        serving.logs.lock().unwrap().iter().find_map(|line| {
             let event: serde_json::Value = serde_json::from_str(line).ok()?;
             (event["fields"]["reason"] == "CALLER_RATE_LIMITED").then_some(event)
-        });
-        match found {
-            Some(event) => break event,
-            None if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            None => panic!("no CALLER_RATE_LIMITED line"),
-        }
+        })
     };
+    crate::helpers::eventually("a CALLER_RATE_LIMITED line", Duration::from_secs(5), || {
+        std::future::ready(refusal_line().is_some())
+    })
+    .await;
+    let line = refusal_line().expect("found above");
     assert_eq!(line["fields"]["message"], "rpc finished");
     assert_eq!(line["fields"]["route"], "default");
     assert_eq!(line["span"]["caller"], "quick");

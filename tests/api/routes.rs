@@ -291,7 +291,7 @@ async fn sighup_reloads_the_routes_of_a_running_process() {
     use connect_facade::simulator::Simulator;
 
     use crate::{
-        helpers::{channel, loopback},
+        helpers::{channel, eventually, loopback},
         process::{facade, send_signal, serving},
     };
 
@@ -345,15 +345,20 @@ async fn sighup_reloads_the_routes_of_a_running_process() {
         "without the signal the file is not re-read"
     );
     send_signal(&serving.child, "-HUP");
-    let started = Instant::now();
-    while client
-        .create_persistent_contact_association(on("added-later"))
-        .await
-        .is_err()
-    {
-        assert!(started.elapsed() < Duration::from_secs(5), "never reloaded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the routes reloaded on SIGHUP",
+        Duration::from_secs(5),
+        || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .create_persistent_contact_association(on("added-later"))
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
     let logs = serving.logs.lock().unwrap().join("\n");
     let reloaded = logs
         .lines()

@@ -183,16 +183,14 @@ pub async fn reaches_service(addr: std::net::SocketAddr, ca_pem: &str) -> bool {
     )
 }
 
-/// Whether a new TLS connection trusting only `ca_pem` reaches the service within 5 s.
-pub async fn until_served_by(addr: std::net::SocketAddr, ca_pem: &str) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while tokio::time::Instant::now() < deadline {
-        if reaches_service(addr, ca_pem).await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+/// Waits (at most 5 s) until a new TLS connection trusting only `ca_pem` reaches the service.
+pub async fn until_served_by(addr: std::net::SocketAddr, ca_pem: &str) {
+    crate::helpers::eventually(
+        "a connection trusting the new CA is served",
+        Duration::from_secs(5),
+        || reaches_service(addr, ca_pem),
+    )
+    .await;
 }
 
 /// A reload counter's value: absent, as before the first reload of that result, is 0.
@@ -244,10 +242,8 @@ async fn renewed_certificate_files_are_served_to_new_connections_without_a_resta
     assert!(expiry > now, "notAfter in the future: {expiry} vs {now}");
 
     renew(&first, &renewed);
-    assert!(
-        until_served_by(app.addr, &renewed.ca_pem).await,
-        "new connections get the renewed certificate"
-    );
+    // New connections get the renewed certificate.
+    until_served_by(app.addr, &renewed.ca_pem).await;
     assert!(
         !reaches_service(app.addr, &first.ca_pem).await,
         "the first certificate is no longer served"
@@ -266,14 +262,12 @@ async fn renewed_certificate_files_are_served_to_new_connections_without_a_resta
 
 /// Waits (at most 5 s) until `count` reloads have failed.
 async fn until_reload_errors(app: &TestApp, count: f64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while reloads(&app.scrape().await, "error") < count {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{count} failed reloads within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::helpers::eventually(
+        &format!("{count} failed reloads"),
+        Duration::from_secs(5),
+        || async { reloads(&app.scrape().await, "error") >= count },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -42,7 +42,7 @@ use tonic::transport::server::Connected;
 
 mod metrics;
 
-pub use metrics::ConnectionMetrics;
+pub(crate) use metrics::ConnectionMetrics;
 
 /// How many bytes a peer must send within the handshake deadline: the length of the HTTP/2 client
 /// preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`); any HTTP/1.1 request line with its Host header is longer.
@@ -218,6 +218,7 @@ pub struct Admitted<IO> {
 }
 
 impl<IO> Admitted<IO> {
+    #[cfg(test)]
     pub fn get_ref(&self) -> &IO {
         &self.io.inner
     }
