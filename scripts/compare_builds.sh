@@ -61,7 +61,7 @@ run() {
 import json, sys
 report = json.load(open(sys.argv[1]))
 cpu = float(sys.argv[3]) - float(sys.argv[2])
-assert report["errors"] == 0, f"{report['errors']} errors"
+assert not report["errors"], f"errors: {report['errors']}"
 print(sys.argv[4], sys.argv[5], round(report["throughput_per_s"]), round(cpu / report["calls"] * 1e6, 1))
 EOF
 }

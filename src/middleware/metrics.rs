@@ -33,9 +33,13 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
-/// The upstream's families; a clone records into the same series.
+/// The upstream's families; a clone records into the same series. One `Arc`, because a clone is
+/// made for every attempt (tower's retry clones its policy, and each attempt its counters).
 #[derive(Clone, Debug)]
-pub struct UpstreamMetrics {
+pub struct UpstreamMetrics(Arc<Families>);
+
+#[derive(Debug)]
+pub struct Families {
     attempts: Family<AttemptLabels, Counter>,
     attempt_seconds: Histogram,
     retries: Counter,
@@ -51,7 +55,7 @@ pub struct UpstreamMetrics {
 
 impl UpstreamMetrics {
     pub fn register(registry: &mut MetricsRegistry, callers: CallerMetrics) -> Self {
-        let metrics = Self {
+        let metrics = Families {
             attempts: Family::default(),
             attempt_seconds: latency_histogram(),
             retries: Counter::default(),
@@ -108,7 +112,7 @@ impl UpstreamMetrics {
             "1 while the circuit breaker refuses calls, per region/identity key",
             metrics.breaker_open.clone(),
         );
-        metrics
+        Self(Arc::new(metrics))
     }
 
     /// The attempt counters of one account and region `key` (see [`KeyAttempts`]).
@@ -163,6 +167,14 @@ pub struct KeyAttempts {
     key: Arc<str>,
     ok: Counter,
     metrics: UpstreamMetrics,
+}
+
+impl std::ops::Deref for UpstreamMetrics {
+    type Target = Families;
+
+    fn deref(&self) -> &Families {
+        &self.0
+    }
 }
 
 impl KeyAttempts {
