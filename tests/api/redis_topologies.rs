@@ -21,12 +21,24 @@ pub struct RedisCluster {
     dir: PathBuf,
 }
 
+/// A free port whose cluster bus port (the port + 10,000) is free too: a node whose bus port is
+/// taken by another test's socket never starts.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        let bus = std::net::TcpListener::bind(("127.0.0.1", port.saturating_add(10_000)));
+        if port <= 55_535 && bus.is_ok() {
+            return port;
+        }
+    }
+}
+
 impl RedisCluster {
     pub async fn start(masters: usize, replicas_each: usize) -> Self {
         let dir = scratch();
         let mut nodes = Vec::new();
         for _ in 0..masters * (1 + replicas_each) {
-            let port = free_port();
+            let port = free_cluster_port();
             let node = RedisServer::start_on(
                 port,
                 vec![
