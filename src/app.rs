@@ -570,6 +570,11 @@ async fn bind_listener(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), St
         Ok(limit) => tracing::info!(limit, "open files limit (soft, raised to the hard limit)"),
         Err(error) => tracing::warn!(%error, "cannot read or raise the open files limit"),
     }
+    bind(addr).await
+}
+
+/// A listener on `addr`, and the address it bound (the port chosen for port 0).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
     let bind_error = |source| StartupError::Bind { addr, source };
     let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
     let local_addr = listener.local_addr().map_err(bind_error)?;
@@ -634,9 +639,7 @@ async fn start_metrics_endpoint(
     handshake_timeout: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), StartupError> {
-    let bind_error = |source| StartupError::Bind { addr, source };
-    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
-    let bound = listener.local_addr().map_err(bind_error)?;
+    let (listener, bound) = bind(addr).await?;
     tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
     // Prometheus opens one connection per scrape: a few dozen are plenty.
     let limits = AdmissionLimits {

@@ -211,10 +211,9 @@ impl From<FailedCall> for Status {
             }
             CallError::Edge(refusal) => {
                 let code = match &refusal {
-                    EdgeRefusal::NoSuchProcedure { .. } | EdgeRefusal::MethodNotAllowed => {
-                        Code::Unimplemented
-                    }
-                    EdgeRefusal::UnsupportedEncoding { .. } => Code::Unimplemented,
+                    EdgeRefusal::NoSuchProcedure { .. }
+                    | EdgeRefusal::MethodNotAllowed
+                    | EdgeRefusal::UnsupportedEncoding { .. } => Code::Unimplemented,
                     EdgeRefusal::TooLarge { .. } => Code::ResourceExhausted,
                     EdgeRefusal::UnsupportedContentType { .. }
                     | EdgeRefusal::ProtocolVersion

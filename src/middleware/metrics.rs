@@ -134,9 +134,10 @@ impl UpstreamMetrics {
 
     /// The rate limiter's series of one account and region `key` (see [`KeyRateLimit`]).
     pub fn key_rate_limit(&self, key: &str) -> KeyRateLimit {
+        let key = KeyLabels::new(key);
         KeyRateLimit {
-            key: KeyLabels::new(key),
-            rate: self.rate.get_or_create(&KeyLabels::new(key)).clone(),
+            rate: self.rate.get_or_create(&key).clone(),
+            key,
             metrics: self.clone(),
         }
     }

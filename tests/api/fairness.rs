@@ -297,18 +297,7 @@ async fn a_caller_rate_refusal_is_logged_with_its_route_and_caller() {
         refused.get_details_error_info().unwrap().reason,
         "CALLER_RATE_LIMITED"
     );
-    // The line is written as the call ends; give the log reader a moment.
-    let refusal_line = || {
-        serving.logs.lock().unwrap().iter().find_map(|line| {
-            let event: serde_json::Value = serde_json::from_str(line).ok()?;
-            (event["fields"]["reason"] == "CALLER_RATE_LIMITED").then_some(event)
-        })
-    };
-    crate::helpers::eventually("a CALLER_RATE_LIMITED line", Duration::from_secs(5), || {
-        std::future::ready(refusal_line().is_some())
-    })
-    .await;
-    let line = refusal_line().expect("found above");
+    let line = serving.line_with_reason("CALLER_RATE_LIMITED").await;
     assert_eq!(line["fields"]["message"], "rpc finished");
     assert_eq!(line["fields"]["route"], "default");
     assert_eq!(line["span"]["caller"], "quick");

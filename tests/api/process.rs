@@ -66,6 +66,24 @@ pub(crate) struct Serving {
     pub(crate) logs: Arc<Mutex<Vec<String>>>,
 }
 
+impl Serving {
+    /// The first logged event whose ErrorInfo `reason` field is `reason`, waited for (at most 5 s):
+    /// a call's line is written as it ends, and read from the pipe a moment later.
+    pub(crate) async fn line_with_reason(&self, reason: &str) -> serde_json::Value {
+        let find = || {
+            self.logs.lock().unwrap().iter().find_map(|line| {
+                let event: serde_json::Value = serde_json::from_str(line).ok()?;
+                (event["fields"]["reason"] == reason).then_some(event)
+            })
+        };
+        eventually(&format!("a {reason} line"), Duration::from_secs(5), || {
+            std::future::ready(find().is_some())
+        })
+        .await;
+        find().expect("found above")
+    }
+}
+
 /// Starts `serve` and waits for it to log (in JSON, as it does when stderr is not a terminal) the
 /// address it bound.
 pub(crate) async fn serving(mut command: Command) -> Serving {

@@ -337,17 +337,7 @@ async fn an_edge_refusal_is_logged_as_a_call_with_its_reason() {
     )
     .await;
     assert_eq!(reason(&answer), "MALFORMED_MESSAGE");
-    let refusal_line = || {
-        serving.logs.lock().unwrap().iter().find_map(|line| {
-            let event: Value = serde_json::from_str(line).ok()?;
-            (event["fields"]["reason"] == "MALFORMED_MESSAGE").then_some(event)
-        })
-    };
-    crate::helpers::eventually("the refusal's log line", Duration::from_secs(5), || {
-        std::future::ready(refusal_line().is_some())
-    })
-    .await;
-    let line = refusal_line().expect("found above");
+    let line = serving.line_with_reason("MALFORMED_MESSAGE").await;
     assert_eq!(line["fields"]["message"], "rpc finished");
     assert_eq!(line["fields"]["grpc_code"], "InvalidArgument");
     assert!(line["span"]["peer"].as_str().is_some(), "{line}");
