@@ -55,10 +55,10 @@ bin=$root/target/$profile
 
 echo "== tools"
 venv=${BENCH_VENV:-$work/venv}
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import grpc, grpc_tools, boto3" 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import grpc, grpc_tools, boto3, jinja2" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "boto3==1.44.8" "grpcio==1.85.1" "grpcio-tools==1.85.1"
+    "boto3==1.44.8" "grpcio==1.85.1" "grpcio-tools==1.85.1" -r scripts/requirements-reports.txt
 fi
 if ! command -v h2load >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -389,5 +389,5 @@ echo "== report"
   echo "load_cpu=$load_cpu"
 } >"$results/machine.env"
 mkdir -p "$(dirname "$out")"
-python3 scripts/bench_report.py "$results" "$out" $([ "$smoke" = 1 ] && echo --smoke)
+"$venv/bin/python" scripts/bench_report.py "$results" "$out" $([ "$smoke" = 1 ] && echo --smoke)
 echo "wrote $out"

@@ -29,7 +29,8 @@ import tempfile
 import threading
 import time
 
-from local_server import free_port, scrape, series_sum, verdict, wait_port
+import report
+from local_server import free_port, scrape, series_sum, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -300,101 +301,30 @@ def measure_windows(args, work):
 
 
 def write_report(path, r, args):
-    idle = r["idle"]["rss_mib"]
     silent, bursts = r["silent"], r["bursts"]
-    peak = max([silent["peak_rss_mib"]] + [b["peak_rss_mib"] for b in bursts])
-    settled = max(b["after_20s"]["rss_mib"] for b in bursts)
-    lines = []
-    w = lines.append
-    w("# Connections: what they cost, and floods of them")
-    w("")
-    w(f"Written by `scripts/connections.py` ({r['commit']}, {r['date']}, release build, default flags but "
-      f"the limiter lifted{', plus ' + ' '.join(r['flags']) if r['flags'] else ''}). The facade runs on "
-      "CPU 0; the simulator (a process of its own, so these figures are the facade's alone), the peers and "
-      "h2load on the other CPU. RSS is the facade's resident memory.")
-    w("")
-    w("## Targets")
-    w("")
-    w("| target | measured | |")
-    w("|---|---|---|")
-    w(f"| peak RSS at most the pod's memory limit (128 MiB) | {peak:.1f} MiB | {verdict(peak <= 128)} |")
-    w(f"| peak RSS at most 64 MiB with the default cap | {peak:.1f} MiB | {verdict(peak <= 64)} |")
-    w(f"| RSS back to at most 2x idle ({2 * idle:.1f} MiB) within 30 s of a burst | {settled:.1f} MiB after {args.settle} s | {verdict(settled <= 2 * idle)} |")
-    w(f"| silent connections closed by the handshake timeout | {silent['still_open_after_timeout']} of {silent['connected']} still open {args.timeout + 3} s later | {verdict(silent['still_open_after_timeout'] == 0)} |")
     phases = [silent] + bursts
     errors = {}
     for phase in phases:
         for code, count in phase["caller_errors"].items():
             errors[code] = errors.get(code, 0) + count
-    calls = sum(x["caller_ok"] + sum(x["caller_errors"].values()) for x in phases)
-    # Shed by the overload bound beside the burst's own calls is the bound at work, not the flood.
-    unserved = {code: n for code, n in errors.items() if code != "ResourceExhausted"}
-    shown = ", ".join(f"{code} {n}" for code, n in sorted(errors.items())) or "none"
-    w(f"| a normal caller on an open connection is never cut off (RESOURCE_EXHAUSTED, the overload bound shedding beside a burst's own calls, is allowed) | errors in {calls} calls: {shown} | {verdict(not unserved)} |")
-    w("")
-    w("## Figures")
-    w("")
-    w(f"- **Idle**, after one call: {idle:.1f} MiB, {r['idle']['fds']} descriptors.")
-    w(f"- **An idle HTTP/2 connection** (preface and SETTINGS sent, no call), {r['idle_h2']['connections']} "
-      f"of them: {r['idle_h2']['kib_each']:.1f} KiB each. The default cap of 1,000 connections therefore "
-      f"holds about {r['idle_h2']['kib_each'] * 1000 / 1024:.0f} MiB of connections above idle, which with "
-      "the calls they make fits the pod's memory request (64 Mi) with its limit (128 Mi) as margin.")
-    d, a = silent["during"], silent["after_timeout"]
-    w(f"- **{silent['sent']:,} connections that never send a byte**: a second in, {d['open']:.0f} open "
-      f"(the cap counts handshakes) and {d['closed_cap']:.0f} reset at once; peak {silent['peak_rss_mib']:.1f} MiB "
-      "(a connection waiting for its first bytes is a small task, not yet an HTTP/2 connection). "
-      f"{args.timeout + 3} s later ({args.timeout} s handshake timeout): {a['closed_timeout']:.0f} closed by "
-      f"the timeout, {silent['still_open_after_timeout']} still open, {a['fds']} descriptors, "
-      f"{a['rss_mib']:.1f} MiB. The caller on an established connection: {silent['caller_ok']} calls "
-      f"served, {sum(silent['caller_errors'].values())} errors.")
-    w("")
-    w("| burst | connections, one call each | calls succeeded | refused or shed | peak RSS | RSS right after | RSS after "
-      f"{args.settle} s | descriptors then | caller's errors |")
-    w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for i, b in enumerate(bursts, 1):
-        w(f"| {i} | {b['connections']:,} | {b['succeeded']} | {b['failed']} | {b['peak_rss_mib']:.1f} MiB | "
-          f"{b['right_after']['rss_mib']:.1f} MiB | {b['after_20s']['rss_mib']:.1f} MiB | {b['after_20s']['fds']} | "
-          f"{sum(b['caller_errors'].values())} of {b['caller_ok'] + sum(b['caller_errors'].values())} |")
-    w("")
-    w("Past the cap a connection is reset at once (h2load counts its call as failed; a gRPC client reads "
-      "UNAVAILABLE and retries); of the admitted ones, the calls beyond `--max-in-flight` + "
-      "`--max-waiting` are shed with RESOURCE_EXHAUSTED by design. The descriptors left after a burst "
-      "are the SDK's pooled connections to the simulator, closed when idle for 90 s.")
-    w("")
-    w(f"Throughput at concurrency 64 afterwards, on this setup: {r['c64_calls_per_s']:,.0f} calls/s "
-      f"(docs/BENCHMARKS.md measures it against the alternatives).")
-    w("")
-    if "windows" in r:
-        windows = r["windows"]
-        default = windows[str(262_144)] if str(262_144) in windows else windows[262_144]
-        w("## The flow-control window")
-        w("")
-        w("`--connection-window` is the most request data one peer can make the facade buffer before it "
-          "reads it; a stream's window is the largest message plus its 5-byte header (64 KiB + 5), so any "
-          "accepted request arrives in one go. hyper's default, 1 MiB per connection, would let 1,000 "
-          "connections hold 1 GiB; 256 KiB bounds them at 250 MiB, and a valid request is under 2 KiB. "
-          f"Each window on a facade of its own, {args.window_rounds} interleaved rounds of "
-          f"{args.duration} s at concurrency 64:")
-        w("")
-        w("| connection window | idle HTTP/2 connection | calls/s at c=64 (median) | rounds |")
-        w("|---:|---:|---:|---|")
-        for window, x in windows.items():
-            w(f"| {int(window) // 1024} KiB | {x['kib_each']:.1f} KiB | {x['c64_median']:,.0f} | "
-              f"{', '.join(format(v, ',.0f') for v in x['c64'])} |")
-        w("")
-        w("A window is a credit, not a buffer: nothing is allocated for it until a peer sends data, so an "
-          "idle connection costs the same at every window. What an idle connection holds is fixed by h2 "
-          "and tokio-util, which tonic and hyper do not expose: a 16 KiB write buffer, an 8 KiB read "
-          "buffer, the HPACK tables and the connection's task. With requests under 2 KiB, c=64 keeps "
-          "at most about 128 KiB in flight on its connections, so 256 KiB leaves throughput where it was "
-          f"(default: {default['c64_median']:,.0f} calls/s).")
-        w("")
+    windows = r.get("windows", {})
+    text = report.render(
+        "CONNECTIONS.md.j2", commit=r["commit"], date=r["date"], flags=r["flags"], settle=args.settle,
+        timeout=args.timeout, duration=args.duration, window_rounds=args.window_rounds,
+        idle=r["idle"]["rss_mib"], idle_fds=r["idle"]["fds"], idle_h2=r["idle_h2"], silent=silent,
+        bursts=bursts, c64_calls_per_s=r["c64_calls_per_s"], windows=windows,
+        default_window=windows.get(str(262_144), windows.get(262_144)),
+        peak=max([silent["peak_rss_mib"]] + [b["peak_rss_mib"] for b in bursts]),
+        settled=max(b["after_20s"]["rss_mib"] for b in bursts),
+        calls=sum(x["caller_ok"] + sum(x["caller_errors"].values()) for x in phases), errors=errors,
+        # Shed by the overload bound beside the burst's own calls is the bound at work, not the flood.
+        unserved={code: n for code, n in errors.items() if code != "ResourceExhausted"})
     # scripts/hostile_peers.py writes its own section: kept as it is.
     kept = open(path).read() if os.path.exists(path) else ""
     if "<!-- hostile-peers:begin -->" in kept:
-        lines.append(kept[kept.index("## Hostile peers"):].rstrip("\n"))
+        text += kept[kept.index("## Hostile peers"):].rstrip("\n") + "\n"
     with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(text)
 
 
 def main():

@@ -31,6 +31,7 @@ except ImportError:
 
 from connections import Peak, Run, caller_errors, rss_mib
 from local_server import scrape, series_sum
+import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RPC = "/amazonconnect.v1.ContactService/CreatePersistentContactAssociation"
@@ -414,52 +415,30 @@ def caller(result):
 
 
 def section(r, args):
-    """The report's markdown: figures in tables; what they mean is in the prose around it."""
-    rows = [
-        ("Connect body that never comes, HTTP/1.1 (Content-Length 100, no body)",
-         r["stalled_connect_http1"], counts(r["stalled_connect_http1"]["answers"])),
-        ("gRPC message that never completes, h2c (15 of 100 bytes)",
-         r["stalled_grpc_h2c"], "grpc-status " + counts(r["stalled_grpc_h2c"]["grpc_status"])),
-        ("HTTP/1.1 headers of 390 KB that never end", r["http1_headers"], counts(r["http1_headers"]["answers"])),
-        ("HTTP/2: 256 streams per connection, 65,000 of 65,531 bytes each", r["streams_64k"],
+    """The report's markdown (docs/templates/hostile_peers.md.j2) from the figures."""
+    attacks = [
+        ("Connect body that never comes, HTTP/1.1 (Content-Length 100, no body)", "stalled_connect_http1",
+         f"{r['stalled_connect_http1']['of']} connections", counts(r["stalled_connect_http1"]["answers"])),
+        ("gRPC message that never completes, h2c (15 of 100 bytes)", "stalled_grpc_h2c",
+         f"{r['stalled_grpc_h2c']['of']} streams on 8 connections",
+         "grpc-status " + counts(r["stalled_grpc_h2c"]["grpc_status"])),
+        ("HTTP/1.1 headers of 390 KB that never end", "http1_headers", f"{r['http1_headers']['of']} connections",
+         counts(r["http1_headers"]["answers"])),
+        ("HTTP/2: 256 streams per connection, 65,000 of 65,531 bytes each", "streams_64k",
+         f"{r['streams_64k']['of']} streams",
          f"{r['streams_64k']['connections_reset']} connections reset; streams: {counts(r['streams_64k']['streams'])}"),
-        ("HTTP/2: 256 streams per connection, 10 of 100 bytes each", r["streams_small"],
-         f"streams: {counts(r['streams_small']['streams'])}"),
-        ("idle HTTP/2 connection answering PINGs", r["idle_pinging"],
+        ("HTTP/2: 256 streams per connection, 10 of 100 bytes each", "streams_small",
+         f"{r['streams_small']['of']} streams", f"streams: {counts(r['streams_small']['streams'])}"),
+        ("idle HTTP/2 connection answering PINGs", "idle_pinging", "1 connection",
          f"GOAWAY: {r['idle_pinging']['goaway']}"),
     ]
-    sizes = {"stalled_connect_http1": f"{r['stalled_connect_http1']['of']} connections",
-             "stalled_grpc_h2c": f"{r['stalled_grpc_h2c']['of']} streams on 8 connections",
-             "http1_headers": f"{r['http1_headers']['of']} connections",
-             "streams_64k": f"{r['streams_64k']['of']} streams", "streams_small": f"{r['streams_small']['of']} streams",
-             "idle_pinging": "1 connection"}
-    keys = ["stalled_connect_http1", "stalled_grpc_h2c", "http1_headers", "streams_64k", "streams_small",
-            "idle_pinging"]
-    lines = [BEGIN, f"Measured by `scripts/hostile_peers.py` ({r['commit']}, {r['date']}, release build, default "
-             f"flags but the limiter lifted; the idle connection's facade with --idle-timeout={args.idle_timeout}s "
-             "--keepalive-interval=1s). Idle RSS before the attacks: "
-             f"{r['idle_rss_mib']:.1f} MiB.", "",
-             "| attack | size | peak RSS (before) | answered or closed: median / slowest | how | log bytes | normal caller |",
-             "|---|---|---:|---|---|---:|---|"]
-    for (name, result, how), key in zip(rows, keys):
-        lines.append(f"| {name} | {sizes[key]} | {result['peak_rss_mib']:.1f} MiB ({result['rss_before_mib']:.1f}) | "
-                     f"{seconds(result)} | {how} | {result['log_bytes']:,} | {caller(result)} |")
-    flood = r["log_flood"]
-    lines += ["", f"Log flood: {flood['calls']:,} refused calls with a {flood['id_length']:,}-character instance id "
-              f"in {flood['seconds']:.1f} s ({counts(flood['answers'])}): {flood['log_bytes_first_100_per_call']:,.0f} "
-              f"log bytes per call for the first 100, {flood['log_bytes_per_call']:,.0f} over all of them "
-              f"({flood['suppressed']:,.0f} lines left out by the sampling and counted); peak RSS "
-              f"{flood['peak_rss_mib']:.1f} MiB; the normal caller: {caller(flood)}.",
-              "", f"Counted by the facade over these attacks: connections closed for their buffers "
-              f"{r['closed']['buffer']:.0f}, calls refused on their headers for --max-open-requests "
-              f"{r['open_requests_refused']:.0f}.", "",
-              "| build | calls/s at c=64 (median) | facade CPU per call (median) | rounds (calls/s) |",
-              "|---|---:|---:|---|"]
-    for label, t in r["throughput"].items():
-        lines.append(f"| {label} | {t['calls_per_s_median']:,.0f} | {t['cpu_us_per_call_median']:.1f} µs | "
-                     f"{', '.join(format(v, ',.0f') for v in t['calls_per_s'])} |")
-    lines.append(END)
-    return "\n".join(lines)
+    env = report.environment()
+    env.filters.update(seconds=seconds, counts=counts, caller=caller)
+    return env.get_template("hostile_peers.md.j2").render(
+        commit=r["commit"], date=r["date"], idle_timeout=args.idle_timeout, idle_rss_mib=r["idle_rss_mib"],
+        attacks=[{"name": name, "result": r[key], "size": size, "how": how} for name, key, size, how in attacks],
+        flood=r["log_flood"], closed=r["closed"], open_requests_refused=r["open_requests_refused"],
+        throughput=r["throughput"]).rstrip("\n")
 
 
 def write_section(path, text):

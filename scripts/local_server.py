@@ -1,6 +1,6 @@
 """What the Python scripts that start local servers share (as scripts/lib.sh is for the shell ones):
 a free port, waiting until something listens on one, the processes started, an auth file of callers,
-reading a /metrics page, and a target's mark."""
+and reading a /metrics page."""
 
 import hashlib
 import os
@@ -68,10 +68,6 @@ def wait_until(check, what, seconds=30):
         if time.time() > deadline:
             raise RuntimeError(f"not within {seconds} s: {what}")
         time.sleep(0.1)
-
-
-def verdict(ok):
-    return "✅" if ok else "❌"
 
 
 class Processes:

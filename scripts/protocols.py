@@ -21,7 +21,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from local_server import verdict  # noqa: E402
+import report  # noqa: E402
 from scaling import ROOT, Bench, Processes, cpu_seconds  # noqa: E402
 
 PROTOCOLS = ["grpc", "connect-json", "connect-proto"]
@@ -65,41 +65,12 @@ def measure(args):
 
 def write_report(path, results, args):
     m = results["medians"]
-    grpc, json_ = m["grpc"], m["connect-json"]
-    ratio = json_["cpu_us_per_call"] / grpc["cpu_us_per_call"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
-    lines = []
-    w = lines.append
-    w("# Protocols: the Connect protocol next to gRPC")
-    w("")
-    w(f"Written by `scripts/protocols.py` ({commit}, {time.strftime('%Y-%m-%d')}, "
-      f"{'release' if 'release' in args.bin else 'debug'} build). One facade with the limiter lifted on "
-      "CPU 0; the simulator (a process of its own) and loadgen on the other CPU; gRPC over h2c with 8 "
-      "connections, the Connect protocol over h2c with 8 connections (loadgen `--target connect-json` or "
-      f"`connect-proto`). {args.rounds} interleaved rounds of {args.duration} s per figure; medians.")
-    w("")
-    w("| target | measured | |")
-    w("|---|---|---|")
-    w(f"| Connect JSON's CPU per call at most 1.3x gRPC's (c=64) | {ratio:.2f}x | {verdict(ratio <= 1.3)} |")
-    w("")
-    w(f"| protocol | calls/s at c=64 | facade CPU µs per call | p50 at {args.rate}/s | p99 at {args.rate}/s | "
-      "added p50 |")
-    w("|---|---:|---:|---:|---:|---:|")
-    for protocol in PROTOCOLS:
-        x = m[protocol]
-        w(f"| {protocol} | {x['calls_per_s']:,.0f} | {x['cpu_us_per_call']:.1f} | {x['p50_ms']:.3f} ms | "
-          f"{x['p99_ms']:.3f} ms | {x['p50_ms'] - grpc['p50_ms']:+.3f} ms |")
-    w("")
-    w("Per round, calls/s at c=64: " + "; ".join(
-        f"{p} {[round(v) for v in results['rounds'][p]['calls_per_s']]}" for p in PROTOCOLS) + ".")
-    w("")
-    w("The Connect path decodes the body itself (serde from pbjson's generated code, or prost) and hands "
-      "the message to the same service as gRPC; the difference is the HTTP framing (a whole body instead "
-      "of a length-prefixed message and trailers), JSON's text, and the error rendering.")
-    w("")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    report.write(path, "PROTOCOLS.md.j2", commit=commit, date=time.strftime("%Y-%m-%d"),
+                 build="release" if "release" in args.bin else "debug", rounds=args.rounds,
+                 duration=args.duration, rate=args.rate, medians=m, per_round=results["rounds"],
+                 json_cpu_ratio=m["connect-json"]["cpu_us_per_call"] / m["grpc"]["cpu_us_per_call"])
 
 
 def main():

@@ -40,8 +40,8 @@ import sys
 import tempfile
 import time
 
-from local_server import (ROOT, Processes, auth_file, free_port, redis_cli, scrape, series_sum, verdict,
-                          wait_port)
+import report
+from local_server import ROOT, Processes, auth_file, free_port, redis_cli, scrape, series_sum, wait_port
 
 REPLAY_CAPACITIES = [20_000, 100_000]  # the default, and a larger bound
 QUOTA_RATE = 2.0
@@ -517,318 +517,88 @@ def lookup_cost(bench, rounds, duration, million):
     return {"cost": cost, "memory": memory}
 
 
-def write_sharing(w, results):
-    runs, savings, lookup = results["sharing"], results["replay"], results["lookup"]
-    w("## Callers sharing the quota")
-    w("")
-    by_case = {run["case"]: {c["name"]: c for c in run["callers"]} for run in runs}
-    fair = next((c for case, c in by_case.items() if "two callers" in case), None)
-    weighted = next((c for case, c in by_case.items() if "3:1" in case), None)
-    with_replay = next((r for r in savings if r["replay"] and r.get("tokens", "unique") == "unique"), None)
-    tokenless = next((r for r in savings if r["replay"] and r.get("tokens") == "none"), None)
-    without = next((r for r in savings if not r["replay"]), None)
-    w("| target | measured | |")
-    w("|---|---|---|")
-    if fair:
-        quiet = fair["quiet"]
-        share = quiet["ok"] / max(quiet["calls"], 1)
-        w(f"| beside a caller offering 10x the quota, one offering 0.25x gets at least 95% of its calls "
-          f"through | {share:.0%} ({quiet['ok']} of {quiet['calls']}) | {verdict(share >= 0.95)} |")
-    if weighted:
-        ratio = weighted["heavy"]["ok"] / max(weighted["light"]["ok"], 1)
-        w(f"| weights 3:1, both saturating: successes about 3:1 (within 20%) | {ratio:.2f} | "
-          f"{verdict(2.4 <= ratio <= 3.6)} |")
-    if with_replay and without:
-        on = with_replay["slots"] / max(with_replay["calls"], 1)
-        off = without["slots"] / max(without["calls"], 1)
-        w(f"| a client retrying after timeouts spends fewer slots with replay and coalescing | "
-          f"{on:.2f} slots per call (off: {off:.2f}); {with_replay['ok']} of {with_replay['calls']} answered "
-          f"(off: {without['ok']}) | {verdict(on < off)} |")
-    if tokenless:
-        share = tokenless["ok"] / max(tokenless["calls"], 1)
-        w(f"| lost answers retried with no client token are answered OK (target 100%) | {share:.0%} "
-          f"({tokenless['ok']} of {tokenless['calls']}) | {verdict(share >= 0.999)} |")
-    w("")
-    w("One facade at the default limits (2/s, burst 4, `--max-queue-wait` 3s), the simulator at Connect's "
-      "quota, each caller an open-loop loadgen with a 10 s deadline per call. With an auth file, waiting "
-      "calls are served in weighted fair order; without one, every call is the same caller, in arrival "
-      "order.")
-    w("")
-    w("| case | caller | offered | answered OK | share of its calls | share of AWS's successes |")
-    w("|---|---|---:|---:|---:|---:|")
-    for run in runs:
-        total_ok = sum(c["ok"] for c in run["callers"]) or 1
-        for c in run["callers"]:
-            w(f"| {run['case']} | {c['name']} | {c['offered_per_s']:g}/s | {c['ok']} of {c['calls']} | "
-              f"{c['ok'] / max(c['calls'], 1):.0%} | {c['ok'] / total_ok:.0%} |")
-    w("")
-    w("## Replay and coalescing: the slots a retrying client saves")
-    w("")
-    w("A client calls once a second with a 300 ms deadline while AWS (the simulator, a 400 ms latency "
-      "fault) answers in 400 ms: every first answer is lost. On DEADLINE_EXCEEDED it asks once more for "
-      "the same association, with its own token or, as most clients, with none. A slot is a slot of the "
-      "account's quota given to an attempt.")
-    w("")
-    w("| replay | client token | calls | answered OK | quota slots spent | slots per call | answers per slot | replayed | coalesced |")
-    w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in savings:
-        w(f"| {'on (10m)' if r['replay'] else 'off'} | {r.get('tokens', 'unique')} | {r['calls']} | {r['ok']} | {r['slots']:.0f} | "
-          f"{r['slots'] / max(r['calls'], 1):.2f} | {r['ok'] / max(r['slots'], 1):.2f} | "
-          f"{r['replays']:.0f} | {r['coalesced']:.0f} |")
-    w("")
-    w("Without replay, the facade abandons each AWS call when its caller's deadline passes, so the retry "
-      "starts again, spends a second slot and times out the same way. With it, the abandoned call "
-      "finishes in the background, and the retry shares it (or, if it comes later, is replayed).")
-    w("")
-    w("## What the replay cache costs per call")
-    w("")
-    w("One facade at an unlimited rate, in interleaved rounds (medians): p50 at concurrency 1, facade "
-      "CPU per call at concurrency 16. `none`: no client token (each call a new chat: a lookup by contact "
-      "that misses, the call's task, the answer kept); `unique`: a new "
-      "token per call (a lookup that misses, the call's task, the answer kept); `repeat`: the same token "
-      "every call (replayed from memory; with Redis too, since a replica keeps what it read).")
-    w("")
-    w("| store | tokens | p50 at c=1 | CPU µs per call |")
-    w("|---|---|---:|---:|")
-    for key, c in lookup["cost"].items():
-        store, tokens = key.split("/")
-        w(f"| {store} | {tokens} | {c['p50_us'] / 1000:.3f} ms | {c['cpu_us_per_call']:.1f} |")
-    w("")
-    w("Memory: calls with distinct tokens through the in-memory cache, at the default bound and at a "
-      "larger one. An answer is only kept after AWS succeeded, at most at the quota's rate (2/s over a "
-      "10-minute window is 1,200 per account), so the bound is reached only by many accounts or by a "
-      "load like this one, with the quota lifted.")
-    w("")
-    w("| `--replay-capacity` | calls | answers held | RSS before | peak | after | per answer |")
-    w("|---:|---:|---:|---:|---:|---:|---:|")
-    for m in lookup["memory"] if isinstance(lookup["memory"], list) else [lookup["memory"]]:
-        per = (m["peak_mib"] - m["idle_mib"]) * 1024 * 1024 / max(m["entries"], 1)
-        w(f"| {m.get('capacity', 100_000):,} | {m['tokens']:,} | {m['entries']:,.0f} | {m['idle_mib']:.1f} MiB | "
-          f"{m['peak_mib']:.1f} MiB | {m['after_mib']:.1f} MiB | {per:.0f} B |")
-    w("")
-
-
-def write_fleet(w, fleet):
-    runs, cost = fleet["runs"], fleet["cost"]
-    w("## Fair shares across replicas")
-    w("")
-    w("Every caller on its own replica, as a gRPC client's one connection puts it behind a Service; the "
-      "replicas share one Redis (`src/quota/fair.rs` has the design). Without fleet-wide shares each "
-      "replica's queue asks Redis in turn, so the slots split by replica whatever the weights: the last "
-      "case below, two floods without an auth file, gets 50% each, and weights 3:1 came out 1.16:1 that "
-      "way before this design (issue 30). Targets:")
-    w("")
-    w("| target | measured | |")
-    w("|---|---|---|")
-    by_case = {run["case"]: {c["name"]: c for c in run["callers"]} for run in runs}
-    for case, callers in by_case.items():
-        if "heavy" in callers:
-            ratios = [callers["heavy"]["ok"] / max(c["ok"], 1) for n, c in callers.items() if n != "heavy"]
-            w(f"| {case}: successes within 20% of the weights | heavy over "
-              f"{', '.join(n for n in callers if n != 'heavy')}: {', '.join(f'{r:.2f}' for r in ratios)} "
-              f"(3.00 wanted) | {verdict(all(2.4 <= r <= 3.6 for r in ratios))} |")
-        for name in ("quiet-here", "quiet-there"):
-            if name in callers:
-                c = callers[name]
-                share = c["ok"] / max(c["calls"], 1)
-                where = "on the flooded replica" if name == "quiet-here" else "on the other replica"
-                w(f"| a quiet caller {where} gets at least 90% of its calls through | {share:.0%} "
-                  f"({c['ok']} of {c['calls']}), p50 {c['p50_ms']:.0f} ms | {verdict(share >= 0.9)} |")
-    shares = (cost["redis+auth"]["cpu_us_per_call"] - cost["redis"]["cpu_us_per_call"]) - (
-        cost["local+auth"]["cpu_us_per_call"] - cost["local"]["cpu_us_per_call"])
-    trips = cost["redis+auth"]["round_trips_per_call"] - cost["redis"]["round_trips_per_call"]
-    w(f"| at most one more Redis round trip per call (one caller, unlimited rate) | {trips:+.2f} | "
-      f"{verdict(trips <= 1.0)} |")
-    per_call = {run["case"]: run["round_trips"] / max(run["calls"], 1) for run in runs}
-    baseline = next((v for case, v in per_call.items() if "no auth file" in case), None)
-    weighted = next((v for case, v in per_call.items() if "weights 3:1," in case), None)
-    if baseline is not None and weighted is not None:
-        w(f"| ... and under a flood (weights 3:1 against the same two floods without an auth file) | "
-          f"{weighted - baseline:+.2f} | {verdict(weighted - baseline <= 1.0)} |")
-    w("")
-    w("| case | caller | weight | replica | offered | answered OK | p50 | share of AWS's successes |")
-    w("|---|---|---:|---:|---:|---:|---:|---:|")
-    for run in runs:
-        total = sum(c["ok"] for c in run["callers"]) or 1
-        for c in run["callers"]:
-            w(f"| {run['case']} | {c['name']} | {c['weight']} | {c['replica']} | {c['offered_per_s']:g}/s | "
-              f"{c['ok']} of {c['calls']} | {c['p50_ms']:.0f} ms | {c['ok'] / total:.0%} |")
-    w("")
-    w("| case | AWS successes | share of the quota | throttled | Redis round trips per call | per AWS success |")
-    w("|---|---:|---:|---:|---:|---:|")
-    for run in runs:
-        w(f"| {run['case']} | {run['aws_ok']:.0f} | {run['aws_ok'] / (QUOTA_RATE * run['duration_s']):.0%} | "
-          f"{run['aws_throttled']:.0f} of {run['aws_attempts']:.0f} | "
-          f"{run['round_trips'] / max(run['calls'], 1):.2f} | {run['round_trips'] / max(run['aws_ok'], 1):.2f} |")
-    w("")
-    w("Round trips include each replica's heartbeat (one a second). An over-share caller waiting for a "
-      "slot asks again when the account's next slot frees, so a flood costs more round trips per success "
-      "than without shares; every refusal at once costs one or none.")
-    w("")
-    w("What the shares cost one call: one replica at an unlimited rate (every call within its share), "
-      "medians of interleaved rounds; the local store has no shares, so its difference with and without "
-      "the auth file is the auth file's own cost.")
-    w("")
-    w("| store | auth file (one caller) | p50 at c=1 | CPU µs per call at c=16 | Redis round trips per call |")
-    w("|---|---|---:|---:|---:|")
-    for name, c in cost.items():
-        store, auth = name.split("+")[0], "yes" if "auth" in name else "no"
-        w(f"| {store} | {auth} | {c['p50_us'] / 1000:.3f} ms | {c['cpu_us_per_call']:.1f} | "
-          f"{c['round_trips_per_call']:.2f} |")
-    w("")
-    w(f"The shares' own CPU per call: {shares:+.1f} µs (Redis's difference with and without the auth "
-      "file, less the local store's).")
-    w("")
-
-
 SECTIONS = ["quota", "cost", "failures", "sharing", "fleet", "replay", "lookup"]
 
 
-def write_failures(w, fails):
-    phase = fails[0]["phase_s"]
-    w("## When Redis fails")
-    w("")
-    w(f"Replicas on Redis at 2/s each (the fallback sized by the fleet), 3x the quota offered for "
-      f"{3 * phase} s with the callers' own 5 s deadline; the fault comes after {phase} s. **killed**: "
-      f"SIGKILL, started again, empty, {phase} s later. **hung**: SIGSTOP, so its port still accepts "
-      f"connections and nothing answers, SIGCONT {phase} s later. **failover**: the master (of the "
-      "quota's slot, on the cluster) SIGKILLed; the sentinels (down after 1 s) or the cluster (node "
-      "timeout 1 s) promote its replica. \"Away\" runs from the fault until every replica's "
-      "`connect_facade_quota_store_up` is 1 again; \"back on Redis after\" is from the restart, the "
-      "SIGCONT or the promotion until then; \"after\" is the rest of the run.")
-    w("")
-    w("| fault | topology | replicas | calls | answered | slowest answer | away | quota used while away | attempts throttled while away | after | back on Redis after | store errors |")
-    w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for f in fails:
-        back = f"{f['back_after_s']:.2f} s" if f["back_after_s"] is not None else "not within the run"
-        w(f"| {f['case']} | {f['topology']} | {f['replicas']} | {f['calls']} | {f['calls'] - f['unanswered']} | "
-          f"{f['slowest_s']:.2f} s | {f['away_s']:.1f} s | {f['away_quota_share']:.0%} | "
-          f"{f['away_throttled']:.0f} of {f['away_attempts']:.0f} ({f['away_throttled_share']:.0%}) | "
-          f"{f['after_throttled']:.0f} of {f['after_attempts']:.0f} throttled | {back} | {f['store_errors']:.0f} |")
-    w("")
-    codes = {}
-    for f in fails:
-        for code, count in f["errors"].items():
-            codes[code] = codes.get(code, 0) + count
-    w("Every call is answered: served, or refused with `RESOURCE_EXHAUSTED` and a `RetryInfo` when its "
-      "slot is further than its wait allows (3x the quota is offered, so about two calls in three are "
-      f"refused; over the runs: {', '.join(f'{c} {n}' for c, n in sorted(codes.items())) or 'none'}). "
-      "The slowest answers are calls that waited their whole `--max-queue-wait` for a slot: a call's "
-      "attempts share that wait, and the store costs at most one timeout per outage, not one per call. "
-      "While Redis is away each replica sends the rate divided by the replicas it last saw, so the "
-      "fleet stays within the quota at 2 and at 4 replicas. Back on Redis, a replica's first slot "
-      "comes after the last one its fallback granted, with the account's burst spent; the few "
-      "throttles after the return come from the replicas' fallback slots and Redis's first slots "
-      "meeting in an AWS bucket the fleet keeps nearly empty (each is retried). Store errors count "
-      "failed round trips, probes included.")
-    w("")
+def ratio(a, b):
+    return a / max(b, 1)
+
+
+def sharing_figures(results):
+    """The figures of the sections on callers sharing one replica, replay and its cost."""
+    runs, savings, lookup = results["sharing"], results["replay"], results["lookup"]
+    by_case = {run["case"]: {c["name"]: c for c in run["callers"]} for run in runs}
+    fair = next((c for case, c in by_case.items() if "two callers" in case), None)
+    weighted = next((c for case, c in by_case.items() if "3:1" in case), None)
+    for r in savings:
+        r.setdefault("tokens", "unique")
+        r["slots_per_call"] = ratio(r["slots"], r["calls"])
+    tokenless = next((r for r in savings if r["replay"] and r["tokens"] == "none"), None)
+    memory = lookup["memory"] if isinstance(lookup["memory"], list) else [lookup["memory"]]
+    return {
+        "runs": runs, "replay": savings, "lookup_cost": lookup["cost"],
+        "lookup_memory": [{"capacity": 100_000, **m} for m in memory],
+        "fair": fair and {**fair["quiet"], "share": ratio(fair["quiet"]["ok"], fair["quiet"]["calls"])},
+        "weighted_ratio": weighted and ratio(weighted["heavy"]["ok"], weighted["light"]["ok"]),
+        "with_replay": next((r for r in savings if r["replay"] and r["tokens"] == "unique"), None),
+        "without_replay": next((r for r in savings if not r["replay"]), None),
+        "tokenless": tokenless and {**tokenless, "share": ratio(tokenless["ok"], tokenless["calls"])},
+    }
+
+
+def fleet_figures(fleet):
+    """The figures of the section on fair shares across replicas."""
+    runs, cost = fleet["runs"], fleet["cost"]
+    targets = []
+    for run in runs:
+        callers = {c["name"]: c for c in run["callers"]}
+        others = [name for name in callers if name != "heavy"]
+        ratios = [ratio(callers["heavy"]["ok"], callers[name]["ok"]) for name in others] if "heavy" in callers else []
+        targets.append({
+            "case": run["case"], "others": others, "ratios": ratios,
+            "ratios_hold": all(2.4 <= r <= 3.6 for r in ratios),
+            "quiet": [{**callers[name], "name": name, "share": ratio(callers[name]["ok"], callers[name]["calls"])}
+                      for name in ("quiet-here", "quiet-there") if name in callers],
+        })
+    per_call = {run["case"]: ratio(run["round_trips"], run["calls"]) for run in runs}
+    baseline = next((v for case, v in per_call.items() if "no auth file" in case), None)
+    weighted = next((v for case, v in per_call.items() if "weights 3:1," in case), None)
+    return {
+        "runs": runs, "cost": cost, "targets": targets,
+        "added_trips": cost["redis+auth"]["round_trips_per_call"] - cost["redis"]["round_trips_per_call"],
+        "added_trips_flood": weighted - baseline if baseline is not None and weighted is not None else None,
+        "shares_cpu_us": (cost["redis+auth"]["cpu_us_per_call"] - cost["redis"]["cpu_us_per_call"])
+        - (cost["local+auth"]["cpu_us_per_call"] - cost["local"]["cpu_us_per_call"]),
+    }
 
 
 def write_report(path, results, args):
-    quota, cost, fails = results["quota"], results["cost"], results["failures"]
-    lines = []
-    w = lines.append
-    w("# Scaling: replicas sharing one AWS quota")
-    w("")
-    w(f"Written by `scripts/scaling.sh` ({results['commit']}, {results['date']}, {results['cpus']} CPUs, "
-      f"{'release' if 'release' in args.bin else 'debug'} build). Connect's quota for the account is "
-      f"simulated at {QUOTA_RATE:g} requests/s with a burst of {QUOTA_BURST}; the callers offer "
-      f"{OFFERED:g} calls/s (3x the quota) for {args.duration} s, spread over the replicas by loadgen as a "
-      "Service would. AWS's side is read from the facades' metrics, the callers' side from loadgen.")
-    w("")
-    w("## Targets")
-    w("")
+    """docs/templates/SCALING.md.j2 filled with the run's figures."""
+    quota, fails = results["quota"], results["failures"]
+    cost = {name: results["cost"][name] for name in ("local", "redis", "cluster", "sentinel") if name in results["cost"]}
     redis_rows = [r for r in quota if r["store"] == "redis"]
-    use_ok = all(r["quota_share"] >= 0.95 for r in redis_rows)
-    thr_ok = all(r["throttled_share"] <= 0.01 for r in redis_rows)
-    added_p50 = (cost["redis"]["p50_us"] - cost["local"]["p50_us"]) / 1000
-    cpu_ratio = cost["redis"]["cpu_us_per_call"] / cost["local"]["cpu_us_per_call"]
-    w("| target | measured | |")
-    w("|---|---|---|")
-    w(f"| with Redis, at least 95% of the quota used at every replica count | "
-      f"{', '.join(format(r['quota_share'], '.0%') for r in redis_rows)} | {verdict(use_ok)} |")
-    w(f"| with Redis, at most 1% of attempts throttled at every replica count | "
-      f"{', '.join(format(r['throttled_share'], '.1%') for r in redis_rows)} | {verdict(thr_ok)} |")
-    w(f"| Redis adds at most 0.3 ms at p50 per call | {added_p50:+.3f} ms | {verdict(added_p50 <= 0.3)} |")
-    w(f"| CPU per call at most 1.15x the local store's | {cpu_ratio:.2f}x | {verdict(cpu_ratio <= 1.15)} |")
-    for name in [n for n in ("cluster", "sentinel") if n in cost]:
-        ratio = cost[name]["cpu_us_per_call"] / cost["redis"]["cpu_us_per_call"]
-        w(f"| {name}: CPU per call at most 1.2x the standalone Redis store's | {ratio:.2f}x | "
-          f"{verdict(ratio <= 1.2)} |")
-    unanswered = sum(f["unanswered"] for f in fails)
-    slowest = max(fails, key=lambda f: f["slowest_s"])
-    away_throttled = max(f["away_throttled_share"] for f in fails)
-    w(f"| when Redis fails (killed, hung, failed over; 2 and 4 replicas): no call unanswered | "
-      f"{unanswered} unanswered | {verdict(unanswered == 0)} |")
-    w(f"| ... and no answer later than `--max-queue-wait` + the store timeout + 0.3 s ({ANSWER_BOUND_S:g} s) | "
-      f"slowest {slowest['slowest_s']:.2f} s ({slowest['case']}, {slowest['topology']}) | "
-      f"{verdict(slowest['slowest_s'] <= ANSWER_BOUND_S)} |")
-    w(f"| ... and at most 5% of AWS attempts throttled while Redis is away, at any replica count | "
-      f"{', '.join(format(f['away_throttled_share'], '.0%') for f in fails)} | {verdict(away_throttled <= 0.05)} |")
-    w("")
-    w("## Quota use under 3x overload")
-    w("")
-    w("\"Local, 2/s each\" is every replica at the flags' default; \"local, 1/s each\" is deploy/'s base "
-      "ConfigMap (the quota divided by hand for its 2 replicas: rate 1/s, burst 2), whatever number of "
-      "replicas the HPA runs; "
-      "\"Redis\" shares one bucket (2/s, burst 4) through `--quota-store`. The share of the quota is AWS's "
-      "successful calls over quota x time, so the first burst can take it a little over 100%.")
-    w("")
-    w("| replicas | store | rate per replica | AWS successful calls/s | share of the quota | attempts throttled | callers answered OK | callers' p50 | callers' p99 |")
-    w("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-    names = {"local": "local, 2/s each", "base": "local, 1/s each", "redis": "Redis"}
-    for r in quota:
-        w(f"| {r['replicas']} | {names[r['store']]} | {r['rate_per_replica']:.2g}/s | "
-          f"{r['aws_ok'] / r['duration_s']:.2f} | {r['quota_share']:.0%} | "
-          f"{r['aws_throttled']:.0f} of {r['aws_attempts']:.0f} ({r['throttled_share']:.1%}) | "
-          f"{r['ok_calls']} of {r['calls']} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.0f} ms |")
-    w("")
-    w(f"Callers' latency includes the wait for a slot (up to `--max-queue-wait`, {MAX_QUEUE_WAIT_S:g} s); the calls not "
-      "answered OK were refused with `RESOURCE_EXHAUSTED` and a `RetryInfo`.")
-    w("")
-    w("Reading it: every configuration ends up with AWS's whole quota, because AWS throttles the excess. "
-      "What differs is the cost of getting there. Replicas that together may send more than the quota "
-      "(2/s each from 2 replicas up; deploy/'s 1/s each from 3 up) have a share of their attempts "
-      "throttled, each a wasted round trip to AWS, a retry, and quota taken from every other "
-      "application in the account; one replica left at 1/s uses half the quota. With Redis the share "
-      "is the same at every replica count and nothing is throttled. Its callers' p50 is about a "
-      "millisecond because a call whose slot is further away than its wait allows is refused at once, with the "
-      "time to come back; a local store's waiting calls sleep, and most are refused only when they "
-      "wake to find the slot taken.")
-    w("")
-    w("## What each Redis topology costs per call")
-    w("")
-    w(f"One replica at an unlimited rate (`--rate-limit 1000000`) per store, side by side: the local "
-      f"store, a standalone Redis, a 3-master Redis Cluster (`redis+cluster://` naming the masters) and "
-      f"a master with a replica behind three sentinels (`redis+sentinel://`), measured in "
-      f"{args.cost_rounds} interleaved rounds of {args.cost_duration} s each (medians): p50 at "
-      "concurrency 1, CPU per call at concurrency 16. Every Redis process and the load generator share "
-      "the other CPU; redis-server's CPU is the sum over the topology's processes.")
-    w("")
-    w("| store | p50 at c=1 | added to the local store's | CPU µs per call (facade) | vs standalone Redis | CPU µs per call (redis-server) | calls/s at c=16 |")
-    w("|---|---:|---:|---:|---:|---:|---:|")
-    for name in [n for n in ("local", "redis", "cluster", "sentinel") if n in cost]:
-        c = cost[name]
-        w(f"| {name} | {c['p50_us'] / 1000:.3f} ms | {(c['p50_us'] - cost['local']['p50_us']) / 1000:+.3f} ms | "
-          f"{c['cpu_us_per_call']:.1f} | {c['cpu_us_per_call'] / cost['redis']['cpu_us_per_call']:.2f}x | "
-          f"{c['redis_cpu_us_per_call']:.1f} | {c['calls_per_s']:.0f} |")
-    w("")
-    w("Per round, p50 in µs: " + "; ".join(f"{name} {c['rounds']['p50_us']}" for name, c in cost.items())
-      + ". Facade CPU µs per call: "
-      + "; ".join(f"{name} {[round(x, 1) for x in c['rounds']['cpu_us_per_call']]}" for name, c in cost.items())
-      + ".")
-    w("")
-    w("Each quota script touches one slot (the keys' hash tag), so every topology is one round trip "
-      "per attempt; the cluster client routes it to the slot's master, and the sentinel store talks "
-      "to the master it found, asking the sentinels again only after a failure.")
-    w("")
-    write_failures(w, fails)
-    if "sharing" in results:
-        write_sharing(w, results)
-    if "fleet" in results:
-        write_fleet(w, results["fleet"])
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    failure_codes = {}
+    for f in fails:
+        for code, count in f["errors"].items():
+            failure_codes[code] = failure_codes.get(code, 0) + count
+    report.write(
+        path, "SCALING.md.j2", commit=results["commit"], date=results["date"], cpus=results["cpus"],
+        build="release" if "release" in args.bin else "debug", duration=args.duration,
+        cost_rounds=args.cost_rounds, cost_duration=args.cost_duration, quota_rate=QUOTA_RATE,
+        quota_burst=QUOTA_BURST, offered=OFFERED, answer_bound_s=ANSWER_BOUND_S,
+        max_queue_wait_s=MAX_QUEUE_WAIT_S, quota=quota, redis_rows=redis_rows,
+        store_names={"local": "local, 2/s each", "base": "local, 1/s each", "redis": "Redis"},
+        use_ok=all(r["quota_share"] >= 0.95 for r in redis_rows),
+        throttled_ok=all(r["throttled_share"] <= 0.01 for r in redis_rows),
+        added_p50_ms=(cost["redis"]["p50_us"] - cost["local"]["p50_us"]) / 1000,
+        cpu_ratio=cost["redis"]["cpu_us_per_call"] / cost["local"]["cpu_us_per_call"], cost=cost,
+        topology_ratios={name: cost[name]["cpu_us_per_call"] / cost["redis"]["cpu_us_per_call"]
+                         for name in ("cluster", "sentinel") if name in cost},
+        failures=fails, phase=fails[0]["phase_s"], unanswered=sum(f["unanswered"] for f in fails),
+        slowest=max(fails, key=lambda f: f["slowest_s"]),
+        max_away_throttled=max(f["away_throttled_share"] for f in fails), failure_codes=failure_codes,
+        sharing=sharing_figures(results) if "sharing" in results else None,
+        fleet=fleet_figures(results["fleet"]) if "fleet" in results else None)
 
 
 def main():

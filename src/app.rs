@@ -115,9 +115,41 @@ fn scheduler_for(cpus: usize, workers_asked: bool) -> Scheduler {
     }
 }
 
-/// Runs one subcommand to completion.
+/// `config check`: everything `serve` would refuse at startup from its configuration (the checks
+/// across flags, the routes, callers, TLS and fixtures files, the CORS origins), without binding a
+/// port, reaching AWS or Redis, or serving; every problem, not only the first.
+pub fn check(config: &ServeConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(problem) = config.check() {
+        problems.push(problem.to_string());
+    }
+    if let Some(path) = &config.simulator.fixtures
+        && let Err(err) = Fixtures::load(Some(path))
+    {
+        problems.push(err.to_string());
+    }
+    if let Some(path) = &config.aws.routes
+        && let Err(err) = routes::spec::read(path)
+    {
+        problems.push(err.to_string());
+    }
+    if let Err(err) = tls(config, TlsMetrics::register(&mut MetricsRegistry::new())) {
+        problems.push(err.to_string());
+    }
+    if let Err(err) = callers(config) {
+        problems.push(err.to_string());
+    }
+    if let Err(err) = protocols::cors(&config.listening.cors_allow_origins) {
+        problems.push(format!("invalid flags: {err}"));
+    }
+    problems
+}
+
+/// Runs `serve` or `simulate` to completion (`config`'s subcommands need no runtime: the binary
+/// runs them itself).
 pub async fn run(command: Command) -> Result<(), StartupError> {
     match command {
+        Command::Config(_) => Ok(()),
         Command::Serve(config) => App::build(*config).await?.run_until_stopped().await,
         Command::Simulate(config) => {
             let simulator = start_simulator(&config).await?;

@@ -19,8 +19,8 @@
 //! 5. [`status`]: every [`error::CallError`] becomes a gRPC status with google.rpc details, and
 //!    its ErrorInfo reason, in one place.
 //!
-//! Around them: [`config`] (flags and environment, in groups), [`app`] (startup, and the serving
-//! stack with reflection and health), [`serving`] (which connections are admitted and how each is
+//! Around them: [`config`] (flags, environment and the configuration file, in groups), [`app`]
+//! (startup, and the serving stack with reflection and health), [`serving`] (which connections are admitted and how each is
 //! served, TLS, reloads on change or SIGHUP, readiness and graceful shutdown, the metrics endpoint),
 //! [`telemetry`] (logs and traces), [`metrics`]
 //! (the one Prometheus registry, into which each part registers its own families) and

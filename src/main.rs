@@ -1,7 +1,11 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use connect_facade::{app, config::Cli, telemetry};
+use clap::FromArgMatches;
+use connect_facade::{
+    app,
+    config::{self, Cli, Command, ConfigCommand, LoadError, describe},
+    telemetry,
+};
 
 // The AWS SDK allocates heavily on every call (signing, the orchestrator's config bag, headers):
 // with glibc's allocator, malloc and free were a quarter of the facade's instructions per call
@@ -26,7 +30,18 @@ fn purge_freed_memory_at_once() {
 
 fn main() -> ExitCode {
     purge_freed_memory_at_once();
-    let cli = Cli::parse();
+    let (command, matches) = match config::load_matches(&std::env::args_os().collect::<Vec<_>>()) {
+        Ok(loaded) => loaded,
+        Err(LoadError::Clap(err)) => err.exit(),
+        Err(LoadError::File(err)) => {
+            eprintln!("connect-facade: the configuration file is refused:\n{err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    if let Command::Config(config_command) = &cli.command {
+        return run_config_command(config_command, &command, &matches);
+    }
     let runtime = match app::runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -46,6 +61,45 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("connect-facade: {err}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `config check`, `print` and `schema`: no runtime, no telemetry, an answer on stdout.
+fn run_config_command(
+    config_command: &ConfigCommand,
+    command: &clap::Command,
+    matches: &clap::ArgMatches,
+) -> ExitCode {
+    match config_command {
+        ConfigCommand::Check(args) => {
+            let problems = app::check(&args.serve);
+            if problems.is_empty() {
+                let checked = config::config_file(matches).map(|(_, file)| file);
+                match checked {
+                    Some(file) => println!("{}: valid", file.display()),
+                    None => {
+                        println!("the configuration is valid (no file: the environment and flags)")
+                    }
+                }
+                ExitCode::SUCCESS
+            } else {
+                for problem in problems {
+                    eprintln!("connect-facade: {problem}");
+                }
+                ExitCode::FAILURE
+            }
+        }
+        ConfigCommand::Print(_) => {
+            let at = config::matches_at(matches, &["config", "print"]).expect("config print");
+            print!("{}", describe::effective(at));
+            ExitCode::SUCCESS
+        }
+        ConfigCommand::Schema => {
+            let serve = config::subcommand_at(command, &["serve"]);
+            let schema = serde_json::to_string_pretty(&describe::schema(serve)).expect("JSON");
+            println!("{schema}");
+            ExitCode::SUCCESS
         }
     }
 }

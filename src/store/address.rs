@@ -128,7 +128,7 @@ impl FromStr for StoreAddress {
 }
 
 /// `text` with the password of its credentials replaced.
-fn redact(text: &str) -> String {
+pub(crate) fn redact(text: &str) -> String {
     match (text.find("://"), text.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://<credentials>{}", &text[..scheme], &text[at..])

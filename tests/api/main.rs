@@ -3,6 +3,7 @@
 
 mod association;
 mod auth;
+mod config_file;
 mod connections;
 mod discovery;
 mod errors;

@@ -1,11 +1,16 @@
 //! The command line: one typed configuration per subcommand, every flag also settable through an
 //! environment variable `CONNECT_FACADE_<FLAG>`, defaults declared once, here, and shown by `--help`.
 //! `serve`'s flags come in groups (one struct each, flattened, each under its own `--help`
-//! heading), and the checks that span flags are here too ([`ServeConfig::check`]).
+//! heading), and the checks that span flags are here too ([`ServeConfig::check`]). The same groups
+//! are the sections of the configuration file ([`file`]), layered under the environment and the
+//! flags by [`load`]; `config print` and `config schema` describe it ([`describe`]).
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+pub mod describe;
+pub mod file;
 
-use clap::{Args, Parser, Subcommand};
+use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::{
     middleware::{BreakerConfig, MiddlewareConfig, RateLimitConfig, RetryConfig},
@@ -35,6 +40,122 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Run the Amazon Connect simulator alone, speaking AWS's HTTP wire format.
     Simulate(SimulateConfig),
+    /// Check, print or describe `serve`'s configuration (file, environment and flags) without
+    /// serving.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration as `serve` would read it (FILE or --config, then the
+    /// environment, then the flags) and every file it names (routes, callers, TLS, fixtures),
+    /// without serving. Exits 0 when valid, 1 with every problem listed.
+    Check(Box<CheckArgs>),
+    /// Print the effective configuration after every layer, as YAML that --config accepts
+    /// (secrets redacted).
+    Print(Box<ServeConfig>),
+    /// Print the JSON Schema of the configuration file, for editors to complete and check it.
+    Schema,
+}
+
+/// `config check`'s file, given as an argument rather than through `--config`.
+#[derive(Clone, Debug, Args)]
+pub struct CheckArgs {
+    /// The configuration file to check (instead of --config).
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub serve: ServeConfig,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A flag or variable clap refused (or `--help`, `--version`): clap prints and exits.
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    /// The configuration file's problems, each with its file, line and key.
+    #[error(transparent)]
+    File(#[from] file::FileErrors),
+}
+
+/// The command line as given, with the configuration file's values (when `--config` or `config
+/// check FILE` names one) layered between the built-in defaults and the environment: defaults <
+/// file < `CONNECT_FACADE_*` < flags. The file's values become the flags' defaults, so clap
+/// applies the precedence and each value goes through its flag's own parser.
+pub fn load<I, T>(args: I) -> Result<Cli, LoadError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let (_, matches) = load_matches(&args)?;
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
+/// The final command (with the file's values as defaults) and what it parsed.
+pub fn load_matches(args: &[OsString]) -> Result<(clap::Command, ArgMatches), LoadError> {
+    let command = Cli::command();
+    let matches = command.clone().try_get_matches_from(args)?;
+    let Some((path, file)) = config_file(&matches) else {
+        return Ok((command, matches));
+    };
+    let serve = subcommand_at(&command, &path);
+    let settings = file::read(&file, serve)?;
+    let command = with_defaults(command, &path, &settings);
+    let matches = command.clone().try_get_matches_from(args)?;
+    Ok((command, matches))
+}
+
+/// The subcommand holding `serve`'s flags, by its path of names, and the file it names.
+pub fn config_file(matches: &ArgMatches) -> Option<(Vec<&'static str>, PathBuf)> {
+    let file = |m: &ArgMatches| m.get_one::<PathBuf>("config").cloned();
+    match matches.subcommand()? {
+        ("serve", m) => Some((vec!["serve"], file(m)?)),
+        ("config", m) => match m.subcommand()? {
+            ("check", m) => Some((
+                vec!["config", "check"],
+                m.get_one::<PathBuf>("file").cloned().or_else(|| file(m))?,
+            )),
+            ("print", m) => Some((vec!["config", "print"], file(m)?)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The subcommand at `path` (its names from the top), whose flags a file sets.
+pub fn subcommand_at<'a>(command: &'a clap::Command, path: &[&str]) -> &'a clap::Command {
+    path.iter().fold(command, |command, name| {
+        command
+            .find_subcommand(name)
+            .expect("the path names existing subcommands")
+    })
+}
+
+/// The matches of the subcommand at `path`.
+pub fn matches_at<'a>(matches: &'a ArgMatches, path: &[&str]) -> Option<&'a ArgMatches> {
+    path.iter()
+        .try_fold(matches, |matches, name| matches.subcommand_matches(name))
+}
+
+fn with_defaults(
+    command: clap::Command,
+    path: &[&str],
+    settings: &[file::Setting],
+) -> clap::Command {
+    match path.split_first() {
+        Some((name, rest)) => {
+            command.mut_subcommand(name, |sub| with_defaults(sub, rest, settings))
+        }
+        None => settings.iter().fold(command, |command, setting| {
+            command.mut_arg(setting.id.as_str(), |arg| {
+                arg.default_values(setting.values.iter().cloned())
+            })
+        }),
+    }
 }
 
 fn positive_rate(text: &str) -> Result<f64, String> {
@@ -58,6 +179,30 @@ fn unit_factor(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(factor) if factor > 0.0 && factor <= 1.0 => Ok(factor),
         _ => Err(format!("`{text}` is not a factor in (0, 1]")),
+    }
+}
+
+/// A size in bytes as people write it: `65536`, `64KiB`, `1 MiB` (K, M and G count in 1,024s).
+fn bytes(text: &str) -> Result<u64, String> {
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(text)
+        .map_err(|err| format!("`{text}` is not a size in bytes (e.g. 65536, 64KiB, 1MiB): {err}"))
+}
+
+fn size(text: &str) -> Result<usize, String> {
+    usize::try_from(bytes(text)?).map_err(|_| format!("`{text}` is too large"))
+}
+
+fn size_u32(text: &str) -> Result<u32, String> {
+    u32::try_from(bytes(text)?).map_err(|_| format!("`{text}` is over 4GiB"))
+}
+
+/// An HTTP/2 flow-control window: from the protocol's initial 65,535 bytes to its largest, 2^31 - 1.
+fn window(text: &str) -> Result<u32, String> {
+    match size_u32(text)? {
+        window @ 65_535..=0x7fff_ffff => Ok(window),
+        _ => Err(format!("`{text}` is not a window from 65535 bytes to 2GiB")),
     }
 }
 
@@ -88,7 +233,18 @@ fn quota_store(text: &str) -> Result<QuotaStoreChoice, String> {
 /// heading (and, in issue 32's file, its own section).
 #[derive(Clone, Debug, Args)]
 pub struct ServeConfig {
-    // First: the quick start's flag.
+    /// YAML configuration file: a section per heading below (simulator, listening, aws, retries,
+    /// quota, callers, peers, telemetry), a key per flag, spelled as the flag. The environment and
+    /// the flags override it; `config print` shows the result, `config schema` its JSON Schema.
+    #[arg(
+        long,
+        env = "CONNECT_FACADE_CONFIG",
+        value_name = "CONFIG",
+        help_heading = "Configuration file"
+    )]
+    pub config: Option<PathBuf>,
+
+    // First among the groups: the quick start's flag.
     #[command(flatten, next_help_heading = "Simulator")]
     pub simulator: SimulatorFlags,
 
@@ -362,9 +518,9 @@ pub struct PeerLimits {
     #[arg(long, env = "CONNECT_FACADE_MAX_OPEN_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_open_requests: u32,
 
-    /// Largest request message accepted, in bytes (a valid request is under 2 KiB); larger ones are
+    /// Largest request message accepted, in bytes or e.g. `64KiB` (a valid request is under 2 KiB); larger ones are
     /// refused with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "CONNECT_FACADE_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024)]
+    #[arg(long, env = "CONNECT_FACADE_MAX_MESSAGE_SIZE", default_value = "64KiB", value_parser = size)]
     pub max_message_size: usize,
 
     /// HTTP/2 streams (concurrent calls) allowed per connection.
@@ -376,24 +532,24 @@ pub struct PeerLimits {
     pub max_concurrent_streams: u32,
 
     /// Largest HTTP/2 header list (metadata) accepted per call, in bytes.
-    #[arg(long, env = "CONNECT_FACADE_MAX_HEADER_LIST_SIZE", default_value_t = 16 * 1024)]
+    #[arg(long, env = "CONNECT_FACADE_MAX_HEADER_LIST_SIZE", default_value = "16KiB", value_parser = size_u32)]
     pub max_header_list_size: u32,
 
     /// HTTP/2 flow-control window of a connection, in bytes: the most request data one peer can
     /// make the facade buffer before it reads it (hyper's default is 1 MiB, so 1,000 connections
     /// could hold 1 GiB). A stream's window is the largest message plus its 5-byte frame header,
     /// so a request of any accepted size arrives in one go.
-    #[arg(long, env = "CONNECT_FACADE_CONNECTION_WINDOW", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u32).range(65_535..=(1 << 31) - 1))]
+    #[arg(long, env = "CONNECT_FACADE_CONNECTION_WINDOW", default_value = "256KiB", value_parser = window)]
     pub connection_window: u32,
 
     /// Request bytes one connection's unanswered calls may hold (a valid request is under 2 KiB;
     /// 256 concurrent ones under 512 KiB); past it the connection is reset.
-    #[arg(long, env = "CONNECT_FACADE_MAX_CONNECTION_BUFFER", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "CONNECT_FACADE_MAX_CONNECTION_BUFFER", default_value = "1MiB", value_parser = size)]
     pub max_connection_buffer: usize,
 
     /// Request bytes every connection's unanswered calls may hold together; past it the connection
     /// that brings more is reset. With the connection windows, it sizes the pod's memory limit.
-    #[arg(long, env = "CONNECT_FACADE_MAX_BUFFERED_REQUESTS", default_value_t = 32 * 1024 * 1024)]
+    #[arg(long, env = "CONNECT_FACADE_MAX_BUFFERED_REQUESTS", default_value = "32MiB", value_parser = size)]
     pub max_buffered_requests: usize,
 
     /// Connections open at once on the gRPC listener, handshakes included; past it a new connection
@@ -543,6 +699,17 @@ impl ServeConfig {
         if quota.rate_limit == 0.0 && quota.quota_store != QuotaStoreChoice::Local {
             return Err("--quota-store shares the account-wide limiter: set --rate-limit above 0");
         }
+        // clap checks `requires` on the command line only; a file's values arrive as defaults.
+        let listening = &self.listening;
+        if listening.tls_cert.is_some() != listening.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key go together");
+        }
+        if listening.tls_client_ca.is_some() && listening.tls_cert.is_none() {
+            return Err("--tls-client-ca needs --tls-cert and --tls-key");
+        }
+        if self.simulator.fixtures.is_some() && !self.simulator.enabled {
+            return Err("--simulator-fixtures needs --simulator");
+        }
         Ok(())
     }
 
@@ -558,7 +725,7 @@ impl ServeConfig {
             .chain(args.into_iter().map(Into::into));
         match Cli::try_parse_from(full)?.command {
             Command::Serve(config) => Ok(*config),
-            Command::Simulate(_) => unreachable!("the subcommand is serve"),
+            _ => unreachable!("the subcommand is serve"),
         }
     }
 }

@@ -1,0 +1,173 @@
+//! `config print` and `config schema`: the configuration described from `serve`'s own flags, so
+//! neither can drift from what `--config` accepts. The schema is generated from the clap
+//! definitions rather than with schemars because the flags, not a serde type, are the one
+//! definition of every key, its default and its parser.
+
+use clap::{ArgAction, ArgMatches, Command};
+use serde_json::{Map, Value, json};
+
+use super::file::{self, SECTIONS};
+
+/// Keys whose values are secrets: shown redacted by `config print`.
+const SECRETS: &[&str] = &["quota_store"];
+
+/// The effective configuration (every layer applied, as `matches` hold it) as YAML that
+/// `--config` accepts. Keys with no value are listed as comments, so the file shows every knob.
+pub fn effective(matches: &ArgMatches) -> String {
+    let mut out = String::from(
+        "# connect-facade serve's effective configuration: built-in defaults < --config file\n\
+         # < CONNECT_FACADE_* variables < flags. Secrets are redacted.\n",
+    );
+    let mut section = "";
+    for (name, long, id) in file::keys() {
+        if name != section {
+            out.push_str(name);
+            out.push_str(":\n");
+            section = name;
+        }
+        let values: Vec<String> = matches
+            .get_raw(&id)
+            .map(|raw| raw.map(|v| v.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let values: Vec<String> = if SECRETS.contains(&id.as_str()) {
+            values
+                .iter()
+                .map(|v| crate::store::address::redact(v))
+                .collect()
+        } else {
+            values
+        };
+        match values.as_slice() {
+            [] => out.push_str(&format!("  # {long}:\n")),
+            [one] => out.push_str(&format!("  {long}: {}\n", scalar(one))),
+            many => {
+                out.push_str(&format!("  {long}:\n"));
+                for value in many {
+                    out.push_str(&format!("    - {}\n", scalar(value)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A value as YAML: plain when YAML reads it back as the same text, quoted otherwise.
+fn scalar(value: &str) -> String {
+    let plain = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-/:+".contains(c))
+        && !value.is_empty()
+        && !value.ends_with(':');
+    if plain {
+        value.to_string()
+    } else {
+        serde_json::to_string(value).expect("a string serializes")
+    }
+}
+
+/// The JSON Schema (draft 2020-12) of the configuration file: its sections, each key's help,
+/// default and type; unknown keys are refused as `--config` refuses them.
+pub fn schema(serve: &Command) -> Value {
+    let mut sections = Map::new();
+    for (section, _) in SECTIONS {
+        let mut properties = Map::new();
+        for (_, long, id) in file::keys().into_iter().filter(|(s, _, _)| s == section) {
+            let arg = serve
+                .get_arguments()
+                .find(|arg| arg.get_id().as_str() == id)
+                .expect("every key is one of serve's flags");
+            let mut property = Map::new();
+            let help = arg
+                .get_long_help()
+                .or(arg.get_help())
+                .map(|help| help.to_string())
+                .unwrap_or_default();
+            let env = arg
+                .get_env()
+                .map(|env| format!(" (flag --{long}, variable {})", env.to_string_lossy()))
+                .unwrap_or_default();
+            property.insert("description".into(), json!(format!("{help}{env}")));
+            let defaults: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let boolean = matches!(arg.get_action(), ArgAction::SetTrue);
+            let possible: Vec<String> = arg
+                .get_possible_values()
+                .iter()
+                .filter(|_| !boolean)
+                .map(|value| value.get_name().to_string())
+                .collect();
+            let one = if boolean {
+                json!({"type": "boolean"})
+            } else if !possible.is_empty() {
+                json!({"enum": possible})
+            } else {
+                json!({"type": ["string", "number"]})
+            };
+            let repeatable = matches!(arg.get_action(), ArgAction::Append);
+            if repeatable {
+                property.insert("type".into(), json!("array"));
+                property.insert("items".into(), one);
+            } else {
+                property.extend(one.as_object().expect("an object").clone());
+            }
+            match defaults.as_slice() {
+                [] => {}
+                [one] if boolean => {
+                    property.insert("default".into(), json!(one == "true"));
+                }
+                [one] if !repeatable => {
+                    property.insert("default".into(), json!(one));
+                }
+                many => {
+                    property.insert("default".into(), json!(many));
+                }
+            }
+            properties.insert(long, Value::Object(property));
+        }
+        sections.insert(
+            (*section).to_string(),
+            json!({"type": "object", "additionalProperties": false, "properties": properties}),
+        );
+    }
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "connect-facade serve --config",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": sections,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+    use crate::config::{Cli, subcommand_at};
+
+    #[test]
+    fn the_committed_schema_is_the_flags_own() {
+        let command = Cli::command();
+        let generated = serde_json::to_string_pretty(&schema(subcommand_at(&command, &["serve"])))
+            .expect("JSON")
+            + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.schema.json");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/config.schema.json is stale: run `cargo run -- config schema > docs/config.schema.json`"
+        );
+    }
+
+    #[test]
+    fn values_print_plain_when_yaml_reads_them_back_unchanged() {
+        assert_eq!(scalar("0.0.0.0:50051"), "0.0.0.0:50051");
+        assert_eq!(scalar("redis://cache:6379/2"), "redis://cache:6379/2");
+        assert_eq!(scalar("a b"), "\"a b\"");
+        assert_eq!(scalar("*"), "\"*\"");
+        assert_eq!(scalar("x:"), "\"x:\"");
+    }
+}
