@@ -4,7 +4,9 @@
 # monitoring resources are checked (the PrometheusRule's rules by promtool, the ServiceMonitor against
 # the Service, the dashboard ConfigMap against dashboard.json), checkov applies its security
 # policy (a skipped check must carry its reason in a checkov.io/skip annotation), hadolint lints the
-# Dockerfile, and every flag and CONNECT_FACADE_* variable deploy/ names must exist in `serve --help`.
+# Dockerfile, every flag and CONNECT_FACADE_* variable deploy/ names must exist in `serve --help`,
+# and each rendering's configuration files (with the files they name) pass `connect-facade config
+# check`.
 # Usage: scripts/check_deploy.sh [path/to/connect-facade]
 #   (kubectl, kubernetes-validate, checkov, hadolint and promtool must be on PATH; .ci/run installs them)
 set -euo pipefail
@@ -16,31 +18,77 @@ fail() { echo "FAIL: $*"; exit 1; }
 echo "-- kustomize"
 kubectl kustomize deploy/k8s/base >"$out/base.yaml"
 kubectl kustomize deploy/k8s/overlays/example >"$out/example.yaml"
-grep -q "eu-west-2" "$out/example.yaml" || fail "the overlay does not set the region"
 grep -q "role/connect-facade-example" "$out/example.yaml" || fail "the overlay does not set the role ARN"
 python3 - "$out/example.yaml" <<'PY' || fail "the overlay does not share the quota through Redis"
 import sys, yaml
-docs = list(yaml.safe_load_all(open(sys.argv[1])))
-config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "connect-facade")["data"]
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
 store = next(e for e in container.get("env", []) if e["name"] == "CONNECT_FACADE_QUOTA_STORE")
 assert store["valueFrom"]["secretKeyRef"] == {"name": "connect-facade-redis", "key": "url"}, store
-assert config["CONNECT_FACADE_RATE_LIMIT"] == "2", "a shared bucket gets the whole account's rate"
 assert any(d["kind"] == "NetworkPolicy" and any(p["port"] == 6379 for r in d["spec"].get("egress", []) for p in r.get("ports", [])) for d in docs), "no egress to Redis"
 PY
-python3 - "$out/example.yaml" <<'PY' || fail "the overlay does not mount its routes file where CONNECT_FACADE_ROUTES says"
+python3 - "$out/example.yaml" <<'PY' || fail "the overlay's routes are not a ConfigMap mounted read-only without a hash suffix"
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "connect-facade")["data"]
 routes = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "connect-facade-routes")
-deployment = next(d for d in docs if d["kind"] == "Deployment")
-spec = deployment["spec"]["template"]["spec"]
+spec = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
 mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "routes")
 volume = next(v for v in spec["volumes"] if v["name"] == "routes")
 assert volume["configMap"]["name"] == "connect-facade-routes"
-assert config["CONNECT_FACADE_ROUTES"] == mount["mountPath"] + "/routes.yaml"
 assert "routes.yaml" in routes["data"] and mount.get("readOnly")
 PY
+
+echo "-- the configuration each rendering gives the pods (connect-facade config print and check)"
+# Writes a rendering's ConfigMap volumes under a root directory at their mount paths, and prints the
+# container's --config arguments read from there.
+pod_files() {
+  python3 - "$1" "$2" <<'PY'
+import os, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+root = sys.argv[2]
+spec = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+container = spec["containers"][0]
+maps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+volumes = {v["name"]: v for v in spec.get("volumes", [])}
+for mount in container.get("volumeMounts", []):
+    data = maps[volumes[mount["name"]]["configMap"]["name"]]["data"]
+    os.makedirs(root + mount["mountPath"], exist_ok=True)
+    for key, text in data.items():
+        with open(f"{root}{mount['mountPath']}/{key}", "w") as f:
+            f.write(text)
+args = container["args"]
+assert args[0] == "serve", args
+for arg in args[1:]:
+    assert arg.startswith("--config="), f"{arg}: the pods' settings belong in their configuration files"
+    print("--config=" + root + arg.split("=", 1)[1])
+PY
+}
+# The files a configuration names, as flags pointing under the root (the paths are the pod's).
+named_files() {
+  python3 - "$1" "$2" <<'PY'
+import sys, yaml
+for section in yaml.safe_load(open(sys.argv[1])).values():
+    for key, value in (section or {}).items():
+        if key in ("routes", "auth-file", "tls-cert", "tls-key", "tls-client-ca", "simulator-fixtures"):
+            print(f"--{key}={sys.argv[2]}{value}")
+PY
+}
+for rendered in base example; do
+  root="$out/$rendered-root"
+  mapfile -t configs < <(pod_files "$out/$rendered.yaml" "$root")
+  env -i "$binary" config print "${configs[@]}" >"$out/$rendered.effective.yaml" \
+    || fail "$rendered: the pods' configuration files are refused"
+  mapfile -t files < <(named_files "$out/$rendered.effective.yaml" "$root")
+  env -i "$binary" config check "${configs[@]}" "${files[@]}" >/dev/null \
+    || fail "$rendered: connect-facade config check refuses the pods' configuration"
+  echo "ok   $rendered: ${#configs[@]} configuration file(s) and ${#files[@]} file(s) they name pass config check"
+done
+effective() { grep -E "^  $2: " "$out/$1.effective.yaml" | sed "s/^  $2: //"; }
+[ "$(effective base rate-limit)" = 1 ] || fail "the base divides the quota by its 2 replicas (rate-limit 1)"
+[ "$(effective example rate-limit)" = 2 ] || fail "a shared bucket gets the whole account's rate"
+[ "$(effective example region)" = eu-west-2 ] || fail "the overlay's file does not set its region"
+[ "$(effective example routes)" = /etc/connect-facade/routes/routes.yaml ] || fail "the overlay's routes are not where its file says"
+echo "ok   effective settings: the base's rate 1/s, the overlay's 2/s (shared), its region and routes"
 echo "-- monitoring component"
 python3 scripts/prometheusrule.py --check
 python3 - "$out/example.yaml" "$out" <<'PY' || fail "the monitoring component does not render as expected"

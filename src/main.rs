@@ -75,9 +75,12 @@ fn run_config_command(
         ConfigCommand::Check(args) => {
             let problems = app::check(&args.serve);
             if problems.is_empty() {
-                let checked = config::config_file(matches).map(|(_, file)| file);
-                match checked {
-                    Some(file) => println!("{}: valid", file.display()),
+                match config::config_files(matches) {
+                    Some((_, files)) => {
+                        for file in files {
+                            println!("{}: valid", file.display());
+                        }
+                    }
                     None => {
                         println!("the configuration is valid (no file: the environment and flags)")
                     }
@@ -95,10 +98,14 @@ fn run_config_command(
             print!("{}", describe::effective(at));
             ExitCode::SUCCESS
         }
-        ConfigCommand::Schema => {
+        ConfigCommand::Schema(args) => {
             let serve = config::subcommand_at(command, &["serve"]);
-            let schema = serde_json::to_string_pretty(&describe::schema(serve)).expect("JSON");
-            println!("{schema}");
+            if args.markdown {
+                print!("{}", describe::reference(serve));
+            } else {
+                let schema = serde_json::to_string_pretty(&describe::schema(serve)).expect("JSON");
+                println!("{schema}");
+            }
             ExitCode::SUCCESS
         }
     }

@@ -56,15 +56,25 @@ pub enum ConfigCommand {
     /// (secrets redacted).
     Print(Box<ServeConfig>),
     /// Print the JSON Schema of the configuration file, for editors to complete and check it.
-    Schema,
+    Schema(SchemaArgs),
 }
 
-/// `config check`'s file, given as an argument rather than through `--config`.
+/// `config schema`'s form.
+#[derive(Clone, Debug, Args)]
+pub struct SchemaArgs {
+    /// The reference for people instead (Markdown: every section's keys, their flags, variables,
+    /// defaults and meaning), as docs/CONFIGURATION.md holds it.
+    #[arg(long)]
+    pub markdown: bool,
+}
+
+/// `config check`'s files, given as arguments rather than through `--config`.
 #[derive(Clone, Debug, Args)]
 pub struct CheckArgs {
-    /// The configuration file to check (instead of --config).
+    /// The configuration files to check, in the order `--config` would layer them (instead of
+    /// --config).
     #[arg(value_name = "FILE")]
-    pub file: Option<PathBuf>,
+    pub files: Vec<PathBuf>,
 
     #[command(flatten)]
     pub serve: ServeConfig,
@@ -82,7 +92,7 @@ pub enum LoadError {
 }
 
 /// The command line as given, with the configuration file's values (when `--config` or `config
-/// check FILE` names one) layered between the built-in defaults and the environment: defaults <
+/// check FILE…` names them) layered between the built-in defaults and the environment: defaults <
 /// file < `CONNECT_FACADE_*` < flags. The file's values become the flags' defaults, so clap
 /// applies the precedence and each value goes through its flag's own parser.
 pub fn load<I, T>(args: I) -> Result<Cli, LoadError>
@@ -95,35 +105,62 @@ where
     Ok(Cli::from_arg_matches(&matches)?)
 }
 
-/// The final command (with the file's values as defaults) and what it parsed.
+/// The final command (with the files' values as defaults) and what it parsed.
 pub fn load_matches(args: &[OsString]) -> Result<(clap::Command, ArgMatches), LoadError> {
     let command = Cli::command();
     let matches = command.clone().try_get_matches_from(args)?;
-    let Some((path, file)) = config_file(&matches) else {
+    let Some((path, files)) = config_files(&matches) else {
         return Ok((command, matches));
     };
     let serve = subcommand_at(&command, &path);
-    let settings = file::read(&file, serve)?;
+    let mut settings: Vec<file::Setting> = Vec::new();
+    let mut problems = Vec::new();
+    for file in &files {
+        match file::read(file, serve) {
+            // A later file overrides an earlier one's keys: a base file, then an environment's.
+            Ok(read) => {
+                for setting in read {
+                    settings.retain(|earlier| earlier.id != setting.id);
+                    settings.push(setting);
+                }
+            }
+            Err(file::FileErrors(found)) => problems.extend(found),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(file::FileErrors(problems).into());
+    }
     let command = with_defaults(command, &path, &settings);
     let matches = command.clone().try_get_matches_from(args)?;
     Ok((command, matches))
 }
 
-/// The subcommand holding `serve`'s flags, by its path of names, and the file it names.
-pub fn config_file(matches: &ArgMatches) -> Option<(Vec<&'static str>, PathBuf)> {
-    let file = |m: &ArgMatches| m.get_one::<PathBuf>("config").cloned();
-    match matches.subcommand()? {
-        ("serve", m) => Some((vec!["serve"], file(m)?)),
+/// The subcommand holding `serve`'s flags, by its path of names, and the files it names (none:
+/// `None`).
+pub fn config_files(matches: &ArgMatches) -> Option<(Vec<&'static str>, Vec<PathBuf>)> {
+    let files = |m: &ArgMatches, id: &str| -> Vec<PathBuf> {
+        m.get_many::<PathBuf>(id)
+            .map(|files| files.cloned().collect())
+            .unwrap_or_default()
+    };
+    let (path, files) = match matches.subcommand()? {
+        ("serve", m) => (vec!["serve"], files(m, "config")),
         ("config", m) => match m.subcommand()? {
-            ("check", m) => Some((
-                vec!["config", "check"],
-                m.get_one::<PathBuf>("file").cloned().or_else(|| file(m))?,
-            )),
-            ("print", m) => Some((vec!["config", "print"], file(m)?)),
-            _ => None,
+            ("check", m) => {
+                let given = files(m, "files");
+                let files = if given.is_empty() {
+                    files(m, "config")
+                } else {
+                    given
+                };
+                (vec!["config", "check"], files)
+            }
+            ("print", m) => (vec!["config", "print"], files(m, "config")),
+            _ => return None,
         },
-        _ => None,
-    }
+        _ => return None,
+    };
+    (!files.is_empty()).then_some((path, files))
 }
 
 /// The subcommand at `path` (its names from the top), whose flags a file sets.
@@ -234,15 +271,18 @@ fn quota_store(text: &str) -> Result<QuotaStoreChoice, String> {
 #[derive(Clone, Debug, Args)]
 pub struct ServeConfig {
     /// YAML configuration file: a section per heading below (simulator, listening, aws, retries,
-    /// quota, callers, peers, telemetry), a key per flag, spelled as the flag. The environment and
-    /// the flags override it; `config print` shows the result, `config schema` its JSON Schema.
+    /// quota, callers, peers, telemetry), a key per flag, spelled as the flag. Repeatable (or
+    /// comma-separated in the variable): a later file overrides an earlier one's keys, e.g. a base
+    /// file, then an environment's. The environment and the flags override the files; `config
+    /// print` shows the result, `config schema` the files' JSON Schema.
     #[arg(
         long,
         env = "CONNECT_FACADE_CONFIG",
         value_name = "CONFIG",
+        value_delimiter = ',',
         help_heading = "Configuration file"
     )]
-    pub config: Option<PathBuf>,
+    pub config: Vec<PathBuf>,
 
     // First among the groups: the quick start's flag.
     #[command(flatten, next_help_heading = "Simulator")]

@@ -128,6 +128,24 @@ async fn flags_override_the_environment_which_overrides_the_file() {
     let (ok, print, stderr) = run(facade(&["config", "print", "--config", config])).await;
     assert!(ok, "{stderr}");
     assert_eq!(printed(&print, "rate-limit"), "3");
+    // A later file over an earlier one, key by key.
+    let later = file("later.yaml", "quota:\n  max-queue-wait: 2500ms\n");
+    let (ok, print, stderr) = run(facade(&[
+        "config",
+        "print",
+        "--config",
+        config,
+        "--config",
+        later.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(ok, "{stderr}");
+    assert_eq!(printed(&print, "max-queue-wait"), "2500ms");
+    assert_eq!(
+        printed(&print, "rate-limit"),
+        "3",
+        "the earlier file's other keys stay"
+    );
     // The environment over the file: a number, a duration, a boolean, a size, a list.
     let mut command = facade(&["config", "print"]);
     command
@@ -252,4 +270,35 @@ async fn serve_takes_its_configuration_from_the_file() {
         .await
         .expect("served with the file's simulator");
     assert_eq!(answer.get_ref().continued_from_contact_id, "C3");
+}
+
+#[tokio::test]
+async fn the_documented_defaults_are_the_ones_config_print_shows() {
+    let reference = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/CONFIGURATION.md"
+    ))
+    .unwrap();
+    let (ok, print, stderr) = run(facade(&["config", "print"])).await;
+    assert!(ok, "{stderr}");
+    let mut checked = 0;
+    for row in reference.lines().filter(|line| line.starts_with("| `")) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let key = cells[0].trim_start_matches("| ").trim_matches('`');
+        let documented = cells[2];
+        if documented == "unset" {
+            assert!(
+                print.contains(&format!("  # {key}:\n")),
+                "{key} is documented unset:\n{print}"
+            );
+        } else {
+            assert_eq!(
+                format!("`{}`", printed(&print, key)),
+                documented,
+                "{key}'s documented default"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked > 50, "{checked} keys documented");
 }
