@@ -13,7 +13,7 @@ rules.yaml. Then, through Prometheus's HTTP API:
 - the TLS alert (the test certificate expires in 10 days) is pending or firing.
 
 With --png, the dashboard's quota and outcome panels are drawn from the run (matplotlib, from
-Prometheus's query_range) to that file; the README shows it.
+Prometheus's query_range) to that file; docs/operators/observability.md shows it.
 
 Usage: scripts/monitoring.py [--bin target/debug] [--smoke] [--png docs/images/dashboard.png]
   (needs prometheus, redis-server and openssl on PATH; --png needs matplotlib)

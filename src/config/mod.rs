@@ -374,7 +374,7 @@ pub struct AwsFlags {
     pub endpoint_url: Option<String>,
 
     /// YAML file routing Connect instances to AWS accounts and regions, each with its own identity
-    /// (an assumed role), quota and breaker (README: Routes). Without it, one route from the flags.
+    /// (an assumed role), quota and breaker (docs/operators/routes.md). Without it, one route from the flags.
     #[arg(long, env = "CONNECT_FACADE_ROUTES")]
     pub routes: Option<PathBuf>,
 
