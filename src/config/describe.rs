@@ -216,29 +216,32 @@ mod tests {
     use super::*;
     use crate::config::{Cli, subcommand_at};
 
+    /// `generated` is what the repository holds at `path`, or the test says how to refresh it.
+    fn assert_committed(path: &str, generated: &str, refresh: &str) {
+        let committed = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{path} is stale: run `cargo run -- {refresh} > {path}`"
+        );
+    }
+
     #[test]
     fn the_committed_schema_is_the_flags_own() {
         let command = Cli::command();
-        let generated = serde_json::to_string_pretty(&schema(subcommand_at(&command, &["serve"])))
-            .expect("JSON")
-            + "\n";
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.schema.json");
-        let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            committed == generated,
-            "docs/config.schema.json is stale: run `cargo run -- config schema > docs/config.schema.json`"
-        );
+        let schema = schema(subcommand_at(&command, &["serve"]));
+        let generated = serde_json::to_string_pretty(&schema).expect("JSON") + "\n";
+        assert_committed("docs/config.schema.json", &generated, "config schema");
     }
 
     #[test]
     fn the_committed_reference_documents_the_flags_own_defaults() {
         let command = Cli::command();
         let generated = reference(subcommand_at(&command, &["serve"]));
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONFIGURATION.md");
-        let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            committed == generated,
-            "docs/CONFIGURATION.md is stale: run `cargo run -- config schema --markdown > docs/CONFIGURATION.md`"
+        assert_committed(
+            "docs/CONFIGURATION.md",
+            &generated,
+            "config schema --markdown",
         );
     }
 

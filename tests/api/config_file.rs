@@ -118,6 +118,22 @@ async fn every_section_is_read_from_the_file_and_printed_back_as_a_file_it_accep
     );
 }
 
+/// The file named by its variable, and a number, a duration, a boolean, a size and a list set by
+/// theirs.
+fn with_environment(mut command: tokio::process::Command, config: &str) -> tokio::process::Command {
+    command.env("CONNECT_FACADE_CONFIG", config);
+    for (name, value) in [
+        ("CONNECT_FACADE_RATE_LIMIT", "4"),
+        ("CONNECT_FACADE_MAX_QUEUE_WAIT", "4s"),
+        ("CONNECT_FACADE_READINESS_FOLLOWS_BREAKER", "false"),
+        ("CONNECT_FACADE_MAX_MESSAGE_SIZE", "48KiB"),
+        ("CONNECT_FACADE_CORS_ALLOW_ORIGIN", "https://env.example"),
+    ] {
+        command.env(name, value);
+    }
+    command
+}
+
 #[tokio::test]
 async fn flags_override_the_environment_which_overrides_the_file() {
     let path = file(
@@ -149,15 +165,7 @@ async fn flags_override_the_environment_which_overrides_the_file() {
         "the earlier file's other keys stay"
     );
     // The environment over the file: a number, a duration, a boolean, a size, a list.
-    let mut command = facade(&["config", "print"]);
-    command
-        .env("CONNECT_FACADE_CONFIG", config)
-        .env("CONNECT_FACADE_RATE_LIMIT", "4")
-        .env("CONNECT_FACADE_MAX_QUEUE_WAIT", "4s")
-        .env("CONNECT_FACADE_READINESS_FOLLOWS_BREAKER", "false")
-        .env("CONNECT_FACADE_MAX_MESSAGE_SIZE", "48KiB")
-        .env("CONNECT_FACADE_CORS_ALLOW_ORIGIN", "https://env.example");
-    let (ok, print, stderr) = run(command).await;
+    let (ok, print, stderr) = run(with_environment(facade(&["config", "print"]), config)).await;
     assert!(ok, "{stderr}");
     assert_eq!(printed(&print, "rate-limit"), "4");
     assert_eq!(printed(&print, "max-queue-wait"), "4s");
@@ -165,7 +173,7 @@ async fn flags_override_the_environment_which_overrides_the_file() {
     assert_eq!(printed(&print, "max-message-size"), "48KiB");
     assert_eq!(printed(&print, "cors-allow-origin"), "https://env.example");
     // The flags over both.
-    let mut command = facade(&[
+    let command = facade(&[
         "config",
         "print",
         "--rate-limit",
@@ -177,13 +185,7 @@ async fn flags_override_the_environment_which_overrides_the_file() {
         "--cors-allow-origin",
         "https://flag.example",
     ]);
-    command
-        .env("CONNECT_FACADE_CONFIG", config)
-        .env("CONNECT_FACADE_RATE_LIMIT", "4")
-        .env("CONNECT_FACADE_MAX_QUEUE_WAIT", "4s")
-        .env("CONNECT_FACADE_MAX_MESSAGE_SIZE", "48KiB")
-        .env("CONNECT_FACADE_CORS_ALLOW_ORIGIN", "https://env.example");
-    let (ok, print, stderr) = run(command).await;
+    let (ok, print, stderr) = run(with_environment(command, config)).await;
     assert!(ok, "{stderr}");
     assert_eq!(printed(&print, "rate-limit"), "5");
     assert_eq!(printed(&print, "max-queue-wait"), "5s");
