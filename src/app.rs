@@ -119,30 +119,35 @@ fn scheduler_for(cpus: usize, workers_asked: bool) -> Scheduler {
 /// across flags, the routes, callers, TLS and fixtures files, the CORS origins), without binding a
 /// port, reaching AWS or Redis, or serving; every problem, not only the first.
 pub fn check(config: &ServeConfig) -> Vec<String> {
-    let mut problems = Vec::new();
-    if let Err(problem) = config.check() {
-        problems.push(problem.to_string());
-    }
-    if let Some(path) = &config.simulator.fixtures
-        && let Err(err) = Fixtures::load(Some(path))
-    {
-        problems.push(err.to_string());
-    }
-    if let Some(path) = &config.aws.routes
-        && let Err(err) = routes::spec::read(path)
-    {
-        problems.push(err.to_string());
-    }
-    if let Err(err) = tls(config, TlsMetrics::register(&mut MetricsRegistry::new())) {
-        problems.push(err.to_string());
-    }
-    if let Err(err) = callers(config) {
-        problems.push(err.to_string());
-    }
-    if let Err(err) = protocols::cors(&config.listening.cors_allow_origins) {
-        problems.push(format!("invalid flags: {err}"));
-    }
-    problems
+    // Each through the error `serve` would stop with, so both say the same.
+    let fixtures = |path| {
+        Fixtures::load(Some(path))
+            .map(drop)
+            .map_err(StartupError::from)
+    };
+    let routes = |path| {
+        routes::spec::read(path)
+            .map(drop)
+            .map_err(StartupError::from)
+    };
+    [
+        config.check().map_err(StartupError::Flags),
+        config
+            .simulator
+            .fixtures
+            .as_deref()
+            .map_or(Ok(()), fixtures),
+        config.aws.routes.as_deref().map_or(Ok(()), routes),
+        tls(config, TlsMetrics::register(&mut MetricsRegistry::new())).map(drop),
+        callers(config).map(drop),
+        protocols::cors(&config.listening.cors_allow_origins)
+            .map(drop)
+            .map_err(StartupError::Cors),
+    ]
+    .into_iter()
+    .filter_map(Result::err)
+    .map(|err| err.to_string())
+    .collect()
 }
 
 /// Runs `serve` or `simulate` to completion (`config`'s subcommands need no runtime: the binary

@@ -3,7 +3,7 @@
 //! definitions rather than with schemars because the flags, not a serde type, are the one
 //! definition of every key, its default and its parser.
 
-use clap::{ArgAction, ArgMatches, Command};
+use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::{Map, Value, json};
 
 use super::file::{self, SECTIONS};
@@ -72,24 +72,26 @@ fn built(serve: &Command) -> Command {
     serve
 }
 
+/// A flag's help, as `--help` shows it in full.
+fn help(arg: &Arg) -> String {
+    arg.get_long_help()
+        .or(arg.get_help())
+        .map(|help| help.to_string())
+        .unwrap_or_default()
+}
+
 /// The JSON Schema (draft 2020-12) of the configuration file: its sections, each key's help,
 /// default and type; unknown keys are refused as `--config` refuses them.
 pub fn schema(serve: &Command) -> Value {
     let serve = &built(serve);
+    let keys = file::keys();
     let mut sections = Map::new();
     for (section, _) in SECTIONS {
         let mut properties = Map::new();
-        for (_, long, id) in file::keys().into_iter().filter(|(s, _, _)| s == section) {
-            let arg = serve
-                .get_arguments()
-                .find(|arg| arg.get_id().as_str() == id)
-                .expect("every key is one of serve's flags");
+        for (_, long, id) in keys.iter().filter(|(s, _, _)| s == section) {
+            let arg = file::flag(serve, id);
             let mut property = Map::new();
-            let help = arg
-                .get_long_help()
-                .or(arg.get_help())
-                .map(|help| help.to_string())
-                .unwrap_or_default();
+            let help = help(arg);
             let env = arg
                 .get_env()
                 .map(|env| format!(" (flag --{long}, variable {})", env.to_string_lossy()))
@@ -133,7 +135,7 @@ pub fn schema(serve: &Command) -> Value {
                     property.insert("default".into(), json!(many));
                 }
             }
-            properties.insert(long, Value::Object(property));
+            properties.insert(long.clone(), Value::Object(property));
         }
         sections.insert(
             (*section).to_string(),
@@ -162,24 +164,18 @@ pub fn reference(serve: &Command) -> String {
          Durations take units (`100ms`, `3s`, `10m`), sizes too (`65536`, `64KiB`, `1MiB`). The \
          JSON Schema is `docs/config.schema.json`.\n",
     );
+    let keys = file::keys();
     for (section, _) in SECTIONS {
-        let heading = serve
-            .get_arguments()
-            .find(|arg| {
-                file::keys()
-                    .iter()
-                    .any(|(s, _, id)| s == section && id == arg.get_id())
-            })
-            .and_then(|arg| arg.get_help_heading())
+        let mut in_section = keys.iter().filter(|(s, _, _)| s == section).peekable();
+        let heading = in_section
+            .peek()
+            .and_then(|(_, _, id)| file::flag(serve, id).get_help_heading())
             .unwrap_or(section);
         out.push_str(&format!(
             "\n## `{section}`: {heading}\n\n| key | flag, variable | default | meaning |\n|---|---|---|---|\n"
         ));
-        for (_, long, id) in file::keys().into_iter().filter(|(s, _, _)| s == section) {
-            let arg = serve
-                .get_arguments()
-                .find(|arg| arg.get_id().as_str() == id)
-                .expect("every key is one of serve's flags");
+        for (_, long, id) in in_section {
+            let arg = file::flag(serve, id);
             let defaults: Vec<String> = arg
                 .get_default_values()
                 .iter()
@@ -194,13 +190,7 @@ pub fn reference(serve: &Command) -> String {
                 .get_env()
                 .map(|env| format!(", `{}`", env.to_string_lossy()))
                 .unwrap_or_default();
-            let help = arg
-                .get_long_help()
-                .or(arg.get_help())
-                .map(|help| help.to_string())
-                .unwrap_or_default()
-                .replace('\n', " ")
-                .replace('|', "\\|");
+            let help = help(arg).replace('\n', " ").replace('|', "\\|");
             out.push_str(&format!(
                 "| `{long}` | `--{long}`{env} | {default} | {help} |\n"
             ));

@@ -5,7 +5,7 @@
 //!
 //! The layering itself is clap's: the file's values become the flags' defaults, so the environment
 //! (`CONNECT_FACADE_*`) and the command line override them as they override the built-in defaults,
-//! with no merging written here (see [`super::load`]).
+//! with no merging written here (see [`super::load_matches`]).
 
 use std::{fmt, path::Path};
 
@@ -70,6 +70,14 @@ pub fn keys() -> Vec<(&'static str, String, String)> {
         }
     }
     keys
+}
+
+/// The flag of `serve` a key sets, by its clap id.
+pub fn flag<'a>(serve: &'a Command, id: &str) -> &'a Arg {
+    serve
+        .get_arguments()
+        .find(|arg| arg.get_id().as_str() == id)
+        .expect("every key is one of serve's flags")
 }
 
 /// Reads `path` and checks every key against `serve` (the command whose flags it sets): the
@@ -166,10 +174,8 @@ fn section_names() -> String {
 
 /// One key's value checked by its flag's parser: a scalar, or a list for a repeatable flag.
 fn setting(id: &str, value: &Node, serve: &Command) -> Result<Setting, String> {
-    let arg = serve
-        .get_arguments()
-        .find(|arg| arg.get_id().as_str() == id)
-        .expect("every section's flag is one of serve's");
+    let arg = flag(serve, id);
+    let long = arg.get_long().expect("file keys are long flags");
     let repeatable = arg.get_num_args().is_some_and(|n| n.max_values() > 1)
         || matches!(arg.get_action(), ArgAction::Append);
     let values: Vec<String> = match value {
@@ -188,11 +194,7 @@ fn setting(id: &str, value: &Node, serve: &Command) -> Result<Setting, String> {
     // The value goes through the flag's own parser on a command holding that flag alone (clap
     // keeps a parser's direct use to itself), so it is refused in the words the flag would use.
     let alone = Arg::new("value")
-        .long(
-            arg.get_long()
-                .expect("file keys are long flags")
-                .to_string(),
-        )
+        .long(long.to_string())
         .value_name(arg.get_id().as_str().to_uppercase())
         .action(ArgAction::Set)
         .value_parser(arg.get_value_parser().clone());
@@ -205,7 +207,7 @@ fn setting(id: &str, value: &Node, serve: &Command) -> Result<Setting, String> {
         }
         check
             .clone()
-            .try_get_matches_from([format!("--{}={text}", arg.get_long().unwrap_or_default())])
+            .try_get_matches_from([format!("--{long}={text}")])
             .map_err(|err| clap_message(&err))?;
     }
     Ok(Setting {

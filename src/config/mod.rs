@@ -3,14 +3,14 @@
 //! `serve`'s flags come in groups (one struct each, flattened, each under its own `--help`
 //! heading), and the checks that span flags are here too ([`ServeConfig::check`]). The same groups
 //! are the sections of the configuration file ([`file`]), layered under the environment and the
-//! flags by [`load`]; `config print` and `config schema` describe it ([`describe`]).
+//! flags by [`load_matches`]; `config print` and `config schema` describe it ([`describe`]).
 
 pub mod describe;
 pub mod file;
 
 use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand};
 
 use crate::{
     middleware::{BreakerConfig, MiddlewareConfig, RateLimitConfig, RetryConfig},
@@ -91,21 +91,11 @@ pub enum LoadError {
     File(#[from] file::FileErrors),
 }
 
-/// The command line as given, with the configuration file's values (when `--config` or `config
+/// The command line as given, with the configuration files' values (when `--config` or `config
 /// check FILE…` names them) layered between the built-in defaults and the environment: defaults <
-/// file < `CONNECT_FACADE_*` < flags. The file's values become the flags' defaults, so clap
-/// applies the precedence and each value goes through its flag's own parser.
-pub fn load<I, T>(args: I) -> Result<Cli, LoadError>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let (_, matches) = load_matches(&args)?;
-    Ok(Cli::from_arg_matches(&matches)?)
-}
-
-/// The final command (with the files' values as defaults) and what it parsed.
+/// files < `CONNECT_FACADE_*` < flags. The files' values become the flags' defaults, so clap
+/// applies the precedence and each value goes through its flag's own parser. Returns the final
+/// command (with those defaults) and what it parsed.
 pub fn load_matches(args: &[OsString]) -> Result<(clap::Command, ArgMatches), LoadError> {
     let command = Cli::command();
     let matches = command.clone().try_get_matches_from(args)?;

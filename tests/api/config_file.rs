@@ -32,6 +32,13 @@ async fn run(mut command: tokio::process::Command) -> (bool, String, String) {
     )
 }
 
+/// The binary's stdout, once it has exited 0 (its stderr in the failure otherwise).
+async fn succeeds(command: tokio::process::Command) -> String {
+    let (ok, stdout, stderr) = run(command).await;
+    assert!(ok, "{stderr}");
+    stdout
+}
+
 /// The value `config print` shows for `key` (the first line naming it).
 fn printed<'a>(print: &'a str, key: &str) -> &'a str {
     print
@@ -69,14 +76,13 @@ telemetry:
 #[tokio::test]
 async fn every_section_is_read_from_the_file_and_printed_back_as_a_file_it_accepts() {
     let path = file("every-section.yaml", EVERY_SECTION);
-    let (ok, print, stderr) = run(facade(&[
+    let print = succeeds(facade(&[
         "config",
         "print",
         "--config",
         path.to_str().unwrap(),
     ]))
     .await;
-    assert!(ok, "{stderr}");
     for (key, value) in [
         ("simulator", "true"),
         ("listen", "127.0.0.1:0"),
@@ -104,14 +110,13 @@ async fn every_section_is_read_from_the_file_and_printed_back_as_a_file_it_accep
     );
 
     let printed_file = file("printed.yaml", &print);
-    let (ok, again, stderr) = run(facade(&[
+    let again = succeeds(facade(&[
         "config",
         "print",
         "--config",
         printed_file.to_str().unwrap(),
     ]))
     .await;
-    assert!(ok, "{stderr}");
     assert_eq!(
         again, print,
         "config print's output read back prints the same"
@@ -143,12 +148,11 @@ async fn flags_override_the_environment_which_overrides_the_file() {
     );
     let config = path.to_str().unwrap();
     // The file alone.
-    let (ok, print, stderr) = run(facade(&["config", "print", "--config", config])).await;
-    assert!(ok, "{stderr}");
+    let print = succeeds(facade(&["config", "print", "--config", config])).await;
     assert_eq!(printed(&print, "rate-limit"), "3");
     // A later file over an earlier one, key by key.
     let later = file("later.yaml", "quota:\n  max-queue-wait: 2500ms\n");
-    let (ok, print, stderr) = run(facade(&[
+    let print = succeeds(facade(&[
         "config",
         "print",
         "--config",
@@ -157,7 +161,6 @@ async fn flags_override_the_environment_which_overrides_the_file() {
         later.to_str().unwrap(),
     ]))
     .await;
-    assert!(ok, "{stderr}");
     assert_eq!(printed(&print, "max-queue-wait"), "2500ms");
     assert_eq!(
         printed(&print, "rate-limit"),
@@ -165,8 +168,7 @@ async fn flags_override_the_environment_which_overrides_the_file() {
         "the earlier file's other keys stay"
     );
     // The environment over the file: a number, a duration, a boolean, a size, a list.
-    let (ok, print, stderr) = run(with_environment(facade(&["config", "print"]), config)).await;
-    assert!(ok, "{stderr}");
+    let print = succeeds(with_environment(facade(&["config", "print"]), config)).await;
     assert_eq!(printed(&print, "rate-limit"), "4");
     assert_eq!(printed(&print, "max-queue-wait"), "4s");
     assert_eq!(printed(&print, "readiness-follows-breaker"), "false");
@@ -185,8 +187,7 @@ async fn flags_override_the_environment_which_overrides_the_file() {
         "--cors-allow-origin",
         "https://flag.example",
     ]);
-    let (ok, print, stderr) = run(with_environment(command, config)).await;
-    assert!(ok, "{stderr}");
+    let print = succeeds(with_environment(command, config)).await;
     assert_eq!(printed(&print, "rate-limit"), "5");
     assert_eq!(printed(&print, "max-queue-wait"), "5s");
     assert_eq!(printed(&print, "max-message-size"), "60KiB");
@@ -241,8 +242,7 @@ async fn config_check_validates_the_files_the_configuration_names() {
         "valid.yaml",
         &EVERY_SECTION.replace("  auth-file: /etc/connect-facade/callers.yaml\n", ""),
     );
-    let (ok, stdout, stderr) = run(facade(&["config", "check", valid.to_str().unwrap()])).await;
-    assert!(ok, "{stderr}");
+    let stdout = succeeds(facade(&["config", "check", valid.to_str().unwrap()])).await;
     assert!(stdout.contains("valid"), "{stdout}");
 
     let naming = file(
@@ -287,8 +287,7 @@ async fn the_documented_defaults_are_the_ones_config_print_shows() {
         "/docs/CONFIGURATION.md"
     ))
     .unwrap();
-    let (ok, print, stderr) = run(facade(&["config", "print"])).await;
-    assert!(ok, "{stderr}");
+    let print = succeeds(facade(&["config", "print"])).await;
     let mut checked = 0;
     for row in reference.lines().filter(|line| line.starts_with("| `")) {
         let cells: Vec<&str> = row.split(" | ").collect();
