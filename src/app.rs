@@ -5,26 +5,19 @@
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, task::JoinHandle};
-use tonic::{codec::CompressionEncoding, service::Routes};
+use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_web::GrpcWebLayer;
-use tower::{
-    ServiceBuilder,
-    util::{MapRequestLayer, MapResponseLayer},
-};
+use tower::ServiceBuilder;
 
 use crate::{
-    api::{
-        GrpcAdapter,
-        expiry::ExpiryLayer,
-        protocols::{self, ProtocolsLayer},
-    },
+    api::{admission::AdmissionLayer, connect::ConnectLayer, cors, expiry::ExpiryLayer, grpc},
     auth::{AuthFileError, CallerMetrics, Callers},
-    call::{CallMetrics, CallService, Guards, RpcMetrics, deadline},
+    call::{CallMetrics, CallService, Guards, Refusals, RpcMetrics},
     config::{Command, QuotaStoreChoice, ServeConfig, SimulateConfig},
     metrics::MetricsRegistry,
     middleware::UpstreamMetrics,
-    proto::{self, contact_service_server::ContactServiceServer},
+    proto,
     quota::{QuotaMetrics, stores::QuotaStores},
     replay::{MemoryReplays, RedisReplays, ReplayMetrics, Replayer},
     routes::{
@@ -140,7 +133,7 @@ pub fn check(config: &ServeConfig) -> Vec<String> {
         config.aws.routes.as_deref().map_or(Ok(()), routes),
         tls(config, TlsMetrics::register(&mut MetricsRegistry::new())).map(drop),
         callers(config).map(drop),
-        protocols::cors(&config.listening.cors_allow_origins)
+        cors::cors(&config.listening.cors_allow_origins)
             .map(drop)
             .map_err(StartupError::Cors),
     ]
@@ -190,6 +183,8 @@ pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
     calls: CallService,
+    admission: AdmissionLayer,
+    refusals: Refusals,
     router: Arc<Router>,
     routes_file: Option<std::path::PathBuf>,
     routes_reload_interval: Duration,
@@ -314,6 +309,12 @@ impl App {
             callers: callers(&config)?,
             replayer: store.replayer,
         };
+        let refusals = Refusals::new(calls.rpc.clone());
+        let admission = AdmissionLayer::new(
+            refusals.clone(),
+            guards.callers.clone(),
+            config.retries.default_deadline,
+        );
         let metric_families = registry.families().to_vec();
         let shutdown = Shutdown::default();
         let metrics_endpoint = match config.telemetry.metrics_listen {
@@ -338,8 +339,11 @@ impl App {
                 config.retries.default_deadline,
                 drain.clone(),
                 calls,
+                refusals.clone(),
                 guards,
             ),
+            admission,
+            refusals,
             upstream_metrics,
             route_metrics,
             connection_metrics,
@@ -354,8 +358,7 @@ impl App {
             tls,
             tls_reload_interval: config.listening.tls_reload_interval,
             readiness_follows_breaker: config.retries.readiness_follows_breaker,
-            cors: protocols::cors(&config.listening.cors_allow_origins)
-                .map_err(StartupError::Cors)?,
+            cors: cors::cors(&config.listening.cors_allow_origins).map_err(StartupError::Cors)?,
             limits: ConnectionLimits::from(&config),
             simulator,
         })
@@ -418,19 +421,17 @@ impl App {
         });
         tracing::info!(addr = %self.local_addr, "connect-facade serving gRPC");
         let limits = self.limits;
-        let protocols = ProtocolsLayer::new(self.calls.clone(), limits.max_message_size);
+        let connect = ConnectLayer::new(self.calls.clone(), self.refusals, limits.max_message_size);
         let cors = self.cors;
         let routes = grpc_routes(self.calls, health_service, limits.max_message_size)?;
         // The HTTP stack, outermost first.
         let service = ServiceBuilder::new()
-            .layer(MapRequestLayer::new(deadline::stamp_arrival))
-            .layer(MapResponseLayer::new(oversized_is_resource_exhausted))
-            // Outside the protocols: a browser's preflight is answered before anything else.
             .option_layer(cors)
-            // Outside the protocols, which read a Connect body: no request outlives its deadline,
+            .layer(self.admission)
+            // Outside the Connect edge, which reads a body: no request outlives its deadline,
             // however little of it has arrived.
             .layer(ExpiryLayer::new(limits.default_deadline))
-            .layer(protocols)
+            .layer(connect)
             .layer(GrpcWebLayer::new())
             .service(routes);
         let settings = limits.connection_settings(self.shutdown_grace);
@@ -519,11 +520,7 @@ fn grpc_routes(
     Ok(Routes::new(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(
-            ContactServiceServer::new(GrpcAdapter::new(calls))
-                .max_decoding_message_size(max_message_size)
-                .accept_compressed(CompressionEncoding::Gzip),
-        ))
+        .add_service(grpc::service(calls, max_message_size)))
 }
 
 /// Waits for background tasks already told to stop; none holds more than a file read or a scrape.
@@ -729,19 +726,6 @@ fn quota_stores(
             metrics,
         ),
     }
-}
-
-/// tonic answers a message over the size limit with OUT_OF_RANGE, where gRPC specifies
-/// RESOURCE_EXHAUSTED ("message larger than configured limit", doc/statuscodes.md). No service here
-/// answers OUT_OF_RANGE itself, so the code is rewritten in the (trailers-only) answer's headers.
-fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
-    let status = response.headers().get("grpc-status");
-    if status.is_some_and(|code| code == "11") {
-        response
-            .headers_mut()
-            .insert("grpc-status", http::HeaderValue::from_static("8"));
-    }
-    response
 }
 
 #[cfg(test)]

@@ -4,11 +4,12 @@
 //!
 //! A call flows in one direction through these modules:
 //!
-//! 1. [`api`]: the protocol adapters. gRPC and gRPC-Web reach the tonic service, the Connect
-//!    protocol a layer in front of it; each turns its wire form into a [`call::Call`] (and
-//!    refuses, as a typed [`error::EdgeRefusal`], what it cannot read);
-//! 2. [`call`]: the call as one service, its steps in request order: [`auth`] (who may call), the
-//!    deadline, [`domain`] (the request parsed once into a validated [`domain::AssociationRequest`],
+//! 1. [`api`]: the edge. One admission step reads the protocol, stamps the deadline, lets the call
+//!    in (open requests) and authenticates its caller, on the headers alone; then the Connect
+//!    protocol is decoded, or tonic takes gRPC and gRPC-Web; either becomes a [`call::Call`] (and
+//!    what the edge cannot read is refused as a typed [`error::EdgeRefusal`]);
+//! 2. [`call`]: the call as one service, its steps in request order: [`auth`] (the caller's
+//!    instances), the deadline, [`domain`] (the request parsed once into a validated [`domain::AssociationRequest`],
 //!    every violated field reported, a client token generated when the caller sent none),
 //!    [`routes`] (the account and region serving the instance), the caller's own rate, [`replay`]
 //!    (an answer kept for the contact, or the identical call in flight), then the route's stack;

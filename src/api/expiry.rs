@@ -6,9 +6,10 @@
 //! `--default-deadline`), then gets DEADLINE_EXCEEDED (Connect: `deadline_exceeded`, HTTP 504),
 //! never tonic's CANCELLED, and the request, its body and its buffers are dropped at once.
 //!
-//! A call that reached its handler answers by itself at the same deadline (with its logs and
-//! metrics); this layer fires [`SLACK`] later, so it only answers for requests stuck before the
-//! handler. tower-http's `TimeoutLayer` answers a bare 408 whatever the protocol, hence this one.
+//! The deadline is the one the admission step stamped. A call that reached its handler answers by
+//! itself at the same deadline (with its logs and metrics); this layer fires [`SLACK`] later, so it
+//! only answers for requests stuck before the handler. tower-http's `TimeoutLayer` answers a bare
+//! 408 whatever the protocol, hence this one.
 
 use std::{
     task::{Context, Poll},
@@ -19,8 +20,8 @@ use http::{HeaderValue, Request, Response, header};
 use tonic::{Status, body::Body};
 use tower::{BoxError, Layer, Service};
 
-use super::protocols::{self, Protocol};
-use crate::call::deadline;
+use super::{error_writer, protocol::Protocol};
+use crate::call::deadline::Deadline;
 
 /// How long after the handler's own deadline this layer answers.
 const SLACK: Duration = Duration::from_millis(5);
@@ -71,21 +72,10 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let headers = request.headers();
-        let protocol = Protocol::of(headers);
-        let asked = match protocol {
-            Protocol::ConnectJson | Protocol::ConnectProto => headers
-                .get("connect-timeout-ms")
-                .and_then(|value| value.to_str().ok())
-                .and_then(deadline::parse_connect_timeout),
-            _ => headers
-                .get("grpc-timeout")
-                .and_then(|value| value.to_str().ok())
-                .and_then(deadline::parse_grpc_timeout),
-        };
-        let budget = deadline::budget(asked, self.default_deadline);
-        let expires = deadline::deadline(request.extensions(), budget) + SLACK;
-        let content_type = headers.get(header::CONTENT_TYPE).cloned();
+        let protocol = Protocol::of_request(&request);
+        let deadline = Deadline::of(request.extensions(), self.default_deadline);
+        let (budget, expires) = (deadline.budget, deadline.at + SLACK);
+        let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
         // The inner service was polled ready for this call: swap in a fresh clone, as tower's
         // guidance for cloning services says.
         let clone = self.inner.clone();
@@ -118,19 +108,5 @@ fn expired(
          did not arrive in time",
         budget.as_millis()
     ));
-    match protocol {
-        Protocol::ConnectJson | Protocol::ConnectProto | Protocol::Other => {
-            protocols::connect_error(protocols::http_status(status.code()), &status)
-        }
-        Protocol::Grpc | Protocol::GrpcWeb => {
-            let mut response = status.into_http::<Body>();
-            if let Some(content_type) = content_type {
-                // gRPC-Web clients check that the answer is in their own encoding.
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_TYPE, content_type);
-            }
-            response
-        }
-    }
+    error_writer::write(protocol, content_type.as_ref(), &status)
 }

@@ -1,52 +1,20 @@
-//! The protocol adapters, as connect-go's `protocol_*.go` files sit around its one handler: each
-//! turns its wire form into a [`Call`] and the call's outcome back, and nothing else (no
-//! validation, quota or error choice lives here).
+//! The edge: what turns a request on the wire into a [`crate::call::Call`] and its outcome back, as
+//! connect-go's `protocol_*.go` files sit around its one handler. No validation, quota or error
+//! choice lives here. In request order:
 //!
-//! - [`GrpcAdapter`]: the tonic service `amazonconnect.v1.ContactService`, for gRPC and gRPC-Web
-//!   (tonic-web turns gRPC-Web into gRPC before the service sees it);
-//! - [`protocols`]: the Connect protocol, a layer in front of tonic's routes that also lets every
-//!   call to the RPC in, or refuses it, on its headers alone;
-//! - [`expiry`]: no request outlives its deadline, however little of it has arrived.
+//! - [`cors`]: a browser's preflight, answered first;
+//! - [`admission`]: the protocol read once, the deadline stamped once, a call of the RPC let in
+//!   (open requests) and its caller authenticated, on its headers alone;
+//! - [`expiry`]: no request outlives its deadline, however little of it has arrived;
+//! - [`connect`]: the Connect protocol, decoded into a call; gRPC and gRPC-Web pass on;
+//! - [`grpc`]: the tonic service, whose request becomes a call.
+//!
+//! [`error_writer`] answers a refusal or a failure in the request's protocol.
 
+pub(crate) mod admission;
+pub(crate) mod connect;
+pub(crate) mod cors;
+pub mod error_writer;
 pub(crate) mod expiry;
-pub mod protocols;
-
-use tonic::{Request, Response, Status};
-
-use crate::{
-    call::{Call, CallService, Wire, deadline},
-    proto::{
-        CreatePersistentContactAssociationRequest, CreatePersistentContactAssociationResponse,
-        contact_service_server::ContactService,
-    },
-};
-
-/// The gRPC service: a tonic request becomes a [`Call`].
-#[derive(Clone, Debug)]
-pub(crate) struct GrpcAdapter {
-    calls: CallService,
-}
-
-impl GrpcAdapter {
-    pub fn new(calls: CallService) -> Self {
-        Self { calls }
-    }
-}
-
-#[tonic::async_trait]
-impl ContactService for GrpcAdapter {
-    async fn create_persistent_contact_association(
-        &self,
-        request: Request<CreatePersistentContactAssociationRequest>,
-    ) -> Result<Response<CreatePersistentContactAssociationResponse>, Status> {
-        let (metadata, extensions, message) = request.into_parts();
-        let call = Call {
-            message,
-            timeout: deadline::grpc_timeout(&metadata),
-            metadata,
-            extensions,
-            wire: Wire::Grpc,
-        };
-        self.calls.call(call).await
-    }
-}
+pub(crate) mod grpc;
+pub mod protocol;

@@ -1,38 +1,75 @@
-//! The call's deadline: the caller's own timeout, read by its protocol's adapter from the
-//! `grpc-timeout` request header (or Connect's `Connect-Timeout-Ms`), capped by `--default-deadline`,
-//! and counted from the call's arrival.
+//! The call's deadline: the caller's own timeout (`grpc-timeout`, or Connect's `Connect-Timeout-Ms`),
+//! capped by `--default-deadline`, counted from the call's arrival. The admission step stamps it
+//! once, as the request arrives, as a [`Deadline`] request extension; the expiry layer, the
+//! adapters and the call service all read that one value.
 //!
 //! tonic enforces `grpc-timeout` itself, but answers CANCELLED ("Timeout expired"), which callers read
 //! as their own cancellation, and it gives handlers no deadline value (its parser is crate-private). So
-//! the header is parsed here and the handler enforces the deadline, answering DEADLINE_EXCEEDED a
-//! little before tonic's own timer, and the caller's, would fire.
-//!
-//! The budget runs from the call's arrival, stamped by [`stamp_arrival`] in the same synchronous
-//! `call` that starts tonic's timer: a handler first polled late on a busy runtime (tonic's timer
-//! already running) would otherwise set its deadline after tonic's and lose the race.
+//! the header is parsed here and the call enforces the deadline, answering DEADLINE_EXCEEDED a
+//! little before tonic's own timer, and the caller's, would fire. The arrival is read in the same
+//! synchronous `call` that starts tonic's timer: a handler first polled late on a busy runtime would
+//! otherwise set its deadline after tonic's and lose the race.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tonic::metadata::MetadataMap;
 
-/// When the call reached the server's service stack (a request extension).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Arrival(Instant);
-
-/// Stamps a request with its [`Arrival`]; the server runs it as a `MapRequestLayer`.
-pub fn stamp_arrival<B>(mut request: http::Request<B>) -> http::Request<B> {
-    request.extensions_mut().insert(Arrival(Instant::now()));
-    request
+/// The timeout a caller asked for in its protocol's header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CallerTimeout {
+    /// No header: the default deadline applies.
+    Unset,
+    Asked(Duration),
+    /// A header that does not parse: the Connect protocol refuses it; for gRPC it is no timeout.
+    Malformed,
 }
 
-/// When this call's deadline falls: its arrival (now, for a request that was never stamped) plus
-/// its budget.
-pub(crate) fn deadline(extensions: &http::Extensions, budget: Duration) -> Instant {
-    extensions
-        .get::<Arrival>()
-        .map_or_else(Instant::now, |arrival| arrival.0)
-        + budget
+impl CallerTimeout {
+    /// The header's value as `parse` reads it.
+    pub fn read(value: Option<&http::HeaderValue>, parse: fn(&str) -> Option<Duration>) -> Self {
+        match value {
+            None => Self::Unset,
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(parse)
+                .map_or(Self::Malformed, Self::Asked),
+        }
+    }
+}
+
+/// When a call must be answered, stamped once on arrival (a request extension).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline {
+    pub at: Instant,
+    /// The time the call was given from its arrival.
+    pub budget: Duration,
+    pub asked: CallerTimeout,
+}
+
+impl Deadline {
+    /// The deadline of a call arriving at `arrival` with `asked`, under `default`.
+    pub fn new(arrival: Instant, asked: CallerTimeout, default: Duration) -> Self {
+        let timeout = match asked {
+            CallerTimeout::Asked(timeout) => Some(timeout),
+            CallerTimeout::Unset | CallerTimeout::Malformed => None,
+        };
+        let budget = budget(timeout, default);
+        Self {
+            at: arrival + budget,
+            budget,
+            asked,
+        }
+    }
+
+    /// The deadline the admission step stamped on a request, or (for one it never saw) the
+    /// default's, from now.
+    pub fn of(extensions: &http::Extensions, default: Duration) -> Self {
+        extensions
+            .get::<Deadline>()
+            .copied()
+            .unwrap_or_else(|| Deadline::new(Instant::now(), CallerTimeout::Unset, default))
+    }
 }
 
 /// How much earlier than the caller's deadline the facade answers, so its DEADLINE_EXCEEDED wins the
@@ -41,19 +78,10 @@ pub(crate) fn deadline(extensions: &http::Extensions, budget: Duration) -> Insta
 /// back on a busy machine, and at most a tenth of very short deadlines is given up.
 const ANSWER_MARGIN: Duration = Duration::from_millis(20);
 
-/// The caller's `grpc-timeout`, if it sent one that parses (one that does not is no timeout: the
-/// default applies).
-pub(crate) fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    metadata
-        .get("grpc-timeout")
-        .and_then(|value| value.to_str().ok())
-        .and_then(parse_grpc_timeout)
-}
-
 /// The time a call may take: the caller's own timeout (less a small margin), never more than
 /// `default` (`--default-deadline`, also the deadline of a caller that set none or sent one that
 /// cannot be parsed): a caller cannot hold a stream, and its buffers, longer than the operator allows.
-pub(crate) fn budget(timeout: Option<Duration>, default: Duration) -> Duration {
+fn budget(timeout: Option<Duration>, default: Duration) -> Duration {
     match timeout {
         Some(timeout) => timeout
             .saturating_sub(ANSWER_MARGIN.min(timeout / 10))
@@ -96,14 +124,17 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn the_deadline_runs_from_the_stamped_arrival() {
-        let stamped = stamp_arrival(http::Request::new(()));
+    async fn the_deadline_runs_from_the_arrival() {
         let arrived = Instant::now();
         tokio::time::advance(Duration::from_millis(40)).await;
         let budget = Duration::from_millis(100);
-        assert_eq!(deadline(stamped.extensions(), budget), arrived + budget);
+        let deadline = Deadline::new(arrived, CallerTimeout::Unset, budget);
+        assert_eq!(deadline.at, arrived + budget);
+        let mut extensions = http::Extensions::new();
+        extensions.insert(deadline);
+        assert_eq!(Deadline::of(&extensions, budget).at, arrived + budget);
         assert_eq!(
-            deadline(&http::Extensions::new(), budget),
+            Deadline::of(&http::Extensions::new(), budget).at,
             Instant::now() + budget,
             "an unstamped request's budget starts now"
         );
@@ -144,21 +175,16 @@ mod tests {
 
     #[test]
     fn the_budget_answers_just_before_the_callers_deadline() {
-        let call_budget = |metadata: &MetadataMap, default| budget(grpc_timeout(metadata), default);
-        let mut metadata = MetadataMap::new();
         let default = Duration::from_secs(10);
-        assert_eq!(call_budget(&metadata, default), default);
-        metadata.insert("grpc-timeout", "500m".parse().unwrap());
-        assert_eq!(call_budget(&metadata, default), Duration::from_millis(480));
-        metadata.insert("grpc-timeout", "10m".parse().unwrap());
-        assert_eq!(call_budget(&metadata, default), Duration::from_millis(9));
-        metadata.insert("grpc-timeout", "junk".parse().unwrap());
-        assert_eq!(call_budget(&metadata, default), default);
-        metadata.insert("grpc-timeout", "1H".parse().unwrap());
-        assert_eq!(
-            call_budget(&metadata, default),
-            default,
-            "capped by the default"
-        );
+        let call_budget = |header: Option<&str>| {
+            let value = header.map(|value| http::HeaderValue::from_str(value).unwrap());
+            let asked = CallerTimeout::read(value.as_ref(), parse_grpc_timeout);
+            Deadline::new(Instant::now(), asked, default).budget
+        };
+        assert_eq!(call_budget(None), default);
+        assert_eq!(call_budget(Some("500m")), Duration::from_millis(480));
+        assert_eq!(call_budget(Some("10m")), Duration::from_millis(9));
+        assert_eq!(call_budget(Some("junk")), default);
+        assert_eq!(call_budget(Some("1H")), default, "capped by the default");
     }
 }

@@ -3,8 +3,8 @@
 //! trace context in the metadata, the connection's extensions, the caller's own timeout, the
 //! protocol) and runs the call's steps, in request order, in [`CallService::run`]:
 //!
-//! 1. **authorize**: with an auth file, only its callers, each on its own instances;
-//! 2. **deadline**: the caller's timeout, capped by `--default-deadline`, counted from arrival;
+//! 1. **permit**: with an auth file, the caller the edge authenticated, on its own instances only;
+//! 2. **deadline**: the one the edge stamped on arrival ([`deadline::Deadline`]);
 //! 3. **parse**: the message becomes a validated [`AssociationRequest`] (every violation named);
 //! 4. **route**: the account and region that serve the instance, taken once (a reload never moves
 //!    a call in flight);
@@ -12,15 +12,17 @@
 //! 6. **replay and coalesce**: an answer kept for the contact, or the identical call in flight;
 //! 7. **the route's stack**: the middleware and the AWS call, within the deadline and the drain.
 //!
-//! Every call, and every request refused before it became one ([`CallService::refuse`]), is counted
+//! Every call, and every request refused before it became one ([`Refusals`]), is counted
 //! in the gRPC metrics and gets one `rpc finished` log line whose reason comes from its typed error
 //! ([`crate::status::reason`]). Codes are chosen in [`crate::status`], never here.
 
 mod call_log;
 pub(crate) mod deadline;
 pub(crate) mod metrics;
+mod refusals;
 
 pub use metrics::RpcMetrics;
+pub(crate) use refusals::Refusals;
 
 use std::{sync::Arc, time::Duration};
 
@@ -84,11 +86,9 @@ pub(crate) struct Call {
     pub message: CreatePersistentContactAssociationRequest,
     /// The request's headers: the caller's credentials and trace context.
     pub metadata: MetadataMap,
-    /// The connection's and the edge's: arrival time, peer address, client certificate, the
-    /// caller authenticated from the headers.
+    /// The connection's and the edge's: peer address, client certificate, the protocol, the
+    /// deadline and the caller authenticated from the headers.
     pub extensions: http::Extensions,
-    /// The caller's own timeout, from its protocol's header.
-    pub timeout: Option<Duration>,
     pub wire: Wire,
 }
 
@@ -117,7 +117,7 @@ pub struct CallService {
     callers: Option<Arc<Callers>>,
     caller_rates: Option<Arc<CallerRates>>,
     replayer: Option<Arc<Replayer>>,
-    failed_lines: Arc<call_log::FailedCallLines>,
+    refusals: Refusals,
 }
 
 /// What a call's log line (and, when exporting, its span) reports once the call has its answer;
@@ -153,6 +153,7 @@ impl CallService {
         default_deadline: Duration,
         drain: Drain,
         metrics: CallMetrics,
+        refusals: Refusals,
         guards: Guards,
     ) -> Self {
         let caller_rates = guards
@@ -165,20 +166,12 @@ impl CallService {
             router,
             default_deadline,
             drain,
-            failed_lines: Arc::new(call_log::FailedCallLines::new(
-                call_log::FAILED_CALL_LINES_PER_SECOND,
-                metrics.rpc.clone(),
-            )),
+            refusals,
             metrics,
             callers: guards.callers,
             caller_rates,
             replayer: guards.replayer,
         }
-    }
-
-    /// The calls' metrics, for the adapters' own series (calls by protocol, refusals on headers).
-    pub fn rpc_metrics(&self) -> &Arc<RpcMetrics> {
-        &self.metrics.rpc
     }
 
     /// Runs one call, counted, traced and logged once.
@@ -214,7 +207,7 @@ impl CallService {
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
         recorded.answered(code);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        if code == Code::Ok || self.failed_lines.admit() {
+        if code == Code::Ok || self.refusals.lines().admit() {
             span.in_scope(|| call_log::write(code, &record, latency_ms));
         }
         if telemetry::exporting() {
@@ -229,9 +222,12 @@ impl CallService {
         call: Call,
         record: &mut CallRecord,
     ) -> Result<Response<CreatePersistentContactAssociationResponse>, Box<FailedCall>> {
-        let caller = self.authorize(&call)?;
-        let budget = deadline::budget(call.timeout, self.default_deadline);
-        let deadline = deadline::deadline(&call.extensions, budget);
+        let caller = self.permit(&call)?;
+        let deadline::Deadline {
+            at: deadline,
+            budget,
+            ..
+        } = deadline::Deadline::of(&call.extensions, self.default_deadline);
         let request = match AssociationRequest::parse(unvalidated(call.message)) {
             Ok(request) => Arc::new(request),
             Err(rejected) => {
@@ -334,65 +330,18 @@ impl CallService {
         }
     }
 
-    /// Who is calling, from the headers alone, before the body is read. A stranger's call is
-    /// answered here: UNAUTHENTICATED, counted and logged (sampled) as every refusal is.
-    pub fn authenticate(
-        &self,
-        headers: &http::HeaderMap,
-        extensions: &http::Extensions,
-    ) -> Result<Option<Authenticated>, Box<Status>> {
-        let Some(callers) = &self.callers else {
-            return Ok(None);
-        };
-        let (_, tls_subject) = auth::peer(extensions);
-        callers
-            .authenticate(headers, tls_subject.as_deref())
-            .map(Some)
-            .map_err(|_| Box::new(self.refuse(CallError::Unauthenticated, extensions)))
-    }
-
-    /// A request refused before it became a call (on its headers, or because the edge could not
-    /// read it): counted and logged (sampled, with the peer's address) as a call's failure is.
-    pub fn refuse(&self, error: CallError, extensions: &http::Extensions) -> Status {
-        let recorded = self.metrics.rpc.rpc_started();
-        let reason = status::reason(&error);
-        let status = Status::from(FailedCall {
-            error,
-            instance_id: String::new(),
-            client_token: None,
-            metadata: attempts_metadata(0),
-        });
-        recorded.answered(status.code());
-        if self.failed_lines.admit() {
-            let (peer, _) = auth::peer(extensions);
-            let span = tracing::info_span!(
-                "rpc",
-                method = RPC_METHOD,
-                peer = peer.map(tracing::field::display),
-            );
-            let record = CallRecord {
-                reason: Some(reason),
-                ..CallRecord::default()
-            };
-            span.in_scope(|| call_log::write(status.code(), &record, 0.0));
-        }
-        status
-    }
-
-    /// With an auth file, only its callers may call, each on its own instances. The edge has
-    /// usually authenticated the call already ([`Self::authenticate`]).
-    fn authorize(&self, call: &Call) -> Result<CallerShare, Box<FailedCall>> {
+    /// With an auth file, only its callers may call, each on its own instances: the caller the
+    /// admission step authenticated (a request that skipped it is a stranger).
+    fn permit(&self, call: &Call) -> Result<CallerShare, Box<FailedCall>> {
         let Some(callers) = &self.callers else {
             return Ok(CallerShare::anonymous());
         };
         let instance_id = &call.message.instance_id;
-        let who = match call.extensions.get::<Authenticated>() {
-            Some(who) => Ok(*who),
-            None => {
-                let (_, tls_subject) = auth::peer(&call.extensions);
-                callers.authenticate(call.metadata.as_ref(), tls_subject.as_deref())
-            }
-        };
+        let who = call
+            .extensions
+            .get::<Authenticated>()
+            .copied()
+            .ok_or(Refusal::Unauthenticated);
         let error = match who.and_then(|who| callers.permit(who, instance_id)) {
             Ok(caller) => {
                 Span::current().record("caller", caller.label());
@@ -445,7 +394,7 @@ fn is_server_error(code: Code) -> bool {
     )
 }
 
-fn attempts_metadata(attempts: u32) -> MetadataMap {
+pub(super) fn attempts_metadata(attempts: u32) -> MetadataMap {
     let mut metadata = MetadataMap::new();
     metadata.insert(ATTEMPTS_HEADER, attempts.into());
     metadata

@@ -140,8 +140,10 @@ async fn out_of_descriptors_the_listener_neither_spins_nor_stops() {
     for _ in 0..80 {
         silent.push(TcpStream::connect(addr).await.unwrap());
     }
+    // A fixed sleep: the accept loop has no event to wait for; half a second lets it meet the full table first.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = cpu_seconds(pid);
+    // A fixed sleep: the CPU spent is measured over this one-second window.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let spent = cpu_seconds(pid) - before;
     assert!(
@@ -176,6 +178,7 @@ async fn out_of_descriptors_the_listener_neither_spins_nor_stops() {
             freed.elapsed() < Duration::from_secs(10),
             "served again once descriptors are free"
         );
+        // Polls its condition (served again), bounded above.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(child);

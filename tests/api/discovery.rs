@@ -147,6 +147,7 @@ async fn by_default_health_stays_serving_while_the_circuit_is_open() {
     let watched = Instant::now();
     while watched.elapsed() < Duration::from_millis(700) {
         assert_eq!(overall_health(app.addr).await, ServingStatus::Serving);
+        // A fixed sleep: the state watched must hold over several 200 ms readiness rounds.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -146,6 +146,7 @@ pub(crate) async fn offer_on(
 }
 
 #[tokio::test]
+#[ignore = "slow tier: 20 s of load"]
 async fn a_quiet_caller_gets_its_calls_through_while_another_floods() {
     let app = sharing(
         "fair-flood",
@@ -187,6 +188,7 @@ async fn a_quiet_caller_gets_its_calls_through_while_another_floods() {
 }
 
 #[tokio::test]
+#[ignore = "slow tier: 20 s of load"]
 async fn weights_3_to_1_share_a_saturated_quota_3_to_1() {
     // A quota of 10/s rather than 2/s: 200 slots in the run instead of 40, so one call more or
     // less on either side (the first burst, the calls still queued at the end) moves the ratio by

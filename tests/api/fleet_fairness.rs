@@ -74,6 +74,7 @@ const FLOOD: Duration = Duration::from_millis(33);
 const RUN: Duration = Duration::from_secs(20);
 
 #[tokio::test]
+#[ignore = "slow tier: replicas under 20 s of load"]
 async fn weights_3_to_1_hold_with_each_caller_on_its_own_replica() {
     let fleet = fleet(
         "fleet-weights",
@@ -102,6 +103,7 @@ async fn weights_3_to_1_hold_with_each_caller_on_its_own_replica() {
 }
 
 #[tokio::test]
+#[ignore = "slow tier: replicas under 20 s of load"]
 async fn weights_3_to_1_to_1_hold_over_three_replicas() {
     let fleet = fleet(
         "fleet-weights-3",
@@ -136,6 +138,7 @@ async fn weights_3_to_1_to_1_hold_over_three_replicas() {
 }
 
 #[tokio::test]
+#[ignore = "slow tier: replicas under 20 s of load"]
 async fn a_quiet_caller_is_served_on_the_flooded_replica_and_on_another() {
     let fleet = fleet(
         "fleet-quiet",

@@ -12,6 +12,11 @@ const PATH: &str = "/amazonconnect.v1.ContactService/CreatePersistentContactAsso
 
 /// Sends `message` as a raw gRPC frame; returns the grpc-status the server answered.
 async fn raw_call(app: &TestApp, message: &[u8]) -> i32 {
+    raw_answer(app, message).await.0
+}
+
+/// Sends `message` as a raw gRPC frame; returns the grpc-status and grpc-message answered.
+async fn raw_answer(app: &TestApp, message: &[u8]) -> (i32, String) {
     let mut frame = BytesMut::new();
     frame.put_u8(0);
     frame.put_u32(message.len() as u32);
@@ -32,15 +37,26 @@ async fn raw_call(app: &TestApp, message: &[u8]) -> i32 {
         .await
         .expect("an HTTP answer");
     let status_in = |headers: &http::HeaderMap| {
-        headers
+        let code = headers
             .get("grpc-status")
-            .map(|v| v.to_str().unwrap().parse::<i32>().unwrap())
+            .map(|v| v.to_str().unwrap().parse::<i32>().unwrap())?;
+        let message = headers
+            .get("grpc-message")
+            .map(|v| percent_decode(v.to_str().unwrap()))
+            .unwrap_or_default();
+        Some((code, message))
     };
-    if let Some(status) = status_in(response.headers()) {
-        return status;
+    if let Some(answer) = status_in(response.headers()) {
+        return answer;
     }
     let collected = response.into_body().collect().await.expect("a body");
     status_in(collected.trailers().expect("trailers")).expect("grpc-status")
+}
+
+fn percent_decode(value: &str) -> String {
+    percent_encoding::percent_decode_str(value)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// A little deterministic noise (xorshift), so failures reproduce.
@@ -72,35 +88,58 @@ async fn an_oversized_message_is_resource_exhausted() {
     still_serving(&app).await;
 }
 
+/// A body that is not the message is the answer gRPC servers give an unparsable request (grpc-go:
+/// INTERNAL, "error unmarshalling request"), saying why, and never reaches AWS.
 #[tokio::test]
-async fn malformed_protobuf_is_internal() {
+async fn malformed_protobuf_is_internal_naming_the_decode_error() {
     let app = spawn().await;
     // Field 1 with wire type 7, which does not exist.
-    assert_eq!(
-        raw_call(&app, &[0x0f, 0x01, 0x02]).await,
-        Code::Internal as i32
+    let (code, message) = raw_answer(&app, &[0x0f, 0x01, 0x02]).await;
+    assert_eq!(code, Code::Internal as i32, "{message}");
+    assert!(
+        message.to_lowercase().contains("decod") && message.contains("wire type"),
+        "the message says what could not be read: {message:?}"
     );
+    assert!(app.simulator.requests().is_empty(), "AWS was not called");
     still_serving(&app).await;
 }
 
+/// Each random body gets the answer its bytes deserve: one that is not the message is INTERNAL
+/// (above); one that decodes is validated like any call, and only a valid one reaches AWS.
 #[tokio::test]
-async fn random_bodies_never_break_the_server() {
+async fn random_bodies_get_the_answer_their_bytes_deserve() {
+    use prost::Message;
     let app = spawn().await;
+    let mut decoded = 0;
     for seed in 1..=64 {
-        let status = raw_call(&app, &noise(seed, (seed as usize * 37) % 700)).await;
-        assert!(
-            [
-                Code::Internal,
-                Code::InvalidArgument,
-                Code::NotFound,
-                Code::FailedPrecondition
-            ]
-            .map(|c| c as i32)
-            .contains(&status),
-            "seed {seed}: grpc-status {status}"
-        );
+        let body = noise(seed, (seed as usize * 37) % 700);
+        let status = raw_call(&app, &body).await;
+        match connect_facade::proto::CreatePersistentContactAssociationRequest::decode(&body[..]) {
+            Err(_) => assert_eq!(status, Code::Internal as i32, "seed {seed}"),
+            Ok(request) => {
+                decoded += 1;
+                // Random bytes never make the four required ids and a known type at once.
+                let complete = !request.instance_id.is_empty()
+                    && !request.initial_contact_id.is_empty()
+                    && !request.source_contact_id.is_empty()
+                    && request.rehydration_type > 0;
+                assert!(!complete, "seed {seed} made a whole request: pick another");
+                assert_eq!(
+                    status,
+                    Code::InvalidArgument as i32,
+                    "seed {seed}: {request:?}"
+                );
+            }
+        }
     }
-    assert!(app.simulator.requests().len() <= 64);
+    assert!(
+        decoded > 0,
+        "some of the noise decodes, so validation is exercised too"
+    );
+    assert!(
+        app.simulator.requests().is_empty(),
+        "no invalid request reached AWS"
+    );
     still_serving(&app).await;
 }
 

@@ -59,6 +59,7 @@ async fn three_thousand_refused_calls_with_a_60_kb_id_write_bounded_sampled_logs
         done.unwrap();
     }
     let took = started.elapsed();
+    // A fixed sleep: the child's log lines reach the reader through a pipe with no end-of-flood event.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let logs = serving.logs.lock().unwrap().clone();
     let written: usize = logs.iter().map(|l| l.len() + 1).sum::<usize>() - before;

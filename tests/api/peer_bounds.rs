@@ -82,6 +82,7 @@ async fn an_idle_connection_answering_pings_is_closed_at_the_idle_timeout() {
     // A connection with calls is not idle: the app's own client keeps calling through it.
     for _ in 0..4 {
         assert!(app.call(entire_session()).await.is_ok());
+        // A fixed sleep: paces calls across the idle timeout, which they must keep from firing.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -152,6 +153,7 @@ async fn two_hundred_fifty_peers_holding_unfinished_390_kb_headers_hold_little_m
         .await;
         peers.push(stream);
     }
+    // A fixed sleep: lets the server read what it will of the heads before its memory is measured.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let grown = status_kib(pid, "VmRSS:").saturating_sub(before);
     eprintln!("250 peers with unfinished 390 KB headers: RSS +{grown} KiB");
@@ -280,6 +282,7 @@ async fn thirty_two_connections_of_256_barely_started_streams_are_bounded_by_the
     let before = status_kib(pid, "VmRSS:");
     // 10 bytes of a 100-byte message each: no data bound is near, only the streams' own state.
     let (senders, mut calls) = unfinished_streams(serving.addr, 32, 256, (10, 100)).await;
+    // A fixed sleep: the peak RSS is measured once the streams have been held for a while.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let grown = status_kib(pid, "VmHWM:").saturating_sub(before);
     eprintln!("32 x 256 barely started streams: peak RSS +{grown} KiB");
@@ -313,6 +316,7 @@ async fn a_full_open_requests_bound_resets_the_busiest_connection_for_a_normal_c
     .await;
     // One connection holds the whole bound with streams it never finishes.
     let (senders, mut calls) = unfinished_streams(serving.addr, 1, 8, (10, 100)).await;
+    // A fixed sleep: the streams' headers reach the server; nothing tells the client they did.
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A normal caller on its own connection is served (it would be refused otherwise): the
     // attacker's connection makes room.

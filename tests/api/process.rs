@@ -304,6 +304,7 @@ async fn sigterm_lets_a_call_in_flight_finish_then_exits_zero() {
         },
         call,
     ) = serving_a_slow_call(1_000, &[]).await;
+    // A fixed sleep: the slow call reaches the child process's simulator (it lasts 1 s).
     tokio::time::sleep(Duration::from_millis(300)).await;
     sigterm(&child);
     // Well before the call in flight ends (700 ms later), and so before the process exits.
@@ -322,6 +323,7 @@ async fn sigterm_lets_a_call_in_flight_finish_then_exits_zero() {
 async fn calls_outlasting_the_grace_period_are_answered_unavailable() {
     let (Serving { mut child, .. }, call) =
         serving_a_slow_call(5_000, &["--shutdown-grace", "300ms"]).await;
+    // A fixed sleep: the slow call reaches the child process's simulator (it lasts 5 s).
     tokio::time::sleep(Duration::from_millis(200)).await;
     let signalled = std::time::Instant::now();
     sigterm(&child);
@@ -393,6 +395,7 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
     let token = response.get_ref().client_token.clone();
     sigterm(&child);
     child.wait().await.unwrap();
+    // A fixed sleep: the log reader drains the exited child's pipe.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let logs = logs.lock().unwrap().join("\n");
     assert!(
@@ -457,6 +460,7 @@ async fn sighup_reloads_the_tls_certificate_without_a_restart() {
     );
 
     renew(&first, &renewed);
+    // A fixed sleep: holds the renewed files unread for longer than a reload would take, to show none happens.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !reaches_service(serving.addr, &renewed.ca_pem).await,

@@ -614,7 +614,7 @@ async fn over_connect(
     let code = (0..17)
         .map(Code::from_i32)
         .find(|code| {
-            connect_facade::api::protocols::code_name(*code) == error["code"].as_str().unwrap()
+            connect_facade::api::error_writer::code_name(*code) == error["code"].as_str().unwrap()
         })
         .expect("a known code");
     failed(
@@ -866,6 +866,7 @@ async fn every_refusal_with_a_retry_info_says_when_to_come_back_in_its_protocols
     assert_eq!(answer.headers[header::RETRY_AFTER], "1");
     assert_eq!(answer.headers["ratelimit-policy"], "\"account\";q=1;w=1");
     // A transient AWS failure: UNAVAILABLE with its pushback; over Connect, 503 with Retry-After.
+    // A fixed sleep: the account's bucket (1 call/s, burst 1) refills, so the next refusal is AWS's.
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     app.simulator
         .add_fault(crate::helpers::always_error("InternalServiceException"));
@@ -878,6 +879,7 @@ async fn every_refusal_with_a_retry_info_says_when_to_come_back_in_its_protocols
             .unwrap(),
         "200"
     );
+    // A fixed sleep: the bucket refills again before the Connect call.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let answer = post_json(&app, false, fresh().1).await;
     assert_eq!(

@@ -169,6 +169,7 @@ async fn two_replicas_sharing_redis_replay_and_coalesce_each_others_calls() {
         "no lock outlives its call"
     );
     drop(second);
+    // A fixed sleep: the dropped replica's aborted tasks end before this test's runtime does.
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
@@ -245,6 +246,7 @@ async fn a_lost_answer_retried_without_a_token_on_the_other_replica_is_replayed_
     );
     assert_eq!(first.simulator.requests().len(), 1, "AWS saw one request");
     drop(second);
+    // A fixed sleep: the dropped replica's aborted tasks end before this test's runtime does.
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
@@ -279,6 +281,7 @@ async fn the_simulator_carries_out_a_request_whose_client_hung_up() {
         .call_with_deadline(entire_session(), Duration::from_millis(100))
         .await;
     assert_eq!(status.code(), Code::DeadlineExceeded);
+    // A fixed sleep: the abandoned AWS call (400 ms) completes in the simulator.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (status, _, _) = app
         .call_expecting(entire_session(), Code::FailedPrecondition)

@@ -132,6 +132,7 @@ async fn a_slow_upstream_meets_the_callers_deadline_and_no_attempt_starts_after_
     let requests = app.simulator.requests();
     assert!(requests.len() >= 2, "the timed-out attempt was retried");
     assert!(requests.iter().all(|r| r.at < deadline));
+    // A fixed sleep: proves no attempt starts after the deadline, so it waits past it.
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(
         app.simulator.requests().len(),
@@ -191,6 +192,7 @@ async fn overload_is_held_to_the_configured_rate_and_excess_is_refused_promptly(
                 .await;
             (outcome, started.elapsed())
         }));
+        // A fixed sleep: paces the offered load (100 calls/s).
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut refused = 0;
@@ -299,6 +301,7 @@ async fn the_circuit_opens_fails_fast_and_closes_after_recovery() {
     assert_eq!(app.simulator.requests().len(), 3, "AWS spared while open");
 
     app.simulator.clear_faults();
+    // A fixed sleep: the breaker's cool-down (400 ms) passes.
     tokio::time::sleep(Duration::from_millis(450)).await;
     app.call(entire_session())
         .await
@@ -333,6 +336,7 @@ async fn sustained_throttling_never_opens_the_circuit_nor_takes_the_replica_out_
         "every attempt reached AWS"
     );
     // With readiness following the breaker, SERVING also says the breaker never opened.
+    // A fixed sleep: readiness is read every 200 ms; it must still say SERVING after a round.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         crate::helpers::overall_health(app.addr).await,
@@ -341,6 +345,7 @@ async fn sustained_throttling_never_opens_the_circuit_nor_takes_the_replica_out_
 }
 
 #[tokio::test]
+#[ignore = "slow tier: adaptation over seconds of load"]
 async fn a_rate_above_the_aws_quota_adapts_until_throttles_die_out() {
     let fixtures = Fixtures {
         quota: Some(QuotaFixture {
@@ -371,6 +376,7 @@ async fn a_rate_above_the_aws_quota_adapts_until_throttles_die_out() {
                 .await;
             (outcome, started.elapsed())
         }));
+        // A fixed sleep: paces the offered load (40 calls/s).
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let (mut early, mut late) = (0, 0);

@@ -194,6 +194,7 @@ async fn past_the_open_requests_bound_a_call_is_refused_on_its_headers_until_one
             .await
         });
     }
+    // A fixed sleep: the held streams' headers reach the server; nothing tells the client they did.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let (_, info, _) = app

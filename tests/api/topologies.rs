@@ -148,6 +148,7 @@ async fn followed_the_failover(
 }
 
 #[tokio::test]
+#[ignore = "slow tier: Redis topologies, failovers and elections"]
 async fn replicas_pointed_at_different_cluster_masters_share_one_quota() {
     let cluster = RedisCluster::start(3, 0).await;
     let simulator = Simulator::start(loopback(), open_chats_with_quota(2.0, 5))
@@ -196,6 +197,7 @@ async fn replicas_pointed_at_different_cluster_masters_share_one_quota() {
 }
 
 #[tokio::test]
+#[ignore = "slow tier: Redis topologies, failovers and elections"]
 async fn a_cluster_master_failing_over_during_calls_is_followed() {
     let mut cluster = RedisCluster::start(3, 1).await;
     let simulator = Simulator::start(loopback(), open_chats_with_quota(100.0, 100))
@@ -208,6 +210,7 @@ async fn a_cluster_master_failing_over_during_calls_is_followed() {
         Duration::from_secs(8),
         Duration::from_secs(2),
     ));
+    // A fixed sleep: the load runs on the cluster before a master fails.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let old = cluster.master_of(BUCKET).await;
     cluster.nodes[old].kill();
@@ -219,6 +222,7 @@ async fn a_cluster_master_failing_over_during_calls_is_followed() {
 }
 
 #[tokio::test]
+#[ignore = "slow tier: Redis topologies, failovers and elections"]
 async fn the_master_named_by_sentinels_is_found_again_after_a_failover() {
     let mut group = RedisSentinels::start().await;
     let simulator = Simulator::start(loopback(), open_chats_with_quota(100.0, 100))
@@ -237,6 +241,7 @@ async fn the_master_named_by_sentinels_is_found_again_after_a_failover() {
         Duration::from_secs(9),
         Duration::from_secs(2),
     ));
+    // A fixed sleep: the load runs on the first master before the failover.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let old_port = group.master.port;
     group.master.kill();
@@ -255,6 +260,7 @@ async fn the_master_named_by_sentinels_is_found_again_after_a_failover() {
 }
 
 #[tokio::test]
+#[ignore = "slow tier: Redis topologies, failovers and elections"]
 async fn a_hung_store_costs_one_timeout_not_one_per_call() {
     let hung = HungRedis::start().await;
     let url = hung.url();
@@ -289,6 +295,7 @@ async fn a_hung_store_costs_one_timeout_not_one_per_call() {
 }
 
 #[tokio::test]
+#[ignore = "slow tier: Redis topologies, failovers and elections"]
 async fn four_replicas_falling_back_together_stay_within_the_quota() {
     let mut redis = RedisServer::start().await;
     let simulator = Simulator::start(loopback(), open_chats_with_quota(2.0, 5))
@@ -318,6 +325,7 @@ async fn four_replicas_falling_back_together_stay_within_the_quota() {
         .collect();
     let run = Duration::from_secs(16);
     let load = tokio::spawn(offer(clients, 8.0, run, Duration::from_secs(5)));
+    // A fixed sleep: the replicas share Redis under load before they fall back.
     tokio::time::sleep(Duration::from_secs(4)).await;
     redis.kill();
     let killed = Instant::now();
@@ -351,6 +359,7 @@ async fn four_replicas_falling_back_together_stay_within_the_quota() {
 }
 
 #[tokio::test]
+#[ignore = "slow tier: Redis topologies, failovers and elections"]
 async fn redis_killed_under_load_again_and_again_answers_every_call_within_its_bound() {
     let mut redis = RedisServer::start().await;
     // AWS's quota is half the rate the replicas were given: attempts are throttled and retried, and

@@ -1,0 +1,147 @@
+//! The admission step: every request passes here once, before anything reads its body. It reads the
+//! request's [`Protocol`] and stamps its [`Deadline`] (both kept as request extensions for the later
+//! steps); a call of the RPC is then counted by protocol, refused when `--max-open-requests` calls
+//! are open ([`OpenRequestsFull`]), and its caller authenticated from the headers alone: a stranger
+//! is answered at once, in its protocol's words, never waited for. Refusals are counted and logged
+//! as failed calls through [`Refusals`].
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{Request, Response, header};
+use tokio::time::Instant;
+use tonic::{Status, body::Body};
+use tower::{BoxError, Layer, Service};
+
+use super::{error_writer, protocol::Protocol};
+use crate::{
+    auth::{self, Callers},
+    call::{
+        Refusals,
+        deadline::{self, CallerTimeout, Deadline},
+    },
+    error::CallError,
+    proto::RPC_PATH,
+    serving::request_buffers::OpenRequestsFull,
+};
+
+/// Admits requests: see the module's documentation.
+#[derive(Clone, Debug)]
+pub(crate) struct AdmissionLayer {
+    refusals: Refusals,
+    callers: Option<Arc<Callers>>,
+    default_deadline: Duration,
+}
+
+impl AdmissionLayer {
+    pub fn new(
+        refusals: Refusals,
+        callers: Option<Arc<Callers>>,
+        default_deadline: Duration,
+    ) -> Self {
+        Self {
+            refusals,
+            callers,
+            default_deadline,
+        }
+    }
+
+    /// The deadline of a request arriving now in `protocol`.
+    fn deadline(&self, protocol: Protocol, headers: &http::HeaderMap) -> Deadline {
+        let asked = if protocol.is_connect() {
+            CallerTimeout::read(
+                headers.get("connect-timeout-ms"),
+                deadline::parse_connect_timeout,
+            )
+        } else {
+            CallerTimeout::read(headers.get("grpc-timeout"), deadline::parse_grpc_timeout)
+        };
+        Deadline::new(Instant::now(), asked, self.default_deadline)
+    }
+
+    /// Lets a call of the RPC in, on its headers alone, and records who it is from.
+    fn admit<B>(&self, protocol: Protocol, request: &mut Request<B>) -> Result<(), Status> {
+        let metrics = self.refusals.metrics();
+        metrics.protocol_call(protocol.slot(), protocol.label());
+        // Another content type is refused by the Connect edge, which names the ones served.
+        if protocol == Protocol::Other {
+            return Ok(());
+        }
+        if request.extensions().get::<OpenRequestsFull>().is_some() {
+            metrics.open_request_refused();
+            return Err(self
+                .refusals
+                .refuse(CallError::Overloaded, request.extensions()));
+        }
+        let Some(callers) = &self.callers else {
+            return Ok(());
+        };
+        let (_, tls_subject) = auth::peer(request.extensions());
+        match callers.authenticate(request.headers(), tls_subject.as_deref()) {
+            Ok(who) => {
+                request.extensions_mut().insert(who);
+                Ok(())
+            }
+            Err(_) => Err(self
+                .refusals
+                .refuse(CallError::Unauthenticated, request.extensions())),
+        }
+    }
+}
+
+impl<S> Layer<S> for AdmissionLayer {
+    type Service = Admission<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Admission {
+            inner,
+            admission: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Admission<S> {
+    inner: S,
+    admission: AdmissionLayer,
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> Service<Request<B>> for Admission<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response<Body>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let protocol = Protocol::of(request.headers());
+        let deadline = self.admission.deadline(protocol, request.headers());
+        request.extensions_mut().insert(protocol);
+        request.extensions_mut().insert(deadline);
+        if request.uri().path() == RPC_PATH
+            && let Err(status) = self.admission.admit(protocol, &mut request)
+        {
+            let content_type = request.headers().get(header::CONTENT_TYPE);
+            let response = error_writer::write(protocol, content_type, &status);
+            return Box::pin(async move { Ok(response) });
+        }
+        // The inner service was polled ready for this call: swap in a fresh clone, as tower's
+        // guidance for cloning services says.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let answer = inner.call(request);
+        Box::pin(async move { answer.await.map_err(Into::into) })
+    }
+}

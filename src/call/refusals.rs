@@ -1,0 +1,71 @@
+//! Requests refused before they became a call (on their headers at admission, or a body the
+//! Connect edge cannot read) are counted and logged as failed calls are: the same gRPC series, the
+//! same `rpc finished` line with the peer's address, within the same log budget. One value, shared
+//! by the edge and the call service.
+
+use std::sync::Arc;
+
+use tonic::Status;
+
+use super::{CallRecord, attempts_metadata, call_log, metrics::RpcMetrics};
+use crate::{
+    auth,
+    error::CallError,
+    proto::RPC_METHOD,
+    status::{self, FailedCall},
+};
+
+#[derive(Clone, Debug)]
+pub(crate) struct Refusals {
+    metrics: Arc<RpcMetrics>,
+    lines: Arc<call_log::FailedCallLines>,
+}
+
+impl Refusals {
+    pub fn new(metrics: Arc<RpcMetrics>) -> Self {
+        Self {
+            lines: Arc::new(call_log::FailedCallLines::new(
+                call_log::FAILED_CALL_LINES_PER_SECOND,
+                metrics.clone(),
+            )),
+            metrics,
+        }
+    }
+
+    /// The calls' metrics, for the edge's own series (calls by protocol, refusals on headers).
+    pub fn metrics(&self) -> &RpcMetrics {
+        &self.metrics
+    }
+
+    /// The failed-call lines' budget, which calls and refusals share.
+    pub(super) fn lines(&self) -> &call_log::FailedCallLines {
+        &self.lines
+    }
+
+    /// A request refused before it became a call, counted and logged (sampled) as a failed call.
+    pub fn refuse(&self, error: CallError, extensions: &http::Extensions) -> Status {
+        let recorded = self.metrics.rpc_started();
+        let reason = status::reason(&error);
+        let status = Status::from(FailedCall {
+            error,
+            instance_id: String::new(),
+            client_token: None,
+            metadata: attempts_metadata(0),
+        });
+        recorded.answered(status.code());
+        if self.lines.admit() {
+            let (peer, _) = auth::peer(extensions);
+            let span = tracing::info_span!(
+                "rpc",
+                method = RPC_METHOD,
+                peer = peer.map(tracing::field::display),
+            );
+            let record = CallRecord {
+                reason: Some(reason),
+                ..CallRecord::default()
+            };
+            span.in_scope(|| call_log::write(status.code(), &record, 0.0));
+        }
+        status
+    }
+}
