@@ -1,18 +1,32 @@
 //! Why a call failed: every refusal and failure as a typed error, from the edge's (a body that is
-//! not the message, a content type not served) to AWS's. The gRPC status, its ErrorInfo reason and
-//! details are chosen from these in one place, [`crate::status`]; the call's log line takes its
-//! reason from the same place, never from a status already encoded.
+//! not the message, a content type not served) to AWS's. Each knows, next to its variant, its gRPC
+//! code, its ErrorInfo reason and domain, when to come back and its google.rpc details; its message
+//! is its `Display`. [`crate::status`] turns one into the answer every protocol writes, and the
+//! call's log line takes its reason from the same value, never from a status already encoded. Why
+//! each code was chosen is the table in [`crate::status`]'s documentation.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
-use crate::{domain::ValidationError, upstream::UpstreamError};
+use tonic::{Code, metadata::MetadataMap};
+use tonic_types::ErrorDetails;
+
+use crate::{
+    clip,
+    domain::ValidationError,
+    status::{
+        AWS_DOMAIN, FACADE_DOMAIN, OVERLOADED_RETRY_DELAY, THROTTLED_RETRY_DELAY,
+        UNAVAILABLE_RETRY_DELAY, insert_header,
+    },
+    upstream::{UpstreamError, UpstreamErrorKind},
+};
 
 /// Why a call failed.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum CallError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
-    #[error(transparent)]
+    /// AWS's own message, or what went wrong on the way to it.
+    #[error("{}", .0.message)]
     Upstream(#[from] UpstreamError),
     #[error("the call's deadline of {budget:?} passed before Amazon Connect answered")]
     DeadlineExceeded { budget: Duration },
@@ -42,7 +56,9 @@ pub enum CallError {
     /// The initial contact already continues a past chat (remembered by the facade): another
     /// source or type than the association it has.
     #[error(
-        "contact {initial_contact_id} already continues a past chat: {rehydration_type} from {source_contact_id}, continued from {continued_from_contact_id}"
+        "contact {} already continues a past chat ({rehydration_type} from {}); a retry of that call gets its answer with the same fields",
+        clip::echo(initial_contact_id),
+        clip::echo(source_contact_id)
     )]
     AlreadyAssociated {
         initial_contact_id: String,
@@ -112,4 +128,196 @@ pub struct RatePolicy {
     /// Requests per second now (AWS's throttling or a fallback may have lowered it).
     pub rate: f64,
     pub burst: u32,
+}
+
+impl CallError {
+    /// The gRPC code: what the caller should do next.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Invalid(_) | Self::ClientTokenReused => Code::InvalidArgument,
+            Self::Upstream(upstream) => upstream_outcome(upstream.kind).0,
+            Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            Self::RateLimited { .. } | Self::CallerRateLimited { .. } | Self::Overloaded => {
+                Code::ResourceExhausted
+            }
+            Self::AlreadyAssociated { .. } => Code::FailedPrecondition,
+            Self::InstanceNotRouted { .. } => Code::NotFound,
+            Self::Unauthenticated => Code::Unauthenticated,
+            Self::CallerNotAllowed { .. } => Code::PermissionDenied,
+            Self::ShuttingDown | Self::CircuitOpen { .. } => Code::Unavailable,
+            Self::Edge(refusal) => refusal.code(),
+        }
+    }
+
+    /// The ErrorInfo reason, UPPER_SNAKE: what its answer carries and its log line reports.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "INVALID_FIELDS",
+            Self::Upstream(upstream) => upstream_outcome(upstream.kind).1,
+            Self::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::CallerRateLimited { .. } => "CALLER_RATE_LIMITED",
+            Self::ClientTokenReused => "CLIENT_TOKEN_REUSED",
+            Self::AlreadyAssociated { .. } => "ALREADY_ASSOCIATED",
+            Self::InstanceNotRouted { .. } => "INSTANCE_NOT_ROUTED",
+            Self::Overloaded => "OVERLOADED",
+            Self::Unauthenticated => "CALLER_UNKNOWN",
+            Self::CallerNotAllowed { .. } => "CALLER_NOT_ALLOWED",
+            Self::ShuttingDown => "SHUTTING_DOWN",
+            Self::CircuitOpen { .. } => "CIRCUIT_OPEN",
+            Self::Edge(refusal) => refusal.reason(),
+        }
+    }
+
+    /// Who decided: AWS, when it answered the error; the facade otherwise.
+    pub fn domain(&self) -> &'static str {
+        match self {
+            Self::Upstream(upstream) if upstream.answered_by_aws() => AWS_DOMAIN,
+            _ => FACADE_DOMAIN,
+        }
+    }
+
+    /// When the caller may come back (RetryInfo), where waiting helps.
+    pub fn retry_delay(&self) -> Option<Duration> {
+        match self {
+            Self::Upstream(upstream) => upstream_outcome(upstream.kind).2,
+            Self::RateLimited { retry_after, .. } => *retry_after,
+            Self::CallerRateLimited { retry_after, .. } => Some(*retry_after),
+            Self::Overloaded => Some(OVERLOADED_RETRY_DELAY),
+            Self::ShuttingDown => Some(UNAVAILABLE_RETRY_DELAY),
+            Self::CircuitOpen { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The google.rpc details beyond ErrorInfo and RetryInfo, ErrorInfo's own metadata, and the
+    /// response headers this failure adds.
+    pub(crate) fn describe(
+        &self,
+        details: &mut ErrorDetails,
+        info: &mut HashMap<String, String>,
+        metadata: &mut MetadataMap,
+    ) {
+        match self {
+            Self::Invalid(invalid) => {
+                for violation in &invalid.violations {
+                    details.add_bad_request_violation(violation.field, &violation.description);
+                }
+            }
+            Self::RateLimited {
+                subject,
+                description,
+                retry_after,
+                policy,
+            } => {
+                if let Some(policy) = policy {
+                    insert_header(metadata, "ratelimit-policy", &policy.header());
+                    insert_header(metadata, "ratelimit", &policy.remaining(*retry_after));
+                }
+                details.add_quota_failure_violation(subject, description);
+            }
+            Self::CallerRateLimited {
+                caller, max_rate, ..
+            } => {
+                details.add_quota_failure_violation(
+                    format!("caller:{caller}"),
+                    format!("caller {caller} may make at most {max_rate} calls/s (its max_rate in the auth file)"),
+                );
+                info.insert("caller".to_owned(), caller.clone());
+            }
+            Self::ClientTokenReused => {
+                details.add_bad_request_violation(
+                    "client_token",
+                    "already used within the replay window by a call with other fields",
+                );
+            }
+            Self::AlreadyAssociated {
+                initial_contact_id,
+                rehydration_type,
+                source_contact_id,
+                continued_from_contact_id,
+            } => {
+                details.add_precondition_failure_violation(
+                    "ALREADY_ASSOCIATED",
+                    format!("contact:{}", clip::echo(initial_contact_id)),
+                    "Amazon Connect allows one persistent chat association per contact",
+                );
+                info.insert("rehydrationType".to_owned(), (*rehydration_type).to_owned());
+                info.insert("sourceContactId".to_owned(), clip::echo(source_contact_id));
+                info.insert(
+                    "continuedFromContactId".to_owned(),
+                    clip::echo(continued_from_contact_id),
+                );
+            }
+            Self::CallerNotAllowed { caller } => {
+                info.insert("caller".to_owned(), caller.clone());
+            }
+            Self::Upstream(upstream) => {
+                if let Some(aws_code) = &upstream.aws_code {
+                    info.insert("awsErrorCode".to_owned(), aws_code.clone());
+                }
+                if let Some(request_id) = &upstream.request_id {
+                    info.insert("awsRequestId".to_owned(), request_id.clone());
+                    details.set_request_info(request_id, "");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl EdgeRefusal {
+    fn code(&self) -> Code {
+        match self {
+            Self::NoSuchProcedure { .. }
+            | Self::MethodNotAllowed
+            | Self::UnsupportedEncoding { .. } => Code::Unimplemented,
+            Self::TooLarge { .. } => Code::ResourceExhausted,
+            Self::UnsupportedContentType { .. }
+            | Self::ProtocolVersion
+            | Self::Timeout
+            | Self::Malformed(_) => Code::InvalidArgument,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::NoSuchProcedure { .. } => "NO_SUCH_PROCEDURE",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::UnsupportedContentType { .. } => "UNSUPPORTED_CONTENT_TYPE",
+            Self::UnsupportedEncoding { .. } => "UNSUPPORTED_ENCODING",
+            Self::ProtocolVersion => "UNSUPPORTED_PROTOCOL_VERSION",
+            Self::Timeout => "INVALID_TIMEOUT",
+            Self::TooLarge { .. } => "MESSAGE_TOO_LARGE",
+            Self::Malformed(_) => "MALFORMED_MESSAGE",
+        }
+    }
+}
+
+/// Code, ErrorInfo reason and RetryInfo delay for each kind of upstream failure.
+pub(crate) fn upstream_outcome(kind: UpstreamErrorKind) -> (Code, &'static str, Option<Duration>) {
+    match kind {
+        UpstreamErrorKind::InvalidParameter => (Code::InvalidArgument, "INVALID_PARAMETER", None),
+        UpstreamErrorKind::InvalidRequest => (Code::FailedPrecondition, "INVALID_REQUEST", None),
+        UpstreamErrorKind::ResourceNotFound => (Code::NotFound, "RESOURCE_NOT_FOUND", None),
+        UpstreamErrorKind::AccessDenied => (Code::PermissionDenied, "ACCESS_DENIED", None),
+        UpstreamErrorKind::Throttling => (
+            Code::ResourceExhausted,
+            "THROTTLED",
+            Some(THROTTLED_RETRY_DELAY),
+        ),
+        UpstreamErrorKind::ServiceUnavailable => (
+            Code::Unavailable,
+            "SERVICE_UNAVAILABLE",
+            Some(UNAVAILABLE_RETRY_DELAY),
+        ),
+        UpstreamErrorKind::Transport => (
+            Code::Unavailable,
+            "UPSTREAM_UNREACHABLE",
+            Some(UNAVAILABLE_RETRY_DELAY),
+        ),
+        UpstreamErrorKind::Credentials => (Code::Internal, "AWS_CREDENTIALS", None),
+        UpstreamErrorKind::InvalidResponse => (Code::Internal, "UPSTREAM_RESPONSE_INVALID", None),
+        UpstreamErrorKind::Unrecognized => (Code::Unknown, "UNRECOGNIZED_AWS_ERROR", None),
+    }
 }

@@ -1,4 +1,6 @@
-//! The one place where an outcome becomes a gRPC status.
+//! A failed call's answer: the [`ErrorAnswer`] every protocol writes (the gRPC status with its
+//! google.rpc details, the Connect JSON error), built once from the typed [`CallError`], which knows
+//! its own code, reason and details. Why each failure gets its code is this table:
 //!
 //! Errors follow the google.rpc error model (AIP-193): every error carries a `google.rpc.ErrorInfo`
 //! whose `reason` is UPPER_SNAKE, whose `domain` says who decided (`connect.amazonaws.com` when AWS
@@ -32,8 +34,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     clip,
-    error::{CallError, EdgeRefusal, RatePolicy},
-    upstream::UpstreamErrorKind,
+    error::{CallError, RatePolicy},
 };
 
 /// ErrorInfo domain for errors AWS answered.
@@ -51,7 +52,7 @@ pub(crate) const UNAVAILABLE_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 impl RatePolicy {
     /// `RateLimit-Policy`: the burst as the quota, over the seconds the rate takes to refill it.
-    fn header(&self) -> String {
+    pub(crate) fn header(&self) -> String {
         let window = (f64::from(self.burst.max(1)) / self.rate.max(0.001))
             .ceil()
             .max(1.0);
@@ -59,7 +60,7 @@ impl RatePolicy {
     }
 
     /// `RateLimit`: nothing remains (the call was refused), and when some will.
-    fn remaining(&self, retry_after: Option<Duration>) -> String {
+    pub(crate) fn remaining(&self, retry_after: Option<Duration>) -> String {
         let reset = retry_after.map_or(1, |delay| delay.as_secs_f64().ceil().max(1.0) as u64);
         format!("\"{}\";r=0;t={reset}", self.name)
     }
@@ -79,216 +80,89 @@ pub(crate) struct FailedCall {
     pub metadata: MetadataMap,
 }
 
-impl From<FailedCall> for Status {
-    fn from(failed: FailedCall) -> Self {
-        let mut metadata = failed.metadata;
-        let mut info = HashMap::new();
-        // The caller's own values, quoted within bounds: an invalid one may be any length.
-        // (A call refused on its headers has no instance yet.)
-        if !failed.instance_id.is_empty() {
-            info.insert("instanceId".to_owned(), clip::echo(&failed.instance_id));
+/// A failure's answer before any protocol encodes it: the gRPC status and the Connect error are
+/// each written from this value.
+#[derive(Debug)]
+pub struct ErrorAnswer {
+    pub code: Code,
+    pub message: String,
+    /// Boxed: most answers are passed along untouched, and the details are large.
+    pub details: Box<ErrorDetails>,
+    pub metadata: MetadataMap,
+}
+
+impl ErrorAnswer {
+    /// An answer with no details (a request that was never a call).
+    pub fn bare(code: Code, message: String) -> Self {
+        Self {
+            code,
+            message,
+            details: Box::default(),
+            metadata: MetadataMap::new(),
         }
-        if let Some(token) = failed.client_token {
-            info.insert("clientToken".to_owned(), clip::echo(&token));
-        }
-        let mut details = ErrorDetails::new();
-        let reason = reason(&failed.error);
-        let (code, message) = match failed.error {
-            CallError::Invalid(invalid) => {
-                for violation in &invalid.violations {
-                    details.add_bad_request_violation(violation.field, &violation.description);
-                }
-                details.set_error_info(reason, FACADE_DOMAIN, info);
-                (Code::InvalidArgument, invalid.to_string())
-            }
-            CallError::DeadlineExceeded { budget } => {
-                let message = CallError::DeadlineExceeded { budget }.to_string();
-                details.set_error_info(reason, FACADE_DOMAIN, info);
-                (Code::DeadlineExceeded, message)
-            }
-            CallError::RateLimited {
-                subject,
-                description,
-                retry_after,
-                policy,
-            } => {
-                if let Some(policy) = policy {
-                    insert_header(&mut metadata, "ratelimit-policy", &policy.header());
-                    insert_header(&mut metadata, "ratelimit", &policy.remaining(retry_after));
-                }
-                let message = format!("rate limit reached for {subject}: {description}");
-                details.add_quota_failure_violation(subject, description);
-                if retry_after.is_some() {
-                    details.set_retry_info(retry_after);
-                }
-                details.set_error_info(reason, FACADE_DOMAIN, info);
-                (Code::ResourceExhausted, message)
-            }
-            CallError::CallerRateLimited {
-                caller,
-                max_rate,
-                retry_after,
-            } => {
-                let message =
-                    format!("caller {caller} is over its own limit of {max_rate} calls/s");
-                details.add_quota_failure_violation(
-                    format!("caller:{caller}"),
-                    format!("caller {caller} may make at most {max_rate} calls/s (its max_rate in the auth file)"),
-                );
-                details.set_retry_info(Some(retry_after));
-                info.insert("caller".to_owned(), caller);
-                details.set_error_info(reason, FACADE_DOMAIN, info);
-                (Code::ResourceExhausted, message)
-            }
-            CallError::ClientTokenReused => {
-                let message = CallError::ClientTokenReused.to_string();
-                details.add_bad_request_violation(
-                    "client_token",
-                    "already used within the replay window by a call with other fields",
-                );
-                details.set_error_info(reason, FACADE_DOMAIN, info);
-                (Code::InvalidArgument, message)
-            }
-            CallError::AlreadyAssociated {
-                initial_contact_id,
-                rehydration_type,
-                source_contact_id,
-                continued_from_contact_id,
-            } => {
-                let message = format!(
-                    "contact {} already continues a past chat ({rehydration_type} from {}); \
-                     a retry of that call gets its answer with the same fields",
-                    clip::echo(&initial_contact_id),
-                    clip::echo(&source_contact_id)
-                );
-                details.add_precondition_failure_violation(
-                    "ALREADY_ASSOCIATED",
-                    format!("contact:{}", clip::echo(&initial_contact_id)),
-                    "Amazon Connect allows one persistent chat association per contact",
-                );
-                info.insert("rehydrationType".to_owned(), rehydration_type.to_owned());
-                info.insert("sourceContactId".to_owned(), clip::echo(&source_contact_id));
-                info.insert(
-                    "continuedFromContactId".to_owned(),
-                    clip::echo(&continued_from_contact_id),
-                );
-                details.set_error_info(reason, FACADE_DOMAIN, info);
-                (Code::FailedPrecondition, message)
-            }
-            CallError::InstanceNotRouted { instance_id } => {
-                let message = CallError::InstanceNotRouted { instance_id }.to_string();
-                details.set_error_info(reason, FACADE_DOMAIN, info);
-                (Code::NotFound, message)
-            }
-            CallError::Overloaded => {
-                let message = CallError::Overloaded.to_string();
-                details.set_retry_info(Some(OVERLOADED_RETRY_DELAY));
-                details.set_error_info(reason, FACADE_DOMAIN, info);
-                (Code::ResourceExhausted, message)
-            }
-            CallError::Unauthenticated => {
-                let message = CallError::Unauthenticated.to_string();
-                details.set_error_info(reason, FACADE_DOMAIN, info);
-                (Code::Unauthenticated, message)
-            }
-            CallError::CallerNotAllowed { caller } => {
-                let message = format!("caller {caller} may not use this instance");
-                info.insert("caller".to_owned(), caller);
-                details.set_error_info(reason, FACADE_DOMAIN, info);
-                (Code::PermissionDenied, message)
-            }
-            CallError::ShuttingDown => {
-                let message = CallError::ShuttingDown.to_string();
-                details.set_retry_info(Some(UNAVAILABLE_RETRY_DELAY));
-                details.set_error_info(reason, FACADE_DOMAIN, info);
-                (Code::Unavailable, message)
-            }
-            CallError::CircuitOpen { retry_after } => {
-                let message = CallError::CircuitOpen { retry_after }.to_string();
-                details.set_retry_info(Some(retry_after));
-                details.set_error_info(reason, FACADE_DOMAIN, info);
-                (Code::Unavailable, message)
-            }
-            CallError::Edge(refusal) => {
-                let code = match &refusal {
-                    EdgeRefusal::NoSuchProcedure { .. }
-                    | EdgeRefusal::MethodNotAllowed
-                    | EdgeRefusal::UnsupportedEncoding { .. } => Code::Unimplemented,
-                    EdgeRefusal::TooLarge { .. } => Code::ResourceExhausted,
-                    EdgeRefusal::UnsupportedContentType { .. }
-                    | EdgeRefusal::ProtocolVersion
-                    | EdgeRefusal::Timeout
-                    | EdgeRefusal::Malformed(_) => Code::InvalidArgument,
-                };
-                details.set_error_info(reason, FACADE_DOMAIN, info);
-                (code, refusal.to_string())
-            }
-            CallError::Upstream(upstream) => {
-                let (code, _, retry_delay) = classify(upstream.kind);
-                let domain = if upstream.answered_by_aws() {
-                    AWS_DOMAIN
-                } else {
-                    FACADE_DOMAIN
-                };
-                if let Some(aws_code) = &upstream.aws_code {
-                    info.insert("awsErrorCode".to_owned(), aws_code.clone());
-                }
-                if let Some(request_id) = &upstream.request_id {
-                    info.insert("awsRequestId".to_owned(), request_id.clone());
-                    details.set_request_info(request_id, "");
-                }
-                if retry_delay.is_some() {
-                    details.set_retry_info(retry_delay);
-                }
-                details.set_error_info(reason, domain, info);
-                (code, upstream.message)
-            }
-        };
-        // gRPC's own retry policy reads when to come back from a trailer, not from RetryInfo.
-        if let (Code::ResourceExhausted | Code::Unavailable, Some(delay)) =
-            (code, details.retry_info().and_then(|info| info.retry_delay))
-        {
-            insert_header(
-                &mut metadata,
-                PUSHBACK_TRAILER,
-                &delay.as_millis().to_string(),
-            );
-        }
-        Status::with_error_details_and_metadata(code, message, details, metadata)
     }
 }
 
-/// The ErrorInfo reason of each failure: what its status carries and its log line reports.
-pub(crate) fn reason(error: &CallError) -> &'static str {
-    match error {
-        CallError::Invalid(_) => "INVALID_FIELDS",
-        CallError::Upstream(upstream) => classify(upstream.kind).1,
-        CallError::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
-        CallError::RateLimited { .. } => "RATE_LIMITED",
-        CallError::CallerRateLimited { .. } => "CALLER_RATE_LIMITED",
-        CallError::ClientTokenReused => "CLIENT_TOKEN_REUSED",
-        CallError::AlreadyAssociated { .. } => "ALREADY_ASSOCIATED",
-        CallError::InstanceNotRouted { .. } => "INSTANCE_NOT_ROUTED",
-        CallError::Overloaded => "OVERLOADED",
-        CallError::Unauthenticated => "CALLER_UNKNOWN",
-        CallError::CallerNotAllowed { .. } => "CALLER_NOT_ALLOWED",
-        CallError::ShuttingDown => "SHUTTING_DOWN",
-        CallError::CircuitOpen { .. } => "CIRCUIT_OPEN",
-        CallError::Edge(refusal) => match refusal {
-            EdgeRefusal::NoSuchProcedure { .. } => "NO_SUCH_PROCEDURE",
-            EdgeRefusal::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            EdgeRefusal::UnsupportedContentType { .. } => "UNSUPPORTED_CONTENT_TYPE",
-            EdgeRefusal::UnsupportedEncoding { .. } => "UNSUPPORTED_ENCODING",
-            EdgeRefusal::ProtocolVersion => "UNSUPPORTED_PROTOCOL_VERSION",
-            EdgeRefusal::Timeout => "INVALID_TIMEOUT",
-            EdgeRefusal::TooLarge { .. } => "MESSAGE_TOO_LARGE",
-            EdgeRefusal::Malformed(_) => "MALFORMED_MESSAGE",
-        },
+impl From<FailedCall> for ErrorAnswer {
+    fn from(failed: FailedCall) -> Self {
+        let FailedCall {
+            error,
+            instance_id,
+            client_token,
+            mut metadata,
+        } = failed;
+        let mut info = HashMap::new();
+        // The caller's own values, quoted within bounds: an invalid one may be any length.
+        // (A call refused on its headers has no instance yet.)
+        if !instance_id.is_empty() {
+            info.insert("instanceId".to_owned(), clip::echo(&instance_id));
+        }
+        if let Some(token) = client_token {
+            info.insert("clientToken".to_owned(), clip::echo(&token));
+        }
+        let mut details = ErrorDetails::new();
+        error.describe(&mut details, &mut info, &mut metadata);
+        let code = error.code();
+        if let Some(delay) = error.retry_delay() {
+            details.set_retry_info(Some(delay));
+            // gRPC's own retry policy reads when to come back from a trailer, not from RetryInfo.
+            if matches!(code, Code::ResourceExhausted | Code::Unavailable) {
+                insert_header(
+                    &mut metadata,
+                    PUSHBACK_TRAILER,
+                    &delay.as_millis().to_string(),
+                );
+            }
+        }
+        details.set_error_info(error.reason(), error.domain(), info);
+        Self {
+            code,
+            message: error.to_string(),
+            details: Box::new(details),
+            metadata,
+        }
+    }
+}
+
+impl From<ErrorAnswer> for Status {
+    fn from(answer: ErrorAnswer) -> Self {
+        Status::with_error_details_and_metadata(
+            answer.code,
+            answer.message,
+            *answer.details,
+            answer.metadata,
+        )
+    }
+}
+
+impl From<FailedCall> for Status {
+    fn from(failed: FailedCall) -> Self {
+        ErrorAnswer::from(failed).into()
     }
 }
 
 /// A failure that is no call's (a request to another path): there is nothing to correlate.
-impl From<CallError> for Status {
+impl From<CallError> for ErrorAnswer {
     fn from(error: CallError) -> Self {
         FailedCall {
             error,
@@ -300,37 +174,9 @@ impl From<CallError> for Status {
     }
 }
 
-fn insert_header(metadata: &mut MetadataMap, name: &'static str, value: &str) {
+pub(crate) fn insert_header(metadata: &mut MetadataMap, name: &'static str, value: &str) {
     if let Ok(value) = value.parse() {
         metadata.insert(name, value);
-    }
-}
-
-/// Code, ErrorInfo reason and RetryInfo delay for each kind of upstream failure.
-fn classify(kind: UpstreamErrorKind) -> (Code, &'static str, Option<Duration>) {
-    match kind {
-        UpstreamErrorKind::InvalidParameter => (Code::InvalidArgument, "INVALID_PARAMETER", None),
-        UpstreamErrorKind::InvalidRequest => (Code::FailedPrecondition, "INVALID_REQUEST", None),
-        UpstreamErrorKind::ResourceNotFound => (Code::NotFound, "RESOURCE_NOT_FOUND", None),
-        UpstreamErrorKind::AccessDenied => (Code::PermissionDenied, "ACCESS_DENIED", None),
-        UpstreamErrorKind::Throttling => (
-            Code::ResourceExhausted,
-            "THROTTLED",
-            Some(THROTTLED_RETRY_DELAY),
-        ),
-        UpstreamErrorKind::ServiceUnavailable => (
-            Code::Unavailable,
-            "SERVICE_UNAVAILABLE",
-            Some(UNAVAILABLE_RETRY_DELAY),
-        ),
-        UpstreamErrorKind::Transport => (
-            Code::Unavailable,
-            "UPSTREAM_UNREACHABLE",
-            Some(UNAVAILABLE_RETRY_DELAY),
-        ),
-        UpstreamErrorKind::Credentials => (Code::Internal, "AWS_CREDENTIALS", None),
-        UpstreamErrorKind::InvalidResponse => (Code::Internal, "UPSTREAM_RESPONSE_INVALID", None),
-        UpstreamErrorKind::Unrecognized => (Code::Unknown, "UNRECOGNIZED_AWS_ERROR", None),
     }
 }
 
@@ -339,7 +185,8 @@ mod tests {
     use super::*;
     use crate::{
         domain::{FieldViolation, ValidationError},
-        upstream::UpstreamError,
+        error::upstream_outcome,
+        upstream::{UpstreamError, UpstreamErrorKind},
     };
 
     fn failed(error: CallError) -> Status {
@@ -481,7 +328,7 @@ mod tests {
         ];
         let mut reasons = std::collections::HashSet::new();
         for error in errors {
-            let logged = reason(&error);
+            let logged = error.reason();
             let answered = failed(error)
                 .get_error_details()
                 .error_info()
@@ -509,7 +356,7 @@ mod tests {
             (Unrecognized, Code::Unknown),
         ];
         for (kind, code) in expected {
-            assert_eq!(classify(kind).0, code, "{kind:?}");
+            assert_eq!(upstream_outcome(kind).0, code, "{kind:?}");
         }
     }
 }

@@ -13,7 +13,7 @@ use std::{
 
 use http::{Request, Response, header};
 use tokio::time::Instant;
-use tonic::{Status, body::Body};
+use tonic::body::Body;
 use tower::{BoxError, Layer, Service};
 
 use super::{error_writer, protocol::Protocol};
@@ -26,6 +26,7 @@ use crate::{
     error::CallError,
     proto::RPC_PATH,
     serving::request_buffers::OpenRequestsFull,
+    status::ErrorAnswer,
 };
 
 /// Admits requests: see the module's documentation.
@@ -63,7 +64,11 @@ impl AdmissionLayer {
     }
 
     /// Lets a call of the RPC in, on its headers alone, and records who it is from.
-    fn admit<B>(&self, protocol: Protocol, request: &mut Request<B>) -> Result<(), Status> {
+    fn admit<B>(
+        &self,
+        protocol: Protocol,
+        request: &mut Request<B>,
+    ) -> Result<(), Box<ErrorAnswer>> {
         let metrics = self.refusals.metrics();
         metrics.protocol_call(protocol.slot(), protocol.label());
         // Another content type is refused by the Connect edge, which names the ones served.
@@ -72,9 +77,10 @@ impl AdmissionLayer {
         }
         if request.extensions().get::<OpenRequestsFull>().is_some() {
             metrics.open_request_refused();
-            return Err(self
-                .refusals
-                .refuse(CallError::Overloaded, request.extensions()));
+            return Err(Box::new(
+                self.refusals
+                    .refuse(CallError::Overloaded, request.extensions()),
+            ));
         }
         let Some(callers) = &self.callers else {
             return Ok(());
@@ -85,9 +91,10 @@ impl AdmissionLayer {
                 request.extensions_mut().insert(who);
                 Ok(())
             }
-            Err(_) => Err(self
-                .refusals
-                .refuse(CallError::Unauthenticated, request.extensions())),
+            Err(_) => Err(Box::new(
+                self.refusals
+                    .refuse(CallError::Unauthenticated, request.extensions()),
+            )),
         }
     }
 }
@@ -131,10 +138,10 @@ where
         request.extensions_mut().insert(protocol);
         request.extensions_mut().insert(deadline);
         if request.uri().path() == RPC_PATH
-            && let Err(status) = self.admission.admit(protocol, &mut request)
+            && let Err(answer) = self.admission.admit(protocol, &mut request)
         {
             let content_type = request.headers().get(header::CONTENT_TYPE);
-            let response = error_writer::write(protocol, content_type, &status);
+            let response = error_writer::write(protocol, content_type, *answer);
             return Box::pin(async move { Ok(response) });
         }
         // The inner service was polled ready for this call: swap in a fresh clone, as tower's

@@ -5,28 +5,28 @@
 //! google.rpc messages the gRPC answer carries, plus a `debug` rendering of the ones a person reads,
 //! under the spec's HTTP status for the code.
 
-use std::time::Duration;
-
 use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use prost::Message;
+use serde_json::{Value, json};
 use tonic::{Code, Status, body::Body};
-use tonic_types::StatusExt;
+use tonic_types::{ErrorDetails, pb};
 
 use super::protocol::{JSON, Protocol};
+use crate::status::ErrorAnswer;
 
-/// `status` as `protocol` says it; `content_type` is the request's, echoed to gRPC-Web clients.
+/// `answer` as `protocol` says it; `content_type` is the request's, echoed to gRPC-Web clients.
 pub(crate) fn write(
     protocol: Protocol,
     content_type: Option<&HeaderValue>,
-    status: &Status,
+    answer: ErrorAnswer,
 ) -> Response<Body> {
     if !protocol.is_grpc() {
-        return connect_error(http_status(status.code()), status);
+        return connect_error(http_status(answer.code), answer);
     }
-    let mut response = status.clone().into_http::<Body>();
+    let mut response = Status::from(answer).into_http::<Body>();
     if let Some(content_type) = content_type {
         response
             .headers_mut()
@@ -78,28 +78,32 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// A Connect error response: the JSON error body, the status's metadata as headers.
-pub fn connect_error(http: StatusCode, status: &Status) -> Response<Body> {
-    let mut error = serde_json::json!({
-        "code": code_name(status.code()),
-        "message": status.message(),
+/// A Connect error response: the JSON error body, the answer's metadata as headers.
+pub fn connect_error(http: StatusCode, answer: ErrorAnswer) -> Response<Body> {
+    let mut error = json!({
+        "code": code_name(answer.code),
+        "message": answer.message,
     });
-    let details = error_details(status);
+    let details = connect_details(&answer.details);
     if !details.is_empty() {
-        error["details"] = serde_json::Value::Array(details);
+        error["details"] = Value::Array(details);
     }
     let mut response = Response::new(Body::new(Full::new(Bytes::from(error.to_string()))));
     *response.status_mut() = http;
-    *response.headers_mut() = status.metadata().clone().into_headers();
     // HTTP's word for when to come back (RFC 9110), in whole seconds, on the answers that invite it.
-    if matches!(
+    let retry_after = matches!(
         http,
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    ) && let Some(delay) = status
-        .get_error_details()
-        .retry_info()
-        .and_then(|info| info.retry_delay)
-    {
+    )
+    .then(|| {
+        answer
+            .details
+            .retry_info()
+            .and_then(|info| info.retry_delay)
+    })
+    .flatten();
+    *response.headers_mut() = answer.metadata.into_headers();
+    if let Some(delay) = retry_after {
         let seconds = delay.as_secs_f64().ceil().max(1.0) as u64;
         response
             .headers_mut()
@@ -111,72 +115,163 @@ pub fn connect_error(http: StatusCode, status: &Status) -> Response<Body> {
     response
 }
 
-/// The google.rpc details of `status`, as the Connect protocol carries them: the type's full name,
-/// the message's bytes in unpadded base64, and (for the types a person reads) a `debug` rendering.
-fn error_details(status: &Status) -> Vec<serde_json::Value> {
-    let Ok(rpc) = tonic_types::Status::decode(status.details()) else {
-        return Vec::new();
+/// The google.rpc details as the Connect protocol carries them: the type's full name, the message's
+/// bytes in unpadded base64, and (for a person reading curl's output) a `debug` rendering; in the
+/// order the gRPC answer carries them.
+fn connect_details(details: &ErrorDetails) -> Vec<Value> {
+    let detail = |type_url: &str, value: Vec<u8>, debug: Option<Value>| {
+        let name = type_url.rsplit_once('/').map_or(type_url, |(_, name)| name);
+        let mut detail = json!({
+            "type": name,
+            "value": base64::engine::general_purpose::STANDARD_NO_PAD.encode(value),
+        });
+        if let Some(debug) = debug {
+            detail["debug"] = debug;
+        }
+        detail
     };
-    rpc.details
-        .iter()
-        .map(|any| {
-            let name = any
-                .type_url
-                .rsplit_once('/')
-                .map_or(any.type_url.as_str(), |(_, name)| name);
-            let mut detail = serde_json::json!({
-                "type": name,
-                "value": base64::engine::general_purpose::STANDARD_NO_PAD.encode(&any.value),
-            });
-            if let Some(debug) = debug(name, &any.value) {
-                detail["debug"] = debug;
-            }
-            detail
-        })
-        .collect()
-}
-
-/// A readable rendering of the details a person looks at in curl's output (Connect's optional
-/// `debug`; clients decode `value`).
-fn debug(name: &str, value: &[u8]) -> Option<serde_json::Value> {
-    use serde_json::json;
-    use tonic_types::pb;
-    Some(match name {
-        "google.rpc.ErrorInfo" => {
-            let info = pb::ErrorInfo::decode(value).ok()?;
-            json!({"reason": info.reason, "domain": info.domain, "metadata": info.metadata})
-        }
-        "google.rpc.RetryInfo" => {
-            let delay = pb::RetryInfo::decode(value).ok()?.retry_delay?;
-            let delay = Duration::new(
-                u64::try_from(delay.seconds).ok()?,
-                u32::try_from(delay.nanos).ok()?,
-            );
-            json!({"retryDelay": format!("{:.3}s", delay.as_secs_f64())})
-        }
-        "google.rpc.BadRequest" => {
-            let bad = pb::BadRequest::decode(value).ok()?;
-            json!({"fieldViolations": bad.field_violations.iter()
-                .map(|v| json!({"field": v.field, "description": v.description}))
-                .collect::<Vec<_>>()})
-        }
-        "google.rpc.QuotaFailure" => {
-            let quota = pb::QuotaFailure::decode(value).ok()?;
-            json!({"violations": quota.violations.iter()
-                .map(|v| json!({"subject": v.subject, "description": v.description}))
-                .collect::<Vec<_>>()})
-        }
-        "google.rpc.RequestInfo" => {
-            let info = pb::RequestInfo::decode(value).ok()?;
-            json!({"requestId": info.request_id})
-        }
-        _ => return None,
-    })
+    let mut out = Vec::new();
+    if let Some(info) = details.retry_info() {
+        let debug = info
+            .retry_delay
+            .map(|delay| json!({"retryDelay": format!("{:.3}s", delay.as_secs_f64())}));
+        let value = pb::RetryInfo::from(info.clone()).encode_to_vec();
+        out.push(detail(tonic_types::RetryInfo::TYPE_URL, value, debug));
+    }
+    if let Some(quota) = details.quota_failure() {
+        let debug = Some(json!({"violations": quota.violations.iter()
+            .map(|v| json!({"subject": v.subject, "description": v.description}))
+            .collect::<Vec<_>>()}));
+        let value = pb::QuotaFailure::from(quota.clone()).encode_to_vec();
+        out.push(detail(tonic_types::QuotaFailure::TYPE_URL, value, debug));
+    }
+    if let Some(info) = details.error_info() {
+        let debug =
+            Some(json!({"reason": info.reason, "domain": info.domain, "metadata": info.metadata}));
+        let value = pb::ErrorInfo::from(info.clone()).encode_to_vec();
+        out.push(detail(tonic_types::ErrorInfo::TYPE_URL, value, debug));
+    }
+    if let Some(precondition) = details.precondition_failure() {
+        let value = pb::PreconditionFailure::from(precondition.clone()).encode_to_vec();
+        out.push(detail(
+            tonic_types::PreconditionFailure::TYPE_URL,
+            value,
+            None,
+        ));
+    }
+    if let Some(bad) = details.bad_request() {
+        let debug = Some(json!({"fieldViolations": bad.field_violations.iter()
+            .map(|v| json!({"field": v.field, "description": v.description}))
+            .collect::<Vec<_>>()}));
+        let value = pb::BadRequest::from(bad.clone()).encode_to_vec();
+        out.push(detail(tonic_types::BadRequest::TYPE_URL, value, debug));
+    }
+    if let Some(info) = details.request_info() {
+        let debug = Some(json!({"requestId": info.request_id}));
+        let value = pb::RequestInfo::from(info.clone()).encode_to_vec();
+        out.push(detail(tonic_types::RequestInfo::TYPE_URL, value, debug));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        error::{CallError, RatePolicy},
+        status::FailedCall,
+        upstream::{UpstreamError, UpstreamErrorKind},
+    };
+
+    fn answer(error: CallError) -> ErrorAnswer {
+        FailedCall {
+            error,
+            instance_id: "inst".into(),
+            client_token: Some("tok".into()),
+            metadata: Default::default(),
+        }
+        .into()
+    }
+
+    /// The Connect error carries, in the same order, the very google.rpc messages the gRPC
+    /// status encodes, though it is written from the value rather than from the encoded status.
+    #[tokio::test]
+    async fn connect_details_are_the_grpc_statuss_details() {
+        use http_body_util::BodyExt;
+        let failures = [
+            CallError::RateLimited {
+                subject: "account:x".into(),
+                description: "full".into(),
+                retry_after: Some(std::time::Duration::from_millis(1500)),
+                policy: Some(RatePolicy {
+                    name: "account",
+                    rate: 2.0,
+                    burst: 4,
+                }),
+            },
+            CallError::Upstream(UpstreamError {
+                kind: UpstreamErrorKind::ResourceNotFound,
+                aws_code: Some("ResourceNotFoundException".into()),
+                message: "no such instance".into(),
+                request_id: Some("req-1".into()),
+            }),
+            CallError::AlreadyAssociated {
+                initial_contact_id: "a".into(),
+                rehydration_type: "FROM_SEGMENT",
+                source_contact_id: "b".into(),
+                continued_from_contact_id: "c".into(),
+            },
+        ];
+        for failure in failures {
+            let grpc = Status::from(answer(failure.clone()));
+            let encoded = tonic_types::pb::Status::decode(grpc.details()).unwrap();
+            let response = connect_error(StatusCode::BAD_REQUEST, answer(failure));
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let json: Value = serde_json::from_slice(&body).unwrap();
+            let connect: Vec<(String, Vec<u8>)> = json["details"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|detail| {
+                    let value = base64::engine::general_purpose::STANDARD_NO_PAD
+                        .decode(detail["value"].as_str().unwrap())
+                        .unwrap();
+                    (detail["type"].as_str().unwrap().to_owned(), value)
+                })
+                .collect();
+            let grpc: Vec<(String, Vec<u8>)> = encoded
+                .details
+                .iter()
+                .map(|any| {
+                    let name = any.type_url.rsplit_once('/').unwrap().1.to_owned();
+                    (name, any.value.to_vec())
+                })
+                .collect();
+            let names = |details: &[(String, Vec<u8>)]| {
+                details
+                    .iter()
+                    .map(|(name, _)| name.clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(names(&connect), names(&grpc));
+            for ((name, connect), (_, grpc)) in connect.iter().zip(&grpc) {
+                // ErrorInfo's metadata is a map, encoded in no set order: compare it decoded.
+                if name == "google.rpc.ErrorInfo" {
+                    assert_eq!(
+                        pb::ErrorInfo::decode(&connect[..]).unwrap(),
+                        pb::ErrorInfo::decode(&grpc[..]).unwrap()
+                    );
+                } else {
+                    assert_eq!(connect, grpc, "{name}");
+                }
+            }
+            assert_eq!(json["message"], grpc_message(&encoded));
+        }
+    }
+
+    fn grpc_message(status: &tonic_types::pb::Status) -> Value {
+        Value::String(status.message.clone())
+    }
 
     #[test]
     fn every_code_has_the_specs_name_and_status() {

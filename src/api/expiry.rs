@@ -17,11 +17,11 @@ use std::{
 };
 
 use http::{HeaderValue, Request, Response, header};
-use tonic::{Status, body::Body};
+use tonic::{Code, body::Body};
 use tower::{BoxError, Layer, Service};
 
 use super::{error_writer, protocol::Protocol};
-use crate::call::deadline::Deadline;
+use crate::{call::deadline::Deadline, status::ErrorAnswer};
 
 /// How long after the handler's own deadline this layer answers.
 const SLACK: Duration = Duration::from_millis(5);
@@ -103,10 +103,13 @@ fn expired(
     content_type: Option<HeaderValue>,
     budget: Duration,
 ) -> Response<Body> {
-    let status = Status::deadline_exceeded(format!(
-        "the call was not complete within its deadline ({} ms from its arrival): the request \
-         did not arrive in time",
-        budget.as_millis()
-    ));
-    error_writer::write(protocol, content_type.as_ref(), &status)
+    let answer = ErrorAnswer::bare(
+        Code::DeadlineExceeded,
+        format!(
+            "the call was not complete within its deadline ({} ms from its arrival): the request \
+             did not arrive in time",
+            budget.as_millis()
+        ),
+    );
+    error_writer::write(protocol, content_type.as_ref(), answer)
 }

@@ -46,7 +46,7 @@ impl ContactService for GrpcAdapter {
             extensions,
             wire: Wire::Grpc,
         };
-        self.calls.call(call).await
+        self.calls.call(call).await.map_err(Status::from)
     }
 }
 

@@ -14,7 +14,7 @@
 //!
 //! Every call, and every request refused before it became one ([`Refusals`]), is counted
 //! in the gRPC metrics and gets one `rpc finished` log line whose reason comes from its typed error
-//! ([`crate::status::reason`]). Codes are chosen in [`crate::status`], never here.
+//! ([`CallError::reason`]). Codes are chosen next to the errors, never here.
 
 mod call_log;
 pub(crate) mod deadline;
@@ -27,7 +27,7 @@ pub(crate) use refusals::Refusals;
 use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
-use tonic::{Code, Response, Status, metadata::MetadataMap};
+use tonic::{Code, Response, metadata::MetadataMap};
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -45,7 +45,7 @@ use crate::{
     replay::{Answered, Replayer},
     routes::router::{Route, Router},
     serving::lifecycle::Drain,
-    status::{self, FailedCall},
+    status::{ErrorAnswer, FailedCall},
     telemetry,
     upstream::UpstreamErrorKind,
 };
@@ -178,7 +178,7 @@ impl CallService {
     pub(crate) async fn call(
         &self,
         call: Call,
-    ) -> Result<Response<CreatePersistentContactAssociationResponse>, Status> {
+    ) -> Result<Response<CreatePersistentContactAssociationResponse>, ErrorAnswer> {
         let started = Instant::now();
         let recorded = self.metrics.rpc.rpc_started();
         let (peer, _) = auth::peer(&call.extensions);
@@ -200,11 +200,11 @@ impl CallService {
         let mut record = CallRecord::default();
         let result = self.run(call, &mut record).instrument(span.clone()).await;
         let result = result.map_err(|failed| {
-            record.reason = Some(status::reason(&failed.error));
+            record.reason = Some(failed.error.reason());
             log_failure(&failed.error);
-            Status::from(*failed)
+            ErrorAnswer::from(*failed)
         });
-        let code = result.as_ref().err().map_or(Code::Ok, Status::code);
+        let code = result.as_ref().err().map_or(Code::Ok, |answer| answer.code);
         recorded.answered(code);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         if code == Code::Ok || self.refusals.lines().admit() {

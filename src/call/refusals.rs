@@ -5,14 +5,12 @@
 
 use std::sync::Arc;
 
-use tonic::Status;
-
 use super::{CallRecord, attempts_metadata, call_log, metrics::RpcMetrics};
 use crate::{
     auth,
     error::CallError,
     proto::RPC_METHOD,
-    status::{self, FailedCall},
+    status::{ErrorAnswer, FailedCall},
 };
 
 #[derive(Clone, Debug)]
@@ -43,16 +41,16 @@ impl Refusals {
     }
 
     /// A request refused before it became a call, counted and logged (sampled) as a failed call.
-    pub fn refuse(&self, error: CallError, extensions: &http::Extensions) -> Status {
+    pub fn refuse(&self, error: CallError, extensions: &http::Extensions) -> ErrorAnswer {
         let recorded = self.metrics.rpc_started();
-        let reason = status::reason(&error);
-        let status = Status::from(FailedCall {
+        let reason = error.reason();
+        let answer = ErrorAnswer::from(FailedCall {
             error,
             instance_id: String::new(),
             client_token: None,
             metadata: attempts_metadata(0),
         });
-        recorded.answered(status.code());
+        recorded.answered(answer.code);
         if self.lines.admit() {
             let (peer, _) = auth::peer(extensions);
             let span = tracing::info_span!(
@@ -64,8 +62,8 @@ impl Refusals {
                 reason: Some(reason),
                 ..CallRecord::default()
             };
-            span.in_scope(|| call_log::write(status.code(), &record, 0.0));
+            span.in_scope(|| call_log::write(answer.code, &record, 0.0));
         }
-        status
+        answer
     }
 }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use prost::Message;
-use tonic::{Status, body::Body};
+use tonic::body::Body;
 use tower::{BoxError, Layer, Service};
 
 use super::{
@@ -31,6 +31,7 @@ use crate::{
     clip,
     error::{CallError, EdgeRefusal},
     proto::RPC_PATH,
+    status::ErrorAnswer,
 };
 
 /// Serves Connect calls itself and passes gRPC and gRPC-Web on.
@@ -107,8 +108,7 @@ where
                         path: clip::echo(request.uri().path()),
                         served: RPC_PATH,
                     };
-                    let status = Status::from(CallError::from(refusal.clone()));
-                    edge_response(&refusal, &status)
+                    edge_response(&refusal, CallError::from(refusal.clone()).into())
                 }
                 _ if request.method() != Method::POST => {
                     shared.refused(EdgeRefusal::MethodNotAllowed, request.extensions())
@@ -158,29 +158,29 @@ impl ConnectLayer {
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
                 response
             }
-            Err(status) => error_writer::write(protocol, None, &status),
+            Err(answer) => error_writer::write(protocol, None, answer),
         }
     }
 
     /// A request to the RPC the edge refused, counted and logged as a failed call, in Connect's
     /// words.
     fn refused(&self, refusal: EdgeRefusal, extensions: &http::Extensions) -> Response<Body> {
-        let status = self.refusals.refuse(refusal.clone().into(), extensions);
-        edge_response(&refusal, &status)
+        let answer = self.refusals.refuse(refusal.clone().into(), extensions);
+        edge_response(&refusal, answer)
     }
 }
 
 /// The Connect answer to a refusal: its code's HTTP status, or the one HTTP has for it (404 for
 /// another path, 405 for another method with `Allow`, 415 for another content type with
 /// `Accept-Post`).
-fn edge_response(refusal: &EdgeRefusal, status: &Status) -> Response<Body> {
+fn edge_response(refusal: &EdgeRefusal, answer: ErrorAnswer) -> Response<Body> {
     let http = match refusal {
         EdgeRefusal::NoSuchProcedure { .. } => StatusCode::NOT_FOUND,
         EdgeRefusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         EdgeRefusal::UnsupportedContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        _ => http_status(status.code()),
+        _ => http_status(answer.code),
     };
-    let mut response = connect_error(http, status);
+    let mut response = connect_error(http, answer);
     match refusal {
         EdgeRefusal::MethodNotAllowed => {
             response
