@@ -26,7 +26,7 @@ use crate::{
         spec::RouteSpec,
     },
     serving::{
-        lifecycle::{Drain, Shutdown, follow_breaker, set_health},
+        lifecycle::{Drain, Shutdown, follow_breakers, set_health},
         listener::{self, AdmissionLimits, ConnectionMetrics},
         metrics_endpoint,
         request_buffers::ProcessBuffers,
@@ -188,7 +188,6 @@ pub struct App {
     router: Arc<Router>,
     routes_file: Option<std::path::PathBuf>,
     routes_reload_interval: Duration,
-    upstream_metrics: UpstreamMetrics,
     route_metrics: RouteMetrics,
     connection_metrics: ConnectionMetrics,
     /// Every metric family the parts registered, by its exported name.
@@ -344,7 +343,6 @@ impl App {
             ),
             admission,
             refusals,
-            upstream_metrics,
             route_metrics,
             connection_metrics,
             metric_families,
@@ -396,20 +394,13 @@ impl App {
         set_health(&health_reporter, ServingStatus::Serving).await;
         let draining = self.shutdown.draining.clone();
         let router = self.router.clone();
-        let readiness = follow_breaker(
-            health_reporter.clone(),
-            move || {
-                router
-                    .table()
-                    .routes()
-                    .iter()
-                    .map(|route| (route.key.clone(), route.stack.breaker()))
-                    .collect()
-            },
-            self.upstream_metrics.clone(),
-            self.readiness_follows_breaker,
-            draining.clone(),
-        );
+        let readiness = self.readiness_follows_breaker.then(|| {
+            follow_breakers(
+                health_reporter.clone(),
+                move || router.every_breaker_open(),
+                draining.clone(),
+            )
+        });
         let route_reloads = self.routes_file.clone().map(|path| {
             routes::reload_on_change(
                 self.router.clone(),
@@ -479,7 +470,9 @@ impl App {
         }
         tracing::info!(grace = ?self.shutdown_grace, "shutting down: draining calls in flight");
         draining.cancel();
-        let _ = readiness.await;
+        if let Some(readiness) = readiness {
+            let _ = readiness.await;
+        }
         set_health(&health_reporter, ServingStatus::NotServing).await;
         if tokio::time::timeout(self.shutdown_grace, &mut server)
             .await

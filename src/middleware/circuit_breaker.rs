@@ -233,7 +233,7 @@ impl CircuitBreakerLayer {
         }
     }
 
-    /// The shared state, for health reporting.
+    /// The shared state, for readiness and the breaker's metric.
     pub fn breaker(&self) -> Arc<Breaker> {
         self.breaker.clone()
     }
@@ -280,8 +280,9 @@ where
                 armed: admission == Admission::Probe,
             };
             let outcome = inner.oneshot(call).await;
-            // A refusal by the rate limiter says nothing about AWS's health.
-            let decisive = !matches!(outcome, Err(CallError::RateLimited { .. }));
+            // Only what AWS answered, or a failure to reach it, says anything about its health
+            // (not a refusal by a layer inside this one).
+            let decisive = matches!(outcome, Ok(_) | Err(CallError::Upstream(_)));
             if decisive {
                 guard.armed = false;
                 breaker.record(

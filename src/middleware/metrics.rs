@@ -4,18 +4,19 @@
 //! stack.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicI64, AtomicU64},
-    },
+    sync::{Arc, Weak, atomic::AtomicU64},
     time::Duration,
 };
 
 use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder},
+    metrics::{
+        MetricType, TypedMetric, counter::Counter, family::Family, gauge::Gauge,
+        histogram::Histogram,
+    },
 };
 
+use super::circuit_breaker::Breaker;
 use crate::{
     auth::{CallerMetrics, CallerRefusal},
     metrics::{KeyLabels, MetricsRegistry, latency_histogram},
@@ -48,7 +49,7 @@ pub struct Families {
     wait_seconds: Histogram,
     refusals: Family<KeyLabels, Counter>,
     rate: Family<KeyLabels, Gauge<f64, AtomicU64>>,
-    breaker_open: Family<KeyLabels, Gauge<i64, AtomicI64>>,
+    breaker_open: Family<KeyLabels, BreakerOpen>,
     /// The callers' series, which the rate limiter records what the quota gave or refused into.
     callers: CallerMetrics,
 }
@@ -153,10 +154,42 @@ impl UpstreamMetrics {
             .inc();
     }
 
-    pub fn set_breaker_open(&self, key: &str, open: bool) {
+    /// Exports `breaker`'s state under `key` from now on (a route reload's new breaker replaces
+    /// the old one's).
+    pub fn follow_breaker(&self, key: &str, breaker: &Arc<Breaker>) {
         self.breaker_open
             .get_or_create(&KeyLabels::new(key))
-            .set(i64::from(open));
+            .follow(breaker);
+    }
+}
+
+/// A breaker's state as a gauge, 1 while it refuses calls, read from the breaker itself at each
+/// scrape: exact whenever it is read (its cool-down ends with no event), and written by nobody.
+#[derive(Debug, Default)]
+pub(crate) struct BreakerOpen(parking_lot::Mutex<Weak<Breaker>>);
+
+impl BreakerOpen {
+    fn follow(&self, breaker: &Arc<Breaker>) {
+        *self.0.lock() = Arc::downgrade(breaker);
+    }
+}
+
+impl TypedMetric for BreakerOpen {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl EncodeMetric for BreakerOpen {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let open = self
+            .0
+            .lock()
+            .upgrade()
+            .is_some_and(|breaker| breaker.is_open());
+        encoder.encode_gauge(&i64::from(open))
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
     }
 }
 

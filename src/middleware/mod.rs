@@ -63,9 +63,8 @@ pub struct UpstreamCall {
     pub arrived: Instant,
     /// The caller whose share of the quota its attempts take.
     pub caller: CallerShare,
-    /// The AWS failure a pending retry follows: when the retry cannot get a slot within what is left
-    /// of the call's wait, the caller gets this answer (what AWS said), not the quota's refusal.
-    pub retried_failure: Option<CallError>,
+    /// Attempts that reached the SDK, counted by the innermost service alone and read by the retry
+    /// policy and the call: shared by every clone of this call.
     attempts: Arc<AtomicU32>,
 }
 
@@ -80,7 +79,6 @@ impl UpstreamCall {
             deadline,
             arrived: Instant::now(),
             caller,
-            retried_failure: None,
             attempts: Arc::new(AtomicU32::new(0)),
         }
     }
@@ -134,8 +132,10 @@ impl KeyGuards {
         config: &MiddlewareConfig,
         metrics: &UpstreamMetrics,
     ) -> Self {
+        let breaker = CircuitBreakerLayer::new(key, config.breaker.clone());
+        metrics.follow_breaker(key, &breaker.breaker());
         Self {
-            breaker: CircuitBreakerLayer::new(key, config.breaker.clone()),
+            breaker,
             rate_limit: (config.rate_limit.limits.rate_per_second > 0.0).then(|| {
                 RateLimitLayer::new(key, quota, &config.rate_limit, metrics.key_rate_limit(key))
             }),

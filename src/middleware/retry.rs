@@ -71,6 +71,10 @@ pub struct RetryPolicy {
     metrics: UpstreamMetrics,
     budget: Arc<TpsBudget>,
     rng: HasherRng,
+    /// The AWS failure a pending retry follows: when the retry cannot get a slot within what is
+    /// left of the call's wait, the caller gets this answer (what AWS said), not the quota's
+    /// refusal. tower's `Retry` clones its policy for every call, so this is the call's own.
+    retried_failure: Option<CallError>,
 }
 
 impl RetryPolicy {
@@ -87,6 +91,7 @@ impl RetryPolicy {
             metrics,
             budget: Arc::new(budget),
             rng: HasherRng::default(),
+            retried_failure: None,
         }
     }
 
@@ -119,7 +124,7 @@ impl Policy<UpstreamCall, Association, CallError> for RetryPolicy {
     ) -> Option<Self::Future> {
         let error = result.as_ref().err()?;
         if matches!(error, CallError::RateLimited { .. })
-            && let Some(failure) = call.retried_failure.take()
+            && let Some(failure) = self.retried_failure.take()
         {
             self.metrics.retry_refused("queue_wait");
             *result = Err(failure);
@@ -166,7 +171,7 @@ impl Policy<UpstreamCall, Association, CallError> for RetryPolicy {
             client_token = call.request.client_token().as_str(),
             "retrying"
         );
-        call.retried_failure = Some(error.clone());
+        self.retried_failure = Some(error.clone());
         Some(Box::pin(tokio::time::sleep(delay)))
     }
 

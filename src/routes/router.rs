@@ -178,6 +178,15 @@ impl Router {
         self.table.load_full()
     }
 
+    /// Whether no account can be called now: every route's circuit breaker refuses calls.
+    pub fn every_breaker_open(&self) -> bool {
+        self.table
+            .load()
+            .routes
+            .iter()
+            .all(|route| route.stack.breaker().is_open())
+    }
+
     /// Replaces the routes; calls in flight keep theirs.
     pub async fn replace(&self, specs: &[RouteSpec]) {
         let table = self.builder.build(specs).await;

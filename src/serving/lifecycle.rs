@@ -5,24 +5,20 @@
 //!   (`--readiness-follows-breaker`): every replica calls the same AWS, so when AWS fails every
 //!   breaker opens together, and a readiness that followed them would empty the Kubernetes Service.
 //!   Callers would then get connection errors instead of the facade's UNAVAILABLE with a RetryInfo.
-//!   The breaker's metric is kept either way.
 //! - Shutdown, on SIGTERM or Ctrl-C: health turns NOT_SERVING at once, the listener stops accepting
 //!   (GOAWAY on open connections), and calls in flight may finish for up to the grace period. tonic's
 //!   graceful shutdown has no drain timeout of its own, so [`Drain`] adds one: calls still running when
 //!   the grace period ends are answered UNAVAILABLE (safe to retry elsewhere with the same client
 //!   token), and the process exits 0.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{
-    middleware::{UpstreamMetrics, circuit_breaker::Breaker},
-    proto::SERVICE_NAME,
-};
+use crate::proto::SERVICE_NAME;
 
-/// How often the breaker's state is read into its metric (and readiness, when it follows).
+/// How often readiness reads the breakers, when it follows them.
 const READINESS_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Tells calls in flight that the drain period is over.
@@ -59,13 +55,10 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status(SERVICE_NAME, status).await;
 }
 
-/// Follows the circuit breaker into its metric and, when `readiness_follows` is set, into health,
-/// until `stop`.
-pub fn follow_breaker(
+/// Follows the circuit breakers into health until `stop`: NOT_SERVING while `every_breaker_open`.
+pub fn follow_breakers(
     reporter: HealthReporter,
-    breakers: impl Fn() -> Vec<(String, Arc<Breaker>)> + Send + 'static,
-    metrics: UpstreamMetrics,
-    readiness_follows: bool,
+    every_breaker_open: impl Fn() -> bool + Send + 'static,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -78,13 +71,8 @@ pub fn follow_breaker(
             }
             // Not serving only when no account can be called: one failing account must not take
             // the pods away from the others'.
-            let mut all_open = true;
-            for (key, breaker) in breakers() {
-                let open = breaker.is_open();
-                metrics.set_breaker_open(&key, open);
-                all_open &= open;
-            }
-            if readiness_follows && all_open == serving {
+            let all_open = every_breaker_open();
+            if all_open == serving {
                 serving = !all_open;
                 let status = if serving {
                     ServingStatus::Serving

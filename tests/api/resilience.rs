@@ -280,8 +280,16 @@ async fn the_circuit_opens_fails_fast_and_closes_after_recovery() {
         c.retries.max_attempts = 1;
         c.retries.breaker_failures = 3;
         c.retries.breaker_cool_down = Duration::from_millis(400);
+        c.telemetry.metrics_listen = Some(crate::helpers::loopback());
     })
     .await;
+    let breaker_open = |metrics: &str| {
+        crate::helpers::series_value(
+            metrics,
+            r#"connect_facade_circuit_breaker_open{key="us-east-1"}"#,
+        )
+    };
+    assert_eq!(breaker_open(&app.scrape().await), Some(0.0));
     app.simulator
         .add_fault(always_error("InternalServiceException"));
     for _ in 0..3 {
@@ -299,10 +307,16 @@ async fn the_circuit_opens_fails_fast_and_closes_after_recovery() {
     assert!(details.retry_info().is_some());
     assert_eq!(attempts(status.metadata()), 0);
     assert_eq!(app.simulator.requests().len(), 3, "AWS spared while open");
+    assert_eq!(breaker_open(&app.scrape().await), Some(1.0));
 
     app.simulator.clear_faults();
     // A fixed sleep: the breaker's cool-down (400 ms) passes.
     tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(
+        breaker_open(&app.scrape().await),
+        Some(0.0),
+        "read from the breaker at the scrape: the next call may probe"
+    );
     app.call(entire_session())
         .await
         .expect("the probe succeeds");
