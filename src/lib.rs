@@ -37,6 +37,7 @@ pub(crate) mod clip;
 pub mod config;
 pub(crate) mod domain;
 pub(crate) mod error;
+pub mod lifecycle;
 pub(crate) mod metrics;
 pub(crate) mod middleware;
 pub mod quota;

@@ -36,6 +36,7 @@ use crate::{
     clip,
     domain::{AssociationRequest, RehydrationType, Rejected, UnvalidatedRequest},
     error::CallError,
+    lifecycle::Lifecycle,
     middleware::UpstreamCall,
     proto::{
         self, CreatePersistentContactAssociationRequest,
@@ -44,7 +45,6 @@ use crate::{
     quota::caller_rate::CallerRates,
     replay::{Answered, Replayer},
     routes::router::{Route, Router},
-    serving::lifecycle::Drain,
     status::{ErrorAnswer, FailedCall},
     telemetry,
     upstream::UpstreamErrorKind,
@@ -112,7 +112,7 @@ pub struct CallMetrics {
 pub struct CallService {
     router: Arc<Router>,
     default_deadline: Duration,
-    drain: Drain,
+    lifecycle: Lifecycle,
     metrics: CallMetrics,
     callers: Option<Arc<Callers>>,
     caller_rates: Option<Arc<CallerRates>>,
@@ -151,7 +151,7 @@ impl CallService {
     pub fn new(
         router: Arc<Router>,
         default_deadline: Duration,
-        drain: Drain,
+        lifecycle: Lifecycle,
         metrics: CallMetrics,
         refusals: Refusals,
         guards: Guards,
@@ -165,7 +165,7 @@ impl CallService {
         Self {
             router,
             default_deadline,
-            drain,
+            lifecycle,
             refusals,
             metrics,
             callers: guards.callers,
@@ -273,7 +273,7 @@ impl CallService {
             answered = tokio::time::timeout_at(deadline, self.answer(&route, &call)) => {
                 answered.unwrap_or(Err(CallError::DeadlineExceeded { budget }))
             }
-            () = self.drain.expired() => Err(CallError::ShuttingDown),
+            () = self.lifecycle.expired() => Err(CallError::ShuttingDown),
         };
         record.attempts = call.attempts();
         let mut metadata = attempts_metadata(call.attempts());

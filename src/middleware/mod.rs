@@ -42,6 +42,7 @@ use crate::{
     auth::CallerShare,
     domain::AssociationRequest,
     error::CallError,
+    lifecycle::Tasks,
     quota::QuotaStore,
     telemetry,
     upstream::{Association, ConnectUpstream},
@@ -131,13 +132,20 @@ impl KeyGuards {
         quota: Arc<dyn QuotaStore>,
         config: &MiddlewareConfig,
         metrics: &UpstreamMetrics,
+        tasks: &Tasks,
     ) -> Self {
         let breaker = CircuitBreakerLayer::new(key, config.breaker.clone());
         metrics.follow_breaker(key, &breaker.breaker());
         Self {
             breaker,
             rate_limit: (config.rate_limit.limits.rate_per_second > 0.0).then(|| {
-                RateLimitLayer::new(key, quota, &config.rate_limit, metrics.key_rate_limit(key))
+                RateLimitLayer::new(
+                    key,
+                    quota,
+                    &config.rate_limit,
+                    metrics.key_rate_limit(key),
+                    tasks.clone(),
+                )
             }),
             attempts: metrics.key_attempts(key),
         }

@@ -25,6 +25,7 @@ use tower::{Layer, Service, ServiceExt};
 use super::{CallFuture, KeyRateLimit, UpstreamCall};
 use crate::{
     error::{CallError, RatePolicy},
+    lifecycle::Tasks,
     quota::{Bucket, Full, QuotaLimits, QuotaStore, fair::FairQueue},
     upstream::{Association, UpstreamErrorKind},
 };
@@ -162,12 +163,13 @@ impl RateLimitLayer {
         store: Arc<dyn QuotaStore>,
         config: &RateLimitConfig,
         metrics: KeyRateLimit,
+        tasks: Tasks,
     ) -> Self {
         metrics.set_rate(config.limits.rate_per_second);
         Self {
             limiter: Arc::new(Limiter {
                 key: key.to_owned(),
-                fair: FairQueue::new(key, store.clone(), config.limits.rate_per_second),
+                fair: FairQueue::new(key, store.clone(), config.limits.rate_per_second, tasks),
                 store,
                 limits: config.limits.clone(),
                 max_queue_wait: config.max_queue_wait,

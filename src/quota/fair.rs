@@ -61,7 +61,7 @@ use tokio::{
 };
 
 use super::{Bucket, CallerWeight, Full, QuotaStore, Slot, SlotRequest};
-use crate::auth::CallerShare;
+use crate::{auth::CallerShare, lifecycle::Tasks};
 
 /// How long a caller counts among the active ones, for the fleet-wide shares, after its last
 /// attempt: a caller sending a call every few seconds keeps its share, and one that stopped gives
@@ -240,6 +240,7 @@ struct Queue {
 struct Lanes {
     key: String,
     store: Arc<dyn QuotaStore>,
+    tasks: Tasks,
     queue: Mutex<Queue>,
     /// Wakes a dispatcher waiting for a held lane when a call arrives in another.
     arrived: Notify,
@@ -258,11 +259,12 @@ fn caller_weight(caller: &CallerShare) -> Option<CallerWeight<'_>> {
 }
 
 impl FairQueue {
-    pub fn new(key: &str, store: Arc<dyn QuotaStore>, rate: f64) -> Self {
+    pub fn new(key: &str, store: Arc<dyn QuotaStore>, rate: f64, tasks: Tasks) -> Self {
         Self {
             lanes: Arc::new(Lanes {
                 key: key.to_owned(),
                 store,
+                tasks,
                 queue: Mutex::new(Queue {
                     lanes: FairOrder::default(),
                     rate,
@@ -342,7 +344,7 @@ impl FairQueue {
                 lanes.arrived.notify_one();
             } else {
                 queue.dispatching = true;
-                tokio::spawn(dispatch(lanes.clone()));
+                lanes.tasks.spawn_until_stopped(dispatch(lanes.clone()));
             }
         }
         match tokio::time::timeout_at(give_up_at, granted).await {

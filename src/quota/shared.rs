@@ -128,7 +128,10 @@ impl SharedQuota {
             metrics,
         });
         inner.metrics.set_fallback_rate(key, inner.fallback_rate());
-        tokio::spawn(heartbeat(Arc::downgrade(&inner)));
+        inner
+            .store
+            .tasks()
+            .spawn_until_stopped(heartbeat(Arc::downgrade(&inner)));
         Self { inner }
     }
 }
@@ -330,7 +333,8 @@ impl QuotaStore for SharedQuota {
     fn throttled<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
         let inner = self.inner.clone();
         let key = key.to_owned();
-        tokio::spawn(async move {
+        let tasks = inner.store.tasks().clone();
+        tasks.spawn(async move {
             let store = &inner.store;
             if let Some(rate) = store
                 .ask(store.timeout(), inner.redis.throttled(&key))
@@ -356,7 +360,8 @@ impl QuotaStore for SharedQuota {
         if inner.climb_due() {
             let inner = inner.clone();
             let key = key.to_owned();
-            tokio::spawn(async move {
+            let tasks = inner.store.tasks().clone();
+            tasks.spawn(async move {
                 let store = &inner.store;
                 if let Some(rate) = store.ask(store.timeout(), inner.redis.accepted(&key)).await {
                     inner.saw_rate(rate);

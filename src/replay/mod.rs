@@ -45,6 +45,7 @@ use tracing::Instrument;
 use crate::{
     domain::{AssociationRequest, RehydrationType},
     error::CallError,
+    lifecycle::Tasks,
     upstream::Association,
 };
 
@@ -152,6 +153,7 @@ pub struct Replayer {
     redis: Option<RedisReplays>,
     in_flight: Mutex<HashMap<ContactKey, InFlight>>,
     metrics: ReplayMetrics,
+    tasks: Tasks,
 }
 
 impl std::fmt::Debug for Replayer {
@@ -163,12 +165,18 @@ impl std::fmt::Debug for Replayer {
 }
 
 impl Replayer {
-    pub fn new(memory: MemoryReplays, redis: Option<RedisReplays>, metrics: ReplayMetrics) -> Self {
+    pub fn new(
+        memory: MemoryReplays,
+        redis: Option<RedisReplays>,
+        metrics: ReplayMetrics,
+        tasks: Tasks,
+    ) -> Self {
         Self {
             memory,
             redis,
             in_flight: Mutex::new(HashMap::new()),
             metrics,
+            tasks,
         }
     }
 
@@ -246,7 +254,7 @@ impl Replayer {
                     };
                     let template = asked.kept(Association::default());
                     // In the call's span, so its AWS attempts stay in the caller's trace.
-                    tokio::spawn(
+                    self.tasks.spawn(
                         lead.run(template, asked.fingerprint, deadline, call())
                             .in_current_span(),
                     );

@@ -19,18 +19,19 @@ pub(crate) use metrics::RouteMetrics;
 use crate::serving::reload::Triggers;
 use router::Router;
 
-/// Re-reads `path` on SIGHUP, and every `interval` when its contents changed, until `stop`.
+/// Re-reads `path` on SIGHUP, and every `interval` when its contents changed, until `stop`: the
+/// task, to spawn when serving starts (SIGHUP is watched from now).
 pub fn reload_on_change(
     router: Arc<Router>,
     path: PathBuf,
     interval: Duration,
     metrics: RouteMetrics,
     stop: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+) -> impl Future<Output = ()> + Send + 'static {
     let mut triggers = Triggers::new(interval, "the routes file", stop);
     let mut seen = std::fs::read(&path).ok();
     let mut in_use = spec::read(&path).unwrap_or_default();
-    tokio::spawn(async move {
+    async move {
         while let Some(forced) = triggers.next().await {
             let contents = std::fs::read(&path).ok();
             if contents == seen && !forced {
@@ -58,7 +59,7 @@ pub fn reload_on_change(
                 }
             }
         }
-    })
+    }
 }
 
 /// What a reload changed, by route name, for its log line.

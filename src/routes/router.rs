@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use super::{RouteMetrics, spec::RouteSpec};
+use crate::lifecycle::Tasks;
 use crate::{
     middleware::{KeyGuards, MiddlewareConfig, ProcessLimits, UpstreamMetrics, UpstreamStack},
     quota::stores::QuotaStores,
@@ -61,6 +62,7 @@ pub struct RouteBuilder {
     stores: QuotaStores,
     upstream_metrics: UpstreamMetrics,
     metrics: RouteMetrics,
+    tasks: Tasks,
     /// The guards of every account and region seen so far.
     guards: Mutex<HashMap<String, KeyGuards>>,
 }
@@ -72,8 +74,10 @@ impl RouteBuilder {
         stores: QuotaStores,
         upstream_metrics: UpstreamMetrics,
         metrics: RouteMetrics,
+        tasks: Tasks,
     ) -> Self {
         Self {
+            tasks,
             base,
             limits: ProcessLimits::new(&middleware),
             middleware,
@@ -138,7 +142,7 @@ impl RouteBuilder {
             .entry(key.to_owned())
             .or_insert_with(|| {
                 let store = self.stores.store(key, middleware.rate_limit.limits.clone());
-                KeyGuards::new(key, store, middleware, &self.upstream_metrics)
+                KeyGuards::new(key, store, middleware, &self.upstream_metrics, &self.tasks)
             })
             .clone()
     }

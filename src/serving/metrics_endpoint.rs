@@ -9,31 +9,33 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
+    lifecycle::Tasks,
     metrics::Exposition,
     serving::listener::{self, AdmissionLimits, ConnectionMetrics},
 };
 
-/// Serves `GET /metrics` on `listener` until `stop` (a scrape under way is finished).
+/// Serves `GET /metrics` on `listener` until the process stops: the task, to spawn when serving
+/// starts. Each scraper's connection is a task of its own, ended when the process stops.
 pub fn serve(
     listener: TcpListener,
     metrics: Arc<Exposition>,
     connection_metrics: ConnectionMetrics,
     limits: AdmissionLimits,
-    stop: CancellationToken,
-) -> JoinHandle<()> {
+    tasks: Tasks,
+) -> impl Future<Output = ()> + Send + 'static {
     let mut connections =
         listener::admit(listener, "metrics", limits, connection_metrics, |stream| {
             std::future::ready(Ok(stream))
         });
-    tokio::spawn(async move {
+    let stop = tasks.stopped();
+    async move {
         while let Some(Some(Ok(connection))) = stop.run_until_cancelled(connections.next()).await {
             let metrics = metrics.clone();
-            tokio::spawn(async move {
+            tasks.spawn_until_stopped(async move {
                 let service = service_fn(move |request| {
                     let metrics = metrics.clone();
                     async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &request)) }
@@ -46,7 +48,7 @@ pub fn serve(
                     .await;
             });
         }
-    })
+    }
 }
 
 fn answer(metrics: &Exposition, request: &Request<Incoming>) -> Response<Full<Bytes>> {

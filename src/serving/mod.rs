@@ -7,12 +7,12 @@
 //!   age and at shutdown), with [`request_buffers`] bounding the request data held for calls not
 //!   yet answered;
 //! - [`tls`]: handshakes, and certificates reloaded on change or SIGHUP ([`reload`]);
-//! - [`lifecycle`]: readiness, and shutdown as tokens every background task watches;
+//! - [`readiness`]: health answers, following the breakers when asked;
 //! - [`metrics_endpoint`]: `GET /metrics` on its own listener.
 
-pub(crate) mod lifecycle;
 pub(crate) mod listener;
 pub(crate) mod metrics_endpoint;
+pub(crate) mod readiness;
 pub(crate) mod reload;
 pub(crate) mod request_buffers;
 pub(crate) mod serve;

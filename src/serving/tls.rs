@@ -262,12 +262,12 @@ impl Tls {
         mut self,
         interval: Duration,
         stop: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
+    ) -> impl Future<Output = ()> + Send + 'static {
         let mut triggers = Triggers::new(interval, "TLS", stop);
-        tokio::spawn(async move {
+        async move {
             while let Some(forced) = triggers.next().await {
                 self.reload(forced);
             }
-        })
+        }
     }
 }

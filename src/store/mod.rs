@@ -31,6 +31,7 @@ use std::{
 
 use tokio::time::Instant;
 
+use crate::lifecycle::Tasks;
 pub use address::StoreAddress;
 pub(crate) use connection::StoreConnection;
 
@@ -56,6 +57,7 @@ struct Inner {
     /// How many times the store went down: a fallback built for an earlier outage is stale.
     outages: AtomicU64,
     metrics: StoreMetrics,
+    tasks: Tasks,
 }
 
 impl SharedStore {
@@ -65,6 +67,7 @@ impl SharedStore {
         prefix: &str,
         timeout: Duration,
         metrics: StoreMetrics,
+        tasks: Tasks,
     ) -> Self {
         metrics.set_up(true);
         Self {
@@ -77,8 +80,14 @@ impl SharedStore {
                 up: AtomicBool::new(true),
                 outages: AtomicU64::new(0),
                 metrics,
+                tasks,
             }),
         }
+    }
+
+    /// The lifecycle's tasks, for the background work of the store's users (heartbeats, notes).
+    pub(crate) fn tasks(&self) -> &Tasks {
+        &self.inner.tasks
     }
 
     /// A handle on the connection, for scripts.
@@ -147,7 +156,7 @@ impl SharedStore {
                 %error,
                 "quota store failed: the quota and replay use this replica's fallback until Redis answers"
             );
-            tokio::spawn(probe(self.clone()));
+            inner.tasks.spawn_until_stopped(probe(self.clone()));
         }
     }
 }

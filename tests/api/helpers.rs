@@ -2,6 +2,7 @@
 //! tonic client. The facade reaches the simulator through the real aws-sdk-connect over HTTP.
 
 use std::net::SocketAddr;
+use tokio_util::sync::CancellationToken;
 
 use connect_facade::{
     app::App,
@@ -49,12 +50,13 @@ pub struct TestApp {
     pub metrics_addr: Option<SocketAddr>,
     pub client: ContactServiceClient<Channel>,
     pub simulator: Simulator,
-    server: tokio::task::JoinHandle<()>,
+    /// Stops the facade the way a signal does: it drains, then stops its tasks.
+    stop: CancellationToken,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        self.server.abort();
+        self.stop.cancel();
     }
 }
 
@@ -74,7 +76,7 @@ pub async fn spawn_with(fixtures: Fixtures, configure: impl FnOnce(&mut ServeCon
         metrics_addr: replica.metrics_addr,
         client: replica.client.clone(),
         simulator,
-        server: replica.into_server(),
+        stop: replica.into_stop(),
     }
 }
 
@@ -83,7 +85,7 @@ pub struct Replica {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
     pub client: ContactServiceClient<Channel>,
-    server: Option<tokio::task::JoinHandle<()>>,
+    stop: Option<CancellationToken>,
 }
 
 /// Scrapes the `/metrics` of a facade started with `metrics_listen`.
@@ -106,8 +108,8 @@ impl Replica {
         scrape(self.metrics_addr).await
     }
 
-    fn into_server(mut self) -> tokio::task::JoinHandle<()> {
-        self.server.take().expect("serving")
+    fn into_stop(mut self) -> CancellationToken {
+        self.stop.take().expect("serving")
     }
 
     pub async fn call(&self, request: CreatePersistentContactAssociationRequest) -> Answer {
@@ -134,8 +136,8 @@ pub async fn call_on(
 
 impl Drop for Replica {
     fn drop(&mut self) {
-        if let Some(server) = &self.server {
-            server.abort();
+        if let Some(stop) = &self.stop {
+            stop.cancel();
         }
     }
 }
@@ -172,11 +174,9 @@ pub async fn spawn_replica(
     let app = App::build(config).await.expect("facade starts");
     let addr = app.local_addr();
     let metrics_addr = app.metrics_addr();
-    let server = tokio::spawn(async move {
-        app.run_until(std::future::pending())
-            .await
-            .expect("facade serves")
-    });
+    let stop = CancellationToken::new();
+    let stopped = stop.clone().cancelled_owned();
+    tokio::spawn(async move { app.run_until(stopped).await.expect("facade serves") });
     // A TLS server needs a TLS client: those tests build their own and get a lazy plaintext one here.
     let client = if tls {
         ContactServiceClient::new(
@@ -191,7 +191,7 @@ pub async fn spawn_replica(
         addr,
         metrics_addr,
         client,
-        server: Some(server),
+        stop: Some(stop),
     }
 }
 

@@ -11,6 +11,7 @@ mod fairness;
 mod fleet_fairness;
 mod hardening;
 mod helpers;
+mod lifecycle;
 mod log_floods;
 mod observability;
 mod peer_bounds;
