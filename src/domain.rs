@@ -96,7 +96,7 @@ impl AssociationRequest {
     /// Parses a caller's request, reporting every violated field at once. A refused request is
     /// handed back with the error, so its instance and token can be reported without copying
     /// them beforehand on every call.
-    pub(crate) fn parse(raw: UnvalidatedRequest) -> Result<Self, Box<Rejected>> {
+    pub(crate) fn parse(raw: UnvalidatedRequest) -> Result<Self, Box<Refused>> {
         let mut violations = Vec::new();
         check_length(
             &mut violations,
@@ -149,7 +149,7 @@ impl AssociationRequest {
                     }
                 },
             }),
-            _ => Err(Box::new(Rejected {
+            _ => Err(Box::new(Refused {
                 error: ValidationError { violations },
                 request: raw,
             })),
@@ -207,7 +207,7 @@ pub struct FieldViolation {
 
 /// A request [`AssociationRequest::parse`] refused, and why.
 #[derive(Clone, Debug)]
-pub(crate) struct Rejected {
+pub(crate) struct Refused {
     pub error: ValidationError,
     pub request: UnvalidatedRequest,
 }
@@ -366,10 +366,10 @@ mod properties {
                         prop_assert_eq!(parsed.client_token().as_str(), client_token.as_str());
                     }
                 }
-                Err(rejected) => {
-                    let fields: Vec<_> = rejected.error.violations.iter().map(|v| v.field).collect();
+                Err(refused) => {
+                    let fields: Vec<_> = refused.error.violations.iter().map(|v| v.field).collect();
                     prop_assert_eq!(fields, expected);
-                    prop_assert_eq!(rejected.request.instance_id, instance_id);
+                    prop_assert_eq!(refused.request.instance_id, instance_id);
                 }
             }
         }

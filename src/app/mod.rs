@@ -116,7 +116,7 @@ impl App {
         let upstream_metrics = UpstreamMetrics::register(&mut registry, calls.callers.clone());
         let route_metrics = RouteMetrics::register(&mut registry);
         let connection_metrics = ConnectionMetrics::register(&mut registry);
-        let shared = parts::SharedParts::build(&config, &mut registry, &tasks);
+        let shared = parts::StoreParts::build(&config, &mut registry, &tasks);
         let builder = RouteBuilder::new(
             base,
             config.middleware(),
@@ -127,7 +127,7 @@ impl App {
         );
         let router = Arc::new(Router::new(builder, &specs).await);
         for route in router.table().routes() {
-            tracing::info!(route = %route.name, key = %route.key, "Amazon Connect route ready");
+            tracing::info!(route = %route.name, key = route.key.as_str(), "Amazon Connect route ready");
         }
         if let Some(path) = config.aws.routes.clone() {
             background.push(Box::pin(routes::reload_on_change(

@@ -147,12 +147,12 @@ pub(super) fn callers(config: &ServeConfig) -> Result<Option<Arc<Callers>>, Star
 
 /// What lives in the store every replica may share: the quota's buckets and replay's answers, on
 /// one Redis connection when `--quota-store` names one, in this process otherwise.
-pub(super) struct SharedParts {
+pub(super) struct StoreParts {
     pub quota: QuotaStores,
     pub replayer: Option<Arc<Replayer>>,
 }
 
-impl SharedParts {
+impl StoreParts {
     pub(super) fn build(
         config: &ServeConfig,
         registry: &mut MetricsRegistry,

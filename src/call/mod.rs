@@ -34,7 +34,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::{
     auth::{self, Authenticated, CallerMetrics, CallerRefusal, CallerShare, Callers, Refusal},
     clip,
-    domain::{AssociationRequest, RehydrationType, Rejected, UnvalidatedRequest},
+    domain::{AssociationRequest, Refused, RehydrationType, UnvalidatedRequest},
     error::CallError,
     lifecycle::Lifecycle,
     middleware::UpstreamCall,
@@ -230,8 +230,8 @@ impl CallService {
         } = deadline::Deadline::of(&call.extensions, self.default_deadline);
         let request = match AssociationRequest::parse(unvalidated(call.message)) {
             Ok(request) => Arc::new(request),
-            Err(rejected) => {
-                let Rejected { error, request } = *rejected;
+            Err(refused) => {
+                let Refused { error, request } = *refused;
                 let caller_token =
                     (!request.client_token.is_empty()).then_some(request.client_token);
                 record.refused_token.clone_from(&caller_token);
@@ -323,7 +323,7 @@ impl CallService {
         match &self.replayer {
             Some(replayer) => {
                 replayer
-                    .answer(&route.key, &call.request, call.deadline, own)
+                    .answer(route.key.as_str(), &call.request, call.deadline, own)
                     .await
             }
             None => Ok(Answered::Called(own().await)),
@@ -405,7 +405,7 @@ pub(super) fn attempts_metadata(attempts: u32) -> MetadataMap {
 fn log_failure(error: &CallError) {
     match error {
         CallError::Upstream(upstream) if upstream.kind == UpstreamErrorKind::Credentials => {
-            tracing::error!(error = %upstream, "the facade's AWS credentials are missing, expired or rejected")
+            tracing::error!(error = %upstream, "the facade's AWS credentials are missing, expired or refused")
         }
         CallError::Upstream(upstream)
             if matches!(

@@ -43,7 +43,7 @@ use crate::{
     domain::AssociationRequest,
     error::CallError,
     lifecycle::Tasks,
-    quota::QuotaStore,
+    quota::{AccountKey, QuotaStore},
     telemetry,
     upstream::{Association, ConnectUpstream},
 };
@@ -128,14 +128,14 @@ pub struct KeyGuards {
 impl KeyGuards {
     /// `key` names the account and region's bucket in `quota` and its breaker.
     pub fn new(
-        key: &str,
+        key: &AccountKey,
         quota: Arc<dyn QuotaStore>,
         config: &MiddlewareConfig,
         metrics: &UpstreamMetrics,
         tasks: &Tasks,
     ) -> Self {
-        let breaker = CircuitBreakerLayer::new(key, config.breaker.clone());
-        metrics.follow_breaker(key, &breaker.breaker());
+        let breaker = CircuitBreakerLayer::new(key.as_str(), config.breaker.clone());
+        metrics.follow_breaker(key.as_str(), &breaker.breaker());
         Self {
             breaker,
             rate_limit: (config.rate_limit.limits.rate_per_second > 0.0).then(|| {
@@ -143,11 +143,11 @@ impl KeyGuards {
                     key,
                     quota,
                     &config.rate_limit,
-                    metrics.key_rate_limit(key),
+                    metrics.key_rate_limit(key.as_str()),
                     tasks.clone(),
                 )
             }),
-            attempts: metrics.key_attempts(key),
+            attempts: metrics.key_attempts(key.as_str()),
         }
     }
 }

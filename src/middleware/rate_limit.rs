@@ -26,7 +26,7 @@ use super::{CallFuture, KeyRateLimit, UpstreamCall};
 use crate::{
     error::{CallError, RatePolicy},
     lifecycle::Tasks,
-    quota::{Bucket, Full, QuotaLimits, QuotaStore, fair::FairQueue},
+    quota::{AccountKey, Bucket, Full, QuotaLimits, QuotaStore, fair::FairQueue},
     upstream::{Association, UpstreamErrorKind},
 };
 
@@ -41,7 +41,7 @@ pub struct RateLimitConfig {
 
 /// What the layer shares between its clones.
 struct Limiter {
-    key: String,
+    key: AccountKey,
     store: Arc<dyn QuotaStore>,
     fair: FairQueue,
     limits: QuotaLimits,
@@ -110,7 +110,7 @@ impl Limiter {
                             rate: full.rate,
                             burst: self.limits.burst,
                         };
-                        let subject = format!("region:{}", self.key);
+                        let subject = self.key.to_string();
                         (subject, self.account_limit(&full), policy)
                     }
                 };
@@ -159,7 +159,7 @@ pub(crate) struct RateLimitLayer {
 impl RateLimitLayer {
     /// `key` names the account and region's bucket in `store`.
     pub fn new(
-        key: &str,
+        key: &AccountKey,
         store: Arc<dyn QuotaStore>,
         config: &RateLimitConfig,
         metrics: KeyRateLimit,
@@ -168,8 +168,13 @@ impl RateLimitLayer {
         metrics.set_rate(config.limits.rate_per_second);
         Self {
             limiter: Arc::new(Limiter {
-                key: key.to_owned(),
-                fair: FairQueue::new(key, store.clone(), config.limits.rate_per_second, tasks),
+                key: key.clone(),
+                fair: FairQueue::new(
+                    key.as_str(),
+                    store.clone(),
+                    config.limits.rate_per_second,
+                    tasks,
+                ),
                 store,
                 limits: config.limits.clone(),
                 max_queue_wait: config.max_queue_wait,
@@ -220,12 +225,12 @@ where
             let outcome = inner.oneshot(call).await;
             match &outcome {
                 Err(CallError::Upstream(e)) if e.kind == UpstreamErrorKind::Throttling => {
-                    limiter.store.throttled(&limiter.key).await;
+                    limiter.store.throttled(limiter.key.as_str()).await;
                 }
                 Err(CallError::Upstream(e)) if e.answered_by_aws() => {
-                    limiter.store.accepted(&limiter.key).await;
+                    limiter.store.accepted(limiter.key.as_str()).await;
                 }
-                Ok(_) => limiter.store.accepted(&limiter.key).await,
+                Ok(_) => limiter.store.accepted(limiter.key.as_str()).await,
                 Err(_) => {}
             }
             outcome

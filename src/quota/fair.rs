@@ -1,56 +1,18 @@
 //! Fair shares of the quota among callers, weighted by each caller's `weight` (auth file), in this
-//! replica and across the fleet. A caller that sends little gets its calls through while a
-//! neighbour floods, and weights hold whichever replicas the callers' connections landed on.
+//! replica and across the fleet: a caller that sends little gets its calls through while a
+//! neighbour floods.
 //!
-//! **In this replica**, when attempts wait for a slot, they are handed the slots by weighted fair
-//! queuing across callers ([`FairOrder`]) instead of in arrival order. Per quota key:
-//! - an attempt that finds nobody waiting and a slot free takes it at once (one store round trip,
-//!   as without fairness);
-//! - otherwise it joins its caller's lane, unless the calls that fair order puts before it cannot
-//!   all be served within its wait bound, in which case it is refused at once with that estimate as
-//!   its RetryInfo (so a flood fills neither the queue nor `--max-waiting`, and the others' calls
-//!   still get in);
-//! - one dispatcher task takes the calls in fair order and reserves **one** slot at a time in the
-//!   store, for the call whose turn it is, then waits until that slot's time before choosing the
-//!   next. Slots are never reserved ahead for a queue, so a call arriving later in a quiet lane is
-//!   served at the next turn, not behind the flood's reservations.
-//!
-//! **Across replicas** (a Redis store and an auth file), that is not enough: a gRPC client keeps
-//! one HTTP/2 connection, so behind a Kubernetes Service each caller sits on one replica, and
-//! per-replica queues share the account between replicas (each dispatcher asks in turn), whoever
-//! their callers are. So the store also shares the account's rate among callers, in the script
-//! that reserves the slot (`gcra.lua`, the same round trip):
-//! - every caller that asked in the last [`ACTIVE_CALLER_WINDOW`] is registered beside the bucket
-//!   (same hash slot) with its weight; its **share** is the account's (adapted) rate times its
-//!   weight over the active callers' weights, kept as a GCRA of its own with one interval of
-//!   tolerance;
-//! - a caller **within its share** reserves the account's next slot, now or later, as before;
-//! - a caller **over its share** gets a slot only if one is free now: what the others leave unused
-//!   is lent to whoever still asks (work-conserving, as this queue is). Otherwise the store
-//!   reserves nothing and says when to ask again (when the account's next slot frees, or its share
-//!   allows one, whichever is first). Here its lane is held until then, keeping its calls' places,
-//!   and the dispatcher serves the other lanes meanwhile;
-//! - over-share callers never hold future slots and each dispatcher holds at most one, so a caller
-//!   within its share (the quiet one) finds the account's next slot at most one reservation per
-//!   replica away, on its own replica or another;
-//! - a borrowed slot leaves no debt beyond one interval, and a caller silent for the window is
-//!   forgotten: as an idle lane here restarts at the virtual time, neither credit nor debt carries.
-//!
-//! Why shares rather than the fair queue's virtual clock in Redis (the other known shape): serving
-//! the smallest tag fleet-wide needs Redis to know every replica's waiting calls, a round trip to
-//! enqueue and another to dequeue each waiting call, and entries that a dead replica leaves
-//! behind. Shares need only what each attempt already sends; a lone caller's share is the whole
-//! account, so they cost nothing when there is nobody to be fair to. Their price is an over-share
-//! lane asking again at most once per account interval while it waits (measured in
-//! docs/SCALING.md).
-//!
-//! The local store has no fleet and ignores callers: this queue is all the sharing one process
-//! needs. While Redis is away, each replica's fallback shares its part of the quota by this queue
-//! alone. A caller's `max_rate` ([`super::caller_rate`]) stays per replica.
+//! - In this replica, attempts that must wait join their caller's lane; one dispatcher task takes
+//!   them in weighted fair order ([`FairOrder`], self-clocked fair queuing) and reserves one slot at
+//!   a time in the store. An attempt whose turn cannot come within its wait bound is refused at once
+//!   with that estimate as its RetryInfo.
+//! - Across replicas, the store's script shares the account's rate among the callers active in the
+//!   last [`ACTIVE_CALLER_WINDOW`] by weight; a caller over its share only borrows a slot free now,
+//!   else its lane is held while the dispatcher serves the others.
 //!
 //! No maintained crate schedules async waiters by weight with per-waiter deadlines over an external
-//! rate store (tower's buffer and limit layers are FIFO), hence this module; the ordering itself is
-//! the textbook self-clocked fair queuing with a unit cost per call.
+//! rate store (tower's limits are FIFO), hence this module. The design and the shapes weighed:
+//! the book's "Designs" chapter (docs/building/designs.md).
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
@@ -237,7 +199,7 @@ struct Queue {
 }
 
 /// What the queue's handle and its dispatcher task share.
-struct Lanes {
+struct Waiting {
     key: String,
     store: Arc<dyn QuotaStore>,
     tasks: Tasks,
@@ -248,7 +210,7 @@ struct Lanes {
 
 /// The callers' lanes in front of one quota key of a store.
 pub(crate) struct FairQueue {
-    lanes: Arc<Lanes>,
+    waiting: Arc<Waiting>,
 }
 
 fn caller_weight(caller: &CallerShare) -> Option<CallerWeight<'_>> {
@@ -261,7 +223,7 @@ fn caller_weight(caller: &CallerShare) -> Option<CallerWeight<'_>> {
 impl FairQueue {
     pub fn new(key: &str, store: Arc<dyn QuotaStore>, rate: f64, tasks: Tasks) -> Self {
         Self {
-            lanes: Arc::new(Lanes {
+            waiting: Arc::new(Waiting {
                 key: key.to_owned(),
                 store,
                 tasks,
@@ -285,16 +247,16 @@ impl FairQueue {
         give_up_at: Instant,
         deadline: Instant,
     ) -> Result<Slot, Full> {
-        let lanes = &self.lanes;
+        let waiting = &self.waiting;
         let now = Instant::now();
         let max_wait = give_up_at.saturating_duration_since(now);
         // The earliest the store can give a slot, when known: later turns come after it.
         let mut first_free = now;
-        if lanes.queue.lock().lanes.is_empty() {
-            let decision = lanes
+        if waiting.queue.lock().lanes.is_empty() {
+            let decision = waiting
                 .store
                 .reserve(SlotRequest {
-                    key: &lanes.key,
+                    key: &waiting.key,
                     instance_id,
                     max_wait: Duration::ZERO,
                     deadline,
@@ -303,7 +265,7 @@ impl FairQueue {
                 .await;
             match decision {
                 Ok(slot) => {
-                    let mut queue = lanes.queue.lock();
+                    let mut queue = waiting.queue.lock();
                     queue.rate = slot.rate;
                     queue.last_slot = queue.last_slot.max(Instant::now() + slot.wait);
                     return Ok(slot);
@@ -311,14 +273,14 @@ impl FairQueue {
                 // The bucket itself (or the caller's share) frees up too late: no lane can help.
                 Err(full) if full.retry_after > max_wait => return Err(full),
                 Err(full) => {
-                    lanes.queue.lock().rate = full.rate;
+                    waiting.queue.lock().rate = full.rate;
                     first_free = now + full.retry_after;
                 }
             }
         }
         let (answer, granted) = oneshot::channel();
         {
-            let mut queue = lanes.queue.lock();
+            let mut queue = waiting.queue.lock();
             let estimate = queue.estimate(caller, first_free);
             if estimate > max_wait {
                 return Err(Full {
@@ -341,10 +303,10 @@ impl FairQueue {
                 },
             );
             if queue.dispatching {
-                lanes.arrived.notify_one();
+                waiting.arrived.notify_one();
             } else {
                 queue.dispatching = true;
-                lanes.tasks.spawn_until_stopped(dispatch(lanes.clone()));
+                waiting.tasks.spawn_until_stopped(dispatch(waiting.clone()));
             }
         }
         match tokio::time::timeout_at(give_up_at, granted).await {
@@ -355,7 +317,7 @@ impl FairQueue {
             // Not served in time (or the dispatcher is gone, which only happens at shutdown): its
             // place in the lane is dropped by the dispatcher when it comes to it.
             Ok(Err(_)) | Err(_) => {
-                let queue = lanes.queue.lock();
+                let queue = waiting.queue.lock();
                 Err(Full {
                     bucket: Bucket::Account,
                     retry_after: queue.estimate(caller, Instant::now()),
@@ -391,10 +353,10 @@ impl Queue {
 }
 
 /// Hands out slots in fair order, one at a time, until the lanes are empty.
-async fn dispatch(lanes: Arc<Lanes>) {
+async fn dispatch(waiting: Arc<Waiting>) {
     loop {
         let next = {
-            let mut queue = lanes.queue.lock();
+            let mut queue = waiting.queue.lock();
             match queue
                 .lanes
                 .pop(Instant::now(), |w: &Waiter| !w.answer.is_closed())
@@ -421,7 +383,7 @@ async fn dispatch(lanes: Arc<Lanes>) {
             Err(release) => {
                 tokio::select! {
                     () = tokio::time::sleep_until(release) => {}
-                    () = lanes.arrived.notified() => {}
+                    () = waiting.arrived.notified() => {}
                 }
                 continue;
             }
@@ -431,10 +393,10 @@ async fn dispatch(lanes: Arc<Lanes>) {
         if waiter.give_up_at <= now {
             continue;
         }
-        let decision = lanes
+        let decision = waiting
             .store
             .reserve(SlotRequest {
-                key: &lanes.key,
+                key: &waiting.key,
                 instance_id: &waiter.instance_id,
                 max_wait: waiter.give_up_at - now,
                 deadline: waiter.deadline,
@@ -442,7 +404,7 @@ async fn dispatch(lanes: Arc<Lanes>) {
             })
             .await;
         {
-            let mut queue = lanes.queue.lock();
+            let mut queue = waiting.queue.lock();
             match &decision {
                 Ok(slot) => {
                     queue.rate = slot.rate;

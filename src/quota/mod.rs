@@ -20,6 +20,7 @@
 //! In front of the store, [`fair::FairQueue`] shares the slots among callers when they wait. The
 //! rate-limit layer ([`crate::middleware::rate_limit`]) knows only the trait and the queue.
 
+mod account_key;
 pub(crate) mod adaptive;
 pub(crate) mod caller_rate;
 pub(crate) mod fair;
@@ -33,6 +34,7 @@ use std::{future::Future, pin::Pin, time::Duration};
 
 use tokio::time::Instant;
 
+pub use account_key::AccountKey;
 pub use adaptive::AdaptiveConfig;
 pub(crate) use metrics::QuotaMetrics;
 

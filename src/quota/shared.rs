@@ -3,31 +3,15 @@
 //!
 //! - While the store answers, every attempt takes its slot from the one bucket in Redis
 //!   ([`super::redis`]), and throttles adapt the one shared rate.
-//! - The store's health is the process's ([`crate::store::SharedStore`]): a Redis error or a round
-//!   trip past `--quota-store-timeout` (never past the call's deadline) takes every key to its local
-//!   fallback at once, and nothing waits on Redis again until its probe gets an answer. A store
-//!   failure never fails a call.
-//! - **The fallback follows the fleet.** While Redis answers, each replica registers itself every
-//!   [`HEARTBEAT_INTERVAL`] for the key (a sorted set of replicas, scored by their last heartbeat,
-//!   `fleet.lua`) and learns how many are live. When the store fails, the fallback's rate is the
-//!   key's rate divided by that count, so N replicas together stay at the quota, whatever N the
-//!   autoscaler chose; `--quota-fallback-rate`, when set, caps it; it never goes below
-//!   [`FALLBACK_FLOOR_SHARE`] of the key's rate (a fleet counted above 100 replicas is taken as 100).
-//!   A replica that never reached Redis knows no fleet: it uses `--quota-fallback-rate` (by default
-//!   half the rate). The fallback's burst is one slot: the replicas were just sending at the
-//!   account's rate, so AWS's bucket is as good as empty, and N bursts at once would be throttled.
-//! - The fallback is rebuilt at each outage, at the rate of that moment; the live count and the
-//!   fallback rate show in `connect_facade_quota_fleet_replicas` and
-//!   `connect_facade_quota_fallback_rate_per_second`.
-//! - **Back on Redis after the fallback's slots.** The bucket in Redis did not see the fallbacks'
-//!   slots (or was lost with a restart, or lagged on a promoted replica), so it would offer a whole
-//!   burst to an AWS bucket the fleet just emptied, while slots the fallbacks granted are still
-//!   waiting to be sent. A replica's first Redis slot after an outage it spent on its fallback moves
-//!   the account's bucket past its last fallback slot, with the burst spent: one slot, then the rate.
+//! - A Redis error or a round trip past `--quota-store-timeout` takes every key to its local
+//!   fallback at once ([`crate::store::SharedStore`] probes until Redis answers); a store failure
+//!   never fails a call.
+//! - The fallback follows the fleet: each replica heartbeats every [`HEARTBEAT_INTERVAL`] and
+//!   learns how many are live, and the fallback's rate is the key's rate over that count (capped by
+//!   `--quota-fallback-rate`, never below [`FALLBACK_FLOOR_SHARE`] of it), with a burst of one.
+//! - Back on Redis, a replica's first slot moves the account's bucket past its last fallback slot.
 //!
-//! Falling back rather than failing is envoyproxy/ratelimit's default too (`failure_mode_deny=false`);
-//! unlike it, a bounded round trip keeps a slow Redis from holding calls (its issue #462), and the
-//! fallback divides the quota by the fleet instead of granting each replica its own.
+//! The design and the alternatives weighed: the book's "Designs" chapter (docs/building/designs.md).
 
 use std::{
     sync::{

@@ -10,11 +10,12 @@ use crate::store::SharedStore;
 /// Where the stores keep their buckets.
 #[derive(Clone)]
 pub struct QuotaStores {
-    shared: Option<Shared>,
+    shared: Option<OnStore>,
 }
 
+/// What each key's quota on the shared store is built with.
 #[derive(Clone)]
-struct Shared {
+struct OnStore {
     store: SharedStore,
     /// `--quota-fallback-rate` as a share of `--rate-limit` (so a route at another rate scales it):
     /// the cap of the fleet's share.
@@ -40,7 +41,7 @@ impl QuotaStores {
         metrics: QuotaMetrics,
     ) -> Self {
         Self {
-            shared: Some(Shared {
+            shared: Some(OnStore {
                 store,
                 cap_share,
                 unknown_fleet_share,

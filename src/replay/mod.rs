@@ -1,35 +1,16 @@
 //! No slot of the quota is spent twice on one association, and no caller is told "failed" about an
-//! association that happened: answers are remembered by the contact they associated, and identical
-//! calls in flight are coalesced into one.
+//! association that happened. A call is keyed by its contact (quota key, instance, initial contact),
+//! whatever its token, and what it asks of it (type and source) is its fingerprint:
 //!
-//! Amazon Connect allows one persistent chat association per new contact, so a call is keyed by its
-//! contact: its quota key (the AWS account and region), instance and initial contact id. What it
-//! asks of that contact (the rehydration type and the source contact) is its fingerprint. Every
-//! call is keyed so, whatever its token: most callers send none (the facade makes one), and their
-//! retry after a lost answer is a new token for the same association.
+//! - **replay**: a success is kept for `--replay-window`; the same fingerprint within it is answered
+//!   from it (`x-facade-replayed: true`);
+//! - **already associated** / **reuse**: another fingerprint for a remembered contact, or the
+//!   caller's token with another fingerprint, is refused before AWS, as AWS would refuse it;
+//! - **coalescing**: calls for a contact while one is in flight wait for its answer;
+//! - **never dropped**: the first call's AWS call runs as a task of its own, to its end.
 //!
-//! - **Replay**: a successful answer is kept for `--replay-window` (10 min). A call for the same
-//!   contact with the same fingerprint within it is answered from it, whatever its token: no AWS
-//!   call, no quota slot, and the metadata `x-facade-replayed: true`. Only successes are kept: a
-//!   retry after an error still reaches AWS.
-//! - **Already associated**: a call for a remembered contact with another fingerprint is refused
-//!   before AWS (FAILED_PRECONDITION, ALREADY_ASSOCIATED, the existing association in the details),
-//!   as AWS would refuse it, so the caller can tell a real conflict from its own retry.
-//! - **Reuse**: the caller's token with another fingerprint for the same contact, kept or in flight,
-//!   is refused before AWS (INVALID_ARGUMENT, CLIENT_TOKEN_REUSED), as AWS would refuse it. (A token
-//!   reused for another contact reaches AWS, which refuses it.)
-//! - **Coalescing**: calls for a contact while one is in flight wait for its answer (each within its
-//!   own deadline) instead of each spending a slot. Identical ones share its outcome, errors
-//!   included; others are judged against its success, or go themselves after its failure. The first
-//!   call's own deadline or cancellation is never shared: then one of them goes to AWS itself.
-//! - **Never dropped**: the first call's AWS call runs in a task of its own, so once sent it runs
-//!   to its end (its attempt's timeout; no retry past the caller's deadline) even if its caller left,
-//!   and its answer is kept for that caller's retry.
-//!
-//! The cache is this replica's memory ([`memory`], bounded by `--replay-capacity`). With
-//! `--quota-store redis://…` the answers are also written to Redis ([`redis`], keys with the window
-//! as TTL) and a short lock key beside each marks a call in flight, so replicas replay and coalesce
-//! each other's calls; Redis failing only loses the sharing, never a call.
+//! The cache is this replica's memory ([`memory`]), and Redis with the shared store ([`redis`]).
+//! The design: the book's "Designs" chapter (docs/building/designs.md).
 
 pub(crate) mod memory;
 mod metrics;
@@ -97,13 +78,13 @@ enum Settled {
     Reused,
 }
 
-/// What a call in flight shares with the calls waiting for it: `None` until settled.
-type Shared = Option<Settled>;
+/// What a call in flight tells the calls waiting for it: `None` until it settles.
+type Settling = Option<Settled>;
 
 struct InFlight {
     fingerprint: Fingerprint,
     token: TokenHash,
-    answer: watch::Receiver<Shared>,
+    answer: watch::Receiver<Settling>,
 }
 
 /// One call as the replayer sees it.
@@ -320,9 +301,9 @@ enum Role {
     Reused,
     /// Wait for the call in flight for its contact (its fingerprint: only an identical call
     /// shares its failure).
-    Wait(watch::Receiver<Shared>, Fingerprint),
+    Wait(watch::Receiver<Settling>, Fingerprint),
     /// Go first: for itself and the calls that come meanwhile.
-    First(watch::Sender<Shared>, watch::Receiver<Shared>),
+    First(watch::Sender<Settling>, watch::Receiver<Settling>),
 }
 
 /// The first call for a contact, in its own task: on drop (settled, or panicked) it leaves the
@@ -330,7 +311,7 @@ enum Role {
 struct Lead {
     replayer: Arc<Replayer>,
     key: ContactKey,
-    answer: watch::Sender<Shared>,
+    answer: watch::Sender<Settling>,
 }
 
 impl Lead {

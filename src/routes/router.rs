@@ -15,7 +15,7 @@ use super::{RouteMetrics, spec::RouteSpec};
 use crate::lifecycle::Tasks;
 use crate::{
     middleware::{KeyGuards, MiddlewareConfig, ProcessLimits, UpstreamMetrics, UpstreamStack},
-    quota::stores::QuotaStores,
+    quota::{AccountKey, stores::QuotaStores},
     upstream::{RouteTarget, UpstreamBase},
 };
 
@@ -25,7 +25,7 @@ pub struct Route {
     /// Its name in the routes file (`default` without one).
     pub name: String,
     /// The account and region its calls count against.
-    pub key: String,
+    pub key: AccountKey,
     pub stack: UpstreamStack,
     /// `connect_facade_route_calls_total{route}`.
     pub calls: prometheus_client::metrics::counter::Counter,
@@ -64,7 +64,7 @@ pub struct RouteBuilder {
     metrics: RouteMetrics,
     tasks: Tasks,
     /// The guards of every account and region seen so far.
-    guards: Mutex<HashMap<String, KeyGuards>>,
+    guards: Mutex<HashMap<AccountKey, KeyGuards>>,
 }
 
 impl RouteBuilder {
@@ -136,12 +136,14 @@ impl RouteBuilder {
         table
     }
 
-    fn guards_for(&self, key: &str, middleware: &MiddlewareConfig) -> KeyGuards {
+    fn guards_for(&self, key: &AccountKey, middleware: &MiddlewareConfig) -> KeyGuards {
         let mut guards = self.guards.lock();
         guards
-            .entry(key.to_owned())
+            .entry(key.clone())
             .or_insert_with(|| {
-                let store = self.stores.store(key, middleware.rate_limit.limits.clone());
+                let store = self
+                    .stores
+                    .store(key.as_str(), middleware.rate_limit.limits.clone());
                 KeyGuards::new(key, store, middleware, &self.upstream_metrics, &self.tasks)
             })
             .clone()

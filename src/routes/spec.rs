@@ -21,6 +21,8 @@ use std::{collections::HashMap, path::Path};
 
 use serde::Deserialize;
 
+use crate::quota::AccountKey;
+
 /// One route, as written.
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -65,11 +67,8 @@ impl RouteSpec {
     /// and the circuit breaker are per key, so two routes to the same account and region share them.
     /// A route with no role uses the facade's own identity: its key is the region alone (the key a
     /// facade without routes uses).
-    pub fn quota_key(&self) -> String {
-        match self.account() {
-            Some(account) => format!("{account}:{}", self.region),
-            None => self.region.clone(),
-        }
+    pub fn quota_key(&self) -> AccountKey {
+        AccountKey::new(self.account(), &self.region)
     }
 }
 
@@ -149,7 +148,7 @@ fn check(routes: &[RouteSpec]) -> Result<(), String> {
     }
     let mut names = HashMap::new();
     let mut instances: HashMap<&str, &str> = HashMap::new();
-    let mut keys: HashMap<String, &RouteSpec> = HashMap::new();
+    let mut keys: HashMap<AccountKey, &RouteSpec> = HashMap::new();
     for route in routes {
         let name = route.name.as_str();
         let valid_name = !name.is_empty()
@@ -266,8 +265,8 @@ mod tests {
     #[test]
     fn a_good_file_parses_with_its_keys() {
         let routes = parse(GOOD, "routes.yaml").unwrap();
-        assert_eq!(routes[0].quota_key(), "111122223333:eu-west-2");
-        assert_eq!(routes[1].quota_key(), "us-east-1");
+        assert_eq!(routes[0].quota_key().as_str(), "111122223333:eu-west-2");
+        assert_eq!(routes[1].quota_key().as_str(), "us-east-1");
         assert_eq!(routes[0].account(), Some("111122223333"));
     }
 

@@ -35,7 +35,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 
-use crate::serving::listener::ConnectionMetrics;
+use crate::serving::listener::{CloseReason, ConnectionMetrics};
 
 /// What every connection's calls hold, together.
 #[derive(Debug)]
@@ -71,7 +71,7 @@ impl ProcessBuffers {
         })
     }
 
-    /// A connection's account, bounded by `limit`.
+    /// A connection's buffers, bounded by `limit`.
     pub fn connection(self: &Arc<Self>, limit: usize) -> Arc<ConnectionBuffers> {
         let connection = Arc::new(ConnectionBuffers {
             process: self.clone(),
@@ -151,10 +151,10 @@ impl ConnectionBuffers {
     }
 
     /// Why this connection was reset, as its metric's reason.
-    pub fn reset_reason(&self) -> &'static str {
+    pub fn reset_reason(&self) -> CloseReason {
         match self.reason.load(Ordering::Acquire) {
-            RESET_OPEN_REQUESTS => "open_requests",
-            _ => "buffer",
+            RESET_OPEN_REQUESTS => CloseReason::OpenRequests,
+            _ => CloseReason::Buffer,
         }
     }
 
@@ -165,7 +165,7 @@ impl ConnectionBuffers {
         self.exceeded.store(true, Ordering::Release);
         self.notify.notify_waiters();
     }
-    /// An account for one call's body: what it read is released when the account is dropped.
+    /// One call's share of its connection's buffers: what its body read is released when it is dropped.
     pub fn call(self: &Arc<Self>) -> Arc<CallBuffer> {
         Arc::new(CallBuffer {
             connection: self.clone(),
@@ -186,7 +186,7 @@ impl ConnectionBuffers {
 
     /// Counts this connection among those the facade closed, for `reason` (`buffer`, `idle`,
     /// `max_age`).
-    pub fn count_closed(&self, reason: &'static str) {
+    pub fn count_closed(&self, reason: CloseReason) {
         self.process.metrics.closed("grpc", reason);
     }
 
@@ -219,7 +219,7 @@ impl Drop for CallBuffer {
     }
 }
 
-/// A request body whose bytes are counted against its call's account.
+/// A request body whose bytes are counted against its call's share of the buffers.
 pub struct Counted<B> {
     inner: B,
     call: Arc<CallBuffer>,
@@ -308,7 +308,7 @@ mod tests {
         let newcomer = process.connection(100);
         let admitted = newcomer.open_request();
         assert!(admitted.is_some());
-        assert_eq!(attacker.reset_reason(), "open_requests");
+        assert_eq!(attacker.reset_reason(), CloseReason::OpenRequests);
         attacker.exceeded().await;
         // A second request of a connection holding one, with only peers of one left: refused.
         assert!(spread.open_request().is_none());

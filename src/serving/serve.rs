@@ -46,6 +46,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{body::Body, transport::server::Connected};
 use tower::{BoxError, Service, ServiceExt};
 
+use crate::serving::listener::CloseReason;
 use crate::serving::request_buffers::{
     ConnectionBuffers, Counted, OpenRequestsFull, ProcessBuffers,
 };
@@ -111,7 +112,7 @@ pub async fn serve<I, IO, E, S, B>(
     B::Error: Into<BoxError>,
 {
     let builder = settings.builder();
-    let (stopping, stopped) = watch::channel(false);
+    let (goaway, goaway_sent) = watch::channel(false);
     {
         let mut incoming = pin!(incoming);
         let mut stop = pin!(stop);
@@ -127,17 +128,17 @@ pub async fn serve<I, IO, E, S, B>(
                     builder.clone(),
                     settings,
                     buffers.connection(settings.max_connection_buffer),
-                    stopped.clone(),
+                    goaway_sent.clone(),
                 ),
                 Some(Err(error)) => tracing::debug!(%error, "connection not admitted"),
                 None => break,
             }
         }
     }
-    let _ = stopping.send(true);
-    drop(stopped);
+    let _ = goaway.send(true);
+    drop(goaway_sent);
     // Every connection task holds a receiver until it ends.
-    stopping.closed().await;
+    goaway.closed().await;
 }
 
 fn spawn_connection<IO, S, B>(
@@ -145,8 +146,8 @@ fn spawn_connection<IO, S, B>(
     service: S,
     builder: auto::Builder<TokioExecutor>,
     settings: ConnectionSettings,
-    account: Arc<ConnectionBuffers>,
-    stopped: watch::Receiver<bool>,
+    buffers: Arc<ConnectionBuffers>,
+    goaway_sent: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IO::ConnectInfo: Clone + Send + Sync + 'static,
@@ -159,12 +160,12 @@ fn spawn_connection<IO, S, B>(
     let info = io.connect_info();
     let activity = Arc::new(Activity::new());
     let calls = {
-        let (activity, account) = (activity.clone(), account.clone());
+        let (activity, buffers) = (activity.clone(), buffers.clone());
         tower::service_fn(move |request: http::Request<Incoming>| {
-            let held = account.call();
+            let held = buffers.call();
             let mut request = request.map(|body| Body::new(Counted::new(body, held.clone())));
             request.extensions_mut().insert(info.clone());
-            let admitted = account.open_request();
+            let admitted = buffers.open_request();
             if admitted.is_none() {
                 request.extensions_mut().insert(OpenRequestsFull);
             }
@@ -186,8 +187,8 @@ fn spawn_connection<IO, S, B>(
         TowerToHyperService::new(calls),
         builder,
         settings,
-        (activity, account),
-        stopped,
+        (activity, buffers),
+        goaway_sent,
     );
 }
 
@@ -199,8 +200,8 @@ fn drive<IO, H, E>(
     service: H,
     builder: auto::Builder<E>,
     settings: ConnectionSettings,
-    (activity, account): (Arc<Activity>, Arc<ConnectionBuffers>),
-    mut stopped: watch::Receiver<bool>,
+    (activity, buffers): (Arc<Activity>, Arc<ConnectionBuffers>),
+    mut goaway_sent: watch::Receiver<bool>,
 ) where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     H: hyper::service::Service<http::Request<Incoming>, Response = http::Response<Body>>
@@ -231,33 +232,33 @@ fn drive<IO, H, E>(
                     }
                     return;
                 }
-                () = account.exceeded() => {
+                () = buffers.exceeded() => {
                     // Reset, not closed gracefully: its calls would hold their data a while longer.
-                    let reason = account.reset_reason();
-                    account.count_closed(reason);
-                    if reason == "buffer" {
+                    let reason = buffers.reset_reason();
+                    buffers.count_closed(reason);
+                    if reason == CloseReason::Buffer {
                         tracing::warn!("connection reset: its unfinished requests held more data than allowed");
                     } else {
                         tracing::warn!("connection reset: it held the most of --max-open-requests when another peer needed one");
                     }
                     return;
                 }
-                () = &mut aged, if !closing => "max_age",
-                () = &mut idle, if !closing => "idle",
-                _ = stopped.changed(), if !closing => "shutdown",
+                () = &mut aged, if !closing => CloseReason::MaxAge,
+                () = &mut idle, if !closing => CloseReason::Idle,
+                _ = goaway_sent.changed(), if !closing => CloseReason::Shutdown,
                 () = tokio::time::sleep_until(force_at.unwrap_or_else(Instant::now)),
                     if force_at.is_some() => {
                     tracing::debug!("calls still in flight past the grace period: connection closed");
                     return;
                 }
             };
-            tracing::debug!(reason, "closing the connection gracefully");
-            if reason != "shutdown" {
-                account.count_closed(reason);
+            tracing::debug!(reason = reason.label(), "closing the connection gracefully");
+            if reason != CloseReason::Shutdown {
+                buffers.count_closed(reason);
             }
             connection.as_mut().graceful_shutdown();
             closing = true;
-            if reason != "shutdown" {
+            if reason != CloseReason::Shutdown {
                 force_at = Some(Instant::now() + settings.grace);
             }
         }

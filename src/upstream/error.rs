@@ -20,7 +20,7 @@ use aws_sdk_connect::{
 /// What went wrong with a call to Amazon Connect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamErrorKind {
-    /// `InvalidParameterException`: AWS rejected a parameter.
+    /// `InvalidParameterException`: AWS refused a parameter.
     InvalidParameter,
     /// `InvalidRequestException`: the request is well formed but the contacts are not in a state
     /// that allows it (not a chat, not ended, already associated...).
@@ -33,7 +33,7 @@ pub enum UpstreamErrorKind {
     Throttling,
     /// `InternalServiceException` or any other 5xx answer.
     ServiceUnavailable,
-    /// The facade's own AWS credentials are missing, expired or rejected.
+    /// The facade's own AWS credentials are missing, expired or refused.
     Credentials,
     /// AWS could not be reached: connection refused or reset, DNS, timeout.
     Transport,

@@ -204,7 +204,11 @@ async fn overload_is_held_to_the_configured_rate_and_excess_is_refused_promptly(
             Code::ResourceExhausted => {
                 let details = status.get_error_details();
                 assert_eq!(details.error_info().unwrap().reason, "RATE_LIMITED");
-                assert!(details.quota_failure().is_some());
+                assert_eq!(
+                    details.quota_failure().unwrap().violations[0].subject,
+                    "region:us-east-1",
+                    "the account key as callers read it (the facade's own identity)"
+                );
                 assert!(details.retry_info().is_some());
                 assert!(
                     elapsed < Duration::from_millis(100),

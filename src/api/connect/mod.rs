@@ -58,7 +58,7 @@ impl<S> Layer<S> for ConnectLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Connect {
             inner,
-            shared: self.clone(),
+            edge: self.clone(),
         }
     }
 }
@@ -66,7 +66,7 @@ impl<S> Layer<S> for ConnectLayer {
 #[derive(Clone, Debug)]
 pub(crate) struct Connect<S> {
     inner: S,
-    shared: ConnectLayer,
+    edge: ConnectLayer,
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
@@ -99,7 +99,7 @@ where
                 Ok(response.map(Body::new))
             });
         }
-        let shared = self.shared.clone();
+        let edge = self.edge.clone();
         Box::pin(async move {
             Ok(match protocol {
                 _ if request.uri().path() != RPC_PATH => {
@@ -111,10 +111,10 @@ where
                     edge_response(&refusal, CallError::from(refusal.clone()).into())
                 }
                 _ if request.method() != Method::POST => {
-                    shared.refused(EdgeRefusal::MethodNotAllowed, request.extensions())
+                    edge.refused(EdgeRefusal::MethodNotAllowed, request.extensions())
                 }
                 Protocol::ConnectJson | Protocol::ConnectProto => {
-                    shared.unary(request, protocol).await
+                    edge.unary(request, protocol).await
                 }
                 _ => {
                     let content_type = request
@@ -125,7 +125,7 @@ where
                     let refusal = EdgeRefusal::UnsupportedContentType {
                         content_type: clip::echo(content_type),
                     };
-                    shared.refused(refusal, request.extensions())
+                    edge.refused(refusal, request.extensions())
                 }
             })
         })

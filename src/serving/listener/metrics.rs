@@ -17,6 +17,41 @@ struct ListenerLabels {
     listener: &'static str,
 }
 
+/// Why the facade closed a connection: `connect_facade_connections_closed_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// `--max-connections` were open: reset at once.
+    Cap,
+    HandshakeFailed,
+    /// No handshake and first bytes within `--handshake-timeout`.
+    HandshakeTimeout,
+    /// Its unfinished requests held more than `--max-connection-buffer`: reset.
+    Buffer,
+    /// It held the most of `--max-open-requests` when another peer needed one: reset.
+    OpenRequests,
+    /// GOAWAY at `--max-connection-age`.
+    MaxAge,
+    /// GOAWAY after `--idle-timeout` with no call.
+    Idle,
+    /// GOAWAY as the server drains (not counted: every connection gets it).
+    Shutdown,
+}
+
+impl CloseReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Cap => "cap",
+            Self::HandshakeFailed => "handshake_failed",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::Buffer => "buffer",
+            Self::OpenRequests => "open_requests",
+            Self::MaxAge => "max_age",
+            Self::Idle => "idle",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClosedLabels {
     listener: &'static str,
@@ -69,9 +104,12 @@ impl ConnectionMetrics {
             .set(gauge_value(open));
     }
 
-    pub fn closed(&self, listener: &'static str, reason: &'static str) {
+    pub fn closed(&self, listener: &'static str, reason: CloseReason) {
         self.closed
-            .get_or_create(&ClosedLabels { listener, reason })
+            .get_or_create(&ClosedLabels {
+                listener,
+                reason: reason.label(),
+            })
             .inc();
     }
 

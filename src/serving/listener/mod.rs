@@ -42,7 +42,7 @@ use tonic::transport::server::Connected;
 
 mod metrics;
 
-pub(crate) use metrics::ConnectionMetrics;
+pub(crate) use metrics::{CloseReason, ConnectionMetrics};
 
 /// How many bytes a peer must send within the handshake deadline: the length of the HTTP/2 client
 /// preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`); any HTTP/1.1 request line with its Host header is longer.
@@ -163,7 +163,7 @@ where
                 out_of_descriptors = false;
             }
             let Some(open) = count.try_open(limits.max_connections) else {
-                metrics.closed(name, "cap");
+                metrics.closed(name, CloseReason::Cap);
                 // A reset rather than a graceful close: gRPC clients read it as UNAVAILABLE, the
                 // code they retry, where a connection closed before its HTTP/2 handshake is
                 // CANCELLED. No TIME_WAIT is left behind either.
@@ -192,9 +192,9 @@ where
                     }
                     Ok(Err(error)) => {
                         tracing::debug!(listener = name, %error, "handshake failed");
-                        metrics.closed(name, "handshake_failed");
+                        metrics.closed(name, CloseReason::HandshakeFailed);
                     }
-                    Err(_) => metrics.closed(name, "handshake_timeout"),
+                    Err(_) => metrics.closed(name, CloseReason::HandshakeTimeout),
                 }
             });
         }
