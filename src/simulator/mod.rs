@@ -14,6 +14,7 @@ pub(crate) mod contacts;
 pub mod faults;
 pub mod fixtures;
 pub(crate) mod identity;
+mod sts;
 mod wire;
 
 use std::{

@@ -9,7 +9,7 @@
 //! Written on hyper directly rather than a web framework: a fault must be able to close the connection
 //! without answering, which a framework's infallible handlers cannot do.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -22,7 +22,7 @@ use super::{
     RecordedRequest, SimulatorState,
     contacts::{AssociationError, RehydrationType},
     faults::{FaultEffect, Verdict},
-    identity::{AssumeRoleError, Refused},
+    identity::Refused,
 };
 
 /// The API model's limits (botocore's `connect` 2017-08-08 shapes), in Unicode scalar values; the
@@ -34,7 +34,7 @@ mod limits {
 }
 
 const ROUTE_PREFIX: &str = "/contact/persistent-contact-association/";
-const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(super) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The answer to one HTTP request, or an instruction to close the connection without one.
 pub type WireResult = Result<Response<Full<Bytes>>, ConnectionDropped>;
@@ -45,10 +45,10 @@ pub type WireResult = Result<Response<Full<Bytes>>, ConnectionDropped>;
 pub struct ConnectionDropped;
 
 /// An AWS error answer.
-struct AwsError {
-    status: StatusCode,
-    code: String,
-    message: String,
+pub(super) struct AwsError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
 }
 
 impl AwsError {
@@ -90,7 +90,7 @@ struct RequestBody {
 pub async fn handle(state: Arc<SimulatorState>, request: Request<Incoming>) -> WireResult {
     let request_id = uuid::Uuid::new_v4().to_string();
     if request.uri().path() == "/" && request.method() == Method::POST {
-        return Ok(sts::handle(&state, request, &request_id).await);
+        return Ok(super::sts::handle(&state, request, &request_id).await);
     }
     // As AWS does, a request is carried out even if its client hangs up before the answer (its
     // latency included): in a task of its own, not dropped with the connection.
@@ -244,15 +244,15 @@ fn route(method: &Method, path: &str) -> Result<(String, String), AwsError> {
 }
 
 /// What a request's SigV4 `Authorization` header says about its signer.
-struct Signer {
-    access_key_id: String,
-    region: String,
+pub(super) struct Signer {
+    pub access_key_id: String,
+    pub region: String,
 }
 
 /// Checks the shape of `Authorization: AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/SERVICE/aws4_request,
 /// SignedHeaders=…, Signature=…` for `service`, and that the key is one AWS knows, answering as AWS
 /// does when it is wrong.
-fn check_signature(
+pub(super) fn check_signature(
     state: &SimulatorState,
     headers: &http::HeaderMap,
     service: &str,
@@ -405,117 +405,4 @@ fn raw_response(
     builder
         .body(Full::new(body))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
-}
-
-/// STS's AssumeRole, in the AWS query protocol: a form-encoded POST to `/`, answered in XML.
-mod sts {
-    use super::*;
-
-    pub async fn handle(
-        state: &SimulatorState,
-        request: Request<Incoming>,
-        request_id: &str,
-    ) -> Response<Full<Bytes>> {
-        match assume_role(state, request).await {
-            Ok(body) => xml_response(StatusCode::OK, body),
-            Err((status, code, message)) => xml_response(
-                status,
-                format!(
-                    "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error>\
-                     <Type>Sender</Type><Code>{code}</Code><Message>{}</Message></Error>\
-                     <RequestId>{request_id}</RequestId></ErrorResponse>",
-                    escape(&message)
-                ),
-            ),
-        }
-    }
-
-    type StsError = (StatusCode, &'static str, String);
-
-    async fn assume_role(
-        state: &SimulatorState,
-        request: Request<Incoming>,
-    ) -> Result<String, StsError> {
-        let signer = check_signature(state, request.headers(), "sts")
-            .map_err(|error| (error.status, static_code(&error.code), error.message))?;
-        let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-            .map_err(|_| {
-                (
-                    StatusCode::BAD_REQUEST,
-                    "MalformedInput",
-                    "Could not read request body".to_owned(),
-                )
-            })?
-            .to_bytes();
-        let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
-        if form.get("Action").map(String::as_str) != Some("AssumeRole") {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "InvalidAction",
-                format!(
-                    "The action {} is not valid for this endpoint",
-                    form.get("Action").map_or("(none)", String::as_str)
-                ),
-            ));
-        }
-        let issued = state
-            .identities
-            .assume_role(
-                form.get("RoleArn").map(String::as_str),
-                form.get("RoleSessionName").map(String::as_str),
-                form.get("ExternalId").map(String::as_str),
-            )
-            .map_err(|error| match error {
-                AssumeRoleError::AccessDenied(message) => {
-                    (StatusCode::FORBIDDEN, "AccessDenied", message)
-                }
-                AssumeRoleError::Invalid(message) => {
-                    (StatusCode::BAD_REQUEST, "ValidationError", message)
-                }
-            })?;
-        tracing::debug!(key = %signer.access_key_id, role = ?form.get("RoleArn"), "simulated AssumeRole");
-        Ok(format!(
-            "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
-             <AssumeRoleResult><Credentials>\
-             <AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey>\
-             <SessionToken>{}</SessionToken><Expiration>{}</Expiration>\
-             </Credentials><AssumedRoleUser><AssumedRoleId>AROASIMULATED:{}</AssumedRoleId>\
-             <Arn>{}</Arn></AssumedRoleUser></AssumeRoleResult>\
-             <ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></AssumeRoleResponse>",
-            issued.access_key_id,
-            issued.secret_access_key,
-            issued.session_token,
-            humantime::format_rfc3339_seconds(issued.expiration),
-            escape(form.get("RoleSessionName").map_or("", String::as_str)),
-            escape(&issued.assumed_role_arn),
-            uuid::Uuid::new_v4(),
-        ))
-    }
-
-    /// STS's error codes for the signature failures Connect answers with its own.
-    fn static_code(code: &str) -> &'static str {
-        match code {
-            "ExpiredTokenException" => "ExpiredToken",
-            "UnrecognizedClientException" => "InvalidClientTokenId",
-            "MissingAuthenticationTokenException" => "MissingAuthenticationToken",
-            _ => "IncompleteSignature",
-        }
-    }
-
-    fn escape(text: &str) -> String {
-        text.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    }
-
-    fn xml_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-        Response::builder()
-            .status(status)
-            .header(header::CONTENT_TYPE, "text/xml")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
-    }
 }
