@@ -7,7 +7,7 @@ use connect_facade::{
 
 use std::time::Duration;
 
-use crate::helpers::{entire_session, spawn, spawn_with};
+use crate::support::{entire_session, spawn, spawn_with};
 
 #[tokio::test]
 async fn entire_past_session_continues_from_the_most_recent_contact() {

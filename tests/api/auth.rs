@@ -7,8 +7,8 @@ use sha2::{Digest, Sha256};
 use tonic::{Code, Request};
 
 use crate::{
-    helpers::{INSTANCE, TestApp, channel, entire_session, offline_config, spawn_with},
-    tls::{Pki, tls_client},
+    support::{INSTANCE, TestApp, channel, entire_session, offline_config, spawn_with},
+    support::{Pki, tls_client},
 };
 
 const TOKEN: &str = "billing-token-not-for-logs";
@@ -165,7 +165,7 @@ async fn an_mtls_subject_identifies_a_caller() {
     let pki = Pki::new("auth-mtls");
     let file = auth_file(&pki.dir);
     let client_ca = pki.write("client-ca.pem", &pki.ca_pem);
-    let app = crate::tls::tls_app_with(&pki, Some(&client_ca), move |c| {
+    let app = crate::support::tls_app_with(&pki, Some(&client_ca), move |c| {
         c.callers.auth_file = Some(file)
     })
     .await;
@@ -200,7 +200,7 @@ async fn a_bad_auth_file_stops_startup_naming_the_line() {
 
 #[tokio::test]
 async fn a_stranger_is_refused_on_its_headers_without_waiting_for_its_body() {
-    use crate::stalled::{connect_head, h2_answer, half_a_grpc_message, http1_answer};
+    use crate::support::{connect_head, h2_answer, half_a_grpc_message, http1_answer};
     let pki = Pki::new("auth-headers");
     let app = guarded(&pki).await;
     // Each request's body never comes; the default deadline is seconds away.

@@ -6,8 +6,8 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 use connect_facade::proto::contact_service_client::ContactServiceClient;
 
 use crate::{
-    helpers::{channel, entire_session},
-    process::{Serving, facade, serving},
+    support::{Serving, facade, serving},
+    support::{channel, entire_session},
 };
 
 fn file(name: &str, yaml: &str) -> PathBuf {

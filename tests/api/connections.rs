@@ -9,8 +9,8 @@ use tokio::{io::AsyncReadExt, net::TcpStream};
 use tonic::transport::Channel;
 
 use crate::{
-    helpers::{channel, entire_session, loopback, open_chats_with_quota, series_value, spawn_with},
-    process::{Serving, facade_with_open_files, serving},
+    support::{Serving, facade_with_open_files, serving},
+    support::{channel, entire_session, loopback, open_chats_with_quota, series_value, spawn_with},
 };
 
 /// Reads until the server closes the connection; how long that took.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use connect_facade::simulator::fixtures::Fixtures;
 
-use crate::helpers::{
+use crate::support::{
     always_error, channel, entire_session, eventually, overall_health, spawn, spawn_with,
 };
 
@@ -103,7 +103,7 @@ async fn reflection_v1alpha_describes_error_details_for_grpcurl() {
 async fn open_the_breaker(
     readiness_follows_breaker: bool,
     cool_down: Duration,
-) -> crate::helpers::TestApp {
+) -> crate::support::TestApp {
     let app = spawn_with(Fixtures::demo(), |c| {
         c.retries.max_attempts = 1;
         c.retries.breaker_failures = 2;

@@ -8,7 +8,7 @@ use connect_facade::{
 };
 use tonic::Code;
 
-use crate::helpers::{INSTANCE, always_error, entire_session, fault, loopback, spawn, spawn_with};
+use crate::support::{INSTANCE, always_error, entire_session, fault, loopback, spawn, spawn_with};
 
 #[tokio::test]
 async fn modelled_aws_errors_map_to_their_codes_with_aws_metadata() {

@@ -2,55 +2,17 @@
 //! The quota here is Connect's default (2 requests/s, burst 5) on the simulator, with the facade's
 //! default limits (2/s, burst 4, --max-queue-wait 3s).
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use crate::support::{as_caller, auth_file, offer_on};
+use std::time::Duration;
 
-use connect_facade::{
-    config::ServeConfig,
-    proto::{
-        CreatePersistentContactAssociationRequest, contact_service_client::ContactServiceClient,
-    },
-};
-use sha2::{Digest, Sha256};
-use tonic::{Code, Request, transport::Channel};
+use connect_facade::config::ServeConfig;
+use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{
+use crate::support::{
     INSTANCE, TestApp, entire_session, fresh_session, open_chats_with_quota, series_value,
     spawn_with,
 };
-
-/// An auth file of callers `(name, weight, max_rate)`, each with the token `token-NAME`.
-pub(crate) fn auth_file(test: &str, callers: &[(&str, f64, Option<f64>)]) -> PathBuf {
-    let mut text = String::from("callers:\n");
-    for (name, weight, max_rate) in callers {
-        let hash = hex::encode(Sha256::digest(format!("token-{name}").as_bytes()));
-        text.push_str(&format!(
-            "  - name: {name}\n    token_sha256: \"{hash}\"\n    instances: [\"*\"]\n    weight: {weight}\n"
-        ));
-        if let Some(rate) = max_rate {
-            text.push_str(&format!("    max_rate: {rate}\n"));
-        }
-    }
-    let path =
-        std::env::temp_dir().join(format!("connect-facade-{test}-{}.yaml", std::process::id()));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn as_caller(
-    name: &str,
-    request: CreatePersistentContactAssociationRequest,
-) -> Request<CreatePersistentContactAssociationRequest> {
-    let mut request = Request::new(request);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer token-{name}").parse().unwrap(),
-    );
-    request
-}
 
 /// The facade at the default quota limits, on a simulator with Connect's quota; or, at `rate` (with
 /// a burst of one second's calls), on a simulator with that quota.
@@ -76,73 +38,6 @@ async fn sharing(test: &str, callers: &[(&str, f64, Option<f64>)], rate: Option<
 async fn offer(app: &TestApp, name: &'static str, every: Duration, run: Duration) -> (u32, u32) {
     let offered = offer_on(&app.client, name, every, run).await;
     (offered.ok, offered.refused)
-}
-
-/// What one caller's calls came to.
-#[derive(Debug)]
-pub(crate) struct Offered {
-    pub(crate) ok: u32,
-    pub(crate) refused: u32,
-    /// The successful calls' latencies, in order.
-    pub(crate) latencies: Vec<Duration>,
-}
-
-impl Offered {
-    pub(crate) fn p50(&self) -> Duration {
-        self.latencies
-            .get(self.latencies.len() / 2)
-            .copied()
-            .unwrap_or(Duration::MAX)
-    }
-}
-
-/// [`offer`] on `client`'s connection.
-pub(crate) async fn offer_on(
-    client: &ContactServiceClient<Channel>,
-    name: &'static str,
-    every: Duration,
-    run: Duration,
-) -> Offered {
-    let started = Instant::now();
-    let mut calls = Vec::new();
-    let mut ticks = tokio::time::interval(every);
-    while started.elapsed() < run {
-        ticks.tick().await;
-        let mut client = client.clone();
-        calls.push(tokio::spawn(async move {
-            let mut request = as_caller(name, fresh_session());
-            request.set_timeout(Duration::from_secs(10));
-            let sent = Instant::now();
-            let answer = client.create_persistent_contact_association(request).await;
-            (answer, sent.elapsed())
-        }));
-    }
-    let mut offered = Offered {
-        ok: 0,
-        refused: 0,
-        latencies: Vec::new(),
-    };
-    for call in calls {
-        match call.await.unwrap() {
-            (Ok(_), latency) => {
-                offered.ok += 1;
-                offered.latencies.push(latency);
-            }
-            (Err(status), _) => {
-                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-                let reason = status
-                    .get_error_details()
-                    .error_info()
-                    .unwrap()
-                    .reason
-                    .clone();
-                assert_eq!(reason, "RATE_LIMITED", "{status:?}");
-                offered.refused += 1;
-            }
-        }
-    }
-    offered.latencies.sort();
-    offered
 }
 
 #[tokio::test]
@@ -269,8 +164,8 @@ async fn a_caller_rate_refusal_is_logged_with_its_route_and_caller() {
     use connect_facade::proto::contact_service_client::ContactServiceClient;
 
     use crate::{
-        helpers::channel,
-        process::{facade, serving},
+        support::channel,
+        support::{facade, serving},
     };
     let file = auth_file("refusal-log", &[("quick", 1.0, Some(1.0))]);
     let serving = serving(facade(&[

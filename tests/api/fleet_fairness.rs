@@ -12,10 +12,10 @@ use connect_facade::{proto::contact_service_client::ContactServiceClient, simula
 use tonic::transport::Channel;
 
 use crate::{
-    fairness::{auth_file, offer_on},
-    helpers::{RedisServer, channel, loopback, open_chats_with_quota},
-    process::{Serving, serving},
-    quota::replica_command,
+    support::replica_command,
+    support::{RedisServer, channel, loopback, open_chats_with_quota},
+    support::{Serving, serving},
+    support::{auth_file, offer_on},
 };
 
 const RATE: f64 = 10.0;

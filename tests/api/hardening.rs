@@ -6,7 +6,7 @@ use http_body_util::{BodyExt, Full};
 use tonic::{Code, metadata::MetadataValue};
 use tower::{Service, ServiceExt};
 
-use crate::helpers::{TestApp, channel, entire_session, spawn};
+use crate::support::{TestApp, channel, entire_session, spawn};
 
 const PATH: &str = "/amazonconnect.v1.ContactService/CreatePersistentContactAssociation";
 

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use connect_facade::{app::App, simulator::Simulator, simulator::fixtures::Fixtures};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{ACCESS_KEY_ID, channel, entire_session, loopback};
+use crate::support::{ACCESS_KEY_ID, channel, entire_session, loopback};
 
 #[tokio::test]
 async fn told_to_stop_the_app_drains_its_call_then_ends_every_task_and_returns() {
     let simulator = Simulator::start(loopback(), Fixtures::demo())
         .await
         .unwrap();
-    simulator.add_fault(crate::helpers::fault(
+    simulator.add_fault(crate::support::fault(
         connect_facade::simulator::faults::FaultEffect::Latency { millis: 300 },
     ));
     let routes = std::env::temp_dir().join(format!("lifecycle-routes-{}.yaml", std::process::id()));
@@ -23,7 +23,7 @@ async fn told_to_stop_the_app_drains_its_call_then_ends_every_task_and_returns()
         "routes:\n  - name: default\n    instances: [\"*\"]\n    region: us-east-1\n",
     )
     .unwrap();
-    let mut config = crate::helpers::offline_config();
+    let mut config = crate::support::offline_config();
     config.aws.endpoint_url = Some(simulator.endpoint_url());
     config.aws.routes = Some(routes.clone());
     config.retries.readiness_follows_breaker = true;
@@ -45,7 +45,7 @@ async fn told_to_stop_the_app_drains_its_call_then_ends_every_task_and_returns()
             .create_persistent_contact_association(entire_session())
             .await
     });
-    crate::helpers::eventually("the call reaches AWS", Duration::from_secs(2), || {
+    crate::support::eventually("the call reaches AWS", Duration::from_secs(2), || {
         let simulator = &simulator;
         async move { !simulator.requests().is_empty() }
     })

@@ -8,8 +8,8 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::{
-    helpers::{channel, entire_session},
-    process::{facade, serving},
+    support::{channel, entire_session},
+    support::{facade, serving},
 };
 use connect_facade::proto::contact_service_client::ContactServiceClient;
 

@@ -3,7 +3,7 @@
 use connect_facade::simulator::fixtures::Fixtures;
 use tonic::Code;
 
-use crate::helpers::{always_error, entire_session, series_value, spawn_with};
+use crate::support::{always_error, entire_session, series_value, spawn_with};
 
 fn value(metrics: &str, series: &str) -> f64 {
     series_value(metrics, series).unwrap_or_else(|| panic!("no series {series} in:\n{metrics}"))
@@ -193,7 +193,7 @@ fn names_mentioned(text: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn every_family_is_listed_and_every_name_the_dashboard_rules_and_docs_use_is_exported() {
-    let app = connect_facade::app::App::build(crate::helpers::offline_config())
+    let app = connect_facade::app::App::build(crate::support::offline_config())
         .await
         .expect("facade builds");
     let mut families = app.metric_families().to_vec();

@@ -11,8 +11,8 @@ use tokio::{
 };
 
 use crate::{
-    helpers::{TestApp, entire_session, eventually, open_chats_with_quota, spawn_with},
-    process::{facade, serving},
+    support::{TestApp, entire_session, eventually, open_chats_with_quota, spawn_with},
+    support::{facade, serving},
 };
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -64,7 +64,7 @@ async fn an_idle_connection_answering_pings_is_closed_at_the_idle_timeout() {
     let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
         c.peers.idle_timeout = Duration::from_millis(600);
         c.peers.keepalive_interval = Duration::from_millis(100);
-        c.telemetry.metrics_listen = Some(crate::helpers::loopback());
+        c.telemetry.metrics_listen = Some(crate::support::loopback());
     })
     .await;
     let (after, goaway) = idle_h2_connection(&app, Duration::from_secs(5)).await;
@@ -74,7 +74,7 @@ async fn an_idle_connection_answering_pings_is_closed_at_the_idle_timeout() {
         "closed after {after:?}"
     );
     // The app's own client connection may be idle long enough too: at least this one counted.
-    let closed = crate::helpers::series_value(
+    let closed = crate::support::series_value(
         &app.scrape().await,
         r#"connect_facade_connections_closed_total{listener="grpc",reason="idle"}"#,
     );
@@ -184,7 +184,7 @@ async fn unfinished_streams(
     frame.resize(sent, 0x0a);
     let frame = Bytes::from(frame);
     for _ in 0..connections {
-        let channel = crate::helpers::channel(addr).await;
+        let channel = crate::support::channel(addr).await;
         for _ in 0..streams {
             let (sender, receiver) = tokio::sync::mpsc::channel(1);
             sender
@@ -220,7 +220,7 @@ async fn unfinished_streams(
 
 async fn still_serving(addr: std::net::SocketAddr) {
     let mut client = connect_facade::proto::contact_service_client::ContactServiceClient::new(
-        crate::helpers::channel(addr).await,
+        crate::support::channel(addr).await,
     );
     assert!(
         client

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 use tonic_types::pb;
 
-use crate::helpers::{INSTANCE, TestApp, entire_session, fault, series_value, spawn, spawn_with};
+use crate::support::{INSTANCE, TestApp, entire_session, fault, series_value, spawn, spawn_with};
 
 const PATH: &str = "/amazonconnect.v1.ContactService/CreatePersistentContactAssociation";
 
@@ -214,7 +214,7 @@ async fn a_validation_error_is_the_protocols_json_error_with_the_grpc_details() 
 async fn throttling_is_429_with_a_retry_info() {
     let app = spawn().await;
     app.simulator
-        .add_fault(crate::helpers::always_error("ThrottlingException"));
+        .add_fault(crate::support::always_error("ThrottlingException"));
     let answer = post_json(&app, true, session_json()).await;
     assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
     let error = answer.json();
@@ -325,7 +325,7 @@ async fn what_is_not_a_call_is_refused_before_aws_with_its_reason_and_counted_as
 /// reason its answer carries.
 #[tokio::test]
 async fn an_edge_refusal_is_logged_as_a_call_with_its_reason() {
-    use crate::process::{facade, serving};
+    use crate::support::{facade, serving};
     let serving = serving(facade(&["serve", "--simulator", "--listen", "127.0.0.1:0"])).await;
     let answer = send_to(
         serving.addr,
@@ -694,7 +694,7 @@ fn any_protobuf_request_gets_the_same_answer_over_every_protocol() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // Open chats: a valid call succeeds every time, so four protocols can make the same one.
     let app = runtime.block_on(spawn_with(
-        crate::helpers::open_chats_with_quota(1_000_000.0, 1_000_000),
+        crate::support::open_chats_with_quota(1_000_000.0, 1_000_000),
         |_| {},
     ));
     let id = prop::sample::select(vec![
@@ -816,7 +816,7 @@ async fn browsers_on_an_allowed_origin_pass_cors_and_others_do_not() {
 #[tokio::test]
 async fn every_refusal_with_a_retry_info_says_when_to_come_back_in_its_protocols_words() {
     use tonic_types::StatusExt;
-    let app = spawn_with(crate::helpers::open_chats_with_quota(100.0, 100), |c| {
+    let app = spawn_with(crate::support::open_chats_with_quota(100.0, 100), |c| {
         c.quota.rate_limit = 1.0;
         c.quota.rate_burst = 1;
         c.quota.max_queue_wait = Duration::ZERO;
@@ -824,7 +824,7 @@ async fn every_refusal_with_a_retry_info_says_when_to_come_back_in_its_protocols
     })
     .await;
     let fresh = || {
-        let request = crate::helpers::fresh_session();
+        let request = crate::support::fresh_session();
         let mut body = session_json();
         body["initialContactId"] = json!(request.initial_contact_id);
         (request, body)
@@ -869,7 +869,7 @@ async fn every_refusal_with_a_retry_info_says_when_to_come_back_in_its_protocols
     // A fixed sleep: the account's bucket (1 call/s, burst 1) refills, so the next refusal is AWS's.
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     app.simulator
-        .add_fault(crate::helpers::always_error("InternalServiceException"));
+        .add_fault(crate::support::always_error("InternalServiceException"));
     let unavailable = app.call(fresh().0).await.expect_err("unavailable");
     assert_eq!(unavailable.code(), Code::Unavailable);
     assert_eq!(

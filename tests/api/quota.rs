@@ -2,6 +2,7 @@
 //! processes sharing one Redis and one simulator quota, deadlines while waiting for a reserved slot,
 //! and Redis dying and coming back under load. Each test runs its own redis-server.
 
+use crate::support::{one_quota_was_shared, replica_command};
 use std::{
     sync::{
         Arc,
@@ -20,11 +21,11 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::{
-    helpers::{
+    support::{
         RedisServer, channel, eventually, fresh_session, loopback, open_chats_with_quota,
         series_value, spawn_with,
     },
-    process::{Serving, facade, serving},
+    support::{Serving, serving},
 };
 
 /// A clock the test sets, for governor's side of the comparison.
@@ -194,64 +195,9 @@ async fn a_replica_back_from_its_fallback_waits_for_its_fallbacks_slots_and_find
     ));
 }
 
-/// Replicas sharing Connect's quota of 2/s (burst 5) through one bucket, for `elapsed` seconds of
-/// a `run`: AWS accepted at most quota x time + burst (10% margin), throttled at most 2% of the
-/// attempts, and accepted at least `min_share` of the quota.
-pub(crate) fn one_quota_was_shared(
-    attempts: usize,
-    throttled: usize,
-    elapsed: f64,
-    run: Duration,
-    min_share: f64,
-) {
-    let accepted = attempts - throttled;
-    let allowed = ((2.0 * elapsed + 5.0) * 1.1) as usize;
-    assert!(
-        accepted <= allowed,
-        "{accepted} calls accepted by AWS in {elapsed:.1} s (allowed {allowed})"
-    );
-    assert!(
-        throttled * 50 <= attempts,
-        "{throttled} of {attempts} attempts throttled (at most 2%)"
-    );
-    assert!(
-        accepted as f64 >= min_share * 2.0 * run.as_secs_f64(),
-        "only {accepted} calls accepted in {elapsed:.1} s"
-    );
-}
-
 /// A facade process sharing the quota through `redis`, calling `simulator`.
 async fn replica(simulator: &Simulator, redis: &RedisServer) -> Serving {
     serving(replica_command(simulator, &redis.url(), &[])).await
-}
-
-/// The command of a facade process whose quota store is `url`.
-pub(crate) fn replica_command(
-    simulator: &Simulator,
-    url: &str,
-    extra: &[&str],
-) -> tokio::process::Command {
-    let endpoint = simulator.endpoint_url();
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--region",
-        "us-east-1",
-        "--endpoint-url",
-        &endpoint,
-        "--quota-store",
-        url,
-    ];
-    if !extra.contains(&"--rate-limit") {
-        args.extend_from_slice(&["--rate-limit", "2"]);
-    }
-    args.extend_from_slice(extra);
-    let mut command = facade(&args);
-    command
-        .env("AWS_ACCESS_KEY_ID", "AKIDREPLICA")
-        .env("AWS_SECRET_ACCESS_KEY", "replica-secret");
-    command
 }
 
 #[tokio::test]
@@ -488,7 +434,7 @@ async fn a_throttle_seen_by_one_replica_lowers_the_rate_of_every_replica() {
     let rate = "connect_facade_rate_limit_per_second{key=\"us-east-1\"}";
     other.call(fresh_session()).await.expect("served");
     assert_eq!(series_value(&other.scrape().await, rate), Some(10.0));
-    throttled.simulator.add_fault(crate::helpers::fault(
+    throttled.simulator.add_fault(crate::support::fault(
         connect_facade::simulator::faults::FaultEffect::Error {
             code: "ThrottlingException".into(),
             status: None,
@@ -514,9 +460,9 @@ async fn a_throttle_seen_by_one_replica_lowers_the_rate_of_every_replica() {
 
 #[tokio::test]
 async fn the_quota_is_shared_over_tls_with_an_acl_user() {
-    let pki = crate::tls::Pki::new("redis");
+    let pki = crate::support::Pki::new("redis");
     let (cert, key) = pki.leaf("127.0.0.1");
-    let tls_port = crate::helpers::free_port();
+    let tls_port = crate::support::free_port();
     let redis = RedisServer::start_with(vec![
         "--tls-port".into(),
         tls_port.to_string(),
@@ -616,7 +562,7 @@ async fn the_per_instance_sub_limit_is_shared_through_redis_too() {
     let violation = &details.quota_failure().expect("QuotaFailure").violations[0];
     assert_eq!(
         violation.subject,
-        format!("instance:{}", crate::helpers::INSTANCE)
+        format!("instance:{}", crate::support::INSTANCE)
     );
     let mut other = fresh_session();
     other.instance_id = "another-instance".into();

@@ -9,7 +9,7 @@ use connect_facade::{
 };
 use tonic::Code;
 
-use crate::helpers::{
+use crate::support::{
     RedisServer, entire_session, fault, open_chats_with_quota, series_value, spawn, spawn_replica,
     spawn_with,
 };
@@ -60,7 +60,7 @@ async fn an_error_is_never_replayed() {
     app.simulator
         .add_fault(connect_facade::simulator::faults::Fault {
             times: Some(1),
-            ..crate::helpers::always_error("InvalidRequestException")
+            ..crate::support::always_error("InvalidRequestException")
         });
     app.call_expecting(with_token("after-error"), Code::FailedPrecondition)
         .await;

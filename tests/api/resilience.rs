@@ -13,7 +13,7 @@ use connect_facade::{
 use tonic::{Code, metadata::MetadataMap};
 use tonic_types::StatusExt;
 
-use crate::helpers::{always_error, entire_session, fault, spawn, spawn_with};
+use crate::support::{always_error, entire_session, fault, spawn, spawn_with};
 
 fn attempts(metadata: &MetadataMap) -> u32 {
     metadata
@@ -34,7 +34,7 @@ fn first(times: u32, code: &str) -> Fault {
 
 /// A call AWS answers NotFound; each for a chat of its own, so none is coalesced with another.
 fn unknown_instance() -> CreatePersistentContactAssociationRequest {
-    let mut request = crate::helpers::fresh_session();
+    let mut request = crate::support::fresh_session();
     request.instance_id = "not-in-the-fixtures".into();
     request
 }
@@ -284,11 +284,11 @@ async fn the_circuit_opens_fails_fast_and_closes_after_recovery() {
         c.retries.max_attempts = 1;
         c.retries.breaker_failures = 3;
         c.retries.breaker_cool_down = Duration::from_millis(400);
-        c.telemetry.metrics_listen = Some(crate::helpers::loopback());
+        c.telemetry.metrics_listen = Some(crate::support::loopback());
     })
     .await;
     let breaker_open = |metrics: &str| {
-        crate::helpers::series_value(
+        crate::support::series_value(
             metrics,
             r#"connect_facade_circuit_breaker_open{key="us-east-1"}"#,
         )
@@ -357,7 +357,7 @@ async fn sustained_throttling_never_opens_the_circuit_nor_takes_the_replica_out_
     // A fixed sleep: readiness is read every 200 ms; it must still say SERVING after a round.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        crate::helpers::overall_health(app.addr).await,
+        crate::support::overall_health(app.addr).await,
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
 }
@@ -492,7 +492,7 @@ async fn a_rate_limit_of_zero_leaves_the_limiter_out() {
 
 #[tokio::test]
 async fn an_instance_limit_without_the_account_limiter_is_refused_at_startup() {
-    let mut config = crate::helpers::offline_config();
+    let mut config = crate::support::offline_config();
     config.quota.rate_limit = 0.0;
     config.quota.instance_rate_limit = Some(1.0);
     let err = connect_facade::app::App::build(config)

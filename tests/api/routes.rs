@@ -13,7 +13,7 @@ use connect_facade::{
 };
 use tonic::Code;
 
-use crate::helpers::{TestApp, fresh_session, series_value, spawn_with};
+use crate::support::{TestApp, fresh_session, series_value, spawn_with};
 
 const UK: &str = "uk-instance";
 const US: &str = "us-instance";
@@ -296,8 +296,8 @@ async fn sighup_reloads_the_routes_of_a_running_process() {
     use connect_facade::simulator::Simulator;
 
     use crate::{
-        helpers::{channel, eventually, loopback},
-        process::{facade, send_signal, serving},
+        support::{channel, eventually, loopback},
+        support::{facade, send_signal, serving},
     };
 
     let simulator = Simulator::start(loopback(), accounts(3600)).await.unwrap();
@@ -384,14 +384,14 @@ async fn a_routes_own_endpoint_wins_over_the_environments_and_the_environment_st
     use connect_facade::simulator::Simulator;
 
     use crate::{
-        helpers::{channel, loopback},
-        process::{facade, serving},
+        support::{channel, loopback},
+        support::{facade, serving},
     };
 
     let simulator = Simulator::start(loopback(), accounts(3600)).await.unwrap();
     let endpoint = simulator.endpoint_url();
     // The environment names a home endpoint where nothing listens; one route names the simulator.
-    let dead = format!("http://127.0.0.1:{}", crate::helpers::free_port());
+    let dead = format!("http://127.0.0.1:{}", crate::support::free_port());
     let routes = ROUTES.replace(
         "    region: us-east-1\n",
         &format!("    region: us-east-1\n    endpoint_url: {endpoint}\n"),

@@ -1,117 +1,13 @@
 //! TLS and mutual TLS with certificates made for the test (rcgen), checked by a real TLS client.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
+use crate::support::{
+    Pki, answered, reaches_service, renew, tls_app, tls_app_with, tls_client, until_served_by,
 };
+use std::time::Duration;
 
-use connect_facade::{app::App, config::ServeConfig, simulator::fixtures::Fixtures};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use connect_facade::app::App;
 
-use crate::helpers::{TestApp, entire_session, offline_config, series_value, spawn_with};
-use connect_facade::proto::contact_service_client::ContactServiceClient;
-
-/// A certificate authority and what it signed, as PEM.
-pub struct Pki {
-    pub dir: PathBuf,
-    pub ca_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    pub fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "connect-facade-tls-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} test CA"));
-        let ca_pem = params.self_signed(&key).unwrap().pem();
-        Self {
-            dir,
-            ca_pem,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A leaf certificate for `name` (also its DNS name); returns (cert PEM, key PEM).
-    pub fn leaf(&self, name: &str) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    /// Writes `file` whole at once (through a rename, as Kubernetes updates a Secret), so a reload
-    /// never reads it half written.
-    pub fn write(&self, file: &str, pem: &str) -> PathBuf {
-        let path = self.dir.join(file);
-        let partial = self.dir.join(format!("{file}.partial"));
-        std::fs::write(&partial, pem).unwrap();
-        std::fs::rename(&partial, &path).unwrap();
-        path
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-pub async fn tls_app(pki: &Pki, client_ca: Option<&Path>) -> TestApp {
-    tls_app_with(pki, client_ca, |_| {}).await
-}
-
-/// A TLS facade (mutual when `client_ca` is given), further configured by `configure`.
-pub async fn tls_app_with(
-    pki: &Pki,
-    client_ca: Option<&Path>,
-    configure: impl FnOnce(&mut ServeConfig),
-) -> TestApp {
-    let (cert, key) = pki.leaf("localhost");
-    let cert = pki.write("server.pem", &cert);
-    let key = pki.write("server.key", &key);
-    let client_ca = client_ca.map(Path::to_path_buf);
-    spawn_with(Fixtures::demo(), move |c| {
-        c.listening.tls_cert = Some(cert);
-        c.listening.tls_key = Some(key);
-        c.listening.tls_client_ca = client_ca;
-        configure(c);
-    })
-    .await
-}
-
-pub fn tls_client(
-    addr: std::net::SocketAddr,
-    ca_pem: &str,
-    identity: Option<(String, String)>,
-) -> ContactServiceClient<Channel> {
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .domain_name("localhost");
-    if let Some((cert, key)) = identity {
-        tls = tls.identity(Identity::from_pem(cert, key));
-    }
-    let channel = Channel::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect_lazy();
-    ContactServiceClient::new(channel)
-}
+use crate::support::{TestApp, entire_session, offline_config, series_value};
 
 #[tokio::test]
 async fn tls_serves_calls_and_refuses_plaintext() {
@@ -165,34 +61,6 @@ async fn a_bad_certificate_file_stops_startup() {
     assert!(err.to_string().contains("TLS"), "{err}");
 }
 
-/// Whether a call reached the service: any answer from it counts (the demo call, repeated, is
-/// answered FAILED_PRECONDITION), while a refused TLS handshake is UNAVAILABLE.
-pub fn answered<T>(result: Result<T, tonic::Status>) -> bool {
-    match result {
-        Ok(_) => true,
-        Err(status) => status.code() != tonic::Code::Unavailable,
-    }
-}
-
-/// Whether a new TLS connection trusting only `ca_pem` reaches the service.
-pub async fn reaches_service(addr: std::net::SocketAddr, ca_pem: &str) -> bool {
-    answered(
-        tls_client(addr, ca_pem, None)
-            .create_persistent_contact_association(entire_session())
-            .await,
-    )
-}
-
-/// Waits (at most 5 s) until a new TLS connection trusting only `ca_pem` reaches the service.
-pub async fn until_served_by(addr: std::net::SocketAddr, ca_pem: &str) {
-    crate::helpers::eventually(
-        "a connection trusting the new CA is served",
-        Duration::from_secs(5),
-        || reaches_service(addr, ca_pem),
-    )
-    .await;
-}
-
 /// A reload counter's value: absent, as before the first reload of that result, is 0.
 fn reloads(metrics: &str, result: &str) -> f64 {
     series_value(
@@ -200,13 +68,6 @@ fn reloads(metrics: &str, result: &str) -> f64 {
         &format!("connect_facade_tls_reloads_total{{result=\"{result}\"}}"),
     )
     .unwrap_or(0.0)
-}
-
-/// The server's certificate replaced by one from `pki`, in the files the app was started with.
-pub fn renew(started: &Pki, pki: &Pki) {
-    let (cert, key) = pki.leaf("localhost");
-    started.write("server.pem", &cert);
-    started.write("server.key", &key);
 }
 
 /// A TLS facade over `pki`'s certificate that re-reads its files every 100 ms, with metrics.
@@ -262,7 +123,7 @@ async fn renewed_certificate_files_are_served_to_new_connections_without_a_resta
 
 /// Waits (at most 5 s) until `count` reloads have failed.
 async fn until_reload_errors(app: &TestApp, count: f64) {
-    crate::helpers::eventually(
+    crate::support::eventually(
         &format!("{count} failed reloads"),
         Duration::from_secs(5),
         || async { reloads(&app.scrape().await, "error") >= count },

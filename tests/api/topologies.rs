@@ -11,13 +11,13 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::{
-    helpers::{
+    support::replica_command,
+    support::serving,
+    support::{
         Answer, RedisServer, Replica, TestApp, channel, eventually, fresh_session, loopback,
         open_chats_with_quota, scrape, series_value, spawn_replica, spawn_with,
     },
-    process::serving,
-    quota::replica_command,
-    redis_topologies::{HungRedis, RedisCluster, RedisSentinels},
+    support::{HungRedis, RedisCluster, RedisSentinels},
 };
 
 /// The account bucket's key under the default prefix (its slot is the `{us-east-1}` hash tag's).
@@ -189,7 +189,7 @@ async fn replicas_pointed_at_different_cluster_masters_share_one_quota() {
         "{} calls, {ok} ok; {attempts} attempts, {throttled} throttled in {elapsed:.1} s",
         outcomes.len()
     );
-    crate::quota::one_quota_was_shared(attempts, throttled, elapsed, run, 0.8);
+    crate::support::one_quota_was_shared(attempts, throttled, elapsed, run, 0.8);
     for replica in &replicas {
         let logs = replica.logs.lock().unwrap().join("\n");
         assert!(!logs.contains("quota store failed"), "{logs}");

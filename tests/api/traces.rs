@@ -21,8 +21,8 @@ use opentelemetry_proto::tonic::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    helpers::{channel, entire_session, loopback},
-    process::{Serving, exits_zero, facade, fixtures_with_faults, serving, sigterm},
+    support::{Serving, exits_zero, facade, fixtures_with_faults, serving, sigterm},
+    support::{channel, entire_session, loopback},
 };
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -177,7 +177,7 @@ async fn a_callers_trace_is_continued_and_exported_over_otlp_before_exit() {
     );
     assert_eq!(
         string_attribute(&traced.attributes, "instance_id").as_deref(),
-        Some(crate::helpers::INSTANCE)
+        Some(crate::support::INSTANCE)
     );
     assert_eq!(int_attribute(&traced.attributes, "attempts"), Some(2));
     assert_eq!(
@@ -267,7 +267,7 @@ async fn without_an_otlp_endpoint_nothing_is_exported() {
     // failed one exactly one, with its outcome.
     let call_lines: Vec<serde_json::Value> = logs
         .iter()
-        .filter(|line| line.contains(crate::helpers::INSTANCE))
+        .filter(|line| line.contains(crate::support::INSTANCE))
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect();
     assert_eq!(call_lines.len(), 1, "{call_lines:#?}");

@@ -2,7 +2,7 @@
 
 use tonic::Code;
 
-use crate::helpers::{TestApp, entire_session, spawn};
+use crate::support::{TestApp, entire_session, spawn};
 use connect_facade::proto::CreatePersistentContactAssociationRequest;
 
 /// Makes one field of a valid request break its limit.
@@ -85,5 +85,5 @@ async fn a_rejected_request_reports_the_callers_token_and_instance() {
         status.message()
     );
     assert_eq!(info.metadata["clientToken"], "mine");
-    assert_eq!(info.metadata["instanceId"], crate::helpers::INSTANCE);
+    assert_eq!(info.metadata["instanceId"], crate::support::INSTANCE);
 }

@@ -4,9 +4,9 @@
 //! node (a listener that accepts and never answers). Nothing is saved to disk; everything stops when
 //! dropped.
 
-use std::{path::PathBuf, time::Duration};
+use super::app::{eventually, loopback};
 
-use crate::helpers::{RedisServer, free_port};
+use std::{path::PathBuf, time::Duration};
 
 /// A scratch directory of the test's own (cluster node files, sentinel configuration).
 fn scratch() -> PathBuf {
@@ -256,5 +256,146 @@ impl HungRedis {
 impl Drop for HungRedis {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A `redis-server` of the test's own, on a free loopback port: never the machine's shared one on
+/// 6379, so tests and CI runs never see each other's keys. Nothing is saved to disk; it stops when
+/// dropped.
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    /// `redis-server`'s arguments before the port: a sentinel's configuration file.
+    leading: Vec<String>,
+    extra: Vec<String>,
+}
+
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(loopback())
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// With more `redis-server` arguments (a TLS port, ACL users…); the plain port stays open for
+    /// the test's own commands.
+    pub async fn start_with(extra: Vec<String>) -> Self {
+        Self::start_on(free_port(), extra).await
+    }
+
+    /// On `port`, with more arguments.
+    pub async fn start_on(port: u16, extra: Vec<String>) -> Self {
+        let mut server = Self {
+            child: None,
+            port,
+            leading: Vec::new(),
+            extra,
+        };
+        server.restart().await;
+        server
+    }
+
+    /// A sentinel on `port`, configured by `file` (which the sentinel rewrites as it learns).
+    pub async fn start_sentinel(port: u16, file: std::path::PathBuf) -> Self {
+        let mut server = Self {
+            child: None,
+            port,
+            leading: vec![file.display().to_string()],
+            extra: vec!["--sentinel".into()],
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the server (as a crash would: SIGKILL, nothing saved).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it (again) on its port, empty, and waits until it answers PING.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let child = std::process::Command::new("redis-server")
+            .args(&self.leading)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(&self.extra)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect(
+                "this test needs redis-server on the PATH: install it (Debian: apt-get install redis-server); each test starts its own on a free port",
+            );
+        self.child = Some(child);
+        let this = &*self;
+        eventually(
+            "redis-server answers",
+            std::time::Duration::from_secs(10),
+            || async move { this.command(&["PING"]).await.as_deref() == Some("+PONG") },
+        )
+        .await;
+    }
+
+    /// Whether the facade's bucket for us-east-1 (under the default key prefix) is in Redis.
+    pub async fn holds_the_account_bucket(&self) -> bool {
+        self.command(&["EXISTS", "connect-facade:{us-east-1}:account"])
+            .await
+            .as_deref()
+            == Some(":1")
+    }
+
+    /// Sends one command (inline protocol) and returns the first line of the answer.
+    pub async fn command(&self, words: &[&str]) -> Option<String> {
+        self.lines(words, 1).await.map(|mut lines| lines.remove(0))
+    }
+
+    /// Sends one command and returns the first `count` lines of the answer (RESP, unparsed).
+    pub async fn lines(&self, words: &[&str], count: usize) -> Option<Vec<String>> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .ok()?;
+            stream
+                .write_all(format!("{}\r\n", words.join(" ")).as_bytes())
+                .await
+                .ok()?;
+            let mut reader = tokio::io::BufReader::new(stream);
+            let mut lines = Vec::new();
+            while lines.len() < count {
+                let mut line = String::new();
+                if reader.read_line(&mut line).await.ok()? == 0 {
+                    break;
+                }
+                lines.push(line.trim_end().to_owned());
+            }
+            (!lines.is_empty()).then_some(lines)
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(2), exchange)
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
