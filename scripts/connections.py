@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""What connections cost the facade, and what a flood of them does: writes docs/CONNECTIONS.md (run
-through scripts/connections.sh).
+"""What connections cost the facade, and what a flood of them does: writes docs/CONNECTIONS.md.
 
 The release facade (limiter lifted) on CPU 0; the simulator, in a process of its own, and the peers on
 the other CPU:

@@ -2,32 +2,16 @@
 //! any language can rehydrate a past chat without an AWS SDK, credentials, retries or throttling of
 //! their own.
 //!
-//! A call flows in one direction through these modules:
+//! A call flows one way: [`api`] (the edge: admission, the Connect, gRPC and gRPC-Web adapters) →
+//! `call` (the call as one service: permit, parse, route, caller rate, replay) → `middleware` (retry,
+//! breaker, rate limit over the [`quota`] store) → [`upstream`] (aws-sdk-connect) → back as a typed
+//! `error::CallError` that [`status`] turns into the answer every protocol writes. Around them:
+//! [`config`], [`app`] (startup as a value), [`lifecycle`] (one shutdown, one task tracker),
+//! `serving` (connections, TLS, reloads, readiness, metrics endpoint), [`telemetry`], `metrics` and
+//! the [`simulator`], an Amazon Connect that speaks the real wire format, used by every test.
 //!
-//! 1. [`api`]: the edge. One admission step reads the protocol, stamps the deadline, lets the call
-//!    in (open requests) and authenticates its caller, on the headers alone; then the Connect
-//!    protocol is decoded, or tonic takes gRPC and gRPC-Web; either becomes a [`call::Call`] (and
-//!    what the edge cannot read is refused as a typed [`error::EdgeRefusal`]);
-//! 2. [`call`]: the call as one service, its steps in request order: [`auth`] (the caller's
-//!    instances), the deadline, [`domain`] (the request parsed once into a validated [`domain::AssociationRequest`],
-//!    every violated field reported, a client token generated when the caller sent none),
-//!    [`routes`] (the account and region serving the instance), the caller's own rate, [`replay`]
-//!    (an answer kept for the contact, or the identical call in flight), then the route's stack;
-//! 3. [`middleware`]: tower layers shed overload, retry within the deadline and a budget, break the
-//!    circuit while AWS fails, and hold calls to the account's request-rate quota, whose buckets live
-//!    in a [`quota`] store (this process, or Redis shared by every replica, through [`store`]);
-//! 4. [`upstream`]: the one aws-sdk-connect client calls AWS and classifies what comes back;
-//! 5. [`status`]: every [`error::CallError`] becomes a gRPC status with google.rpc details, and
-//!    its ErrorInfo reason, in one place.
-//!
-//! Around them: [`config`] (flags, environment and the configuration file, in groups), [`app`]
-//! (startup, and the serving stack with reflection and health), [`serving`] (which connections are admitted and how each is
-//! served, TLS, reloads on change or SIGHUP, readiness and graceful shutdown, the metrics endpoint),
-//! [`telemetry`] (logs and traces), [`metrics`]
-//! (the one Prometheus registry, into which each part registers its own families) and
-//! [`simulator`], an Amazon Connect that speaks the real wire format, used when no AWS account is
-//! at hand and by every test (with its own model of the operation, so the facade's mistakes are
-//! caught rather than mirrored).
+//! The book's "Architecture" chapter follows a call function by function; its "Glossary" names each
+//! word once.
 
 pub mod api;
 pub mod app;

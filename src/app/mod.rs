@@ -56,8 +56,6 @@ pub enum StartupError {
     AuthFile(#[from] AuthFileError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("the gRPC server failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
     #[error("invalid flags: {0}")]
     Flags(&'static str),
     #[error(transparent)]

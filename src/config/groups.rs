@@ -215,8 +215,8 @@ pub struct QuotaFlags {
     pub replay_window: Duration,
 
     /// Answers held by the in-memory replay cache at most (S3-FIFO: answers read again outlive those
-    /// never read). An answer cost about 550 bytes with the previous cache (docs/SCALING.md); answers come at most at the quota's rate
-    /// (2/s over a 10-minute window is 1,200 per account), so 20,000 is room for 16 accounts.
+    /// never read). Answers come at most at the quota's rate (2/s over a 10-minute window is 1,200
+    /// per account), so 20,000 is room for 16 accounts.
     #[arg(long, env = "CONNECT_FACADE_REPLAY_CAPACITY", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub replay_capacity: u64,
 }

@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// Configuration of `connect-facade serve`: its flags in groups, each under its own `--help`
-/// heading (and, in issue 32's file, its own section).
+/// heading and in its own section of the configuration file.
 #[derive(Clone, Debug, Args)]
 pub struct ServeConfig {
     /// YAML configuration file: a section per heading below (simulator, listening, aws, retries,

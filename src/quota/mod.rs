@@ -1,24 +1,12 @@
-//! The account's request-rate quota, as a store of GCRA buckets that every attempt takes a slot from.
+//! The account's request-rate quota, as a store of GCRA buckets that every attempt takes a slot
+//! from: a slot is reserved (now or later) within the attempt's wait bound, or nothing is and the
+//! answer says which bucket is full and when a slot frees up.
 //!
-//! Amazon Connect's quota is per AWS account and region (2 requests/s with a burst of 5 for this
-//! operation), so it is shared by every replica of the facade. The store decides, for one attempt,
-//! whether a slot is free within the attempt's wait bound:
-//!
-//! - yes: the slot is **reserved** (now or at a future time) and the store answers how long to wait
-//!   for it, so calls waiting for the quota are served in order and never poll;
-//! - no: nothing is reserved, and the answer says which bucket is full and when a slot frees up (the
-//!   caller's RetryInfo).
-//!
-//! Two stores implement [`QuotaStore`], chosen once at startup (`--quota-store`):
-//! - [`local::LocalQuota`]: governor's buckets in this process (one replica, or a rate divided by hand);
-//! - [`shared::SharedQuota`]: one bucket per account and region in Redis ([`redis`]), for every
-//!   replica, with a local bucket as its fallback while Redis fails.
-//!
-//! Both adapt the account-wide rate to AWS's throttling ([`adaptive`]); with Redis the adapted rate is
-//! stored beside the bucket, so a throttle seen by one replica slows them all.
-//!
-//! In front of the store, [`fair::FairQueue`] shares the slots among callers when they wait. The
-//! rate-limit layer ([`crate::middleware::rate_limit`]) knows only the trait and the queue.
+//! Two stores implement [`QuotaStore`], chosen once at startup (`--quota-store`): [`local::LocalQuota`]
+//! (governor, in this process) and [`shared::SharedQuota`] (Redis, every replica, with a local
+//! fallback). Both adapt the rate to AWS's throttling ([`adaptive`]). In front of the store,
+//! [`fair::FairQueue`] shares the slots among callers when they wait; the rate-limit layer knows only
+//! the trait and the queue. The reasoning: the book's "Designs" chapter.
 
 mod account_key;
 pub(crate) mod adaptive;

@@ -1,24 +1,12 @@
-//! The request data a peer makes the facade hold, bounded. HTTP/2 flow control is a credit, not a
-//! bound: each byte a call's handler reads from its stream is granted again, so a peer that opens
-//! 256 streams and sends each 65,000 bytes of a 65,536-byte message (never the rest) had the facade
-//! hold 31-37 MiB per connection in tonic's decode buffers, with no call in flight to show it.
+//! The request data a peer makes the facade hold, bounded: every byte of a request body is counted
+//! from the moment it is read until its call is answered, per connection (`--max-connection-buffer`)
+//! and for the process (`--max-buffered-requests`); a connection past either is reset
+//! (`reason="buffer"`). HTTP/2 flow control is a credit, not a bound, hence this count.
 //!
-//! So every byte of a request body is counted from the moment the facade reads it until its call
-//! is answered (or dropped): per connection, bounded by `--max-connection-buffer`, and for the
-//! process, bounded by `--max-buffered-requests`. A connection whose data passes either bound is
-//! closed at once (its streams are reset), and counted in
-//! `connect_facade_connections_closed_total{reason="buffer"}`; what the process holds shows in
-//! `connect_facade_request_buffer_bytes`. A valid request is under 2 KiB, so the bounds only ever
-//! meet a peer that does not finish its requests.
-//!
-//! The requests open at once are bounded here too (`--max-open-requests`): each holds its stream's
-//! state (about 15 KiB) whatever its data. When the bound is full, a new request does not simply
-//! lose to whoever got there first: the connection holding the most open requests, if it holds more
-//! than one beyond the newcomer's, is reset (`reason="open_requests"`) and the newcomer let in, as
-//! Envoy's overload manager resets the streams using the most memory. An attacker's connections of
-//! unfinished streams thus make room for a normal caller; only a peer spreading one stream per
-//! connection can fill the bound, and `--max-connections` is below it. Otherwise the request is
-//! marked [`OpenRequestsFull`] for the edge to refuse in its protocol's words.
+//! The requests open at once are bounded too (`--max-open-requests`): when full, the connection
+//! holding the most open requests is reset for a newcomer (`reason="open_requests"`), as Envoy's
+//! overload manager does; otherwise the request is marked [`OpenRequestsFull`] for the edge to
+//! refuse in its protocol's words. Why and what was measured: the book's "Designs" chapter.
 
 use std::{
     pin::Pin,

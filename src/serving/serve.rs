@@ -1,23 +1,12 @@
-//! Serving each admitted connection ([`crate::serving::listener`] admits them): HTTP/1.1 and HTTP/2 with
-//! hyper-util's auto builder, under bounds that hold whatever the peer sends.
+//! Serving each admitted connection: HTTP/1.1 and HTTP/2 with hyper-util's auto builder, under
+//! bounds that hold whatever the peer sends: the HTTP/1.1 head bounded like HTTP/2's
+//! (`--max-header-list-size`), GOAWAY after `--idle-timeout` with no call and at
+//! `--max-connection-age`, a reset past the request buffers ([`crate::serving::request_buffers`]),
+//! and GOAWAY to every connection at shutdown (the server returns when all are closed).
 //!
-//! - **HTTP/1.1 headers** are bounded like HTTP/2's: hyper's read buffer is the header bound
-//!   (`--max-header-list-size`, at least hyper's 8 KiB floor), so a larger head is answered 431 and
-//!   a peer holding unfinished headers holds that much, not hyper's default 400 KiB.
-//! - **Idle connections end**: a connection with no call in flight for `--idle-timeout` gets a
-//!   graceful close (HTTP/2 GOAWAY), as grpc-go's `MaxConnectionIdle` does; answering keepalive
-//!   PINGs does not count as activity.
-//! - **Connection age**: at `--max-connection-age` the connection gets GOAWAY, so clients move to
-//!   other replicas; calls in flight have `--shutdown-grace` to finish before it is closed.
-//! - **Request data held**: a connection whose unanswered calls hold more request data than
-//!   allowed is reset ([`crate::serving::request_buffers`]).
-//! - **Shutdown**: every connection gets GOAWAY at once; the server returns when all are closed.
-//!
-//! tonic's own server does none of the first two (it exposes neither HTTP/1.1's buffer nor an idle
-//! timeout), and with a grace period set it never sends the GOAWAY at the connection's age: it
-//! closes the connection at age + grace. Hence this loop, which is otherwise what tonic's is: the
-//! peer's address and certificates go into each request's extensions as tonic's `Connected` IO
-//! reports them, so `Request::remote_addr` and `peer_certs` work unchanged.
+//! tonic's own server has no idle timeout or HTTP/1.1 bound, and closes an aged connection at age +
+//! grace without its GOAWAY, hence this loop; the peer's address and certificates reach each request
+//! as tonic's `Connected` reports them. The reasoning: the book's "Designs" chapter.
 
 use std::{
     fmt::Display,

@@ -1,22 +1,14 @@
 //! One connection to the shared store, whatever its topology: the quota's and the replay cache's
 //! scripts run on a [`StoreConnection`] and never learn which Redis they talk to.
 //!
-//! - **One node** (`redis://`): on first use the node is asked `INFO cluster`. A standalone Redis
-//!   (or ElastiCache with cluster mode off) gets the `redis` crate's `ConnectionManager`, which
-//!   reconnects by itself; a Redis Cluster node becomes the seed of a cluster connection, so an
-//!   operator may name any node.
-//! - **Cluster**: the `redis` crate's async cluster connection routes each script by its keys' slot
-//!   (one slot per account and region, by the keys' hash tag), follows `MOVED`/`ASK`, and refreshes
-//!   its slot map after a failover.
-//! - **Sentinel**: the sentinels name the master (`redis::sentinel`, which checks the node's role).
-//!   The crate keeps no async connection that follows a failover, so [`SentinelMaster`] holds one
-//!   multiplexed connection to the master and forgets it on any error that says the node is gone or
-//!   no longer master (I/O, refused, timeout, `READONLY`, `MASTERDOWN`): the next request asks the
-//!   sentinels again.
+//! - one node (`redis://`): a standalone Redis gets the `redis` crate's `ConnectionManager`; a
+//!   Cluster node seeds a cluster connection (asked `INFO cluster` on first use);
+//! - Cluster: the crate's cluster connection, routed by the keys' hash tag;
+//! - Sentinel: [`SentinelMaster`] asks the sentinels for the master and forgets it on any error that
+//!   says it is gone or no longer master.
 //!
-//! Connecting is lazy and retried on the next request: a store that is down at startup only delays
-//! sharing. Every connection and response is bounded by the store timeout; whether an error sends the
-//! replica to its fallback is [`super::SharedStore`]'s decision.
+//! Connecting is lazy, and every round trip bounded by the store timeout. The reasoning: the book's
+//! "Designs" chapter.
 
 use std::{sync::Arc, time::Duration};
 

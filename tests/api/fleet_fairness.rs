@@ -1,6 +1,6 @@
 //! Fair shares across replicas sharing one Redis. Each caller sits on one replica, as a gRPC
 //! client's one connection does behind a Kubernetes Service: weights and the quiet caller's
-//! protection must still hold fleet-wide (`src/quota/fair.rs`).
+//! protection must still hold fleet-wide (`src/quota/fair/`).
 //!
 //! The quota is 10 requests/s (the simulator's, and the facade's with a burst of 10), so a 20 s run
 //! gives 200 slots: one call more or less (the first burst, the calls still queued at the end)

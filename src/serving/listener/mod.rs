@@ -1,24 +1,13 @@
 //! What a connection may cost before it makes a call: the accept loop of the gRPC and metrics
-//! listeners, which admits a connection only within bounds.
+//! listeners, which admits a connection only within bounds:
 //!
-//! - **A cap on open connections** (`--max-connections`): past it a new connection is accepted and
-//!   closed at once (counted), rather than left in the kernel's backlog: the peer learns at once and
-//!   its client retries, on another replica behind a Service, instead of waiting on a SYN that no one
-//!   answers. Connections still in their handshake count, so silent sockets cannot get round it.
-//! - **A handshake deadline** (`--handshake-timeout`): within it a connection must finish its TLS
-//!   handshake (with TLS) and send its first bytes (the HTTP/2 client preface, or an HTTP/1.1 request
-//!   line), or it is closed (counted). One policy for both: a peer that opens a socket and sends
-//!   nothing costs the same with TLS or without. grpc-go's `ConnectionTimeout` and Go's
-//!   `ReadHeaderTimeout` are the models. Handshakes run in their own tasks, so a slow peer never holds
-//!   up the connections behind it.
-//! - **Descriptors running out** (EMFILE and its kin): tonic's own accept loop retries at once, which
-//!   spins a core while nothing frees up. Here the loop logs once, counts, and waits
-//!   [`OUT_OF_DESCRIPTORS_PAUSE`] before accepting again, so the server keeps serving the connections
-//!   it has and admits new ones once descriptors free up.
+//! - a cap on open connections (`--max-connections`), handshakes included: past it, reset at once;
+//! - a handshake deadline (`--handshake-timeout`) for the TLS handshake and the first bytes;
+//! - descriptors running out: logged once, counted, and accepting again after
+//!   [`OUT_OF_DESCRIPTORS_PAUSE`] instead of spinning.
 //!
 //! hyper and tonic have no connection cap, preface timeout or accept back-off of their own, hence this
-//! small loop in front of them; the admitted connections are handed to tonic (or hyper, for metrics)
-//! as a stream.
+//! loop; the admitted connections are handed on as a stream. The reasoning: the book's "Designs".
 
 use std::{
     future::Future,
