@@ -144,10 +144,7 @@ where
             let response = error_writer::write(protocol, content_type, *answer);
             return Box::pin(async move { Ok(response) });
         }
-        // The inner service was polled ready for this call: swap in a fresh clone, as tower's
-        // guidance for cloning services says.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = super::take_ready(&mut self.inner);
         let answer = inner.call(request);
         Box::pin(async move { answer.await.map_err(Into::into) })
     }

@@ -76,10 +76,7 @@ where
         let deadline = Deadline::of(request.extensions(), self.default_deadline);
         let (budget, expires) = (deadline.budget, deadline.at + SLACK);
         let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
-        // The inner service was polled ready for this call: swap in a fresh clone, as tower's
-        // guidance for cloning services says.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = super::take_ready(&mut self.inner);
         let answer = inner.call(request);
         Box::pin(async move {
             match tokio::time::timeout_at(expires, answer).await {

@@ -4,7 +4,7 @@ use tokio_stream::StreamExt;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-use tonic_reflection::pb::{v1, v1alpha};
+use tonic_reflection::pb::v1alpha;
 
 use std::time::{Duration, Instant};
 
@@ -37,28 +37,8 @@ async fn health_reports_serving_overall_and_for_the_service() {
 
 #[tokio::test]
 async fn reflection_v1_lists_the_service_and_the_standard_ones() {
-    use v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
     let app = spawn().await;
-    let mut client = ServerReflectionClient::new(channel(app.addr).await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::once(request))
-        .await
-        .expect("reflection answers")
-        .into_inner();
-    let Some(Ok(response)) = responses.next().await else {
-        panic!("no reflection response")
-    };
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("not a service list")
-    };
-    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    let names = crate::support::reflected_services(app.addr).await;
     for expected in [SERVICE, "grpc.health.v1.Health"] {
         assert!(
             names.iter().any(|n| n == expected),

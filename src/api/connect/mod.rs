@@ -90,10 +90,7 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let protocol = Protocol::of_request(&request);
         if protocol.is_grpc() {
-            // The inner service was polled ready for this call: swap in a fresh clone, as tower's
-            // guidance for cloning services says.
-            let clone = self.inner.clone();
-            let mut inner = std::mem::replace(&mut self.inner, clone);
+            let mut inner = crate::api::take_ready(&mut self.inner);
             return Box::pin(async move {
                 let response = inner.call(request).await.map_err(Into::into)?;
                 Ok(response.map(Body::new))

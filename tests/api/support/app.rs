@@ -350,3 +350,32 @@ pub fn fresh_session() -> CreatePersistentContactAssociationRequest {
         ..entire_session()
     }
 }
+
+/// The services gRPC reflection (v1) lists on `addr`, asked without credentials.
+pub async fn reflected_services(addr: SocketAddr) -> Vec<String> {
+    use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let list = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(channel(addr).await)
+        .server_reflection_info(tokio_stream::once(list))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let Some(Ok(answer)) = answers.next().await else {
+        panic!("no reflection answer")
+    };
+    let Some(MessageResponse::ListServicesResponse(services)) = answer.message_response else {
+        panic!("not a service list: {answer:?}")
+    };
+    services
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect()
+}
