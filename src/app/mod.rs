@@ -178,6 +178,19 @@ impl App {
             )));
             handshake
         });
+        let reloads = match (
+            config.listening.tls_cert.is_some(),
+            config.aws.routes.is_some(),
+        ) {
+            (true, true) => "the TLS certificates and the routes file",
+            (true, false) => "the TLS certificates",
+            (false, true) => "the routes file",
+            (false, false) => "nothing (no TLS certificate, no routes file)",
+        };
+        background.push(Box::pin(crate::signals::watch_hangups(
+            reloads.to_owned(),
+            lifecycle.draining(),
+        )));
         let metric_families = registry.families().to_vec();
         let metrics_addr = match config.telemetry.metrics_listen {
             Some(addr) => {

@@ -299,6 +299,35 @@ async fn no_secret_reaches_the_logs_even_at_trace_level() {
     assert!(fields["latency_ms"].is_number(), "{fields}");
 }
 
+/// SIGHUP asks for a reload; with nothing to reload (no TLS, no routes file: the default) it used to
+/// end the process with SIGHUP's default action. It is logged, and the process keeps serving.
+#[tokio::test]
+async fn sighup_with_nothing_to_reload_is_logged_and_the_process_keeps_serving() {
+    let mut serving = serving(facade(&["serve", "--simulator", "--listen", "127.0.0.1:0"])).await;
+    send_signal(&serving.child, "-HUP");
+    let logs = serving.logs.clone();
+    eventually("the SIGHUP line", Duration::from_secs(5), || {
+        let logs = logs.clone();
+        async move {
+            logs.lock().unwrap().iter().any(|line| {
+                line.contains("SIGHUP received") && line.contains("nothing (no TLS certificate")
+            })
+        }
+    })
+    .await;
+    assert!(
+        serving.child.try_wait().unwrap().is_none(),
+        "still running after SIGHUP"
+    );
+    let response = ContactServiceClient::new(channel(serving.addr).await)
+        .create_persistent_contact_association(entire_session())
+        .await
+        .expect("still serving");
+    assert_eq!(response.get_ref().continued_from_contact_id, "C3");
+    sigterm(&serving.child);
+    exits_zero(&mut serving.child).await;
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_tls_certificate_without_a_restart() {
     use crate::support::{Pki, reaches_service, renew, until_served_by};
