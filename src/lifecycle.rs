@@ -8,13 +8,17 @@
 //!    metrics endpoint) end, and [`Lifecycle::stop`] waits for every task, short ones included
 //!    (a call's AWS request, a note to Redis), within a bound.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-/// The process's shutdown moments and its tasks; clones share them.
+/// The process's shutdown moments and its tasks; clones share them, and cost one reference count
+/// (the call service holds a clone, and the edge clones its stack for every request).
 #[derive(Clone, Debug, Default)]
-pub struct Lifecycle {
+pub struct Lifecycle(Arc<Moments>);
+
+#[derive(Debug, Default)]
+struct Moments {
     draining: CancellationToken,
     expired: CancellationToken,
     tasks: Tasks,
@@ -23,33 +27,34 @@ pub struct Lifecycle {
 impl Lifecycle {
     /// The handle parts spawn their tasks through.
     pub fn tasks(&self) -> Tasks {
-        self.tasks.clone()
+        self.0.tasks.clone()
     }
 
     /// Cancelled when shutdown begins.
     pub fn draining(&self) -> CancellationToken {
-        self.draining.clone()
+        self.0.draining.clone()
     }
 
     pub fn begin_draining(&self) {
-        self.draining.cancel();
+        self.0.draining.cancel();
     }
 
     /// Ends the grace period: every call still running is answered at once.
     pub fn expire(&self) {
-        self.expired.cancel();
+        self.0.expired.cancel();
     }
 
     /// Completes when the grace period is over.
     pub(crate) fn expired(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.expired.clone().cancelled_owned()
+        self.0.expired.clone().cancelled_owned()
     }
 
     /// Stops the long-lived tasks and waits `within` for every task; whether all ended.
     pub async fn stop(&self, within: Duration) -> bool {
-        self.tasks.stopped.cancel();
-        self.tasks.tracker.close();
-        tokio::time::timeout(within, self.tasks.tracker.wait())
+        let tasks = &self.0.tasks;
+        tasks.stopped.cancel();
+        tasks.tracker.close();
+        tokio::time::timeout(within, tasks.tracker.wait())
             .await
             .is_ok()
     }

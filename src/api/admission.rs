@@ -144,8 +144,9 @@ where
             let response = error_writer::write(protocol, content_type, *answer);
             return Box::pin(async move { Ok(response) });
         }
-        let mut inner = super::take_ready(&mut self.inner);
-        let answer = inner.call(request);
+        // Called here, not in the future: the service polled ready is the one called, and the
+        // stack need not be cloned for the request.
+        let answer = self.inner.call(request);
         Box::pin(async move { answer.await.map_err(Into::into) })
     }
 }

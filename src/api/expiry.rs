@@ -76,8 +76,7 @@ where
         let deadline = Deadline::of(request.extensions(), self.default_deadline);
         let (budget, expires) = (deadline.budget, deadline.at + SLACK);
         let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
-        let mut inner = super::take_ready(&mut self.inner);
-        let answer = inner.call(request);
+        let answer = self.inner.call(request);
         Box::pin(async move {
             match tokio::time::timeout_at(expires, answer).await {
                 Ok(answered) => answered.map_err(Into::into),

@@ -18,10 +18,3 @@ pub mod error_writer;
 pub(crate) mod expiry;
 pub(crate) mod grpc;
 pub mod protocol;
-
-/// The inner service, polled ready for this call, leaving a fresh clone in its place: tower's
-/// guidance for a service that calls a clone of its inner one from a boxed future.
-fn take_ready<S: Clone>(inner: &mut S) -> S {
-    let clone = inner.clone();
-    std::mem::replace(inner, clone)
-}

@@ -13,7 +13,10 @@
 
 mod decode;
 
-use std::task::{Context, Poll};
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -37,7 +40,8 @@ use crate::{
 /// Serves Connect calls itself and passes gRPC and gRPC-Web on.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnectLayer {
-    calls: CallService,
+    /// Shared: the stack is cloned for every request.
+    calls: Arc<CallService>,
     refusals: Refusals,
     max_message_size: usize,
 }
@@ -45,7 +49,7 @@ pub(crate) struct ConnectLayer {
 impl ConnectLayer {
     pub fn new(calls: CallService, refusals: Refusals, max_message_size: usize) -> Self {
         Self {
-            calls,
+            calls: Arc::new(calls),
             refusals,
             max_message_size,
         }
@@ -74,7 +78,7 @@ type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
 impl<S, ResBody> Service<Request<Body>> for Connect<S>
 where
     S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
+    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     ResBody: hyper::body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
@@ -90,9 +94,9 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let protocol = Protocol::of_request(&request);
         if protocol.is_grpc() {
-            let mut inner = crate::api::take_ready(&mut self.inner);
+            let answer = self.inner.call(request);
             return Box::pin(async move {
-                let response = inner.call(request).await.map_err(Into::into)?;
+                let response = answer.await.map_err(Into::into)?;
                 Ok(response.map(Body::new))
             });
         }
