@@ -34,7 +34,7 @@ if [ "$smoke" = 1 ]; then
   out=${out:-target/bench/BENCHMARKS.md}
 else
   # idle_max: the SDK's pooled connections close after 90 s idle, checked every 90 s.
-  duration=10s warmup=2s soak_s=300 soak_sample=60 idle_max=200 callgrind_calls=(300 1300) callgrind_reps=3 burst_s=15 profile=release
+  duration=10s warmup=2s soak_s=300 soak_sample=60 idle_max=200 callgrind_calls=(300 1300) callgrind_reps=3 burst_s=15 profile=dist
   lat_rounds=11 lat_s=5s lat_warmup=1s
   out=${out:-docs/BENCHMARKS.md}
 fi
@@ -44,8 +44,9 @@ rm -rf "$results"
 mkdir -p "$results"
 
 echo "== build ($profile)"
-if [ "$profile" = release ]; then
-  cargo build --release --locked --workspace
+if [ "$profile" = dist ]; then
+  # The shipped binary's profile (whole-program optimisation), as the image builds it.
+  cargo build --profile dist --locked --workspace
 else
   # The same feature set `cargo test --workspace` builds: nothing is compiled twice in CI.
   cargo test --workspace --locked --no-run

@@ -150,7 +150,7 @@ echo "ok   no failed checks; every skip has a reason"
 
 echo "-- hadolint"
 hadolint deploy/Dockerfile
-grep -q "cargo build --release --locked" deploy/Dockerfile || fail "the Dockerfile must build with cargo build --release --locked"
+grep -q "cargo build --profile dist --locked" deploy/Dockerfile || fail "the Dockerfile must build with cargo build --profile dist --locked"
 echo "ok   Dockerfile"
 
 echo "-- flags named in deploy/ exist"

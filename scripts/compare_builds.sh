@@ -5,8 +5,8 @@
 #
 #   scripts/compare_builds.sh BEFORE_DIR AFTER_DIR [ROUNDS] [SECONDS]
 #
-# Each DIR holds a release `connect-facade` (e.g. a `git worktree`'s target/release). The load
-# generator and the simulator come from AFTER_DIR (`cargo build --release --workspace` builds
+# Each DIR holds an optimised `connect-facade` (e.g. a `git worktree`'s target/dist). The load
+# generator and the simulator come from AFTER_DIR (`cargo build --profile dist --workspace` builds
 # both); the facade runs pinned to CPU 0, the simulator and the load generator share CPU 1, as in
 # scripts/bench.sh, so every figure is per core of the facade.
 set -euo pipefail

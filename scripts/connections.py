@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What connections cost the facade, and what a flood of them does: writes docs/CONNECTIONS.md.
 
-The release facade (limiter lifted) on CPU 0; the simulator, in a process of its own, and the peers on
+The optimised (`dist`) facade (limiter lifted) on CPU 0; the simulator, in a process of its own, and the peers on
 the other CPU:
 1. idle, after one call: RSS and descriptors;
 2. idle HTTP/2 connections (preface and SETTINGS sent, nothing more), 500 of them: what one costs;
@@ -328,7 +328,7 @@ def write_report(path, r, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bin", default="target/release")
+    parser.add_argument("--bin", default="target/dist")
     parser.add_argument("--idle-connections", type=int, default=500)
     parser.add_argument("--silent", type=int, default=3000)
     parser.add_argument("--burst", type=int, default=8000)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Hostile peers against the release facade (issue 29's attacks, from outside, as raw sockets and a
+"""Hostile peers against the optimised (`dist`) facade (issue 29's attacks, from outside, as raw sockets and a
 raw HTTP/2 client): per attack, the facade's peak RSS, how soon the attack's requests are answered or
 its connections closed, the log bytes it cost, and whether a normal caller on its own connection (5
 calls a second) kept being served; then calls/s and CPU per call at concurrency 64. Writes the
@@ -454,7 +454,7 @@ def write_section(path, text):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bin", default="target/release")
+    parser.add_argument("--bin", default="target/dist")
     parser.add_argument("--before", help="another build's directory, whose throughput is measured too")
     parser.add_argument("--duration", type=int, default=10, help="seconds per throughput round")
     parser.add_argument("--rounds", type=int, default=5)

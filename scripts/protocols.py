@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """What the Connect protocol costs next to gRPC: writes docs/PROTOCOLS.md.
 
-One release facade (limiter lifted) on CPU 0, the simulator (a process of its own) and loadgen on the
+One optimised (`dist`) facade (limiter lifted) on CPU 0, the simulator (a process of its own) and loadgen on the
 other CPU. For gRPC, Connect JSON and Connect binary, in interleaved rounds (medians):
 - closed loop at concurrency 64: calls/s and the facade's CPU per call;
 - open loop at 500 calls/s: p50 and p99 latency.
 Target (issue: callers without gRPC): Connect JSON at most 1.3x gRPC's CPU per call.
 
-    python3 scripts/protocols.py                # release build, about 5 minutes
+    python3 scripts/protocols.py                # dist build, about 5 minutes
     python3 scripts/protocols.py --smoke        # a second a path on the debug build; writes a temp file
 """
 
@@ -68,14 +68,14 @@ def write_report(path, results, args):
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     report.write(path, "PROTOCOLS.md.j2", commit=commit, date=time.strftime("%Y-%m-%d"),
-                 build="release" if "release" in args.bin else "debug", rounds=args.rounds,
+                 build="debug" if "debug" in args.bin else "dist", rounds=args.rounds,
                  duration=args.duration, rate=args.rate, medians=m, per_round=results["rounds"],
                  json_cpu_ratio=m["connect-json"]["cpu_us_per_call"] / m["grpc"]["cpu_us_per_call"])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bin", default="target/release")
+    parser.add_argument("--bin", default="target/dist")
     parser.add_argument("--out", default="docs/PROTOCOLS.md")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=10)

@@ -583,7 +583,7 @@ def write_report(path, results, args):
             failure_codes[code] = failure_codes.get(code, 0) + count
     report.write(
         path, "SCALING.md.j2", commit=results["commit"], date=results["date"], cpus=results["cpus"],
-        build="release" if "release" in args.bin else "debug", duration=args.duration,
+        build="debug" if "debug" in args.bin else "dist", duration=args.duration,
         cost_rounds=args.cost_rounds, cost_duration=args.cost_duration, quota_rate=QUOTA_RATE,
         quota_burst=QUOTA_BURST, offered=OFFERED, answer_bound_s=ANSWER_BOUND_S,
         max_queue_wait_s=MAX_QUEUE_WAIT_S, quota=quota, redis_rows=redis_rows,
@@ -603,7 +603,7 @@ def write_report(path, results, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bin", default="target/release")
+    parser.add_argument("--bin", default="target/dist")
     parser.add_argument("--out", default="docs/SCALING.md")
     parser.add_argument("--duration", type=int, default=30)
     parser.add_argument("--replicas", type=int, default=4)

@@ -23,6 +23,6 @@ if [ "${1:-}" = "--smoke" ]; then
   grep -q "^| redis | unique |" "$out" || { echo "FAIL: no replay cost"; cat "$out"; exit 1; }
   echo "scaling smoke run: every path ran"
 else
-  cargo build --workspace --release --locked
-  python3 scripts/scaling.py --bin target/release "$@"
+  cargo build --workspace --profile dist --locked
+  python3 scripts/scaling.py --bin target/dist "$@"
 fi
