@@ -155,12 +155,6 @@ impl From<ErrorAnswer> for Status {
     }
 }
 
-impl From<FailedCall> for Status {
-    fn from(failed: FailedCall) -> Self {
-        ErrorAnswer::from(failed).into()
-    }
-}
-
 /// A failure that is no call's (a request to another path): there is nothing to correlate.
 impl From<CallError> for ErrorAnswer {
     fn from(error: CallError) -> Self {
@@ -190,12 +184,12 @@ mod tests {
     };
 
     fn failed(error: CallError) -> Status {
-        FailedCall {
+        ErrorAnswer::from(FailedCall {
             error,
             instance_id: "inst".into(),
             client_token: Some("tok".into()),
             metadata: MetadataMap::new(),
-        }
+        })
         .into()
     }
 

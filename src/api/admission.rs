@@ -120,7 +120,7 @@ type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, B> Service<Request<B>> for Admission<S>
 where
-    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<Body>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
 {

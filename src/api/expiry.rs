@@ -59,7 +59,7 @@ type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, B> Service<Request<B>> for Expiry<S>
 where
-    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<Body>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
 {

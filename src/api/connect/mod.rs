@@ -77,7 +77,7 @@ type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, ResBody> Service<Request<Body>> for Connect<S>
 where
-    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: Service<Request<Body>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     ResBody: hyper::body::Body<Data = Bytes> + Send + 'static,
