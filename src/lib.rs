@@ -24,6 +24,7 @@ pub(crate) mod error;
 pub mod lifecycle;
 pub(crate) mod metrics;
 pub(crate) mod middleware;
+pub mod preflight;
 pub mod quota;
 pub(crate) mod replay;
 pub(crate) mod routes;

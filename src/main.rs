@@ -3,8 +3,8 @@ use std::process::ExitCode;
 use clap::FromArgMatches;
 use connect_facade::{
     app,
-    config::{self, Cli, Command, ConfigCommand, LoadError, describe},
-    telemetry,
+    config::{self, Cli, Command, ConfigCommand, LoadError, PreflightOutput, describe},
+    preflight, telemetry,
 };
 
 // The AWS SDK allocates heavily on every call (signing, the orchestrator's config bag, headers):
@@ -49,6 +49,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Check(args) = cli.command {
+        return runtime.block_on(preflight(*args, cli.log_format, &matches));
+    }
     let outcome = runtime.block_on(async {
         let telemetry = telemetry::init(cli.log_format);
         let outcome = app::run(cli.command).await;
@@ -62,6 +65,31 @@ fn main() -> ExitCode {
             eprintln!("connect-facade: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `check`: the report on stdout, exit 1 when a check of severity error failed.
+async fn preflight(
+    args: config::PreflightArgs,
+    log_format: telemetry::LogFormat,
+    matches: &clap::ArgMatches,
+) -> ExitCode {
+    let telemetry = telemetry::init(log_format);
+    let files = config::config_files(matches).map_or_else(Vec::new, |(_, files)| files);
+    let options = preflight::Options {
+        instances: args.instances,
+        step_timeout: args.step_timeout,
+    };
+    let report = preflight::run(&args.serve, &files, &options).await;
+    match args.output {
+        PreflightOutput::Text => print!("{}", report.to_text()),
+        PreflightOutput::Json => println!("{}", report.to_json()),
+    }
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -81,11 +81,11 @@ pub fn check(config: &ServeConfig) -> Vec<String> {
     .collect()
 }
 
-/// Runs `serve` or `simulate` to completion (`config`'s subcommands need no runtime: the binary
-/// runs them itself).
+/// Runs `serve` or `simulate` to completion (`config`'s subcommands need no runtime, and `check`
+/// answers a report rather than an error: the binary runs them itself).
 pub async fn run(command: Command) -> Result<(), StartupError> {
     match command {
-        Command::Config(_) => Ok(()),
+        Command::Config(_) | Command::Check(_) => Ok(()),
         Command::Serve(config) => App::build(*config).await?.run_until_stopped().await,
         Command::Simulate(config) => {
             let simulator = start_simulator(&config).await?;

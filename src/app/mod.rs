@@ -14,6 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 pub use commands::{check, run, runtime};
+// What `connect-facade check` builds as `serve` would.
+pub(crate) use parts::{embedded_simulator, route_specs, tls, upstream_settings};
 
 use crate::{
     api::{admission::AdmissionLayer, connect::ConnectLayer, cors},

@@ -32,7 +32,7 @@ const SIMULATOR_ACCESS_KEY_ID: &str = "AKIDCONNECTFACADESIM";
 const SIMULATOR_SECRET_ACCESS_KEY: &str = "connect-facade-simulator-secret";
 
 /// With `--simulator`, a Connect simulator on loopback for the facade to call.
-pub(super) async fn embedded_simulator(
+pub(crate) async fn embedded_simulator(
     config: &ServeConfig,
 ) -> Result<Option<Simulator>, StartupError> {
     if !config.simulator.enabled {
@@ -51,7 +51,7 @@ pub(super) async fn embedded_simulator(
 
 /// Where and as whom the facade calls AWS: the embedded simulator, or the flags and the default
 /// credential chain.
-pub(super) fn upstream_settings(
+pub(crate) fn upstream_settings(
     config: &ServeConfig,
     simulator: Option<&Simulator>,
 ) -> UpstreamSettings {
@@ -83,7 +83,7 @@ pub(super) fn upstream_settings(
 }
 
 /// The routes file's routes, or without one a single route from the flags.
-pub(super) fn route_specs(
+pub(crate) fn route_specs(
     config: &ServeConfig,
     base: &UpstreamBase,
 ) -> Result<Vec<RouteSpec>, StartupError> {
@@ -122,7 +122,7 @@ pub(super) async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), 
 }
 
 /// TLS on the listener, when a certificate and key are given.
-pub(super) fn tls(config: &ServeConfig, metrics: TlsMetrics) -> Result<Option<Tls>, StartupError> {
+pub(crate) fn tls(config: &ServeConfig, metrics: TlsMetrics) -> Result<Option<Tls>, StartupError> {
     let listening = &config.listening;
     match (&listening.tls_cert, &listening.tls_key) {
         (Some(cert), Some(key)) => Ok(Some(Tls::load(

@@ -237,6 +237,13 @@ impl Callers {
         Ok(Self { callers })
     }
 
+    /// Every caller's name and the instances it may call (`*`: any), in the file's order.
+    pub fn instances(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.callers
+            .iter()
+            .map(|c| (c.name.as_str(), c.instances.as_slice()))
+    }
+
     /// Every caller's share, in the file's order (index = position).
     pub fn shares(&self) -> Vec<CallerShare> {
         self.callers.iter().map(|c| c.share.clone()).collect()

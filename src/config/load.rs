@@ -62,6 +62,7 @@ pub fn config_files(matches: &ArgMatches) -> Option<(Vec<&'static str>, Vec<Path
     };
     let (path, files) = match matches.subcommand()? {
         ("serve", m) => (vec!["serve"], files(m, "config")),
+        ("check", m) => (vec!["check"], files(m, "config")),
         ("config", m) => match m.subcommand()? {
             ("check", m) => {
                 let given = files(m, "files");

@@ -50,6 +50,40 @@ pub enum Command {
     /// serving.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check, before the first call, that `serve` with this configuration can do its job: the
+    /// files, the region, the credentials, who AWS says the facade is, the clock, each route's role
+    /// and permission on its instances, the quota store and its scripts, the TLS certificate's
+    /// expiry and the callers' instances. One line per check; exits 0 when no error is found (a
+    /// warning does not fail it), 1 otherwise. Changes nothing an operator would notice.
+    Check(Box<PreflightArgs>),
+}
+
+/// `check`'s own flags, beside `serve`'s.
+#[derive(Clone, Debug, Args)]
+pub struct PreflightArgs {
+    /// How to answer: text (one line per check, with the fix under a failure) or json
+    /// (`{"ok", "checks": [{"name", "ok", "severity", "message", "fix", "link", "seconds"}]}`).
+    #[arg(long, value_enum, default_value_t = PreflightOutput::Text)]
+    pub output: PreflightOutput,
+
+    /// An instance to probe for its route's permission (repeatable), beyond those the routes and
+    /// the callers name; a route that serves `*` has no instance to probe otherwise.
+    #[arg(long = "instance", value_name = "INSTANCE_ID")]
+    pub instances: Vec<String>,
+
+    /// The longest any one network step (AWS, STS, Redis) may take.
+    #[arg(long, default_value = "5s", value_parser = parse::duration)]
+    pub step_timeout: std::time::Duration,
+
+    #[command(flatten)]
+    pub serve: ServeConfig,
+}
+
+/// `check --output`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PreflightOutput {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

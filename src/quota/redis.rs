@@ -18,7 +18,7 @@ use std::time::Duration;
 use redis::{RedisError, Script};
 
 use super::{
-    Bucket, Full, QuotaLimits, Slot, SlotRequest,
+    Bucket, CallerWeight, Full, QuotaLimits, Slot, SlotRequest,
     adaptive::{CEILING_MARGIN, CEILING_RESET, DECREASE_INTERVAL, INCREASE_INTERVAL},
     fair::ACTIVE_CALLER_WINDOW,
 };
@@ -193,6 +193,33 @@ impl RedisQuota {
             .invoke_async(&mut self.connection.clone())
             .await?;
         parse_rate(&rate)
+    }
+
+    /// `connect-facade check`'s dry run: loads each script (`SCRIPT LOAD`), then runs each once on
+    /// `key`'s own keys, which expire by themselves (the bucket's within a second, the adapted
+    /// rate's after [`ADAPTIVE_STATE_TTL`]): no other key is touched.
+    pub(crate) async fn dry_run(&self, key: &str) -> Result<(), RedisQuotaError> {
+        let mut connection = self.connection.clone();
+        for script in [&self.gcra, &self.adaptive, &self.fleet] {
+            script.prepare_invoke().load_async(&mut connection).await?;
+        }
+        // Granted or not, the script ran.
+        let _granted = self
+            .reserve(SlotRequest {
+                key,
+                instance_id: "check",
+                max_wait: Duration::ZERO,
+                deadline: tokio::time::Instant::now() + Duration::from_secs(1),
+                caller: Some(CallerWeight {
+                    name: "connect-facade-check",
+                    weight: 1.0,
+                }),
+            })
+            .await?;
+        self.accepted(key).await?;
+        self.register(key, "connect-facade-check", Duration::from_secs(1))
+            .await?;
+        Ok(())
     }
 
     /// Registers `replica` among the replicas live for `key` (for `ttl`), and counts them.

@@ -76,6 +76,37 @@ impl RedisReplays {
         }
     }
 
+    /// `connect-facade check`'s dry run: loads both scripts (`SCRIPT LOAD`), then claims and
+    /// releases a lock of its own, whose key expires within a second even if the release is lost.
+    /// Unlike a call's, its errors are returned, not taken as the store being down.
+    pub(crate) async fn dry_run(&self) -> redis::RedisResult<()> {
+        let mut connection = self.store.connection();
+        for script in [&self.claim, &self.finish] {
+            script.prepare_invoke().load_async(&mut connection).await?;
+        }
+        let key = format!("{}:{{check-{}}}", self.store.prefix(), uuid::Uuid::new_v4());
+        let (answer, lock) = (format!("{key}:replay"), format!("{key}:lock"));
+        let fingerprint = "connect-facade-check";
+        let _: (String, String) = self
+            .claim
+            .key(&answer)
+            .key(&lock)
+            .arg(fingerprint)
+            .arg(1000)
+            .invoke_async(&mut connection)
+            .await?;
+        let _: i64 = self
+            .finish
+            .key(&answer)
+            .key(&lock)
+            .arg("")
+            .arg(1000)
+            .arg(fingerprint)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(())
+    }
+
     fn keys(&self, key: &ContactKey) -> (String, String) {
         let key = hex::encode(key);
         (

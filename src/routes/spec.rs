@@ -118,6 +118,16 @@ pub fn parse(text: &str, name: &str) -> Result<Vec<RouteSpec>, RoutesError> {
     Ok(file.routes)
 }
 
+/// The route serving `instance_id` among `specs`, as the route table picks it: the route that
+/// names it, else the default (`*`).
+pub fn route_for<'a>(specs: &'a [RouteSpec], instance_id: &str) -> Option<&'a RouteSpec> {
+    let names = |spec: &&RouteSpec, id: &str| spec.instances.iter().any(|i| i == id);
+    specs
+        .iter()
+        .find(|spec| names(spec, instance_id))
+        .or_else(|| specs.iter().find(|spec| names(spec, "*")))
+}
+
 /// The account of `arn:aws:iam::ACCOUNT:role/NAME` (any partition).
 pub fn role_arn_account(arn: &str) -> Option<&str> {
     let mut parts = arn.splitn(6, ':');

@@ -216,6 +216,12 @@ impl Tls {
         Ok(tls)
     }
 
+    /// When the served certificate expires (its `notAfter`).
+    pub fn certificate_expiry(&self) -> Option<std::time::SystemTime> {
+        let seconds = u64::try_from(expiry(&self.seen)?).ok()?;
+        Some(std::time::UNIX_EPOCH + Duration::from_secs(seconds))
+    }
+
     fn export_expiry(&self) {
         if let Some(not_after) = expiry(&self.seen) {
             let cert = self.files.cert.display().to_string();

@@ -32,6 +32,10 @@ pub struct AccountFixture {
     pub access_key_ids: Vec<String>,
     #[serde(default)]
     pub roles: Vec<RoleFixture>,
+    /// Whether the account's long-term keys hold `connect:CreatePersistentContactAssociation`
+    /// (default: true); without it every call is AccessDeniedException, whatever the instance.
+    #[serde(default = "permitted")]
+    pub may_associate: bool,
 }
 
 /// A role STS lets any known principal assume.
@@ -46,10 +50,18 @@ pub struct RoleFixture {
     /// Lifetime of the credentials issued for this role (default: 3600).
     #[serde(default = "default_session_seconds")]
     pub session_seconds: u64,
+    /// Whether the role's policy allows `connect:CreatePersistentContactAssociation` (default:
+    /// true).
+    #[serde(default = "permitted")]
+    pub may_associate: bool,
 }
 
 fn default_session_seconds() -> u64 {
     3600
+}
+
+fn permitted() -> bool {
+    true
 }
 
 /// The account an `arn:aws:iam::ACCOUNT:role/NAME` belongs to, as STS reads it: the simulator's own
@@ -77,7 +89,21 @@ struct Session {
     account: String,
     assumed_role: String,
     expires: SystemTime,
+    may_associate: bool,
 }
+
+/// Who signed a request, as AWS knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub account: String,
+    pub arn: String,
+    /// The principal's unique id (`AIDA…` for a user, `AROA…:SESSION` for an assumed role).
+    pub user_id: String,
+    pub may_associate: bool,
+}
+
+/// The account a key no account lists answers from (fixtures without accounts).
+const ANY_ACCOUNT: &str = "123456789012";
 
 /// Why a key may not make a call.
 #[derive(Debug, PartialEq, Eq)]
@@ -87,6 +113,12 @@ pub enum Refused {
     /// The principal's account is not the instance's (its ARN, for the message).
     OtherAccount {
         principal: String,
+    },
+    /// The principal's policy does not allow the operation (its ARN and account, for the
+    /// message).
+    NoPermission {
+        principal: String,
+        account: String,
     },
     /// The instance does not exist in the signature's region.
     OtherRegion,
@@ -113,8 +145,8 @@ pub struct Issued {
 
 /// The accounts and the sessions issued so far.
 pub struct Identities {
-    /// Long-term key id → account id.
-    keys: HashMap<String, String>,
+    /// Long-term key id → account id, and whether its policy allows the operation.
+    keys: HashMap<String, (String, bool)>,
     roles: HashMap<String, RoleFixture>,
     /// Instance id → (account, region), for instances that say.
     instances: HashMap<String, (Option<String>, Option<String>)>,
@@ -134,7 +166,7 @@ impl Identities {
         let mut roles = HashMap::new();
         for account in accounts {
             for key in &account.access_key_ids {
-                keys.insert(key.clone(), account.id.clone());
+                keys.insert(key.clone(), (account.id.clone(), account.may_associate));
             }
             for role in &account.roles {
                 roles.insert(role.arn.clone(), role.clone());
@@ -158,23 +190,28 @@ impl Identities {
         self.assume_role_calls.load(Ordering::Relaxed)
     }
 
-    /// Whether `key` is a key AWS would know: a long-term key, a session key, or (without accounts)
-    /// any key or the listed ones.
-    fn known(&self, key: &str) -> Result<Option<(String, String)>, Refused> {
-        if let Some(account) = self.keys.get(key) {
-            return Ok(Some((
-                account.clone(),
-                format!("arn:aws:iam::{account}:user/simulated"),
-            )));
+    /// Who `key` belongs to: a long-term key, a session key, or (without accounts) any key or the
+    /// listed ones, which answer as a user of no account in particular (`None`).
+    fn known(&self, key: &str) -> Result<Option<Principal>, Refused> {
+        if let Some((account, may_associate)) = self.keys.get(key) {
+            return Ok(Some(Principal {
+                account: account.clone(),
+                arn: format!("arn:aws:iam::{account}:user/simulated"),
+                user_id: "AIDASIMULATED".to_owned(),
+                may_associate: *may_associate,
+            }));
         }
         if let Some(session) = self.sessions.lock().get(key) {
             if session.expires <= SystemTime::now() {
                 return Err(Refused::Expired);
             }
-            return Ok(Some((
-                session.account.clone(),
-                session.assumed_role.clone(),
-            )));
+            let session_name = session.assumed_role.rsplit('/').next().unwrap_or_default();
+            return Ok(Some(Principal {
+                account: session.account.clone(),
+                arn: session.assumed_role.clone(),
+                user_id: format!("AROASIMULATED:{session_name}"),
+                may_associate: session.may_associate,
+            }));
         }
         let open = self.keys.is_empty() && self.legacy_keys.is_empty();
         if open || self.legacy_keys.iter().any(|k| k == key) {
@@ -184,18 +221,37 @@ impl Identities {
         }
     }
 
-    /// Whether `key`, signing for `region`, may call on `instance_id`.
+    /// Who `key` is, as STS GetCallerIdentity answers.
+    pub fn caller_identity(&self, key: &str) -> Result<Principal, Refused> {
+        Ok(self.known(key)?.unwrap_or_else(|| Principal {
+            account: ANY_ACCOUNT.to_owned(),
+            arn: format!("arn:aws:iam::{ANY_ACCOUNT}:user/simulated"),
+            user_id: "AIDASIMULATED".to_owned(),
+            may_associate: true,
+        }))
+    }
+
+    /// Whether `key`, signing for `region`, may call on `instance_id`. IAM judges the principal's
+    /// policy first, whatever the instance (an unknown instance included), as AWS does.
     pub fn authorize(&self, key: &str, region: &str, instance_id: &str) -> Result<(), Refused> {
         let principal = self.known(key)?;
+        if let Some(principal) = &principal
+            && !principal.may_associate
+        {
+            return Err(Refused::NoPermission {
+                principal: principal.arn.clone(),
+                account: principal.account.clone(),
+            });
+        }
         let Some((account, instance_region)) = self.instances.get(instance_id) else {
             return Ok(());
         };
         if let Some(expected) = account {
             match &principal {
-                Some((actual, _)) if actual == expected => {}
-                Some((_, arn)) => {
+                Some(principal) if &principal.account == expected => {}
+                Some(principal) => {
                     return Err(Refused::OtherAccount {
-                        principal: arn.clone(),
+                        principal: principal.arn.clone(),
                     });
                 }
                 None => {
@@ -256,6 +312,7 @@ impl Identities {
                 account,
                 assumed_role: assumed_role_arn.clone(),
                 expires: expiration,
+                may_associate: role.may_associate,
             },
         );
         self.assume_role_calls.fetch_add(1, Ordering::Relaxed);
@@ -282,12 +339,15 @@ mod tests {
                     arn: "arn:aws:iam::111122223333:role/facade".into(),
                     external_id: Some("ext".into()),
                     session_seconds,
+                    may_associate: true,
                 }],
+                may_associate: true,
             },
             AccountFixture {
                 id: "444455556666".into(),
-                access_key_ids: vec![],
+                access_key_ids: vec!["AKIDDENIED".into()],
                 roles: vec![],
+                may_associate: false,
             },
         ];
         Identities::new(
@@ -352,6 +412,17 @@ mod tests {
             Err(Refused::OtherAccount { principal }) if principal.contains("assumed-role/facade/s")
         ));
         assert_eq!(ids.authorize("AKIDBASE", "eu-west-2", "uk"), Ok(()));
+        assert!(
+            matches!(
+                ids.authorize("AKIDDENIED", "us-east-1", "no-such-instance"),
+                Err(Refused::NoPermission { account, .. }) if account == "444455556666"
+            ),
+            "the policy is judged before the instance is looked up"
+        );
+        assert_eq!(
+            ids.caller_identity("AKIDDENIED").unwrap().arn,
+            "arn:aws:iam::444455556666:user/simulated"
+        );
         assert_eq!(
             ids.authorize("AKIDNOBODY", "eu-west-2", "uk"),
             Err(Refused::Unrecognized)

@@ -1,4 +1,5 @@
-//! STS's AssumeRole, in the AWS query protocol: a form-encoded POST to `/`, answered in XML.
+//! STS's AssumeRole and GetCallerIdentity, in the AWS query protocol: a form-encoded POST to `/`,
+//! answered in XML.
 
 use std::collections::HashMap;
 
@@ -10,7 +11,7 @@ use hyper::body::Incoming;
 use super::{
     SimulatorState,
     identity::AssumeRoleError,
-    wire::{MAX_BODY_BYTES, check_signature},
+    wire::{MAX_BODY_BYTES, check_signature, refusal},
 };
 
 pub async fn handle(
@@ -18,7 +19,7 @@ pub async fn handle(
     request: Request<Incoming>,
     request_id: &str,
 ) -> Response<Full<Bytes>> {
-    match assume_role(state, request).await {
+    match answer(state, request).await {
         Ok(body) => xml_response(StatusCode::OK, body),
         Err((status, code, message)) => xml_response(
             status,
@@ -34,10 +35,7 @@ pub async fn handle(
 
 type StsError = (StatusCode, &'static str, String);
 
-async fn assume_role(
-    state: &SimulatorState,
-    request: Request<Incoming>,
-) -> Result<String, StsError> {
+async fn answer(state: &SimulatorState, request: Request<Incoming>) -> Result<String, StsError> {
     let signer = check_signature(state, request.headers(), "sts")
         .map_err(|error| (error.status, static_code(&error.code), error.message))?;
     let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
@@ -52,16 +50,42 @@ async fn assume_role(
         })?
         .to_bytes();
     let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
-    if form.get("Action").map(String::as_str) != Some("AssumeRole") {
-        return Err((
+    match form.get("Action").map(String::as_str) {
+        Some("AssumeRole") => assume_role(state, &signer.access_key_id, &form),
+        Some("GetCallerIdentity") => caller_identity(state, &signer.access_key_id),
+        other => Err((
             StatusCode::BAD_REQUEST,
             "InvalidAction",
             format!(
                 "The action {} is not valid for this endpoint",
-                form.get("Action").map_or("(none)", String::as_str)
+                other.unwrap_or("(none)")
             ),
-        ));
+        )),
     }
+}
+
+fn caller_identity(state: &SimulatorState, key: &str) -> Result<String, StsError> {
+    let principal = state.identities.caller_identity(key).map_err(|refused| {
+        let error = refusal(refused, "");
+        (error.status, static_code(&error.code), error.message)
+    })?;
+    Ok(format!(
+        "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+         <GetCallerIdentityResult><Arn>{}</Arn><UserId>{}</UserId><Account>{}</Account>\
+         </GetCallerIdentityResult>\
+         <ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></GetCallerIdentityResponse>",
+        escape(&principal.arn),
+        escape(&principal.user_id),
+        principal.account,
+        uuid::Uuid::new_v4(),
+    ))
+}
+
+fn assume_role(
+    state: &SimulatorState,
+    access_key_id: &str,
+    form: &HashMap<String, String>,
+) -> Result<String, StsError> {
     let issued = state
         .identities
         .assume_role(
@@ -77,7 +101,7 @@ async fn assume_role(
                 (StatusCode::BAD_REQUEST, "ValidationError", message)
             }
         })?;
-    tracing::debug!(key = %signer.access_key_id, role = ?form.get("RoleArn"), "simulated AssumeRole");
+    tracing::debug!(key = %access_key_id, role = ?form.get("RoleArn"), "simulated AssumeRole");
     Ok(format!(
         "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
          <AssumeRoleResult><Credentials>\

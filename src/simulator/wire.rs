@@ -301,7 +301,7 @@ pub(super) fn check_signature(
 }
 
 /// AWS's answer to a signer it refuses.
-fn refusal(refused: Refused, instance_id: &str) -> AwsError {
+pub(super) fn refusal(refused: Refused, instance_id: &str) -> AwsError {
     match refused {
         Refused::Unrecognized => AwsError::new(
             "UnrecognizedClientException",
@@ -316,6 +316,15 @@ fn refusal(refused: Refused, instance_id: &str) -> AwsError {
             format!(
                 "User: {principal} is not authorized to perform: \
                  connect:CreatePersistentContactAssociation on resource: instance/{instance_id}"
+            ),
+        ),
+        Refused::NoPermission { principal, account } => AwsError::new(
+            "AccessDeniedException",
+            format!(
+                "User: {principal} is not authorized to perform: \
+                 connect:CreatePersistentContactAssociation on resource: \
+                 arn:aws:connect:*:{account}:instance/{instance_id} \
+                 because no identity-based policy allows the action"
             ),
         ),
         Refused::OtherRegion => AwsError::new(

@@ -18,6 +18,7 @@
 //! the facade's instructions per call (docs/BENCHMARKS.md).
 
 mod error;
+mod preflight;
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ use aws_sdk_connect::{
 };
 
 pub use error::{UpstreamError, UpstreamErrorKind, kind_of_code};
+pub use preflight::{CallerIdentity, Probe, caller_identity};
 
 use crate::domain::AssociationRequest;
 
@@ -110,6 +112,14 @@ impl UpstreamBase {
         }
     }
 
+    /// Where Connect is called when no route says: `--endpoint-url`, else the environment's
+    /// (`AWS_ENDPOINT_URL`); `None` for AWS's own endpoints.
+    pub fn endpoint_url(&self) -> Option<&str> {
+        self.endpoint_url
+            .as_deref()
+            .or_else(|| self.config.endpoint_url())
+    }
+
     /// The region of the default chain (or `--region`), if any.
     pub fn region(&self) -> Option<String> {
         self.config.region().map(ToString::to_string)
@@ -118,22 +128,12 @@ impl UpstreamBase {
     /// The client for one route. Assuming a role makes no call yet: the first call does, and the
     /// client's identity cache keeps the credentials and refreshes them before they expire.
     pub async fn route(&self, target: RouteTarget<'_>) -> ConnectUpstream {
-        let region = Region::new(target.region.to_owned());
-        let mut builder = self.config.to_builder().region(region.clone());
-        if let Some(role_arn) = target.role_arn {
-            // STS gets the SDK's standard retries: unlike Connect's calls, nothing above retries it.
-            let sts = self
-                .config
-                .to_builder()
-                .region(region)
-                .retry_config(RetryConfig::standard())
-                .build();
-            let mut provider = AssumeRoleProvider::builder(role_arn).session_name(SESSION_NAME);
-            if let Some(id) = target.external_id {
-                provider = provider.external_id(id);
-            }
-            let provider = provider.configure(&sts).build().await;
-            builder = builder.credentials_provider(SharedCredentialsProvider::new(provider));
+        let mut builder = self
+            .config
+            .to_builder()
+            .region(Region::new(target.region.to_owned()));
+        if target.role_arn.is_some() {
+            builder = builder.credentials_provider(self.credentials(target).await);
         }
         let mut config = aws_sdk_connect::config::Builder::from(&builder.build())
             .identity_cache(IdentityCache::lazy().build());
@@ -147,6 +147,58 @@ impl UpstreamBase {
         ConnectUpstream {
             client: aws_sdk_connect::Client::from_conf(config),
         }
+    }
+
+    /// Whose credentials a route's calls are signed with: the base's (the default chain), or
+    /// aws-config's AssumeRole provider over them for a route with a `role_arn`.
+    pub async fn credentials(&self, target: RouteTarget<'_>) -> SharedCredentialsProvider {
+        let base = self
+            .config
+            .credentials_provider()
+            .unwrap_or_else(|| SharedCredentialsProvider::new(NoCredentials));
+        let Some(role_arn) = target.role_arn else {
+            return base;
+        };
+        // STS gets the SDK's standard retries: unlike Connect's calls, nothing above retries it.
+        let sts = self
+            .config
+            .to_builder()
+            .region(Region::new(target.region.to_owned()))
+            .retry_config(RetryConfig::standard())
+            .build();
+        let mut provider = AssumeRoleProvider::builder(role_arn).session_name(SESSION_NAME);
+        if let Some(id) = target.external_id {
+            provider = provider.external_id(id);
+        }
+        SharedCredentialsProvider::new(provider.configure(&sts).build().await)
+    }
+
+    /// The base configuration in `region`, for the other AWS services the facade asks (STS).
+    pub(crate) fn config_in(&self, region: &str) -> SdkConfig {
+        self.config
+            .to_builder()
+            .region(Region::new(region.to_owned()))
+            .build()
+    }
+}
+
+/// A chain that found nothing: only when the base was built without a credentials provider,
+/// which aws-config's default loader never does.
+#[derive(Debug)]
+struct NoCredentials;
+
+impl aws_credential_types::provider::ProvideCredentials for NoCredentials {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+            aws_credential_types::provider::error::CredentialsError::not_loaded(
+                "no credentials provider is configured",
+            ),
+        ))
     }
 }
 
