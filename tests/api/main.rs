@@ -14,6 +14,7 @@ mod lifecycle;
 mod log_floods;
 mod observability;
 mod peer_bounds;
+mod preflight;
 mod process;
 mod protocols;
 mod quota;

@@ -52,6 +52,17 @@ impl Pki {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A leaf certificate for `name` that expired on 2021-01-01; returns (cert PEM, key PEM).
+    pub fn expired_leaf(&self, name: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// Writes `file` whole at once (through a rename, as Kubernetes updates a Secret), so a reload
     /// never reads it half written.
     pub fn write(&self, file: &str, pem: &str) -> PathBuf {
