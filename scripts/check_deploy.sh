@@ -5,8 +5,9 @@
 # the Service, the dashboard ConfigMap against dashboard.json), checkov applies its security
 # policy (a skipped check must carry its reason in a checkov.io/skip annotation), hadolint lints the
 # Dockerfile, every flag and CONNECT_FACADE_* variable deploy/ names must exist in `serve --help`,
-# and each rendering's configuration files (with the files they name) pass `connect-facade config
-# check`.
+# each rendering's configuration files (with the files they name) pass `connect-facade config
+# check`, and the example's preflight init container runs `connect-facade check` with the facade's
+# own flags, environment and files.
 # Usage: scripts/check_deploy.sh [path/to/connect-facade]
 #   (kubectl, kubernetes-validate, checkov, hadolint and promtool must be on PATH; .ci/run installs them)
 set -euo pipefail
@@ -37,6 +38,15 @@ volume = next(v for v in spec["volumes"] if v["name"] == "routes")
 assert volume["configMap"]["name"] == "connect-facade-routes"
 assert "routes.yaml" in routes["data"] and mount.get("readOnly")
 PY
+python3 - "$out/example.yaml" <<'PY' || fail "the overlay's preflight init container does not run check with the facade's own flags, environment and files"
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+spec = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+facade, [preflight] = spec["containers"][0], spec["initContainers"]
+assert preflight["command"] == ["/usr/local/bin/connect-facade", "check"], preflight["command"]
+for field in ("args", "env", "volumeMounts", "image"):
+    assert preflight[field] == facade[field], (field, preflight[field], facade[field])
+PY
 
 echo "-- the configuration each rendering gives the pods (connect-facade config print and check)"
 # Writes a rendering's ConfigMap volumes under a root directory at their mount paths, and prints the
@@ -56,9 +66,9 @@ for mount in container.get("volumeMounts", []):
     for key, text in data.items():
         with open(f"{root}{mount['mountPath']}/{key}", "w") as f:
             f.write(text)
+assert container["command"] == ["/usr/local/bin/connect-facade", "serve"], container["command"]
 args = container["args"]
-assert args[0] == "serve", args
-for arg in args[1:]:
+for arg in args:
     assert arg.startswith("--config="), f"{arg}: the pods' settings belong in their configuration files"
     print("--config=" + root + arg.split("=", 1)[1])
 PY
