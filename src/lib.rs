@@ -26,6 +26,7 @@ pub(crate) mod metrics;
 pub(crate) mod middleware;
 pub mod preflight;
 pub mod quota;
+pub(crate) mod reload;
 pub(crate) mod replay;
 pub(crate) mod routes;
 pub(crate) mod serving;

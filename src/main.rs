@@ -38,7 +38,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    if let Command::Serve(config) = &mut cli.command {
+        // A reload reads the command line again, with the files it names.
+        config.command_line = std::env::args_os().collect();
+    }
     if let Command::Config(config_command) = &cli.command {
         return run_config_command(config_command, &command, &matches);
     }

@@ -1,5 +1,7 @@
-//! The signals that stop a process (the facade's server and the standalone simulator alike), and
-//! SIGHUP, which asks for a reload and never stops one.
+//! The signals that stop a process (the facade's server and the standalone simulator alike).
+//! SIGHUP asks for a reload and never stops one: [`crate::reload`] watches it from startup (tokio
+//! keeps the handler for the process's life, so the default action, ending the process, never
+//! applies, even while draining).
 
 /// Completes on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
 pub async fn shutdown_signal() {
@@ -22,26 +24,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
-    }
-}
-
-/// Watches SIGHUP for the process's life, from now: a reload request must never be fatal, and
-/// without a handler SIGHUP's default action ends the process at once, calls in flight lost. Each
-/// one is logged with what it reloads (`reloads`: the files that watch SIGHUP themselves), until
-/// `stop`. The task, to spawn when serving starts.
-pub fn watch_hangups(
-    reloads: String,
-    stop: tokio_util::sync::CancellationToken,
-) -> impl Future<Output = ()> + Send + 'static {
-    use tokio::signal::unix::{SignalKind, signal};
-    let hangups = signal(SignalKind::hangup());
-    if let Err(error) = &hangups {
-        tracing::warn!(%error, "cannot watch SIGHUP: sending it would stop the process");
-    }
-    async move {
-        let Ok(mut hangups) = hangups else { return };
-        while let Some(Some(())) = stop.run_until_cancelled(hangups.recv()).await {
-            tracing::info!(reloads = %reloads, "SIGHUP received");
-        }
     }
 }

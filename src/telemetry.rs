@@ -1,7 +1,8 @@
 //! Logs and traces.
 //!
 //! Logs: `tracing` events to stderr, as JSON lines (one object per event, with the RPC span's fields)
-//! or human-readable text, filtered by `RUST_LOG` (default `info`). JSON is the default when stderr
+//! or human-readable text, filtered by `RUST_LOG` (default `info`), or by `--log-filter`, which a
+//! reload changes live ([`set_log_filter`]). JSON is the default when stderr
 //! is not a terminal, i.e. in containers, where a log pipeline parses it; text when a person is
 //! watching. Nothing secret is ever a field: credentials types redact themselves in `Debug`, and the
 //! SDK does not log keys or session tokens even at `trace` (a test proves it).
@@ -14,7 +15,10 @@
 
 use std::{
     io::IsTerminal,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use clap::ValueEnum;
@@ -31,6 +35,7 @@ use tracing_subscriber::{
     filter::{FilterExt, filter_fn},
     fmt::MakeWriter,
     layer::SubscriberExt,
+    reload,
     util::SubscriberInitExt,
 };
 
@@ -44,6 +49,42 @@ pub const ATTEMPT_SPAN: &str = "upstream_attempt";
 
 /// Whether spans are exported; set once by [`init`].
 static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// The log lines' filter, once [`init`] installed it.
+static LOG_FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// Why a log filter was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid log filter `{directives}`: {reason}")]
+pub struct LogFilterError {
+    directives: String,
+    reason: String,
+}
+
+/// Checks `RUST_LOG`-style directives (`info`, `connect_facade=debug,info`…) without applying them.
+pub fn parse_log_filter(directives: &str) -> Result<EnvFilter, LogFilterError> {
+    EnvFilter::try_new(directives).map_err(|error| LogFilterError {
+        directives: directives.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+/// Filters the log lines by `directives` from now on, or by `RUST_LOG` (default `info`) when
+/// `None`; the span exporter's filter is left as it started. Nothing to change when [`init`]
+/// installed nothing (in tests).
+pub fn set_log_filter(directives: Option<&str>) -> Result<(), LogFilterError> {
+    let filter = match directives {
+        Some(directives) => parse_log_filter(directives)?,
+        None => env_filter(),
+    };
+    if let Some(handle) = LOG_FILTER.get() {
+        handle.reload(filter).map_err(|error| LogFilterError {
+            directives: directives.unwrap_or_default().to_owned(),
+            reason: error.to_string(),
+        })?;
+    }
+    Ok(())
+}
 
 /// Whether an exporter is running, so attributes only traces need can be skipped otherwise.
 pub(crate) fn exporting() -> bool {
@@ -92,15 +133,14 @@ pub fn init(format: LogFormat) -> Telemetry {
         Ok(provider) => (provider, None),
         Err(err) => (None, Some(err)),
     };
+    let (layers, log_filter) = layers(json, terminal, std::io::stderr, tracer_provider.as_ref());
     let installed = tracing_subscriber::registry()
-        .with(layers(
-            json,
-            terminal,
-            std::io::stderr,
-            tracer_provider.as_ref(),
-        ))
+        .with(layers)
         .try_init()
         .is_ok();
+    if installed {
+        let _ = LOG_FILTER.set(log_filter);
+    }
     if let Some(err) = exporter_error {
         tracing::error!(error = %err, "OTLP trace export is configured but cannot start; spans are not exported");
     }
@@ -121,17 +161,18 @@ type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 /// The log formatter, and the span exporter when there is one, each with its own filter (rather
 /// than one global filter, or an absent layer that, as an `Option`, would enable every span): a
 /// span every present layer refuses, such as an attempt span without an exporter, is then never
-/// created at all.
+/// created at all. The log formatter's filter can be replaced while running: its handle.
 fn layers<W>(
     json: bool,
     ansi: bool,
     writer: W,
     tracer_provider: Option<&SdkTracerProvider>,
-) -> Vec<BoxedLayer>
+) -> (Vec<BoxedLayer>, reload::Handle<EnvFilter, Registry>)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let mut layers = vec![log_layer(json, ansi, writer, env_filter())];
+    let (log_filter, handle) = reload::Layer::new(env_filter());
+    let mut layers = vec![log_layer(json, ansi, writer, log_filter)];
     if let Some(provider) = tracer_provider {
         layers.push(
             tracing_opentelemetry::layer()
@@ -140,7 +181,7 @@ where
                 .boxed(),
         );
     }
-    layers
+    (layers, handle)
 }
 
 /// `RUST_LOG`, `info` by default.
@@ -150,7 +191,12 @@ fn env_filter() -> EnvFilter {
 
 /// The log formatter: JSON lines showing the innermost span's fields, or text (coloured for a
 /// terminal), without the trace-only attempt spans.
-fn log_layer<W>(json: bool, ansi: bool, writer: W, filter: EnvFilter) -> BoxedLayer
+fn log_layer<W>(
+    json: bool,
+    ansi: bool,
+    writer: W,
+    filter: reload::Layer<EnvFilter, Registry>,
+) -> BoxedLayer
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -259,7 +305,8 @@ mod tests {
         let provider = SdkTracerProvider::builder().build();
         for json in [true, false] {
             for exporting in [false, true] {
-                let layers = layers(json, false, std::io::sink, exporting.then_some(&provider));
+                let (layers, _) =
+                    layers(json, false, std::io::sink, exporting.then_some(&provider));
                 let subscriber = tracing_subscriber::registry().with(layers);
                 tracing::subscriber::with_default(subscriber, || {
                     let attempt = tracing::info_span!(ATTEMPT_SPAN);

@@ -5,11 +5,7 @@
 //! is answered at once, in its protocol's words, never waited for. Refusals are counted and logged
 //! as failed calls through [`Refusals`].
 
-use std::{
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::task::{Context, Poll};
 
 use http::{Request, Response, header};
 use tokio::time::Instant;
@@ -18,10 +14,10 @@ use tower::{BoxError, Layer, Service};
 
 use super::{error_writer, protocol::Protocol};
 use crate::{
-    auth::{self, Callers},
+    auth::{self, AdmittedCaller, LiveCallers},
     call::{
         Refusals,
-        deadline::{self, CallerTimeout, Deadline},
+        deadline::{self, CallerTimeout, Deadline, DefaultDeadline},
     },
     error::CallError,
     proto::RPC_PATH,
@@ -33,15 +29,15 @@ use crate::{
 #[derive(Clone, Debug)]
 pub(crate) struct AdmissionLayer {
     refusals: Refusals,
-    callers: Option<Arc<Callers>>,
-    default_deadline: Duration,
+    callers: Option<LiveCallers>,
+    default_deadline: DefaultDeadline,
 }
 
 impl AdmissionLayer {
     pub fn new(
         refusals: Refusals,
-        callers: Option<Arc<Callers>>,
-        default_deadline: Duration,
+        callers: Option<LiveCallers>,
+        default_deadline: DefaultDeadline,
     ) -> Self {
         Self {
             refusals,
@@ -60,7 +56,7 @@ impl AdmissionLayer {
         } else {
             CallerTimeout::read(headers.get("grpc-timeout"), deadline::parse_grpc_timeout)
         };
-        Deadline::new(Instant::now(), asked, self.default_deadline)
+        Deadline::new(Instant::now(), asked, self.default_deadline.get())
     }
 
     /// Lets a call of the RPC in, on its headers alone, and records who it is from.
@@ -86,9 +82,13 @@ impl AdmissionLayer {
             return Ok(());
         };
         let (_, tls_subject) = auth::peer(request.extensions());
-        match callers.authenticate(request.headers(), tls_subject.as_deref()) {
+        let set = callers.current();
+        match set
+            .callers
+            .authenticate(request.headers(), tls_subject.as_deref())
+        {
             Ok(who) => {
-                request.extensions_mut().insert(who);
+                request.extensions_mut().insert(AdmittedCaller { set, who });
                 Ok(())
             }
             Err(_) => Err(Box::new(

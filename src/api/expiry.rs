@@ -21,19 +21,22 @@ use tonic::{Code, body::Body};
 use tower::{BoxError, Layer, Service};
 
 use super::{error_writer, protocol::Protocol};
-use crate::{call::deadline::Deadline, status::ErrorAnswer};
+use crate::{
+    call::deadline::{Deadline, DefaultDeadline},
+    status::ErrorAnswer,
+};
 
 /// How long after the handler's own deadline this layer answers.
 const SLACK: Duration = Duration::from_millis(5);
 
 /// Answers DEADLINE_EXCEEDED for a request still unanswered at its deadline.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ExpiryLayer {
-    default_deadline: Duration,
+    default_deadline: DefaultDeadline,
 }
 
 impl ExpiryLayer {
-    pub fn new(default_deadline: Duration) -> Self {
+    pub fn new(default_deadline: DefaultDeadline) -> Self {
         Self { default_deadline }
     }
 }
@@ -44,7 +47,7 @@ impl<S> Layer<S> for ExpiryLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Expiry {
             inner,
-            default_deadline: self.default_deadline,
+            default_deadline: self.default_deadline.clone(),
         }
     }
 }
@@ -52,7 +55,7 @@ impl<S> Layer<S> for ExpiryLayer {
 #[derive(Clone, Debug)]
 pub struct Expiry<S> {
     inner: S,
-    default_deadline: Duration,
+    default_deadline: DefaultDeadline,
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
@@ -73,7 +76,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let protocol = Protocol::of_request(&request);
-        let deadline = Deadline::of(request.extensions(), self.default_deadline);
+        let deadline = Deadline::of(request.extensions(), self.default_deadline.get());
         let (budget, expires) = (deadline.budget, deadline.at + SLACK);
         let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
         let answer = self.inner.call(request);

@@ -12,7 +12,7 @@ use tower::{BoxError, ServiceBuilder, util::BoxCloneService};
 use super::StartupError;
 use crate::{
     api::{admission::AdmissionLayer, connect::ConnectLayer, expiry::ExpiryLayer, grpc},
-    call::CallService,
+    call::{CallService, deadline::DefaultDeadline},
     config::ServeConfig,
     proto,
     serving::{listener::AdmissionLimits, serve::ConnectionSettings},
@@ -27,7 +27,7 @@ pub(super) fn stack(
     admission: AdmissionLayer,
     connect: ConnectLayer,
     routes: Routes,
-    default_deadline: Duration,
+    default_deadline: DefaultDeadline,
 ) -> HttpService {
     BoxCloneService::new(
         ServiceBuilder::new()

@@ -20,13 +20,14 @@ pub(crate) use parts::{embedded_simulator, route_specs, tls, upstream_settings};
 use crate::{
     api::{admission::AdmissionLayer, connect::ConnectLayer, cors},
     auth::{AuthFileError, CallerMetrics},
-    call::{CallMetrics, CallService, Guards, Refusals, RpcMetrics},
+    call::{CallMetrics, CallService, Guards, Refusals, RpcMetrics, deadline::DefaultDeadline},
     config::ServeConfig,
     lifecycle::Lifecycle,
     metrics::MetricsRegistry,
     middleware::UpstreamMetrics,
+    reload::{Live, ReloadMetrics, Reloader},
     routes::{
-        self, RouteMetrics, RoutesError,
+        RouteMetrics, RoutesError,
         router::{RouteBuilder, Router},
     },
     serving::{
@@ -37,6 +38,7 @@ use crate::{
         tls::{TlsError, TlsMetrics},
     },
     simulator::{Simulator, fixtures::FixturesError},
+    telemetry,
     upstream::{UpstreamBase, UpstreamConfigError},
 };
 
@@ -117,6 +119,7 @@ impl App {
         let route_metrics = RouteMetrics::register(&mut registry);
         let connection_metrics = ConnectionMetrics::register(&mut registry);
         let shared = parts::StoreParts::build(&config, &mut registry, &tasks);
+        let reload_base = base.clone();
         let builder = RouteBuilder::new(
             base,
             config.middleware(),
@@ -129,29 +132,23 @@ impl App {
         for route in router.table().routes() {
             tracing::info!(route = %route.name, key = route.key.as_str(), "Amazon Connect route ready");
         }
-        if let Some(path) = config.aws.routes.clone() {
-            background.push(Box::pin(routes::reload_on_change(
-                router.clone(),
-                path,
-                config.aws.routes_reload_interval,
-                route_metrics,
-                lifecycle.draining(),
-            )));
-        }
+        let router_for_reloads = router.clone();
+        let live_callers = parts::callers(&config)?;
         let guards = Guards {
-            callers: parts::callers(&config)?,
+            callers: live_callers.clone(),
             replayer: shared.replayer,
         };
         let limits = http::ConnectionLimits::from(&config);
+        let default_deadline = DefaultDeadline::new(limits.default_deadline);
         let refusals = Refusals::new(calls.rpc.clone());
         let admission = AdmissionLayer::new(
             refusals.clone(),
             guards.callers.clone(),
-            limits.default_deadline,
+            default_deadline.clone(),
         );
         let calls = CallService::new(
             router.clone(),
-            limits.default_deadline,
+            default_deadline.clone(),
             lifecycle.clone(),
             calls,
             refusals.clone(),
@@ -170,29 +167,31 @@ impl App {
             admission,
             ConnectLayer::new(calls.clone(), refusals, limits.max_message_size),
             http::grpc_routes(calls, health_service, limits.max_message_size)?,
-            limits.default_deadline,
+            default_deadline.clone(),
         );
-        let handshake = tls.map(|tls| {
+        let handshake = tls.as_ref().map(|tls| {
             let handshake: Handshake = Box::new(tls.handshake());
-            background.push(Box::pin(tls.reload_on_change(
-                config.listening.tls_reload_interval,
-                lifecycle.draining(),
-            )));
             handshake
         });
-        let reloads = match (
-            config.listening.tls_cert.is_some(),
-            config.aws.routes.is_some(),
-        ) {
-            (true, true) => "the TLS certificates and the routes file",
-            (true, false) => "the TLS certificates",
-            (false, true) => "the routes file",
-            (false, false) => "nothing (no TLS certificate, no routes file)",
-        };
-        background.push(Box::pin(crate::signals::watch_hangups(
-            reloads.to_owned(),
-            lifecycle.draining(),
-        )));
+        if let Err(error) = telemetry::set_log_filter(config.telemetry.log_filter.as_deref()) {
+            tracing::error!(%error, "the log filter could not be set");
+        }
+        let reloader = Reloader::new(
+            config.clone(),
+            specs,
+            Live {
+                router: router_for_reloads,
+                route_metrics,
+                callers: live_callers,
+                tls,
+                base: reload_base,
+                default_deadline,
+            },
+            ReloadMetrics::register(&mut registry),
+        );
+        background.push(Box::pin(
+            reloader.run(config.listening.reload_interval, lifecycle.draining()),
+        ));
         let metric_families = registry.families().to_vec();
         let metrics_addr = match config.telemetry.metrics_listen {
             Some(addr) => {

@@ -6,7 +6,7 @@ use tokio::net::TcpListener;
 
 use super::StartupError;
 use crate::{
-    auth::Callers,
+    auth::{Callers, LiveCallers},
     config::{QuotaStoreChoice, ServeConfig},
     lifecycle::Tasks,
     metrics::MetricsRegistry,
@@ -138,9 +138,9 @@ pub(crate) fn tls(config: &ServeConfig, metrics: TlsMetrics) -> Result<Option<Tl
 }
 
 /// The auth file's callers, with `--auth-file`.
-pub(super) fn callers(config: &ServeConfig) -> Result<Option<Arc<Callers>>, StartupError> {
+pub(super) fn callers(config: &ServeConfig) -> Result<Option<LiveCallers>, StartupError> {
     match &config.callers.auth_file {
-        Some(path) => Ok(Some(Arc::new(Callers::from_path(path)?))),
+        Some(path) => Ok(Some(LiveCallers::new(Callers::from_path(path)?))),
         None => Ok(None),
     }
 }

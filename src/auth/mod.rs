@@ -12,8 +12,10 @@
 //! `max_rate` (calls per second past which its calls are refused, whatever the quota): see
 //! [`crate::quota::fair`].
 
+mod live;
 mod metrics;
 
+pub use live::{AdmittedCaller, CallerSet, LiveCallers};
 pub(crate) use metrics::{CallerMetrics, CallerRefusal};
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
@@ -193,8 +195,8 @@ pub(crate) enum Refusal {
     NotAllowed { caller: String },
 }
 
-/// A caller identified by its credentials (its place in the auth file); kept in the request's
-/// extensions by the edge, so the handler only checks the instance.
+/// A caller identified by its credentials: its place in the auth file's version that found it
+/// (kept with that version in [`AdmittedCaller`], so the handler only checks the instance).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Authenticated(usize);
 
@@ -244,7 +246,28 @@ impl Callers {
             .map(|c| (c.name.as_str(), c.instances.as_slice()))
     }
 
-    /// Every caller's share, in the file's order (index = position).
+    /// Gives each caller `previous` knew the index it had there, and each new one an index no
+    /// caller of `previous` has: an index names a caller's lane in the fair queue and its rate
+    /// limit, for as long as the process runs.
+    pub(crate) fn keep_indexes_of(&mut self, previous: &Callers) {
+        let mut next = previous
+            .callers
+            .iter()
+            .map(|c| c.share.index + 1)
+            .max()
+            .unwrap_or(0);
+        for caller in &mut self.callers {
+            caller.share.index = match previous.callers.iter().find(|p| p.name == caller.name) {
+                Some(known) => known.share.index,
+                None => {
+                    next += 1;
+                    next - 1
+                }
+            };
+        }
+    }
+
+    /// Every caller's share, in the file's order.
     pub fn shares(&self) -> Vec<CallerShare> {
         self.callers.iter().map(|c| c.share.clone()).collect()
     }
@@ -271,7 +294,7 @@ impl Callers {
         tls_subject: Option<&str>,
     ) -> Result<Authenticated, Refusal> {
         self.identify(headers, tls_subject)
-            .map(|caller| Authenticated(caller.share.index))
+            .map(Authenticated)
             .ok_or(Refusal::Unauthenticated)
     }
 
@@ -295,7 +318,8 @@ impl Callers {
         }
     }
 
-    fn identify(&self, headers: &HeaderMap, tls_subject: Option<&str>) -> Option<&Caller> {
+    /// The position of the caller these credentials are.
+    fn identify(&self, headers: &HeaderMap, tls_subject: Option<&str>) -> Option<usize> {
         let presented: Option<[u8; 32]> = headers
             .get("authorization")
             .and_then(|value| value.to_str().ok())
@@ -304,17 +328,17 @@ impl Callers {
         // Every token hash is compared, in constant time, so timing reveals nothing about the tokens.
         let mut by_token = None;
         if let Some(presented) = presented {
-            for caller in &self.callers {
+            for (position, caller) in self.callers.iter().enumerate() {
                 if let Credential::TokenSha256(expected) = &caller.credential
                     && bool::from(expected.ct_eq(&presented))
                 {
-                    by_token = Some(caller);
+                    by_token = Some(position);
                 }
             }
         }
         by_token.or_else(|| {
             let subject = tls_subject?;
-            self.callers.iter().find(|caller| {
+            self.callers.iter().position(|caller| {
                 matches!(&caller.credential, Credential::TlsSubject(expected) if expected == subject)
             })
         })
@@ -467,6 +491,36 @@ mod tests {
         assert!(
             !shown.contains(&hex::encode(Sha256::digest(TOKEN.as_bytes()))),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_reloaded_caller_keeps_its_index_and_a_new_one_gets_a_fresh_index() {
+        let file = |names: &[&str]| {
+            let mut text = String::from("callers:\n");
+            for name in names {
+                text.push_str(&format!(
+                    "  - {{name: {name}, token_sha256: \"{}\", instances: [\"*\"]}}\n",
+                    "ab".repeat(32)
+                ));
+            }
+            Callers::parse(&text, "test").unwrap()
+        };
+        let before = file(&["a", "b", "c"]);
+        let mut after = file(&["c", "d", "a"]);
+        after.keep_indexes_of(&before);
+        let indexes: Vec<(Option<Arc<str>>, usize)> = after
+            .shares()
+            .into_iter()
+            .map(|share| (share.name, share.index))
+            .collect();
+        assert_eq!(
+            indexes,
+            [
+                (Some(Arc::from("c")), 2),
+                (Some(Arc::from("d")), 3),
+                (Some(Arc::from("a")), 0)
+            ]
         );
     }
 }

@@ -10,7 +10,13 @@
 //! synchronous `call` that starts tonic's timer: a handler first polled late on a busy runtime would
 //! otherwise set its deadline after tonic's and lose the race.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
@@ -187,4 +193,28 @@ mod tests {
         assert_eq!(call_budget(Some("junk")), default);
         assert_eq!(call_budget(Some("1H")), default, "capped by the default");
     }
+}
+
+/// `--default-deadline`, shared by the edge and the call service and changed by a reload: a call
+/// keeps the deadline it was stamped with on arrival.
+#[derive(Clone, Debug)]
+pub struct DefaultDeadline(Arc<AtomicU64>);
+
+impl DefaultDeadline {
+    pub fn new(deadline: Duration) -> Self {
+        Self(Arc::new(AtomicU64::new(micros(deadline))))
+    }
+
+    /// The deadline of a call that asks for none, now.
+    pub fn get(&self) -> Duration {
+        Duration::from_micros(self.0.load(Ordering::Relaxed))
+    }
+
+    pub fn set(&self, deadline: Duration) {
+        self.0.store(micros(deadline), Ordering::Relaxed);
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }

@@ -24,7 +24,9 @@ mod refusals;
 pub use metrics::RpcMetrics;
 pub(crate) use refusals::Refusals;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
+
+use deadline::DefaultDeadline;
 
 use tokio::time::Instant;
 use tonic::{Code, Response, metadata::MetadataMap};
@@ -32,7 +34,10 @@ use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
-    auth::{self, Authenticated, CallerMetrics, CallerRefusal, CallerShare, Callers, Refusal},
+    auth::{
+        self, AdmittedCaller, CallerMetrics, CallerRefusal, CallerSet, CallerShare, LiveCallers,
+        Refusal,
+    },
     clip,
     domain::{AssociationRequest, Refused, RehydrationType, UnvalidatedRequest},
     error::CallError,
@@ -42,7 +47,6 @@ use crate::{
         self, CreatePersistentContactAssociationRequest,
         CreatePersistentContactAssociationResponse, RPC_METHOD,
     },
-    quota::caller_rate::CallerRates,
     replay::{Answered, Replayer},
     routes::router::{Route, Router},
     status::{ErrorAnswer, FailedCall},
@@ -96,7 +100,7 @@ pub(crate) struct Call {
 /// the replay cache.
 #[derive(Clone, Debug, Default)]
 pub struct Guards {
-    pub callers: Option<Arc<Callers>>,
+    pub callers: Option<LiveCallers>,
     pub replayer: Option<Arc<Replayer>>,
 }
 
@@ -111,11 +115,11 @@ pub struct CallMetrics {
 #[derive(Clone, Debug)]
 pub struct CallService {
     router: Arc<Router>,
-    default_deadline: Duration,
+    default_deadline: DefaultDeadline,
     lifecycle: Lifecycle,
     metrics: CallMetrics,
-    callers: Option<Arc<Callers>>,
-    caller_rates: Option<Arc<CallerRates>>,
+    /// Whether only an auth file's callers may call (the edge admitted them).
+    callers: bool,
     replayer: Option<Arc<Replayer>>,
     refusals: Refusals,
 }
@@ -150,26 +154,19 @@ impl CallRecord {
 impl CallService {
     pub fn new(
         router: Arc<Router>,
-        default_deadline: Duration,
+        default_deadline: DefaultDeadline,
         lifecycle: Lifecycle,
         metrics: CallMetrics,
         refusals: Refusals,
         guards: Guards,
     ) -> Self {
-        let caller_rates = guards
-            .callers
-            .as_ref()
-            .map(|callers| CallerRates::new(&callers.shares()))
-            .filter(CallerRates::any)
-            .map(Arc::new);
         Self {
             router,
             default_deadline,
             lifecycle,
             refusals,
             metrics,
-            callers: guards.callers,
-            caller_rates,
+            callers: guards.callers.is_some(),
             replayer: guards.replayer,
         }
     }
@@ -222,12 +219,12 @@ impl CallService {
         call: Call,
         record: &mut CallRecord,
     ) -> Result<Response<CreatePersistentContactAssociationResponse>, Box<FailedCall>> {
-        let caller = self.permit(&call)?;
+        let (caller, caller_set) = self.permit(&call)?;
         let deadline::Deadline {
             at: deadline,
             budget,
             ..
-        } = deadline::Deadline::of(&call.extensions, self.default_deadline);
+        } = deadline::Deadline::of(&call.extensions, self.default_deadline.get());
         let request = match AssociationRequest::parse(unvalidated(call.message)) {
             Ok(request) => Arc::new(request),
             Err(refused) => {
@@ -255,7 +252,7 @@ impl CallService {
         };
         route.calls.inc();
         record.route = Some(route.clone());
-        if let Some(rates) = &self.caller_rates
+        if let Some(rates) = caller_set.as_ref().and_then(|set| set.rates.as_ref())
             && let Err(retry_after) = rates.check(&caller)
         {
             self.metrics
@@ -332,21 +329,28 @@ impl CallService {
 
     /// With an auth file, only its callers may call, each on its own instances: the caller the
     /// admission step authenticated (a request that skipped it is a stranger).
-    fn permit(&self, call: &Call) -> Result<CallerShare, Box<FailedCall>> {
-        let Some(callers) = &self.callers else {
-            return Ok(CallerShare::anonymous());
-        };
+    fn permit(
+        &self,
+        call: &Call,
+    ) -> Result<(CallerShare, Option<Arc<CallerSet>>), Box<FailedCall>> {
+        if !self.callers {
+            return Ok((CallerShare::anonymous(), None));
+        }
         let instance_id = &call.message.instance_id;
-        let who = call
+        let admitted = call
             .extensions
-            .get::<Authenticated>()
-            .copied()
+            .get::<AdmittedCaller>()
             .ok_or(Refusal::Unauthenticated);
-        let error = match who.and_then(|who| callers.permit(who, instance_id)) {
-            Ok(caller) => {
+        let error = match admitted.and_then(|admitted| {
+            Ok((
+                admitted.set.callers.permit(admitted.who, instance_id)?,
+                admitted,
+            ))
+        }) {
+            Ok((caller, admitted)) => {
                 Span::current().record("caller", caller.label());
                 self.metrics.callers.call(caller.label());
-                return Ok(caller.clone());
+                return Ok((caller.clone(), Some(admitted.set.clone())));
             }
             Err(Refusal::Unauthenticated) => CallError::Unauthenticated,
             Err(Refusal::NotAllowed { caller }) => {

@@ -31,10 +31,18 @@ pub struct ListeningFlags {
     #[arg(long, env = "CONNECT_FACADE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// How often the TLS files are re-read; changed files are applied to new connections without a
-    /// restart (SIGHUP reloads at once). 0 turns the periodic check off.
-    #[arg(long, env = "CONNECT_FACADE_TLS_RELOAD_INTERVAL", default_value = "30s", value_parser = duration)]
-    pub tls_reload_interval: Duration,
+    /// How often every file `serve` was given is re-read (the --config files, the routes, callers
+    /// and TLS files); a change is applied without a restart, all of it or, on any error, none
+    /// (SIGHUP reloads at once). 0 turns the periodic check off: SIGHUP only.
+    #[arg(
+        long,
+        env = "CONNECT_FACADE_RELOAD_INTERVAL",
+        default_value = "30s",
+        value_parser = duration,
+        alias = "tls-reload-interval",
+        alias = "routes-reload-interval"
+    )]
+    pub reload_interval: Duration,
 
     /// Browser origins allowed to call over the Connect protocol or gRPC-Web (CORS), e.g.
     /// `https://agent-tools.example.com`; repeatable, or comma-separated in the variable; `*` allows
@@ -69,10 +77,6 @@ pub struct AwsFlags {
     /// (an assumed role), quota and breaker (docs/operators/routes.md). Without it, one route from the flags.
     #[arg(long, env = "CONNECT_FACADE_ROUTES")]
     pub routes: Option<PathBuf>,
-
-    /// How often the routes file is re-read for a change (`0`: only on SIGHUP).
-    #[arg(long, env = "CONNECT_FACADE_ROUTES_RELOAD_INTERVAL", default_value = "30s", value_parser = duration)]
-    pub routes_reload_interval: Duration,
 
     /// Longest wait for a TCP/TLS connection to AWS.
     #[arg(long, env = "CONNECT_FACADE_CONNECT_TIMEOUT", default_value = "3s", value_parser = duration)]
@@ -322,6 +326,19 @@ pub struct TelemetryFlags {
     /// Serve Prometheus metrics on this address (plain HTTP, GET /metrics); off when absent.
     #[arg(long, env = "CONNECT_FACADE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Which log lines are written, as RUST_LOG directives (`info`, `warn`,
+    /// `connect_facade=debug,info`…); overrides RUST_LOG, and a reload changes it live (set it in
+    /// a --config file, then SIGHUP). RUST_LOG, else `info`, when absent.
+    #[arg(long, env = "CONNECT_FACADE_LOG_FILTER", value_parser = log_filter)]
+    pub log_filter: Option<String>,
+}
+
+/// A `--log-filter` that tracing can use, kept as written.
+fn log_filter(text: &str) -> Result<String, String> {
+    crate::telemetry::parse_log_filter(text)
+        .map(|_| text.to_owned())
+        .map_err(|error| error.to_string())
 }
 
 /// The embedded Connect simulator, for trying the facade without an AWS account.

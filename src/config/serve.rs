@@ -65,6 +65,12 @@ pub struct ServeConfig {
     /// never from the command line (keys do not belong in process listings).
     #[arg(skip)]
     pub static_credentials: Option<StaticCredentials>,
+
+    /// The command line `serve` was started with (the binary's name first), which a reload reads
+    /// again, with the --config files, as at startup. Empty: the configuration was built in code
+    /// (tests), and a reload re-reads only the files it names.
+    #[arg(skip)]
+    pub command_line: Vec<std::ffi::OsString>,
 }
 
 impl QuotaFlags {

@@ -37,7 +37,7 @@ use crate::{
 };
 
 /// Breaker knobs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BreakerConfig {
     /// Retryable failures in a row that open the breaker; 0 disables it.
     pub failure_threshold: u32,

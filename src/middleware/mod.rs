@@ -91,7 +91,7 @@ impl UpstreamCall {
 }
 
 /// Every knob of the middleware.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct MiddlewareConfig {
     pub retry: RetryConfig,
     pub rate_limit: RateLimitConfig,

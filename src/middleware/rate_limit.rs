@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// Rate-limit knobs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RateLimitConfig {
     /// The buckets' limits.
     pub limits: QuotaLimits,

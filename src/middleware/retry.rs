@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// Retry knobs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RetryConfig {
     /// Attempts in all, the first included (1 disables retries).
     pub max_attempts: u32,

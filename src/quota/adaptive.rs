@@ -39,7 +39,7 @@ pub const CEILING_RESET: Duration = Duration::from_secs(30);
 pub const CEILING_MARGIN: f64 = 0.95;
 
 /// Adaptation knobs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AdaptiveConfig {
     /// Factor applied to the rate on a throttle (1 disables adaptation).
     pub decrease_factor: f64,

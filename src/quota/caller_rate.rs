@@ -7,7 +7,7 @@
 //! times its `max_rate` at most, while the account-wide quota (shared through Redis) still holds
 //! every replica together.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use governor::{
     DefaultDirectRateLimiter, RateLimiter,
@@ -17,16 +17,16 @@ use governor::{
 use super::adaptive::quota;
 use crate::auth::CallerShare;
 
-/// The callers' own limits, by their index in the auth file.
+/// The callers' own limits, by their index (stable across reloads, so not always their position).
 pub(crate) struct CallerRates {
-    buckets: Vec<Option<DefaultDirectRateLimiter>>,
+    buckets: HashMap<usize, DefaultDirectRateLimiter>,
     clock: DefaultClock,
 }
 
 impl std::fmt::Debug for CallerRates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallerRates")
-            .field("limited", &self.buckets.iter().flatten().count())
+            .field("limited", &self.buckets.len())
             .finish()
     }
 }
@@ -35,11 +35,10 @@ impl CallerRates {
     pub fn new(shares: &[CallerShare]) -> Self {
         let buckets = shares
             .iter()
-            .map(|share| {
-                share.max_rate.map(|rate| {
-                    let burst = rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
-                    RateLimiter::direct(quota(rate, burst))
-                })
+            .filter_map(|share| {
+                let rate = share.max_rate?;
+                let burst = rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+                Some((share.index, RateLimiter::direct(quota(rate, burst))))
             })
             .collect();
         Self {
@@ -50,12 +49,12 @@ impl CallerRates {
 
     /// Whether any caller has a limit.
     pub fn any(&self) -> bool {
-        self.buckets.iter().any(Option::is_some)
+        !self.buckets.is_empty()
     }
 
     /// Takes one call from `caller`'s own bucket, or says when the next one is allowed.
     pub(crate) fn check(&self, caller: &CallerShare) -> Result<(), Duration> {
-        let Some(Some(bucket)) = self.buckets.get(caller.index) else {
+        let Some(bucket) = self.buckets.get(&caller.index) else {
             return Ok(());
         };
         bucket

@@ -27,7 +27,7 @@ pub use adaptive::AdaptiveConfig;
 pub(crate) use metrics::QuotaMetrics;
 
 /// The limits a store enforces for each quota key.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct QuotaLimits {
     /// Sustained requests per second to AWS for the account and region.
     pub rate_per_second: f64,

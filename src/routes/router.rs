@@ -57,8 +57,9 @@ impl RouteTable {
 /// What building routes takes, kept for reloads.
 pub struct RouteBuilder {
     base: UpstreamBase,
-    limits: ProcessLimits,
-    middleware: MiddlewareConfig,
+    /// The middleware's settings in force and the process-wide limits they make; a reload that
+    /// changes the settings replaces both, and the guards.
+    middleware: Mutex<(MiddlewareConfig, ProcessLimits)>,
     stores: QuotaStores,
     upstream_metrics: UpstreamMetrics,
     metrics: RouteMetrics,
@@ -79,8 +80,7 @@ impl RouteBuilder {
         Self {
             tasks,
             base,
-            limits: ProcessLimits::new(&middleware),
-            middleware,
+            middleware: Mutex::new((middleware.clone(), ProcessLimits::new(&middleware))),
             stores,
             upstream_metrics,
             metrics,
@@ -91,9 +91,10 @@ impl RouteBuilder {
     /// The routes of `specs`, each with its client (built now, reused by every call).
     pub async fn build(&self, specs: &[RouteSpec]) -> RouteTable {
         let mut table = RouteTable::default();
+        let (configured, process_limits) = self.middleware.lock().clone();
         for spec in specs {
             let key = spec.quota_key();
-            let mut middleware = self.middleware.clone();
+            let mut middleware = configured.clone();
             let limits = &mut middleware.rate_limit.limits;
             if let Some(rate) = spec.rate_limit {
                 *limits = limits.at_rate(rate);
@@ -114,7 +115,7 @@ impl RouteBuilder {
             let stack = UpstreamStack::new(
                 upstream,
                 &guards,
-                &self.limits,
+                &process_limits,
                 &middleware,
                 &self.upstream_metrics,
             );
@@ -134,6 +135,18 @@ impl RouteBuilder {
             table.routes.push(route);
         }
         table
+    }
+
+    /// Puts `middleware` in force for the routes built from now on; `false` when it is what is in
+    /// force. The guards (breaker, rate limiter) are rebuilt with it: their state starts afresh.
+    fn set_middleware(&self, middleware: &MiddlewareConfig) -> bool {
+        let mut current = self.middleware.lock();
+        if &current.0 == middleware {
+            return false;
+        }
+        *current = (middleware.clone(), ProcessLimits::new(middleware));
+        self.guards.lock().clear();
+        true
     }
 
     fn guards_for(&self, key: &AccountKey, middleware: &MiddlewareConfig) -> KeyGuards {
@@ -196,6 +209,17 @@ impl Router {
     /// Replaces the routes; calls in flight keep theirs.
     pub async fn replace(&self, specs: &[RouteSpec]) {
         let table = self.builder.build(specs).await;
+        self.builder.metrics.set_routes(table.routes.len());
         self.table.store(Arc::new(table));
+    }
+
+    /// Puts `middleware` in force, rebuilding the routes of `specs` with it when it changed;
+    /// answers whether it did.
+    pub async fn reconfigure(&self, middleware: &MiddlewareConfig, specs: &[RouteSpec]) -> bool {
+        let changed = self.builder.set_middleware(middleware);
+        if changed {
+            self.replace(specs).await;
+        }
+        changed
     }
 }

@@ -5,7 +5,8 @@
 //! each connection is accepted with the rustls configuration current at that moment, and that
 //! configuration is rebuilt from the PEM files on SIGHUP and whenever their contents change.
 //!
-//! The files are re-read every `--tls-reload-interval` rather than watched: Kubernetes updates a
+//! The files are re-read with every other file `serve` was given ([`crate::reload`], every
+//! `--reload-interval` and on SIGHUP) rather than watched: Kubernetes updates a
 //! mounted Secret by swapping a symlink two levels up, which a watch on the files misses; re-reading
 //! three small files is simple and certain. A reload that fails (unreadable or invalid PEM, a key
 //! that does not match the certificate) keeps the configuration in use and logs why; connections
@@ -21,7 +22,6 @@ use std::{
     sync::{Arc, atomic::AtomicI64},
     time::Duration,
 };
-use tokio_util::sync::CancellationToken;
 
 use tokio::{net::TcpStream, sync::watch};
 use tokio_rustls::{
@@ -34,10 +34,7 @@ use tokio_rustls::{
     },
 };
 
-use crate::{
-    metrics::{MetricsRegistry, OutcomeLabels},
-    serving::reload::Triggers,
-};
+use crate::metrics::{MetricsRegistry, OutcomeLabels};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -72,7 +69,18 @@ struct Contents {
     client_ca: Option<Vec<u8>>,
 }
 
+/// A reload's TLS files, read and checked, not yet in force.
+pub struct PreparedTls {
+    files: TlsFiles,
+    contents: Contents,
+    config: ServerConfig,
+}
+
 impl TlsFiles {
+    fn same_paths(&self, other: &TlsFiles) -> bool {
+        self.cert == other.cert && self.key == other.key && self.client_ca == other.client_ca
+    }
+
     fn read(&self) -> Result<Contents, TlsError> {
         Ok(Contents {
             cert: read(&self.cert)?,
@@ -236,44 +244,33 @@ impl Tls {
         move |stream| TlsAcceptor::from(config.borrow().clone()).accept(stream)
     }
 
-    /// Re-reads the files; applies them when `forced` (SIGHUP) or when they changed.
-    pub fn reload(&mut self, forced: bool) {
-        let contents = match self.files.read() {
-            Ok(contents) => contents,
-            Err(error) => return self.failed(error),
-        };
-        if contents == self.seen && !forced {
-            return;
+    /// Reads and checks `files` (the ones in use, or a reload's), as at startup, without putting
+    /// them in force; `None` when they hold exactly what is in force.
+    pub fn prepare(&self, files: &TlsFiles) -> Result<Option<PreparedTls>, TlsError> {
+        let contents = files.read()?;
+        if contents == self.seen && files.same_paths(&self.files) {
+            return Ok(None);
         }
-        self.seen = contents.clone();
-        match self.files.server_config(&contents) {
-            Ok(config) => {
-                self.current.send_replace(Arc::new(config));
-                self.metrics.reloaded(true);
-                self.export_expiry();
-                tracing::info!(cert = %self.files.cert.display(), "TLS certificates reloaded");
-            }
-            Err(error) => self.failed(error),
-        }
+        let config = files.server_config(&contents)?;
+        Ok(Some(PreparedTls {
+            files: files.clone(),
+            contents,
+            config,
+        }))
     }
 
-    fn failed(&self, error: TlsError) {
+    /// Puts prepared files in force for the connections accepted from now on.
+    pub fn apply(&mut self, prepared: PreparedTls) {
+        self.files = prepared.files;
+        self.seen = prepared.contents;
+        self.current.send_replace(Arc::new(prepared.config));
+        self.metrics.reloaded(true);
+        self.export_expiry();
+        tracing::info!(cert = %self.files.cert.display(), "TLS certificates reloaded");
+    }
+
+    /// Counts a reload that could not be applied (the reload logs why).
+    pub fn failed(&self) {
         self.metrics.reloaded(false);
-        tracing::error!(%error, "TLS reload failed: still serving the previous certificates");
-    }
-
-    /// Reloads on SIGHUP, and every `interval` if the files changed (never when `interval` is zero),
-    /// until `stop`.
-    pub fn reload_on_change(
-        mut self,
-        interval: Duration,
-        stop: CancellationToken,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        let mut triggers = Triggers::new(interval, "TLS", stop);
-        async move {
-            while let Some(forced) = triggers.next().await {
-                self.reload(forced);
-            }
-        }
     }
 }

@@ -18,6 +18,7 @@ mod preflight;
 mod process;
 mod protocols;
 mod quota;
+mod reloads;
 mod replay;
 mod resilience;
 mod routes;

@@ -114,6 +114,9 @@ const EXPORTED: &[&str] = &[
     "connect_facade_circuit_breaker_open",
     "connect_facade_client_token_reuse_refusals",
     "connect_facade_coalesced_calls",
+    "connect_facade_config_info",
+    "connect_facade_config_reloads",
+    "connect_facade_config_restart_required",
     "connect_facade_connections_closed",
     "connect_facade_in_flight_calls",
     "connect_facade_log_lines_suppressed",
@@ -181,8 +184,10 @@ fn names_mentioned(text: &str) -> Vec<String> {
             if name.ends_with('_') {
                 continue; // `grpc_server_*`: the family's prefix, not a name
             }
+            // A gauge may be named `…_info` itself (connect_facade_config_info).
             let family = ["_total", "_bucket", "_count", "_sum", "_info"]
                 .iter()
+                .filter(|_| !EXPORTED.contains(&name.as_str()))
                 .find_map(|suffix| name.strip_suffix(suffix))
                 .unwrap_or(&name);
             names.push(family.to_owned());

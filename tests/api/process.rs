@@ -309,9 +309,10 @@ async fn sighup_with_nothing_to_reload_is_logged_and_the_process_keeps_serving()
     eventually("the SIGHUP line", Duration::from_secs(5), || {
         let logs = logs.clone();
         async move {
-            logs.lock().unwrap().iter().any(|line| {
-                line.contains("SIGHUP received") && line.contains("nothing (no TLS certificate")
-            })
+            logs.lock()
+                .unwrap()
+                .iter()
+                .any(|line| line.contains("SIGHUP received") && line.contains("nothing (no file"))
         }
     })
     .await;

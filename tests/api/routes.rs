@@ -76,7 +76,7 @@ async fn routed(test: &str, fixtures: Fixtures, routes: &str) -> (TestApp, PathB
     let file = path.clone();
     let app = spawn_with(fixtures, move |c| {
         c.aws.routes = Some(file);
-        c.aws.routes_reload_interval = Duration::from_millis(100);
+        c.listening.reload_interval = Duration::from_millis(100);
         c.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;

@@ -73,7 +73,7 @@ fn reloads(metrics: &str, result: &str) -> f64 {
 /// A TLS facade over `pki`'s certificate that re-reads its files every 100 ms, with metrics.
 async fn reloading_app(pki: &Pki) -> TestApp {
     tls_app_with(pki, None, |c| {
-        c.listening.tls_reload_interval = Duration::from_millis(100);
+        c.listening.reload_interval = Duration::from_millis(100);
         c.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await
