@@ -2,7 +2,9 @@
 //! admission step, the expiry of requests past their deadline, the Connect protocol, gRPC-Web, then
 //! tonic's routes (health, reflection, the RPC); and the bounds on what one peer may send or hold.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::watch;
 
 use tonic::{body::Body, service::Routes};
 use tonic_health::pb::health_server::{Health, HealthServer};
@@ -127,5 +129,49 @@ impl ConnectionLimits {
     fn stream_window(&self) -> u32 {
         let message = u32::try_from(self.max_message_size.saturating_add(5)).unwrap_or(u32::MAX);
         message.max(65_535).min(self.connection_window.max(65_535))
+    }
+}
+
+/// The limits on peers a reload may change, as the listener (each connection it admits) and the
+/// server (each connection it serves) read them; open connections keep theirs.
+#[derive(Clone, Debug)]
+pub(crate) struct LivePeers {
+    admission: Arc<watch::Sender<AdmissionLimits>>,
+    connections: Arc<watch::Sender<ConnectionSettings>>,
+}
+
+impl LivePeers {
+    pub(super) fn new(limits: &ConnectionLimits, grace: Duration) -> Self {
+        Self {
+            admission: Arc::new(watch::Sender::new(limits.admission)),
+            connections: Arc::new(watch::Sender::new(limits.connection_settings(grace))),
+        }
+    }
+
+    /// What the listener admits within, from now on.
+    pub(super) fn admission(&self) -> watch::Receiver<AdmissionLimits> {
+        self.admission.subscribe()
+    }
+
+    /// How new connections are served, from now on.
+    pub(super) fn connections(&self) -> watch::Receiver<ConnectionSettings> {
+        self.connections.subscribe()
+    }
+
+    /// Puts `config`'s limits on peers in force for new connections; answers whether any changed.
+    pub(crate) fn apply(&self, config: &ServeConfig) -> bool {
+        let limits = ConnectionLimits::from(config);
+        let admission = self.admission.send_if_modified(|current| {
+            let changed = *current != limits.admission;
+            *current = limits.admission;
+            changed
+        });
+        let settings = limits.connection_settings(config.listening.shutdown_grace);
+        let connections = self.connections.send_if_modified(|current| {
+            let changed = *current != settings;
+            *current = settings;
+            changed
+        });
+        admission || connections
     }
 }

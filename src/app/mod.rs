@@ -15,6 +15,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 pub use commands::{check, run, runtime};
 // What `connect-facade check` builds as `serve` would.
+pub(crate) use http::LivePeers;
 pub(crate) use parts::{embedded_simulator, route_specs, tls, upstream_settings};
 
 use crate::{
@@ -92,6 +93,8 @@ pub struct App {
     metric_families: Vec<String>,
     connection_metrics: ConnectionMetrics,
     limits: http::ConnectionLimits,
+    /// The limits on peers in force, which a reload may change.
+    peers: http::LivePeers,
     shutdown_grace: Duration,
     simulator: Option<Simulator>,
 }
@@ -139,6 +142,7 @@ impl App {
             replayer: shared.replayer,
         };
         let limits = http::ConnectionLimits::from(&config);
+        let peers = http::LivePeers::new(&limits, config.listening.shutdown_grace);
         let default_deadline = DefaultDeadline::new(limits.default_deadline);
         let refusals = Refusals::new(calls.rpc.clone());
         let admission = AdmissionLayer::new(
@@ -186,6 +190,7 @@ impl App {
                 tls,
                 base: reload_base,
                 default_deadline,
+                peers: peers.clone(),
             },
             ReloadMetrics::register(&mut registry),
         );
@@ -220,6 +225,7 @@ impl App {
             metric_families,
             connection_metrics,
             limits,
+            peers,
             shutdown_grace: config.listening.shutdown_grace,
             simulator,
         })
@@ -264,6 +270,7 @@ impl App {
             lifecycle,
             connection_metrics,
             limits,
+            peers,
             shutdown_grace,
             simulator,
             ..
@@ -274,14 +281,14 @@ impl App {
         }
         set_health(&health, ServingStatus::Serving).await;
         tracing::info!(addr = %local_addr, "connect-facade serving gRPC");
-        let settings = limits.connection_settings(shutdown_grace);
+        let settings = peers.connections();
         let buffers = ProcessBuffers::new(
             limits.max_buffered_requests,
             limits.max_open_requests,
             connection_metrics.clone(),
         );
         let stop_accepting = lifecycle.draining().cancelled_owned();
-        let admission = limits.admission;
+        let admission = peers.admission();
         // TLS or not, the connections are of different types, hence the box.
         let mut server: Pin<Box<dyn Future<Output = ()> + Send>> = match handshake {
             Some(handshake) => {

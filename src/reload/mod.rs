@@ -11,7 +11,8 @@
 //! - callers: each call keeps the set it was admitted with ([`crate::auth::LiveCallers`]);
 //! - routes, and the middleware's settings (rates, bursts, queue wait, retries, the breaker, the
 //!   calls in flight): the routes are rebuilt, calls in flight keep the route they started on;
-//! - TLS files: new connections get them;
+//! - TLS files, and the limits on connections (how many, their handshake, HTTP/2 streams and
+//!   windows, keepalive, idle and age bounds): new connections get them, open ones keep theirs;
 //! - `--default-deadline`: calls that arrive from then on (a call keeps the deadline it was given);
 //! - the log filter (`--log-filter`).
 //!
@@ -30,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use metrics::ReloadMetrics;
 
 use crate::{
-    app,
+    app::{self, LivePeers},
     auth::{Callers, LiveCallers},
     call::deadline::DefaultDeadline,
     config::{self, ServeConfig},
@@ -52,6 +53,7 @@ pub(crate) struct Live {
     /// For the region of the one route a configuration without a routes file has.
     pub base: UpstreamBase,
     pub default_deadline: DefaultDeadline,
+    pub peers: LivePeers,
 }
 
 /// Everything a reload read and checked, not yet in force.
@@ -226,6 +228,7 @@ impl Reloader {
                 .default_deadline
                 .set(config.retries.default_deadline);
         }
+        self.live.peers.apply(&config);
         if let (Some(live), Some(callers)) = (&self.live.callers, prepared.callers) {
             live.replace(callers);
         }

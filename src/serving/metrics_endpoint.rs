@@ -27,10 +27,13 @@ pub fn serve(
     limits: AdmissionLimits,
     tasks: Tasks,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let mut connections =
-        listener::admit(listener, "metrics", limits, connection_metrics, |stream| {
-            std::future::ready(Ok(stream))
-        });
+    let mut connections = listener::admit(
+        listener,
+        "metrics",
+        limits.fixed(),
+        connection_metrics,
+        |stream| std::future::ready(Ok(stream)),
+    );
     let stop = tasks.stopped();
     async move {
         while let Some(Some(Ok(connection))) = stop.run_until_cancelled(connections.next()).await {

@@ -44,7 +44,7 @@ use crate::serving::request_buffers::{
 const HTTP1_MIN_BUFFER: usize = 8 * 1024;
 
 /// How each connection is served.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ConnectionSettings {
     pub max_header_list_size: u32,
     pub max_concurrent_streams: u32,
@@ -86,7 +86,7 @@ impl ConnectionSettings {
 pub async fn serve<I, IO, E, S, B>(
     incoming: I,
     service: S,
-    settings: ConnectionSettings,
+    mut settings: watch::Receiver<ConnectionSettings>,
     buffers: Arc<ProcessBuffers>,
     stop: impl Future<Output = ()>,
 ) where
@@ -100,7 +100,8 @@ pub async fn serve<I, IO, E, S, B>(
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let builder = settings.builder();
+    let mut current = *settings.borrow_and_update();
+    let mut builder = current.builder();
     let (goaway, goaway_sent) = watch::channel(false);
     {
         let mut incoming = pin!(incoming);
@@ -110,13 +111,19 @@ pub async fn serve<I, IO, E, S, B>(
                 () = &mut stop => break,
                 io = incoming.next() => io,
             };
+            // A reload may have changed the settings: new connections get them, open ones keep
+            // theirs.
+            if settings.has_changed().unwrap_or(false) {
+                current = *settings.borrow_and_update();
+                builder = current.builder();
+            }
             match io {
                 Some(Ok(io)) => spawn_connection(
                     io,
                     service.clone(),
                     builder.clone(),
-                    settings,
-                    buffers.connection(settings.max_connection_buffer),
+                    current,
+                    buffers.connection(current.max_connection_buffer),
                     goaway_sent.clone(),
                 ),
                 Some(Err(error)) => tracing::debug!(%error, "connection not admitted"),

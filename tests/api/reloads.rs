@@ -280,6 +280,52 @@ async fn a_changed_default_deadline_applies_to_the_next_call() {
 }
 
 #[tokio::test]
+async fn a_changed_connection_cap_applies_to_new_connections_and_spares_open_ones() {
+    let config = scratch("peers", "peers:\n  max-connections: 100\n");
+    let (serving, metrics) = process(&config).await;
+    let mut open = ContactServiceClient::new(channel(serving.addr).await);
+    open.create_persistent_contact_association(fresh_session())
+        .await
+        .expect("served");
+    write(&config, "peers:\n  max-connections: 1\n");
+    sighup_until(&serving, metrics, 1.0).await;
+    let new_connection = || async {
+        let lazy = tonic::transport::Channel::from_shared(format!("http://{}", serving.addr))
+            .unwrap()
+            .connect_lazy();
+        ContactServiceClient::new(lazy)
+            .create_persistent_contact_association(fresh_session())
+            .await
+    };
+    new_connection()
+        .await
+        .expect_err("a second connection is over the new cap");
+    let capped = scrape(Some(metrics)).await;
+    assert_eq!(
+        metric(
+            &capped,
+            r#"connect_facade_connections_closed_total{listener="grpc",reason="cap"}"#
+        ),
+        1.0
+    );
+    open.create_persistent_contact_association(fresh_session())
+        .await
+        .expect("the open connection keeps being served");
+
+    write(&config, "peers:\n  max-connections: 100\n");
+    sighup_until(&serving, metrics, 2.0).await;
+    new_connection().await.expect("admitted again");
+    let shown = scrape(Some(metrics)).await;
+    assert_eq!(
+        metric(
+            &shown,
+            r#"connect_facade_config_reloads_total{result="ok"}"#
+        ),
+        2.0
+    );
+}
+
+#[tokio::test]
 async fn the_log_filter_changes_without_a_restart() {
     let config = scratch("log-filter", "telemetry:\n  log-filter: info\n");
     let (serving, metrics) = process(&config).await;

@@ -24,7 +24,7 @@ use std::{
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{mpsc, watch},
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
@@ -42,7 +42,7 @@ const FIRST_BYTES: usize = 24;
 pub const OUT_OF_DESCRIPTORS_PAUSE: Duration = Duration::from_millis(100);
 
 /// The bounds on one listener's connections.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdmissionLimits {
     /// Connections open at once, handshakes included.
     pub max_connections: usize,
@@ -51,6 +51,13 @@ pub struct AdmissionLimits {
     /// Whether a connection must send its first bytes before it is handed on (the metrics
     /// listener's HTTP/1.1 server has its own header timeout instead).
     pub await_first_bytes: bool,
+}
+
+impl AdmissionLimits {
+    /// These limits, for good (a listener no reload changes).
+    pub fn fixed(self) -> watch::Receiver<Self> {
+        watch::channel(self).1
+    }
 }
 
 /// Raises the soft limit on open files to the hard one, as most servers do (the soft default is often
@@ -101,12 +108,12 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Accepts on `listener` within `limits`, runs `handshake` (TLS, or nothing) on each connection, and
+/// Accepts on `listener` within `limits` (as they are when each connection arrives), runs `handshake` (TLS, or nothing) on each connection, and
 /// yields the admitted ones. The loop ends, closing the listening socket, when the stream is dropped.
 pub fn admit<IO, H, F>(
     listener: TcpListener,
     name: &'static str,
-    limits: AdmissionLimits,
+    limits: watch::Receiver<AdmissionLimits>,
     metrics: ConnectionMetrics,
     handshake: H,
 ) -> ReceiverStream<io::Result<Admitted<IO>>>
@@ -151,6 +158,8 @@ where
                 tracing::info!(listener = name, "accepting connections again");
                 out_of_descriptors = false;
             }
+            // The limits in force now: a reload may have changed them since the last connection.
+            let limits = *limits.borrow();
             let Some(open) = count.try_open(limits.max_connections) else {
                 metrics.closed(name, CloseReason::Cap);
                 // A reset rather than a graceful close: gRPC clients read it as UNAVAILABLE, the
@@ -327,7 +336,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let mut registry = crate::metrics::MetricsRegistry::new();
         let metrics = ConnectionMetrics::register(&mut registry);
-        let incoming = admit(listener, "grpc", limits, metrics, |stream| {
+        let incoming = admit(listener, "grpc", limits.fixed(), metrics, |stream| {
             std::future::ready(Ok(stream))
         });
         (addr, incoming, registry.into_exposition())
