@@ -30,9 +30,19 @@ fn purge_freed_memory_at_once() {
 
 fn main() -> ExitCode {
     purge_freed_memory_at_once();
-    let (command, matches) = match config::load_matches(&std::env::args_os().collect::<Vec<_>>()) {
+    let args: Vec<_> = std::env::args_os().collect();
+    let (command, matches) = match config::load_matches(&args) {
         Ok(loaded) => loaded,
         Err(LoadError::Clap(err)) => err.exit(),
+        Err(LoadError::File(err)) if preflight_output(&args).is_some() => {
+            // `check` answers with its report even when a file is refused: its first line.
+            let report = preflight::Report::refused_configuration(&err.to_string());
+            match preflight_output(&args) {
+                Some(PreflightOutput::Json) => println!("{}", report.to_json()),
+                _ => print!("{}", report.to_text()),
+            }
+            return ExitCode::FAILURE;
+        }
         Err(LoadError::File(err)) => {
             eprintln!("connect-facade: the configuration file is refused:\n{err}");
             return ExitCode::FAILURE;
@@ -70,6 +80,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `check --output`, when the command line is `check`'s (read without the files it names).
+fn preflight_output(args: &[std::ffi::OsString]) -> Option<PreflightOutput> {
+    use clap::CommandFactory;
+    let matches = Cli::command().try_get_matches_from(args).ok()?;
+    let (name, check) = matches.subcommand()?;
+    if name != "check" {
+        return None;
+    }
+    check.get_one::<PreflightOutput>("output").copied()
 }
 
 /// `check`: the report on stdout, exit 1 when a check of severity error failed.

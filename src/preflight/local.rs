@@ -19,11 +19,7 @@ const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 pub(super) async fn configuration(config: &ServeConfig, files: &[PathBuf]) -> Verdict {
     let problems = app::check(config);
     if !problems.is_empty() {
-        return Verdict::fail(
-            problems.join("; "),
-            "correct each problem named (file, line and key); the other checks need a valid \
-             configuration and did not run",
-        );
+        return Verdict::fail(problems.join("; "), super::CONFIGURATION_FIX);
     }
     Verdict::Pass(if files.is_empty() {
         "valid (no file: the environment and flags)".to_owned()

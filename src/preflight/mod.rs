@@ -71,6 +71,10 @@ impl Verdict {
 /// The book's chapter on the checks, which each line's link points into.
 const CHAPTER: &str = "docs/operators/check.md";
 
+/// The fix of a configuration that does not load.
+const CONFIGURATION_FIX: &str = "correct each problem named (file, line and key); the other checks \
+                                 need a valid configuration and did not run";
+
 /// The lines found so far.
 pub(crate) struct Checks {
     lines: Vec<Line>,

@@ -35,6 +35,22 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report when the configuration files are refused before anything can be built: one
+    /// failed `configuration` line.
+    pub fn refused_configuration(problems: &str) -> Self {
+        Self {
+            checks: vec![Line {
+                name: "configuration".to_owned(),
+                ok: false,
+                severity: Severity::Error,
+                message: problems.trim().replace('\n', "; "),
+                fix: Some(super::CONFIGURATION_FIX.to_owned()),
+                link: format!("{}#configuration", super::CHAPTER),
+                seconds: 0.0,
+            }],
+        }
+    }
+
     /// No check of severity error failed (warnings never fail it).
     pub fn ok(&self) -> bool {
         self.checks

@@ -460,6 +460,22 @@ async fn an_invalid_configuration_stops_the_check_at_its_first_line() {
 }
 
 #[tokio::test]
+async fn a_refused_configuration_file_is_still_a_report() {
+    let simulator = simulator().await;
+    let files = Files::new("refused-file");
+    let config = files.write("facade.yaml", "quota:\n  rate-limit: fast\n");
+    let checked = check(&simulator, Some(HOME_KEY), &["--config", &config]).await;
+    assert_eq!(checked.code, 1);
+    assert_eq!(checked.report["ok"], false);
+    let line = checked.line("configuration");
+    assert_eq!(line["ok"], false);
+    let said = line["message"].as_str().unwrap();
+    assert!(said.contains(&format!("{config}:2:15")), "{said}");
+    assert!(said.contains("rate-limit"), "{said}");
+    assert_eq!(checked.report["checks"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn a_route_serving_any_instance_warns_that_its_permission_was_not_checked() {
     let simulator = simulator().await;
     // Through --endpoint-url this time: STS is called there too.
