@@ -383,6 +383,7 @@ async fn a_hundred_reloads_under_load_fail_no_call() {
             })
         })
         .collect();
+    let reloading = std::time::Instant::now();
     for reload in 0..100u32 {
         let text = match reload % 4 {
             0 => "quota:\n  rate-limit: 1000\n  rate-burst: 1000\n",
@@ -393,6 +394,7 @@ async fn a_hundred_reloads_under_load_fail_no_call() {
         write(&config, text);
         sighup_until(&serving, metrics, f64::from(reload + 1)).await;
     }
+    let reloads_took = reloading.elapsed();
     stop.store(true, Ordering::Relaxed);
     for task in load {
         task.await.unwrap();
@@ -413,6 +415,9 @@ async fn a_hundred_reloads_under_load_fail_no_call() {
         50.0
     );
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!(
+        "100 reloads in {reloads_took:?} (each SIGHUP until counted), {ok} calls, {failed} failed"
+    );
     assert_eq!(failed, 0, "{ok} calls succeeded");
     assert!(ok > 100, "the load ran through the reloads: {ok} calls");
 }
