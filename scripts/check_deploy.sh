@@ -44,6 +44,7 @@ docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 spec = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
 facade, [preflight] = spec["containers"][0], spec["initContainers"]
 assert preflight["command"] == ["/usr/local/bin/connect-facade", "check"], preflight["command"]
+assert facade["image"].startswith("111122223333.dkr.ecr.eu-west-2.amazonaws.com/connect-facade:"), facade["image"]
 for field in ("args", "env", "volumeMounts", "image"):
     assert preflight[field] == facade[field], (field, preflight[field], facade[field])
 PY
