@@ -13,6 +13,7 @@
 //! The book's "Architecture" chapter follows a call function by function; its "Glossary" names each
 //! word once.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub(crate) mod auth;

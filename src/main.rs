@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::FromArgMatches;
 use connect_facade::{
-    app,
+    admin, app,
     config::{self, Cli, Command, ConfigCommand, LoadError, PreflightOutput, describe},
     preflight, telemetry,
 };
@@ -66,6 +66,9 @@ fn main() -> ExitCode {
     if let Command::Check(args) = cli.command {
         return runtime.block_on(preflight(*args, cli.log_format, &matches));
     }
+    if let Command::Status(args) = cli.command {
+        return runtime.block_on(status(args));
+    }
     let outcome = runtime.block_on(async {
         let telemetry = telemetry::init(cli.log_format);
         let outcome = app::run(cli.command).await;
@@ -91,6 +94,50 @@ fn preflight_output(args: &[std::ffi::OsString]) -> Option<PreflightOutput> {
         return None;
     }
     check.get_one::<PreflightOutput>("output").copied()
+}
+
+/// `status`: the replica's state on stdout, once or refreshed; exit 1 when it is not serving.
+async fn status(args: config::StatusArgs) -> ExitCode {
+    use admin::terminal::{Look, look};
+    let token = match &args.token_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(token) => Some(token.trim().to_owned()),
+            Err(error) => {
+                eprintln!("connect-facade: cannot read {}: {error}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let timeout = args.interval.max(std::time::Duration::from_secs(2));
+    loop {
+        let seen = look(&args.url, token.as_deref(), timeout).await;
+        if args.watch {
+            // Clear the screen and go home, as `watch` does.
+            print!("\x1b[2J\x1b[H");
+        }
+        let code = match seen {
+            Look::Serving(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Look::Draining(text) => {
+                print!("{text}");
+                ExitCode::FAILURE
+            }
+            Look::Unreachable(why) => {
+                eprintln!("connect-facade: no status: {why}");
+                ExitCode::FAILURE
+            }
+        };
+        if !args.watch {
+            return code;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(args.interval) => {}
+            _ = tokio::signal::ctrl_c() => return code,
+        }
+    }
 }
 
 /// `check`: the report on stdout, exit 1 when a check of severity error failed.

@@ -69,6 +69,13 @@ pub fn parse_log_filter(directives: &str) -> Result<EnvFilter, LogFilterError> {
     })
 }
 
+/// The log lines' filter in force, as directives (`None` before [`init`]).
+pub fn log_filter() -> Option<String> {
+    LOG_FILTER
+        .get()
+        .and_then(|handle| handle.with_current(ToString::to_string).ok())
+}
+
 /// Filters the log lines by `directives` from now on, or by `RUST_LOG` (default `info`) when
 /// `None`; the span exporter's filter is left as it started. Nothing to change when [`init`]
 /// installed nothing (in tests).

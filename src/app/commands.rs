@@ -85,7 +85,7 @@ pub fn check(config: &ServeConfig) -> Vec<String> {
 /// answers a report rather than an error: the binary runs them itself).
 pub async fn run(command: Command) -> Result<(), StartupError> {
     match command {
-        Command::Config(_) | Command::Check(_) => Ok(()),
+        Command::Config(_) | Command::Check(_) | Command::Status(_) => Ok(()),
         Command::Serve(config) => App::build(*config).await?.run_until_stopped().await,
         Command::Simulate(config) => {
             let simulator = start_simulator(&config).await?;

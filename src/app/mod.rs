@@ -19,6 +19,7 @@ pub(crate) use http::LivePeers;
 pub(crate) use parts::{embedded_simulator, route_specs, tls, upstream_settings};
 
 use crate::{
+    admin,
     api::{admission::AdmissionLayer, connect::ConnectLayer, cors},
     auth::{AuthFileError, CallerMetrics},
     call::{CallMetrics, CallService, Guards, Refusals, RpcMetrics, deadline::DefaultDeadline},
@@ -67,6 +68,8 @@ pub enum StartupError {
     Routes(#[from] RoutesError),
     #[error("invalid flags: {0}")]
     Cors(String),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
 }
 
 /// A background task built with its part, spawned when serving starts.
@@ -89,6 +92,7 @@ pub struct App {
     background: Vec<Background>,
     lifecycle: Lifecycle,
     metrics_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     /// Every metric family the parts registered, by its exported name.
     metric_families: Vec<String>,
     connection_metrics: ConnectionMetrics,
@@ -122,6 +126,7 @@ impl App {
         let route_metrics = RouteMetrics::register(&mut registry);
         let connection_metrics = ConnectionMetrics::register(&mut registry);
         let shared = parts::StoreParts::build(&config, &mut registry, &tasks);
+        let shared_store = shared.store.clone();
         let reload_base = base.clone();
         let builder = RouteBuilder::new(
             base,
@@ -145,6 +150,7 @@ impl App {
         let peers = http::LivePeers::new(&limits, config.listening.shutdown_grace);
         let default_deadline = DefaultDeadline::new(limits.default_deadline);
         let refusals = Refusals::new(calls.rpc.clone());
+        let recent_refusals = refusals.recent().clone();
         let admission = AdmissionLayer::new(
             refusals.clone(),
             guards.callers.clone(),
@@ -180,6 +186,12 @@ impl App {
         if let Err(error) = telemetry::set_log_filter(config.telemetry.log_filter.as_deref()) {
             tracing::error!(%error, "the log filter could not be set");
         }
+        let admin_parts = (
+            router_for_reloads.clone(),
+            shared_store,
+            live_callers.clone(),
+            recent_refusals,
+        );
         let reloader = Reloader::new(
             config.clone(),
             specs,
@@ -194,9 +206,36 @@ impl App {
             },
             ReloadMetrics::register(&mut registry),
         );
+        let in_force = reloader.view();
         background.push(Box::pin(
             reloader.run(config.listening.reload_interval, lifecycle.draining()),
         ));
+        let admin_addr = match config.telemetry.admin_listen {
+            Some(addr) => {
+                let token = admin::token(addr, config.telemetry.admin_token_file.as_deref())?;
+                let (listener, bound) = parts::bind(addr).await?;
+                tracing::info!(addr = %bound, "admin API on http://{bound}/status");
+                let (router, store, callers, refusals) = admin_parts;
+                background.push(Box::pin(admin::serve(
+                    listener,
+                    admin::AdminState {
+                        started: std::time::Instant::now(),
+                        router,
+                        store,
+                        callers,
+                        refusals,
+                        in_force,
+                        draining: lifecycle.draining(),
+                        token,
+                    },
+                    connection_metrics.clone(),
+                    config.peers.handshake_timeout,
+                    tasks.clone(),
+                )));
+                Some(bound)
+            }
+            None => None,
+        };
         let metric_families = registry.families().to_vec();
         let metrics_addr = match config.telemetry.metrics_listen {
             Some(addr) => {
@@ -222,6 +261,7 @@ impl App {
             background,
             lifecycle,
             metrics_addr,
+            admin_addr,
             metric_families,
             connection_metrics,
             limits,
@@ -239,6 +279,11 @@ impl App {
     /// The address of the metrics endpoint, when `--metrics-listen` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The address of the admin API, when `--admin-listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Every metric family exported (a counter's name without `_total`): names that the

@@ -150,6 +150,8 @@ pub(super) fn callers(config: &ServeConfig) -> Result<Option<LiveCallers>, Start
 pub(super) struct StoreParts {
     pub quota: QuotaStores,
     pub replayer: Option<Arc<Replayer>>,
+    /// The shared Redis, when there is one (the admin API shows its state).
+    pub store: Option<SharedStore>,
 }
 
 impl StoreParts {
@@ -162,7 +164,7 @@ impl StoreParts {
         let quota = quota_stores(config, store.clone(), QuotaMetrics::register(registry));
         let replay_metrics = ReplayMetrics::register(registry);
         let replayer = (!config.quota.replay_window.is_zero()).then(|| {
-            let redis = store.map(|store| {
+            let redis = store.clone().map(|store| {
                 RedisReplays::new(store, config.quota.replay_window, replay_metrics.clone())
             });
             Arc::new(Replayer::new(
@@ -172,7 +174,11 @@ impl StoreParts {
                 tasks.clone(),
             ))
         });
-        Self { quota, replayer }
+        Self {
+            quota,
+            replayer,
+            store,
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 mod call_log;
 pub(crate) mod deadline;
 pub(crate) mod metrics;
+pub(crate) mod recent;
 mod refusals;
 
 pub use metrics::RpcMetrics;
@@ -140,6 +141,8 @@ struct CallRecord {
     /// A failed call's ErrorInfo reason (`RATE_LIMITED`, `THROTTLED`, `CIRCUIT_OPEN`…), so logs
     /// answer the questions metrics and alerts ask.
     reason: Option<&'static str>,
+    /// Who called, once known (with an auth file).
+    caller: Option<Arc<str>>,
 }
 
 impl CallRecord {
@@ -197,12 +200,22 @@ impl CallService {
         let mut record = CallRecord::default();
         let result = self.run(call, &mut record).instrument(span.clone()).await;
         let result = result.map_err(|failed| {
-            record.reason = Some(failed.error.reason());
+            let reason = failed.error.reason();
+            record.reason = Some(reason);
             log_failure(&failed.error);
-            ErrorAnswer::from(*failed)
+            let instance_id = failed.instance_id.clone();
+            let answer = ErrorAnswer::from(*failed);
+            self.refusals.recent().record(
+                answer.code,
+                reason,
+                record.caller.as_deref(),
+                &instance_id,
+            );
+            answer
         });
         let code = result.as_ref().err().map_or(Code::Ok, |answer| answer.code);
         recorded.answered(code);
+
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         if code == Code::Ok || self.refusals.lines().admit() {
             span.in_scope(|| call_log::write(code, &record, latency_ms));
@@ -220,6 +233,7 @@ impl CallService {
         record: &mut CallRecord,
     ) -> Result<Response<CreatePersistentContactAssociationResponse>, Box<FailedCall>> {
         let (caller, caller_set) = self.permit(&call)?;
+        record.caller = caller.name.clone();
         let deadline::Deadline {
             at: deadline,
             budget,

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{CallRecord, attempts_metadata, call_log, metrics::RpcMetrics};
+use super::{CallRecord, attempts_metadata, call_log, metrics::RpcMetrics, recent::RecentRefusals};
 use crate::{
     auth,
     error::CallError,
@@ -17,6 +17,7 @@ use crate::{
 pub(crate) struct Refusals {
     metrics: Arc<RpcMetrics>,
     lines: Arc<call_log::FailedCallLines>,
+    recent: Arc<RecentRefusals>,
 }
 
 impl Refusals {
@@ -27,7 +28,13 @@ impl Refusals {
                 metrics.clone(),
             )),
             metrics,
+            recent: Arc::default(),
         }
+    }
+
+    /// The last refused or failed calls, the edge's refusals included.
+    pub fn recent(&self) -> &Arc<RecentRefusals> {
+        &self.recent
     }
 
     /// The calls' metrics, for the edge's own series (calls by protocol, refusals on headers).
@@ -51,6 +58,7 @@ impl Refusals {
             metadata: attempts_metadata(0),
         });
         recorded.answered(answer.code);
+        self.recent.record(answer.code, reason, None, "");
         if self.lines.admit() {
             let (peer, _) = auth::peer(extensions);
             let span = tracing::info_span!(

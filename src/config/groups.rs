@@ -332,6 +332,17 @@ pub struct TelemetryFlags {
     /// a --config file, then SIGHUP). RUST_LOG, else `info`, when absent.
     #[arg(long, env = "CONNECT_FACADE_LOG_FILTER", value_parser = log_filter)]
     pub log_filter: Option<String>,
+
+    /// Serve the admin API on this address (GET /status, /config and /logging, POST /logging:
+    /// docs/operators/admin.md); off when absent. Open on a loopback address (reach it through
+    /// `kubectl port-forward`); any other address needs --admin-token-file.
+    #[arg(long, env = "CONNECT_FACADE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// A file holding the bearer token every admin API request must carry (`authorization: Bearer
+    /// <token>`); required when --admin-listen is not a loopback address.
+    #[arg(long, env = "CONNECT_FACADE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// A `--log-filter` that tracing can use, kept as written.

@@ -56,6 +56,35 @@ pub enum Command {
     /// expiry and the callers' instances. One line per check; exits 0 when no error is found (a
     /// warning does not fail it), 1 otherwise. Changes nothing an operator would notice.
     Check(Box<PreflightArgs>),
+    /// Show one replica's state from its admin API (--admin-listen): the routes with their rate
+    /// in force, queue and breaker, the quota store, the callers and the last refusals. Exits 1
+    /// when the replica is not serving (draining, or no answer).
+    Status(StatusArgs),
+}
+
+/// `status`'s flags.
+#[derive(Clone, Debug, Args)]
+pub struct StatusArgs {
+    /// The replica's admin API (its --admin-listen address; through `kubectl port-forward` for
+    /// a pod).
+    #[arg(
+        long,
+        env = "CONNECT_FACADE_ADMIN_URL",
+        default_value = "http://127.0.0.1:9901"
+    )]
+    pub url: String,
+
+    /// A file holding the admin API's bearer token (the replica's --admin-token-file).
+    #[arg(long, env = "CONNECT_FACADE_ADMIN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Refresh every --interval until interrupted, instead of showing it once.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// How often --watch refreshes.
+    #[arg(long, default_value = "1s", value_parser = parse::duration)]
+    pub interval: std::time::Duration,
 }
 
 /// `check`'s own flags, beside `serve`'s.

@@ -121,6 +121,16 @@ impl Breaker {
         }
     }
 
+    /// The state in a word: `closed`, `open` (refusing calls), or `half_open` (the cool-down is
+    /// over and the next call probes, or a probe is in flight).
+    pub fn state_label(&self) -> &'static str {
+        match *self.state() {
+            State::Closed { .. } => "closed",
+            State::Open { until } if Instant::now() < until => "open",
+            State::Open { .. } | State::HalfOpen => "half_open",
+        }
+    }
+
     /// Lets a call through, or refuses it while the breaker is open.
     pub(crate) fn admit(&self) -> Result<Admission, CallError> {
         if self.config.failure_threshold == 0 || self.summary.load(Ordering::Acquire) != TRIPPED {

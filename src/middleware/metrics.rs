@@ -247,6 +247,11 @@ impl KeyRateLimit {
         self.rate.set(rate);
     }
 
+    /// The rate last set.
+    pub(crate) fn rate(&self) -> f64 {
+        self.rate.get()
+    }
+
     /// An attempt got its slot, `waited` for it in the queue or not.
     pub(crate) fn granted(&self, waited: Option<Duration>, caller: Option<&str>) {
         if let Some(waited) = waited {

@@ -125,7 +125,28 @@ pub struct KeyGuards {
     attempts: KeyAttempts,
 }
 
+impl std::fmt::Debug for KeyGuards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyGuards")
+            .field("breaker", &self.breaker_state())
+            .field("limiter", &self.limiter())
+            .finish()
+    }
+}
+
 impl KeyGuards {
+    /// The breaker's state in a word (see [`circuit_breaker::Breaker::state_label`]).
+    pub fn breaker_state(&self) -> &'static str {
+        self.breaker.breaker().state_label()
+    }
+
+    /// What the rate limiter is doing now; `None` without one (`--rate-limit 0`).
+    pub fn limiter(&self) -> Option<rate_limit::LimiterView> {
+        self.rate_limit
+            .as_ref()
+            .map(rate_limit::RateLimitLayer::view)
+    }
+
     /// `key` names the account and region's bucket in `quota` and its breaker.
     pub fn new(
         key: &AccountKey,

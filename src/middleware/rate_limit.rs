@@ -156,7 +156,27 @@ pub(crate) struct RateLimitLayer {
     limiter: Arc<Limiter>,
 }
 
+/// What the limiter of one account and region is doing now, for the admin API.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LimiterView {
+    /// The rate in force (the configured one, or lower once AWS throttled).
+    pub rate_per_second: f64,
+    pub burst: u32,
+    /// Attempts waiting in the fair queue for their slot.
+    pub waiting: usize,
+}
+
 impl RateLimitLayer {
+    /// What the limiter is doing now.
+    pub fn view(&self) -> LimiterView {
+        let limiter = &self.limiter;
+        LimiterView {
+            rate_per_second: limiter.metrics.rate(),
+            burst: limiter.limits.burst,
+            waiting: limiter.fair.waiting(),
+        }
+    }
+
     /// `key` names the account and region's bucket in `store`.
     pub fn new(
         key: &AccountKey,

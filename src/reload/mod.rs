@@ -24,6 +24,7 @@ mod restart;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use arc_swap::ArcSwap;
 use clap::FromArgMatches;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -56,6 +57,15 @@ pub(crate) struct Live {
     pub peers: LivePeers,
 }
 
+/// What is in force, as the admin API shows it.
+#[derive(Debug, Default)]
+pub struct InForce {
+    /// The hash of the files (`connect_facade_config_info{hash}`).
+    pub hash: String,
+    /// The effective configuration, as `config print` writes it.
+    pub effective: String,
+}
+
 /// Everything a reload read and checked, not yet in force.
 struct Prepared {
     config: ServeConfig,
@@ -77,6 +87,7 @@ pub(crate) struct Reloader {
     seen: String,
     live: Live,
     metrics: ReloadMetrics,
+    view: Arc<ArcSwap<InForce>>,
 }
 
 impl Reloader {
@@ -88,7 +99,12 @@ impl Reloader {
     ) -> Self {
         let hash = fingerprint(&inputs(&config));
         metrics.in_force(&hash, None);
+        let view = Arc::new(ArcSwap::from_pointee(InForce {
+            hash: hash.clone(),
+            effective: effective(&config),
+        }));
         Self {
+            view,
             file_hashes: file_hashes(&config),
             seen: hash.clone(),
             hash,
@@ -115,6 +131,11 @@ impl Reloader {
                 self.reload(forced).await;
             }
         }
+    }
+
+    /// What is in force, kept current by the reloads.
+    pub fn view(&self) -> Arc<ArcSwap<InForce>> {
+        self.view.clone()
     }
 
     /// The files a reload reads, for the SIGHUP line.
@@ -250,11 +271,33 @@ impl Reloader {
         self.metrics.in_force(&hash, Some(&self.hash));
         self.metrics.reloaded(true);
         tracing::info!(hash = %hash, previous = %self.hash, middleware_rebuilt = rebuilt, "configuration reloaded");
+        self.view.store(Arc::new(InForce {
+            hash: hash.clone(),
+            effective: effective(&config),
+        }));
         self.hash = hash;
         self.file_hashes = file_hashes(&config);
         self.in_force = config;
         self.specs = prepared.specs;
     }
+}
+
+/// `config` as `config print` writes it, from the command line it was read from; a configuration
+/// built in code (tests) has none, and shows its fields instead (their `Debug` redacts secrets).
+fn effective(config: &ServeConfig) -> String {
+    let from_command_line = (!config.command_line.is_empty())
+        .then(|| config::load_matches(&config.command_line).ok())
+        .flatten()
+        .and_then(|(_, matches)| {
+            config::matches_at(&matches, &["serve"]).map(config::describe::effective)
+        });
+    from_command_line.unwrap_or_else(|| {
+        format!(
+            "# built in code, with no command line to describe it
+# {config:?}
+"
+        )
+    })
 }
 
 /// The TLS files `config` names, when TLS is on.

@@ -36,6 +36,8 @@ pub(super) fn keep_in_force(in_force: &ServeConfig, new: &mut ServeConfig) -> Ve
         "max-message-size" => peers.max_message_size,
         "max-buffered-requests" => peers.max_buffered_requests,
         "metrics-listen" => telemetry.metrics_listen,
+        "admin-listen" => telemetry.admin_listen,
+        "admin-token-file" => telemetry.admin_token_file,
         "simulator" => simulator.enabled,
         "simulator-fixtures" => simulator.fixtures,
     );

@@ -27,6 +27,10 @@ pub struct Route {
     /// The account and region its calls count against.
     pub key: AccountKey,
     pub stack: UpstreamStack,
+    /// The account and region's guards, for the admin API's view of them.
+    pub guards: KeyGuards,
+    /// Its region (the account is in `key`).
+    pub region: String,
     /// `connect_facade_route_calls_total{route}`.
     pub calls: prometheus_client::metrics::counter::Counter,
 }
@@ -124,6 +128,8 @@ impl RouteBuilder {
                 name: spec.name.clone(),
                 key,
                 stack,
+                guards,
+                region: spec.region.clone(),
             });
             for instance in &spec.instances {
                 if instance == "*" {

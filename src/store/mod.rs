@@ -105,13 +105,23 @@ impl SharedStore {
         self.inner.timeout
     }
 
+    /// Where the store is (its `Display` redacts the password).
+    pub fn address(&self) -> &StoreAddress {
+        &self.inner.address
+    }
+
+    /// The topology found when connecting (`None` before the first round trip).
+    pub fn topology(&self) -> Option<&'static str> {
+        self.inner.connection.kind().map(connection::Kind::as_str)
+    }
+
     /// This replica's name in the fleet registry.
     pub fn replica_id(&self) -> &str {
         &self.inner.replica_id
     }
 
     /// Whether round trips are being made.
-    pub(crate) fn is_up(&self) -> bool {
+    pub fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Acquire)
     }
 

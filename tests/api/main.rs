@@ -1,6 +1,7 @@
 //! One integration-test binary (each `tests/*.rs` would link the whole SDK again): the real facade over
 //! the real SDK and the simulator, called with a real gRPC client.
 
+mod admin;
 mod association;
 mod auth;
 mod config_file;

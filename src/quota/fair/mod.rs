@@ -92,6 +92,11 @@ impl FairQueue {
         }
     }
 
+    /// Attempts waiting for their slot now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.queue.lock().lanes.len()
+    }
+
     /// A slot for one attempt of `caller` on `instance_id` by `give_up_at` (never past `deadline`),
     /// or when to come back.
     pub(crate) async fn acquire(

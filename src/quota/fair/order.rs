@@ -148,6 +148,11 @@ impl<T> FairOrder<T> {
         (tag - self.virtual_time) * weights
     }
 
+    /// Items waiting in every lane.
+    pub(crate) fn len(&self) -> usize {
+        self.lanes.iter().map(|l| l.items.len()).sum()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.lanes.iter().all(|l| l.items.is_empty())
     }

@@ -48,6 +48,7 @@ pub const ACCESS_KEY_ID: &str = "AKIDTESTFACADE";
 pub struct TestApp {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
     pub client: ContactServiceClient<Channel>,
     pub simulator: Simulator,
     /// Stops the facade the way a signal does: it drains, then stops its tasks.
@@ -74,6 +75,7 @@ pub async fn spawn_with(fixtures: Fixtures, configure: impl FnOnce(&mut ServeCon
     TestApp {
         addr: replica.addr,
         metrics_addr: replica.metrics_addr,
+        admin_addr: replica.admin_addr,
         client: replica.client.clone(),
         simulator,
         stop: replica.into_stop(),
@@ -84,8 +86,38 @@ pub async fn spawn_with(fixtures: Fixtures, configure: impl FnOnce(&mut ServeCon
 pub struct Replica {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
     pub client: ContactServiceClient<Channel>,
     stop: Option<CancellationToken>,
+}
+
+/// One HTTP/1.1 request to `addr` (the admin API): the status code and the body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let code = answer[9..12].parse().expect("a status code");
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or_else(String::new, |(_, body)| body.to_owned());
+    (code, body)
 }
 
 /// Scrapes the `/metrics` of a facade started with `metrics_listen`.
@@ -174,6 +206,7 @@ pub async fn spawn_replica(
     let app = App::build(config).await.expect("facade starts");
     let addr = app.local_addr();
     let metrics_addr = app.metrics_addr();
+    let admin_addr = app.admin_addr();
     let stop = CancellationToken::new();
     let stopped = stop.clone().cancelled_owned();
     tokio::spawn(async move { app.run_until(stopped).await.expect("facade serves") });
@@ -190,6 +223,7 @@ pub async fn spawn_replica(
     Replica {
         addr,
         metrics_addr,
+        admin_addr,
         client,
         stop: Some(stop),
     }
