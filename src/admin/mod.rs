@@ -149,7 +149,7 @@ async fn answer(state: &AdminState, request: Request<Incoming>) -> Response<Full
     let json =
         |value: serde_json::Value| reply(StatusCode::OK, "application/json", value.to_string());
     match (request.method(), request.uri().path()) {
-        (&Method::GET, "/status") => match serde_json::to_value(status::Status::of(state)) {
+        (&Method::GET, "/status") => match serde_json::to_value(status::Status::of(state).await) {
             Ok(value) => json(value),
             Err(error) => reply(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,11 +1,18 @@
-//! `GET /status`: what an operator asks of a running replica, read from the parts themselves
-//! (never a Redis round trip): the routes with their rate in force, queue and breaker, the quota
-//! store, the callers, and the last refusals.
+//! `GET /status`: what an operator asks of a running replica, read from the parts themselves: the
+//! routes with their rate in force, queue, breaker and the last minute's attempts, the quota store,
+//! the fleet as Redis knows it (the one Redis round trip), the callers, and the last refusals.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use super::AdminState;
-use crate::call::recent::RecentRefusal;
+use crate::{
+    call::recent::RecentRefusal,
+    middleware::last_minute::Outcomes,
+    quota::{self, shared::REGISTRATION_TTL},
+    store::SharedStore,
+};
 
 /// The answer, as JSON.
 #[derive(Debug, Serialize)]
@@ -18,6 +25,9 @@ pub struct Status {
     pub config_hash: String,
     pub routes: Vec<RouteStatus>,
     pub store: StoreStatus,
+    /// The replicas registered in Redis for the first route's account, this one included; `null`
+    /// without Redis, or while it does not answer.
+    pub fleet: Option<Vec<ReplicaStatus>>,
     pub callers: Vec<CallerStatus>,
     /// The last refused or failed calls, newest first.
     pub refusals: Vec<RecentRefusal>,
@@ -38,6 +48,23 @@ pub struct RouteStatus {
     pub burst: Option<u32>,
     /// Attempts waiting for their slot now.
     pub waiting: usize,
+    /// How long an attempt arriving now would wait for its slot, in milliseconds.
+    pub predicted_wait_ms: Option<f64>,
+    /// AWS's answers to this account's attempts over the last minute.
+    pub last_minute: Outcomes,
+}
+
+/// A replica as Redis knows it.
+#[derive(Debug, Serialize)]
+pub struct ReplicaStatus {
+    pub replica: String,
+    /// Whether it is the one answering.
+    pub this: bool,
+    /// How long ago it last registered (it does every second while Redis answers it).
+    pub seconds_ago: f64,
+    /// Registered within the last three heartbeats; a replica on its fallback stops
+    /// registering, and drops out of the set once its registration expires.
+    pub live: bool,
 }
 
 /// The quota store.
@@ -53,6 +80,8 @@ pub struct StoreStatus {
     pub up: bool,
     /// How many times the store went down since startup.
     pub outages: u64,
+    /// The last answered round trip, in milliseconds.
+    pub round_trip_ms: Option<f64>,
 }
 
 /// A caller of the auth file in force.
@@ -62,17 +91,28 @@ pub struct CallerStatus {
     pub weight: f64,
     pub max_rate: Option<f64>,
     pub instances: Vec<String>,
+    /// Its attempts waiting for a slot now, over every account.
+    pub waiting: usize,
+    /// The share of the quota fair order gives it now (its weight over the waiting callers'),
+    /// `null` while it has nothing waiting.
+    pub share: Option<f64>,
 }
 
 impl Status {
-    pub(super) fn of(state: &AdminState) -> Self {
-        let routes = state
-            .router
-            .table()
+    pub(super) async fn of(state: &AdminState) -> Self {
+        let table = state.router.table();
+        let mut waiting_by_caller: Vec<usize> = Vec::new();
+        let routes = table
             .routes()
             .iter()
             .map(|route| {
                 let limiter = route.guards.limiter();
+                for (index, waiting) in route.guards.waiting_by_caller().into_iter().enumerate() {
+                    if waiting_by_caller.len() <= index {
+                        waiting_by_caller.resize(index + 1, 0);
+                    }
+                    waiting_by_caller[index] += waiting;
+                }
                 RouteStatus {
                     name: route.name.clone(),
                     account_key: route.key.as_str().to_owned(),
@@ -81,9 +121,15 @@ impl Status {
                     rate_per_second: limiter.map(|l| l.rate_per_second),
                     burst: limiter.map(|l| l.burst),
                     waiting: limiter.map_or(0, |l| l.waiting),
+                    predicted_wait_ms: limiter.map(|l| l.predicted_wait.as_secs_f64() * 1000.0),
+                    last_minute: route.guards.last_minute(),
                 }
             })
             .collect();
+        let fleet = match (&state.store, table.routes().first()) {
+            (Some(store), Some(route)) => fleet(store, route.key.as_str()).await,
+            _ => None,
+        };
         let store = match &state.store {
             None => StoreStatus {
                 kind: "local",
@@ -91,6 +137,7 @@ impl Status {
                 topology: None,
                 up: true,
                 outages: 0,
+                round_trip_ms: None,
             },
             Some(store) => StoreStatus {
                 kind: "redis",
@@ -98,11 +145,20 @@ impl Status {
                 topology: store.topology(),
                 up: store.is_up(),
                 outages: store.outages(),
+                round_trip_ms: store
+                    .last_round_trip()
+                    .map(|trip| trip.as_secs_f64() * 1000.0),
             },
         };
         let callers = state.callers.as_ref().map_or_else(Vec::new, |live| {
             let set = live.current();
             let shares = set.callers.shares();
+            let waiting = |index: usize| waiting_by_caller.get(index).copied().unwrap_or(0);
+            let waiting_weights: f64 = shares
+                .iter()
+                .filter(|share| waiting(share.index) > 0)
+                .map(|share| share.weight)
+                .sum();
             set.callers
                 .instances()
                 .zip(shares)
@@ -111,6 +167,8 @@ impl Status {
                     weight: share.weight,
                     max_rate: share.max_rate,
                     instances: instances.to_vec(),
+                    waiting: waiting(share.index),
+                    share: (waiting(share.index) > 0).then(|| share.weight / waiting_weights),
                 })
                 .collect()
         });
@@ -121,8 +179,38 @@ impl Status {
             config_hash: state.in_force.load().hash.clone(),
             routes,
             store,
+            fleet,
             callers,
             refusals: state.refusals.newest_first(),
         }
     }
+}
+
+/// The replicas registered for `key`, in one round trip within the store's timeout; `None` when
+/// Redis does not answer (the store is then shown down).
+async fn fleet(store: &SharedStore, key: &str) -> Option<Vec<ReplicaStatus>> {
+    let mut connection = store.connection();
+    let prefix = store.prefix().to_owned();
+    let registered = store
+        .ask(store.timeout(), async move {
+            quota::redis::replicas(&mut connection, &prefix, key).await
+        })
+        .await?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |now| now.as_secs_f64() * 1000.0);
+    Some(
+        registered
+            .into_iter()
+            .map(|(replica, at_ms)| {
+                let ago = Duration::from_secs_f64(((now_ms - at_ms) / 1000.0).max(0.0));
+                ReplicaStatus {
+                    this: replica == store.replica_id(),
+                    replica,
+                    seconds_ago: ago.as_secs_f64(),
+                    live: ago < REGISTRATION_TTL,
+                }
+            })
+            .collect(),
+    )
 }

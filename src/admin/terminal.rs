@@ -67,15 +67,6 @@ async fn fetch(url: &str, token: Option<&str>) -> Result<Value, String> {
 
 /// `/status` as a header line and tables.
 pub fn render(url: &str, status: &Value) -> String {
-    let text = |value: &Value| match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        Value::Number(n) => n
-            .as_f64()
-            .filter(|f| f.fract() != 0.0)
-            .map_or_else(|| n.to_string(), |f| format!("{f:.2}")),
-        other => other.to_string(),
-    };
     let rows = |key: &str| status[key].as_array().cloned().unwrap_or_default();
     let uptime = Duration::from_secs(status["uptime_seconds"].as_f64().unwrap_or(0.0) as u64);
     let mut out = format!(
@@ -89,62 +80,40 @@ pub fn render(url: &str, status: &Value) -> String {
         humantime::format_duration(uptime),
         text(&status["config_hash"]),
     );
-    let store = &status["store"];
-    out.push_str(&match text(&store["kind"]).as_str() {
-        "redis" => format!(
-            "quota store: redis {} ({}), {}, {} outage(s) since start\n\n",
-            text(&store["address"]),
-            text(&store["topology"]),
-            if store["up"] == true {
-                "up"
-            } else {
-                "DOWN: on the local fallback"
-            },
-            text(&store["outages"]),
-        ),
-        _ => "quota store: local (in this process)\n\n".to_owned(),
-    });
+    out.push_str(&store_line(&status["store"]));
+    let routes = rows("routes").iter().map(route_row).collect();
     out.push_str(&table(
         &[
-            "ROUTE", "ACCOUNT", "REGION", "BREAKER", "RATE/S", "BURST", "WAITING",
+            "ROUTE",
+            "ACCOUNT",
+            "REGION",
+            "BREAKER",
+            "RATE/S",
+            "BURST",
+            "WAITING",
+            "NEXT WAIT",
+            "LAST MINUTE (ok/throttled/failed)",
         ],
-        rows("routes")
-            .iter()
-            .map(|r| {
-                [
-                    "name",
-                    "account_key",
-                    "region",
-                    "breaker",
-                    "rate_per_second",
-                    "burst",
-                    "waiting",
-                ]
-                .map(|k| text(&r[k]))
-                .to_vec()
-            })
-            .collect(),
+        routes,
     ));
+    if let Some(fleet) = status["fleet"].as_array() {
+        out.push('\n');
+        let replicas = fleet.iter().map(replica_row).collect();
+        out.push_str(&table(&["REPLICA", "SEEN", "STATE"], replicas));
+    }
     let callers = rows("callers");
     if !callers.is_empty() {
         out.push('\n');
         out.push_str(&table(
-            &["CALLER", "WEIGHT", "MAX RATE", "INSTANCES"],
-            callers
-                .iter()
-                .map(|c| {
-                    let instances: Vec<String> = c["instances"]
-                        .as_array()
-                        .map(|i| i.iter().map(text).collect())
-                        .unwrap_or_default();
-                    vec![
-                        text(&c["name"]),
-                        text(&c["weight"]),
-                        text(&c["max_rate"]),
-                        instances.join(","),
-                    ]
-                })
-                .collect(),
+            &[
+                "CALLER",
+                "WEIGHT",
+                "MAX RATE",
+                "WAITING",
+                "SHARE",
+                "INSTANCES",
+            ],
+            callers.iter().map(caller_row).collect(),
         ));
     }
     let refusals = rows("refusals");
@@ -167,6 +136,99 @@ pub fn render(url: &str, status: &Value) -> String {
         ));
     }
     out
+}
+
+/// A JSON value as a cell: strings bare, `null` as `-`, fractions to two places.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|f| f.fract() != 0.0)
+            .map_or_else(|| n.to_string(), |f| format!("{f:.2}")),
+        other => other.to_string(),
+    }
+}
+
+/// `value` through `show`, or `-` when it is not a number.
+fn number(value: &Value, show: impl Fn(f64) -> String) -> String {
+    value.as_f64().map_or_else(|| "-".to_owned(), show)
+}
+
+fn store_line(store: &Value) -> String {
+    if store["kind"] != "redis" {
+        return "quota store: local (in this process)\n\n".to_owned();
+    }
+    format!(
+        "quota store: redis {} ({}), {}, round trip {} ms, {} outage(s) since start\n\n",
+        text(&store["address"]),
+        text(&store["topology"]),
+        if store["up"] == true {
+            "up"
+        } else {
+            "DOWN: on the local fallback"
+        },
+        number(&store["round_trip_ms"], |ms| format!("{ms:.1}")),
+        text(&store["outages"]),
+    )
+}
+
+fn route_row(route: &Value) -> Vec<String> {
+    let mut row = [
+        "name",
+        "account_key",
+        "region",
+        "breaker",
+        "rate_per_second",
+        "burst",
+        "waiting",
+    ]
+    .map(|k| text(&route[k]))
+    .to_vec();
+    row.push(number(&route["predicted_wait_ms"], |ms| {
+        format!("{ms:.0} ms")
+    }));
+    let minute = &route["last_minute"];
+    row.push(format!(
+        "{}/{}/{}",
+        text(&minute["ok"]),
+        text(&minute["throttled"]),
+        text(&minute["failed"])
+    ));
+    row
+}
+
+fn replica_row(replica: &Value) -> Vec<String> {
+    let mut name = text(&replica["replica"]);
+    if replica["this"] == true {
+        name.push_str(" (this one)");
+    }
+    vec![
+        name,
+        number(&replica["seconds_ago"], |s| format!("{s:.1}s ago")),
+        if replica["live"] == true {
+            "live"
+        } else {
+            "silent"
+        }
+        .to_owned(),
+    ]
+}
+
+fn caller_row(caller: &Value) -> Vec<String> {
+    let instances: Vec<String> = caller["instances"]
+        .as_array()
+        .map(|i| i.iter().map(text).collect())
+        .unwrap_or_default();
+    vec![
+        text(&caller["name"]),
+        text(&caller["weight"]),
+        text(&caller["max_rate"]),
+        text(&caller["waiting"]),
+        number(&caller["share"], |s| format!("{:.0}%", s * 100.0)),
+        instances.join(","),
+    ]
 }
 
 /// Columns padded to their widest cell.
@@ -201,10 +263,15 @@ mod tests {
         let status = serde_json::json!({
             "version": "0.1.0", "uptime_seconds": 62.5, "serving": true, "config_hash": "abc",
             "routes": [{"name": "uk", "account_key": "111122223333:eu-west-2", "region": "eu-west-2",
-                        "breaker": "open", "rate_per_second": 1.5, "burst": 4, "waiting": 3}],
+                        "breaker": "open", "rate_per_second": 1.5, "burst": 4, "waiting": 3,
+                        "predicted_wait_ms": 1500.0,
+                        "last_minute": {"ok": 10, "throttled": 2, "failed": 1}}],
             "store": {"kind": "redis", "address": "redis://:***@r:6379", "topology": "sentinel",
-                      "up": false, "outages": 2},
-            "callers": [{"name": "billing", "weight": 3.0, "max_rate": null, "instances": ["*"]}],
+                      "up": false, "outages": 2, "round_trip_ms": 0.4},
+            "fleet": [{"replica": "r-1", "this": true, "seconds_ago": 0.5, "live": true},
+                      {"replica": "r-2", "this": false, "seconds_ago": 7.0, "live": false}],
+            "callers": [{"name": "billing", "weight": 3.0, "max_rate": null, "instances": ["*"],
+                         "waiting": 3, "share": 0.75}],
             "refusals": [{"at": "2026-12-06T13:00:00.000Z", "caller": "billing",
                           "reason": "RATE_LIMITED", "code": "resource_exhausted", "instance_id": "i"}]
         });
@@ -213,12 +280,18 @@ mod tests {
             text.starts_with("connect-facade 0.1.0 at http://127.0.0.1:9901: serving, up 1m 2s"),
             "{text}"
         );
-        assert!(text.contains("DOWN: on the local fallback"), "{text}");
         assert!(
-            text.contains("uk     111122223333:eu-west-2  eu-west-2  open     1.50    4      3"),
+            text.contains("DOWN: on the local fallback, round trip 0.4 ms"),
             "{text}"
         );
-        assert!(text.contains("billing  3       -"), "{text}");
+        for row in [
+            "uk     111122223333:eu-west-2  eu-west-2  open     1.50    4      3        1500 ms    10/2/1",
+            "r-1 (this one)  0.5s ago  live",
+            "r-2             7.0s ago  silent",
+            "billing  3.0     -         3        75%    *",
+        ] {
+            assert!(text.contains(row), "{row:?} in\n{text}");
+        }
         assert!(text.contains("RATE_LIMITED"), "{text}");
     }
 }

@@ -3,6 +3,7 @@
 //! region key. Registered when the app builds the routes; recorded by the layers of each route's
 //! stack.
 
+use super::last_minute::{LastMinute, Outcome, Outcomes};
 use std::{
     sync::{Arc, Weak, atomic::AtomicU64},
     time::Duration,
@@ -130,6 +131,7 @@ impl UpstreamMetrics {
             key: key.into(),
             ok,
             metrics: self.clone(),
+            last_minute: Arc::default(),
         }
     }
 
@@ -201,6 +203,8 @@ pub struct KeyAttempts {
     key: Arc<str>,
     ok: Counter,
     metrics: UpstreamMetrics,
+    /// The last minute's attempts, for the admin API.
+    last_minute: Arc<LastMinute>,
 }
 
 impl std::ops::Deref for UpstreamMetrics {
@@ -212,14 +216,25 @@ impl std::ops::Deref for UpstreamMetrics {
 }
 
 impl KeyAttempts {
+    /// The attempts of the last minute, by outcome.
+    pub fn last_minute(&self) -> Outcomes {
+        self.last_minute.totals()
+    }
+
     /// One attempt succeeded.
     pub fn ok(&self, elapsed: Duration) {
         self.ok.inc();
+        self.last_minute.record(Outcome::Ok);
         self.metrics.attempt_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// One attempt failed (`outcome` is the failure kind).
     pub fn failed(&self, outcome: String, aws_error_code: String, elapsed: Duration) {
+        self.last_minute.record(if outcome == "Throttling" {
+            Outcome::Throttled
+        } else {
+            Outcome::Failed
+        });
         self.metrics
             .attempts
             .get_or_create(&AttemptLabels {

@@ -17,6 +17,7 @@
 //! tonic's own HTTP request cannot be cloned.
 
 pub(crate) mod circuit_breaker;
+pub(crate) mod last_minute;
 mod metrics;
 pub(crate) mod rate_limit;
 pub(crate) mod retry;
@@ -138,6 +139,18 @@ impl KeyGuards {
     /// The breaker's state in a word (see [`circuit_breaker::Breaker::state_label`]).
     pub fn breaker_state(&self) -> &'static str {
         self.breaker.breaker().state_label()
+    }
+
+    /// How AWS answered this account's attempts over the last minute.
+    pub fn last_minute(&self) -> last_minute::Outcomes {
+        self.attempts.last_minute()
+    }
+
+    /// Attempts waiting now in this account's queue, by caller index.
+    pub fn waiting_by_caller(&self) -> Vec<usize> {
+        self.rate_limit
+            .as_ref()
+            .map_or_else(Vec::new, rate_limit::RateLimitLayer::waiting_by_caller)
     }
 
     /// What the rate limiter is doing now; `None` without one (`--rate-limit 0`).

@@ -164,6 +164,8 @@ pub struct LimiterView {
     pub burst: u32,
     /// Attempts waiting in the fair queue for their slot.
     pub waiting: usize,
+    /// How long an attempt arriving now would wait for its slot.
+    pub predicted_wait: Duration,
 }
 
 impl RateLimitLayer {
@@ -174,7 +176,13 @@ impl RateLimitLayer {
             rate_per_second: limiter.metrics.rate(),
             burst: limiter.limits.burst,
             waiting: limiter.fair.waiting(),
+            predicted_wait: limiter.fair.predicted_wait(),
         }
+    }
+
+    /// Attempts waiting now, by caller index.
+    pub fn waiting_by_caller(&self) -> Vec<usize> {
+        self.limiter.fair.waiting_by_caller()
     }
 
     /// `key` names the account and region's bucket in `store`.

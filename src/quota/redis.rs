@@ -231,13 +231,35 @@ impl RedisQuota {
     ) -> Result<u32, RedisQuotaError> {
         let live: u32 = self
             .fleet
-            .key(self.key(key, "replicas"))
+            .key(replicas_key(&self.prefix, key))
             .arg(replica)
             .arg(ttl.as_millis() as u64)
             .invoke_async(&mut self.connection.clone())
             .await?;
         Ok(live)
     }
+}
+
+/// The sorted set of the replicas registered for `key`, scored by their last registration (ms
+/// since the epoch, by Redis's clock).
+pub(crate) fn replicas_key(prefix: &str, key: &str) -> String {
+    format!("{prefix}:{{{key}}}:replicas")
+}
+
+/// The replicas registered for `key` and when each last registered (ms since the epoch), in one
+/// round trip.
+pub(crate) async fn replicas(
+    connection: &mut StoreConnection,
+    prefix: &str,
+    key: &str,
+) -> Result<Vec<(String, f64)>, RedisError> {
+    redis::cmd("ZRANGE")
+        .arg(replicas_key(prefix, key))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(connection)
+        .await
 }
 
 fn micros(duration: Duration) -> u64 {

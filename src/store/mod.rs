@@ -56,6 +56,8 @@ struct Inner {
     up: AtomicBool,
     /// How many times the store went down: a fallback built for an earlier outage is stale.
     outages: AtomicU64,
+    /// The last answered round trip, in microseconds (0: none yet).
+    last_round_trip: AtomicU64,
     metrics: StoreMetrics,
     tasks: Tasks,
 }
@@ -79,6 +81,7 @@ impl SharedStore {
                 replica_id: uuid::Uuid::new_v4().to_string(),
                 up: AtomicBool::new(true),
                 outages: AtomicU64::new(0),
+                last_round_trip: AtomicU64::new(0),
                 metrics,
                 tasks,
             }),
@@ -115,6 +118,12 @@ impl SharedStore {
         self.inner.connection.kind().map(connection::Kind::as_str)
     }
 
+    /// The last answered round trip (`None` before the first).
+    pub fn last_round_trip(&self) -> Option<Duration> {
+        let micros = self.inner.last_round_trip.load(Ordering::Relaxed);
+        (micros > 0).then(|| Duration::from_micros(micros))
+    }
+
     /// This replica's name in the fleet registry.
     pub fn replica_id(&self) -> &str {
         &self.inner.replica_id
@@ -144,9 +153,14 @@ impl SharedStore {
         let limit = bound.min(inner.timeout);
         let started = Instant::now();
         let outcome = tokio::time::timeout(limit, operation).await;
-        inner.metrics.round_trip(started.elapsed());
+        let elapsed = started.elapsed();
+        inner.metrics.round_trip(elapsed);
         let error = match outcome {
-            Ok(Ok(answer)) => return Some(answer),
+            Ok(Ok(answer)) => {
+                let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+                inner.last_round_trip.store(micros, Ordering::Relaxed);
+                return Some(answer);
+            }
             Ok(Err(error)) => error.to_string(),
             Err(_) if limit < inner.timeout => return None,
             Err(_) => format!("no answer within {limit:?}"),

@@ -63,10 +63,21 @@ async fn status_shows_the_routes_store_callers_and_last_refusals() {
     assert_eq!(route["rate_per_second"], 1000.0);
     assert_eq!(route["burst"], 1000);
     assert_eq!(route["waiting"], 0);
+    assert_eq!(
+        route["predicted_wait_ms"], 0.0,
+        "nothing waits: the next call goes at once"
+    );
+    assert_eq!(
+        route["last_minute"],
+        serde_json::json!({"ok": 1, "throttled": 0, "failed": 1}),
+        "the call, and AWS's NotFound for the unknown instance"
+    );
     assert_eq!(shown["store"]["kind"], "local");
+    assert_eq!(shown["fleet"], Value::Null, "no Redis, no fleet");
     assert_eq!(
         shown["callers"],
-        serde_json::json!([{"name": "billing", "weight": 3.0, "max_rate": 50.0, "instances": ["*"]}])
+        serde_json::json!([{"name": "billing", "weight": 3.0, "max_rate": 50.0, "instances": ["*"],
+                            "waiting": 0, "share": null}])
     );
     let refusals = shown["refusals"].as_array().unwrap();
     assert_eq!(refusals.len(), 2, "{refusals:#?}");
@@ -107,6 +118,21 @@ async fn the_store_shows_its_topology_and_goes_down_with_redis() {
     assert_eq!(shown["store"]["topology"], "standalone");
     assert_eq!(shown["store"]["up"], true);
     assert_eq!(shown["store"]["address"], redis.url());
+    assert!(shown["store"]["round_trip_ms"].as_f64().unwrap() > 0.0);
+    eventually(
+        "this replica registered",
+        Duration::from_secs(5),
+        || async {
+            status(admin).await["fleet"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+        },
+    )
+    .await;
+    let replicas = status(admin).await["fleet"].clone();
+    assert_eq!(replicas[0]["this"], true, "{replicas}");
+    assert_eq!(replicas[0]["live"], true, "{replicas}");
+    assert!(replicas[0]["seconds_ago"].as_f64().unwrap() < 3.0);
 
     redis.kill();
     let _ = app.call(fresh_session()).await;
@@ -114,7 +140,13 @@ async fn the_store_shows_its_topology_and_goes_down_with_redis() {
         status(admin).await["store"]["up"] == false
     })
     .await;
-    assert!(status(admin).await["store"]["outages"].as_u64().unwrap() >= 1);
+    let down = status(admin).await;
+    assert!(down["store"]["outages"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        down["fleet"],
+        Value::Null,
+        "Redis does not answer: no fleet to show"
+    );
 }
 
 #[tokio::test]
@@ -237,4 +269,45 @@ async fn connect_facade_status_shows_a_replica_and_fails_when_it_is_gone() {
     )
     .await;
     drop(serving);
+}
+
+#[tokio::test]
+async fn status_shows_the_queue_and_the_wait_it_predicts() {
+    let app = spawn_with(
+        open_chats_with_quota(1000.0, 1000),
+        |c: &mut ServeConfig| {
+            c.telemetry.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+            c.quota.rate_limit = 4.0;
+            c.quota.rate_burst = 1;
+            c.quota.max_queue_wait = Duration::from_secs(10);
+        },
+    )
+    .await;
+    let admin = app.admin_addr.unwrap();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                client
+                    .create_persistent_contact_association(fresh_session())
+                    .await
+            })
+        })
+        .collect();
+    eventually("calls queued", Duration::from_secs(5), || async {
+        status(admin).await["routes"][0]["waiting"].as_u64() >= Some(3)
+    })
+    .await;
+    let route = status(admin).await["routes"][0].clone();
+    let waiting = route["waiting"].as_u64().unwrap();
+    let predicted = route["predicted_wait_ms"].as_f64().unwrap();
+    // Behind `waiting` attempts at 4/s: about 250 ms each, give or take the one being sent.
+    assert!(
+        predicted >= 250.0 * (waiting as f64 - 1.0) && predicted <= 250.0 * (waiting as f64 + 1.0),
+        "{waiting} waiting, {predicted} ms predicted"
+    );
+    for call in calls {
+        call.await.unwrap().expect("every queued call is served");
+    }
+    assert_eq!(status(admin).await["routes"][0]["predicted_wait_ms"], 0.0);
 }

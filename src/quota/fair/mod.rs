@@ -97,6 +97,31 @@ impl FairQueue {
         self.waiting.queue.lock().lanes.len()
     }
 
+    /// Attempts waiting now, by caller index (the lane's).
+    pub(crate) fn waiting_by_caller(&self) -> Vec<usize> {
+        self.waiting.queue.lock().lanes.lengths()
+    }
+
+    /// How long an attempt arriving now would wait behind every attempt queued, at the rate last
+    /// known: the most any caller waits (fair order serves a caller with fewer queued sooner);
+    /// zero when none is queued (the bucket then answers at once, with its burst or within one
+    /// interval).
+    pub(crate) fn predicted_wait(&self) -> Duration {
+        let queue = self.waiting.queue.lock();
+        let queued = queue.lanes.len();
+        if queued == 0 {
+            return Duration::ZERO;
+        }
+        let behind =
+            Duration::try_from_secs_f64(queued as f64 / queue.rate).unwrap_or(Duration::MAX);
+        queue
+            .last_slot
+            .checked_add(behind)
+            .map_or(Duration::MAX, |at| {
+                at.saturating_duration_since(Instant::now())
+            })
+    }
+
     /// A slot for one attempt of `caller` on `instance_id` by `give_up_at` (never past `deadline`),
     /// or when to come back.
     pub(crate) async fn acquire(

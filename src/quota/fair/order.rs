@@ -148,6 +148,11 @@ impl<T> FairOrder<T> {
         (tag - self.virtual_time) * weights
     }
 
+    /// Items waiting in each lane, by lane.
+    pub(crate) fn lengths(&self) -> Vec<usize> {
+        self.lanes.iter().map(|l| l.items.len()).collect()
+    }
+
     /// Items waiting in every lane.
     pub(crate) fn len(&self) -> usize {
         self.lanes.iter().map(|l| l.items.len()).sum()
