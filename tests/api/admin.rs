@@ -12,6 +12,22 @@ use crate::support::{
     http_request, offline_config, open_chats_with_quota, send_signal, serving, spawn_with,
 };
 
+/// The binary over its simulator with the admin API on a port of its own, and `extra` flags.
+async fn admin_process(extra: &[&str]) -> (crate::support::Serving, std::net::SocketAddr) {
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::free_port()));
+    let admin_flag = admin.to_string();
+    let mut args = vec![
+        "serve",
+        "--simulator",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        &admin_flag,
+    ];
+    args.extend_from_slice(extra);
+    (serving(facade(&args)).await, admin)
+}
+
 async fn status(addr: std::net::SocketAddr) -> Value {
     let (code, body) = http_request(addr, "GET", "/status", &[], "").await;
     assert_eq!(code, 200, "{body}");
@@ -193,18 +209,8 @@ async fn off_loopback_the_admin_api_needs_a_token_or_the_facade_does_not_start()
 /// The log filter and the configuration, from the binary (its logging is installed there).
 #[tokio::test]
 async fn the_log_filter_is_read_and_changed_and_the_configuration_shown_redacted() {
-    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::free_port()));
-    let serving = serving(facade(&[
-        "serve",
-        "--simulator",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        &admin.to_string(),
-        "--quota-store",
-        "redis://facade:s3cret@127.0.0.1:1",
-    ]))
-    .await;
+    let (serving, admin) =
+        admin_process(&["--quota-store", "redis://facade:s3cret@127.0.0.1:1"]).await;
     let (code, body) = http_request(admin, "GET", "/logging", &[], "").await;
     assert_eq!((code, body.as_str()), (200, r#"{"filter":"info"}"#));
     let (code, body) =
@@ -235,16 +241,7 @@ async fn the_log_filter_is_read_and_changed_and_the_configuration_shown_redacted
 
 #[tokio::test]
 async fn connect_facade_status_shows_a_replica_and_fails_when_it_is_gone() {
-    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::free_port()));
-    let serving = serving(facade(&[
-        "serve",
-        "--simulator",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        &admin.to_string(),
-    ]))
-    .await;
+    let (serving, admin) = admin_process(&[]).await;
     let url = format!("http://{admin}");
     let mut command = facade(&["status", "--url", &url]);
     command.stdout(Stdio::piped());

@@ -39,15 +39,27 @@ fn metric(metrics: &str, series: &str) -> f64 {
     series_value(metrics, series).unwrap_or(0.0)
 }
 
-/// The facade as a process with `config` as its --config file, its metrics on a port of its own.
+/// The facade as a process with `config` as its --config file, its metrics on a port of its own,
+/// over the bench fixtures (open chats: any call succeeds).
 async fn process(config: &std::path::Path) -> (Serving, std::net::SocketAddr) {
-    let bench = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/bench.yaml");
+    process_with(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/bench.yaml")),
+        config,
+    )
+    .await
+}
+
+/// [`process`] over the simulator fixtures `fixtures`.
+async fn process_with(
+    fixtures: &std::path::Path,
+    config: &std::path::Path,
+) -> (Serving, std::net::SocketAddr) {
     let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let serving = serving(facade(&[
         "serve",
         "--simulator",
         "--simulator-fixtures",
-        bench,
+        fixtures.to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
         "--metrics-listen",
@@ -251,20 +263,7 @@ async fn a_setting_only_a_restart_applies_is_reported_and_the_rest_applies() {
 async fn a_changed_default_deadline_applies_to_the_next_call() {
     let config = scratch("deadline", "retries:\n  default-deadline: 10s\n");
     let fixtures = crate::support::fixtures_with_faults("  - { kind: latency, millis: 300 }\n");
-    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let serving = serving(facade(&[
-        "serve",
-        "--simulator",
-        "--simulator-fixtures",
-        fixtures.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        &metrics.to_string(),
-        "--config",
-        config.to_str().unwrap(),
-    ]))
-    .await;
+    let (serving, metrics) = process_with(&fixtures, &config).await;
     let mut client = ContactServiceClient::new(channel(serving.addr).await);
     client
         .create_persistent_contact_association(crate::support::entire_session())
