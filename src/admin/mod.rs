@@ -6,7 +6,8 @@
 //!   ([`status::Status`]);
 //! - `GET /config`: the effective configuration, as `config print` gives it (secrets redacted);
 //! - `GET /logging`, `POST /logging` (the body: RUST_LOG-style directives): the log filter, read
-//!   and changed live (a later reload of a file that sets `log-filter` sets it again).
+//!   and changed live (a later reload of a file that sets `log-filter` sets it again);
+//! - `GET /`: the status page (`page.html`, in the binary), which draws `/status` every second.
 //!
 //! Bound to a loopback address it is open (reach it with `kubectl port-forward`); bound to any other
 //! address it requires `authorization: Bearer <token>` with the token of `--admin-token-file`, or
@@ -149,6 +150,7 @@ async fn answer(state: &AdminState, request: Request<Incoming>) -> Response<Full
     let json =
         |value: serde_json::Value| reply(StatusCode::OK, "application/json", value.to_string());
     match (request.method(), request.uri().path()) {
+        (&Method::GET, "/") => page(),
         (&Method::GET, "/status") => match serde_json::to_value(status::Status::of(state).await) {
             Ok(value) => json(value),
             Err(error) => reply(
@@ -192,9 +194,28 @@ async fn answer(state: &AdminState, request: Request<Incoming>) -> Response<Full
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try GET /status, GET /config, GET or POST /logging\n".to_owned(),
+            "try GET / (the status page), GET /status, GET /config, GET or POST /logging\n"
+                .to_owned(),
         ),
     }
+}
+
+/// The status page, from the binary: it asks `/status` every second and draws it.
+const PAGE: &str = include_str!("page.html");
+
+fn page() -> Response<Full<Bytes>> {
+    let mut response = reply(StatusCode::OK, "text/html; charset=utf-8", PAGE.to_owned());
+    // Nothing but the page itself and this replica's /status: no script, style or image from
+    // anywhere else, even if one were injected.
+    if let Ok(policy) = http::HeaderValue::from_str(
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+         connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'",
+    ) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    response
 }
 
 /// Whether the request carries the token, when one is required (compared in constant time).

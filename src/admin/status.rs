@@ -52,6 +52,9 @@ pub struct RouteStatus {
     pub predicted_wait_ms: Option<f64>,
     /// AWS's answers to this account's attempts over the last minute.
     pub last_minute: Outcomes,
+    /// Every attempt since startup (or since a reload changed the middleware), for rates drawn
+    /// from two looks.
+    pub attempts: Outcomes,
 }
 
 /// A replica as Redis knows it.
@@ -123,6 +126,7 @@ impl Status {
                     waiting: limiter.map_or(0, |l| l.waiting),
                     predicted_wait_ms: limiter.map(|l| l.predicted_wait.as_secs_f64() * 1000.0),
                     last_minute: route.guards.last_minute(),
+                    attempts: route.guards.since_start(),
                 }
             })
             .collect();

@@ -38,11 +38,14 @@ struct Bucket {
     counts: [AtomicU64; 3],
 }
 
-/// One account's attempts over the last minute.
+/// One account's attempts over the last minute, and since startup.
 #[derive(Debug)]
 pub struct LastMinute {
     started: Instant,
     buckets: [Bucket; SECONDS as usize],
+    /// Every attempt since startup, by outcome: a page polling it draws rates from the
+    /// differences.
+    since_start: [AtomicU64; 3],
 }
 
 impl Default for LastMinute {
@@ -50,6 +53,7 @@ impl Default for LastMinute {
         Self {
             started: Instant::now(),
             buckets: std::array::from_fn(|_| Bucket::default()),
+            since_start: Default::default(),
         }
     }
 }
@@ -73,6 +77,17 @@ impl LastMinute {
             }
         }
         bucket.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.since_start[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every attempt since startup, by outcome.
+    pub fn since_start(&self) -> Outcomes {
+        let [ok, throttled, failed] = &self.since_start;
+        Outcomes {
+            ok: ok.load(Ordering::Relaxed),
+            throttled: throttled.load(Ordering::Relaxed),
+            failed: failed.load(Ordering::Relaxed),
+        }
     }
 
     /// The attempts of the last sixty seconds, this one included.

@@ -221,6 +221,11 @@ impl KeyAttempts {
         self.last_minute.totals()
     }
 
+    /// Every attempt since startup, by outcome.
+    pub fn since_start(&self) -> Outcomes {
+        self.last_minute.since_start()
+    }
+
     /// One attempt succeeded.
     pub fn ok(&self, elapsed: Duration) {
         self.ok.inc();

@@ -146,6 +146,11 @@ impl KeyGuards {
         self.attempts.last_minute()
     }
 
+    /// How AWS answered this account's attempts since these guards were built.
+    pub fn since_start(&self) -> last_minute::Outcomes {
+        self.attempts.since_start()
+    }
+
     /// Attempts waiting now in this account's queue, by caller index.
     pub fn waiting_by_caller(&self) -> Vec<usize> {
         self.rate_limit

@@ -308,3 +308,24 @@ async fn status_shows_the_queue_and_the_wait_it_predicts() {
     }
     assert_eq!(status(admin).await["routes"][0]["predicted_wait_ms"], 0.0);
 }
+
+#[tokio::test]
+async fn the_status_page_is_served_from_the_binary_and_fetches_nothing_elsewhere() {
+    let app = spawn_with(
+        open_chats_with_quota(1000.0, 1000),
+        |c: &mut ServeConfig| {
+            c.telemetry.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        },
+    )
+    .await;
+    let (code, page) = http_request(app.admin_addr.unwrap(), "GET", "/", &[], "").await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("<title>connect-facade status</title>"),
+        "{page}"
+    );
+    assert!(page.contains(r#"fetch("status""#), "it draws /status");
+    for outside in ["http://", "https://", "//cdn", "<link", "src="] {
+        assert!(!page.contains(outside), "the page names {outside}");
+    }
+}
