@@ -24,7 +24,6 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{body::Incoming, service::service_fn};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +34,10 @@ use crate::{
     lifecycle::Tasks,
     reload::InForce,
     routes::router::Router,
-    serving::listener::{self, AdmissionLimits, ConnectionMetrics},
+    serving::{
+        listener::{AdmissionLimits, ConnectionMetrics},
+        side_listener,
+    },
     store::SharedStore,
     telemetry,
 };
@@ -110,32 +112,19 @@ pub fn serve(
         handshake_timeout,
         await_first_bytes: false,
     };
-    let mut connections = listener::admit(
+    let state = Arc::new(state);
+    let service = service_fn(move |request| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(answer(&state, request).await) }
+    });
+    side_listener::serve(
         listener,
         "admin",
-        limits.fixed(),
+        limits,
         connection_metrics,
-        |stream| std::future::ready(Ok(stream)),
-    );
-    let state = Arc::new(state);
-    let stop = tasks.stopped();
-    async move {
-        use tokio_stream::StreamExt;
-        while let Some(Some(Ok(connection))) = stop.run_until_cancelled(connections.next()).await {
-            let state = state.clone();
-            tasks.spawn_until_stopped(async move {
-                let service = service_fn(move |request| {
-                    let state = state.clone();
-                    async move { Ok::<_, std::convert::Infallible>(answer(&state, request).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(handshake_timeout)
-                    .serve_connection(TokioIo::new(connection), service)
-                    .await;
-            });
-        }
-    }
+        tasks,
+        service,
+    )
 }
 
 async fn answer(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -2,20 +2,21 @@
 //! listener (`--metrics-listen`), behind the same connection admission as the gRPC listener
 //! ([`crate::serving::listener`]): a cap, and a deadline for the request's headers (hyper's own).
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
 
 use crate::{
     lifecycle::Tasks,
     metrics::Exposition,
-    serving::listener::{self, AdmissionLimits, ConnectionMetrics},
+    serving::{
+        listener::{AdmissionLimits, ConnectionMetrics},
+        side_listener,
+    },
 };
 
 /// Serves `GET /metrics` on `listener` until the process stops: the task, to spawn when serving
@@ -27,31 +28,18 @@ pub fn serve(
     limits: AdmissionLimits,
     tasks: Tasks,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let mut connections = listener::admit(
+    let service = service_fn(move |request| {
+        let metrics = metrics.clone();
+        async move { Ok::<_, Infallible>(answer(&metrics, &request)) }
+    });
+    side_listener::serve(
         listener,
         "metrics",
-        limits.fixed(),
+        limits,
         connection_metrics,
-        |stream| std::future::ready(Ok(stream)),
-    );
-    let stop = tasks.stopped();
-    async move {
-        while let Some(Some(Ok(connection))) = stop.run_until_cancelled(connections.next()).await {
-            let metrics = metrics.clone();
-            tasks.spawn_until_stopped(async move {
-                let service = service_fn(move |request| {
-                    let metrics = metrics.clone();
-                    async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &request)) }
-                });
-                // A scraper that sends no request within the handshake deadline is closed too.
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits.handshake_timeout)
-                    .serve_connection(TokioIo::new(connection), service)
-                    .await;
-            });
-        }
-    }
+        tasks,
+        service,
+    )
 }
 
 fn answer(metrics: &Exposition, request: &Request<Incoming>) -> Response<Full<Bytes>> {

@@ -16,4 +16,5 @@ pub(crate) mod readiness;
 pub(crate) mod reload;
 pub(crate) mod request_buffers;
 pub(crate) mod serve;
+pub(crate) mod side_listener;
 pub(crate) mod tls;
