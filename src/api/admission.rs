@@ -14,7 +14,7 @@ use tower::{BoxError, Layer, Service};
 
 use super::{error_writer, protocol::Protocol};
 use crate::{
-    auth::{self, AdmittedCaller, LiveCallers},
+    auth::{self, AdmittedCaller, CallerMetrics, LiveCallers, Refusal},
     call::{
         Refusals,
         deadline::{self, CallerTimeout, Deadline, DefaultDeadline},
@@ -30,6 +30,7 @@ use crate::{
 pub(crate) struct AdmissionLayer {
     refusals: Refusals,
     callers: Option<LiveCallers>,
+    caller_metrics: CallerMetrics,
     default_deadline: DefaultDeadline,
 }
 
@@ -37,11 +38,13 @@ impl AdmissionLayer {
     pub fn new(
         refusals: Refusals,
         callers: Option<LiveCallers>,
+        caller_metrics: CallerMetrics,
         default_deadline: DefaultDeadline,
     ) -> Self {
         Self {
             refusals,
             callers,
+            caller_metrics,
             default_deadline,
         }
     }
@@ -81,20 +84,30 @@ impl AdmissionLayer {
         let Some(callers) = &self.callers else {
             return Ok(());
         };
-        let (_, tls_subject) = auth::peer(request.extensions());
+        let (_, certificate) = auth::peer(request.extensions());
         let set = callers.current();
         match set
             .callers
-            .authenticate(request.headers(), tls_subject.as_deref())
+            .authenticate(request.headers(), certificate.as_ref())
         {
             Ok(who) => {
                 request.extensions_mut().insert(AdmittedCaller { set, who });
                 Ok(())
             }
-            Err(_) => Err(Box::new(
-                self.refusals
-                    .refuse(CallError::Unauthenticated, request.extensions()),
-            )),
+            Err(refusal) => {
+                let cause = match refusal {
+                    Refusal::Token(token) => {
+                        self.caller_metrics.token_refused(token.cause());
+                        Some(token.cause())
+                    }
+                    _ => None,
+                };
+                Err(Box::new(self.refusals.refuse_because(
+                    CallError::Unauthenticated,
+                    cause,
+                    request.extensions(),
+                )))
+            }
         }
     }
 }

@@ -154,6 +154,7 @@ impl App {
         let admission = AdmissionLayer::new(
             refusals.clone(),
             guards.callers.clone(),
+            calls.callers.clone(),
             default_deadline.clone(),
         );
         let calls = CallService::new(

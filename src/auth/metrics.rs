@@ -44,6 +44,12 @@ pub struct CallerMetrics {
     quota_waits: Family<CallerLabels, Counter>,
     quota_slots: Family<CallerLabels, Counter>,
     refusals: Family<CallerReasonLabels, Counter>,
+    token_refusals: Family<CauseLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
 }
 
 impl CallerMetrics {
@@ -53,6 +59,7 @@ impl CallerMetrics {
             quota_waits: Family::default(),
             quota_slots: Family::default(),
             refusals: Family::default(),
+            token_refusals: Family::default(),
         };
         registry.register(
             "caller_calls",
@@ -74,7 +81,19 @@ impl CallerMetrics {
             "Calls refused before Amazon Connect, by caller (with --auth-file) and reason (quota: no slot of the account's quota in time; caller_rate: over the caller's own max_rate)",
             metrics.refusals.clone(),
         );
+        registry.register(
+            "caller_token_refusals",
+            "Bearer JWTs refused (the caller is answered UNAUTHENTICATED, CALLER_UNKNOWN), by cause: too_large, malformed, algorithm, unknown_key, signature, expired, not_yet_valid, issuer, audience, no_caller",
+            metrics.token_refusals.clone(),
+        );
         metrics
+    }
+
+    /// A JWT refused, by cause.
+    pub(crate) fn token_refused(&self, cause: &'static str) {
+        self.token_refusals
+            .get_or_create(&CauseLabels { cause })
+            .inc();
     }
 
     /// An authorized caller made a call.

@@ -1,8 +1,10 @@
 //! Optional caller authorization (`--auth-file`): who may call, and on which Connect instances.
 //!
-//! A caller proves who it is with a bearer token (`authorization: Bearer <token>`, stored only as its
-//! SHA-256, compared in constant time) or with a client certificate verified by mutual TLS (matched by
-//! its subject, e.g. `CN=ops-console`). No or unknown credentials: UNAUTHENTICATED, answered from the
+//! A caller proves who it is with a bearer token (`authorization: Bearer <token>`): a static one,
+//! stored only as its SHA-256 and compared in constant time, or a JWT of a configured issuer
+//! (a Kubernetes projected service account token, an OIDC token: [`jwt`]); or with a client
+//! certificate verified by mutual TLS, matched by its subject (`CN=ops-console`) or by the SPIFFE
+//! ID in its URI SAN. No or unknown credentials: UNAUTHENTICATED, answered from the
 //! headers before the body is read (a stranger cannot make the facade wait for, or hold, a body). A
 //! known caller on an instance it was not granted: PERMISSION_DENIED, once the body names the instance. AWS is called in neither case. Only
 //! `amazonconnect.v1.ContactService` is guarded: reflection and health stay open for tools and probes.
@@ -12,6 +14,7 @@
 //! `max_rate` (calls per second past which its calls are refused, whatever the quota): see
 //! [`crate::quota::fair`].
 
+pub(crate) mod jwt;
 mod live;
 mod metrics;
 
@@ -30,7 +33,17 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthFile {
+    /// The issuers of the JWTs callers may present, with their keys.
+    #[serde(default)]
+    issuers: Vec<jwt::IssuerSpec>,
+    /// Clock skew allowed on a JWT's `exp`, `nbf` and `iat`.
+    #[serde(default = "default_leeway")]
+    jwt_leeway_seconds: u64,
     callers: Vec<Caller>,
+}
+
+fn default_leeway() -> u64 {
+    30
 }
 
 /// One caller and what it may do.
@@ -87,6 +100,10 @@ impl std::fmt::Debug for Caller {
 enum Credential {
     TokenSha256([u8; 32]),
     TlsSubject(String),
+    /// A JWT of a configured issuer whose claims match.
+    Jwt(jwt::JwtRule),
+    /// The SPIFFE ID in the client certificate's URI SAN: exactly, or under a path ending `/*`.
+    SpiffeId(String),
 }
 
 #[derive(Deserialize)]
@@ -97,6 +114,10 @@ struct RawCaller {
     token_sha256: Option<String>,
     #[serde(default)]
     tls_subject: Option<String>,
+    #[serde(default)]
+    jwt: Option<jwt::JwtRule>,
+    #[serde(default)]
+    spiffe_id: Option<String>,
     instances: Vec<String>,
     #[serde(default)]
     weight: Option<f64>,
@@ -132,8 +153,18 @@ impl TryFrom<RawCaller> for Caller {
                 raw.name
             ));
         }
-        let credential = match (raw.token_sha256, raw.tls_subject) {
-            (Some(hash), None) => {
+        let credential = match (raw.token_sha256, raw.tls_subject, raw.jwt, raw.spiffe_id) {
+            (None, None, Some(rule), None) => Credential::Jwt(rule),
+            (None, None, None, Some(id)) if id.starts_with("spiffe://") => {
+                Credential::SpiffeId(id.trim().to_owned())
+            }
+            (None, None, None, Some(_)) => {
+                return Err(format!(
+                    "caller {}: spiffe_id must be a spiffe:// URI (e.g. spiffe://cluster.local/ns/billing/sa/billing-api)",
+                    raw.name
+                ));
+            }
+            (Some(hash), None, None, None) => {
                 let mut digest = [0u8; 32];
                 hex::decode_to_slice(hash.trim(), &mut digest).map_err(|_| {
                     format!(
@@ -143,12 +174,12 @@ impl TryFrom<RawCaller> for Caller {
                 })?;
                 Credential::TokenSha256(digest)
             }
-            (None, Some(subject)) if !subject.trim().is_empty() => {
+            (None, Some(subject), None, None) if !subject.trim().is_empty() => {
                 Credential::TlsSubject(subject.trim().to_owned())
             }
             _ => {
                 return Err(format!(
-                    "caller {} needs exactly one of token_sha256 and tls_subject",
+                    "caller {} needs exactly one of token_sha256, tls_subject, jwt and spiffe_id",
                     raw.name
                 ));
             }
@@ -184,6 +215,8 @@ pub enum AuthFileError {
         "invalid auth file {path}: caller {caller} is listed twice (names key metrics and shares)"
     )]
     Duplicate { path: String, caller: String },
+    #[error("invalid auth file {path}: {problem}")]
+    Invalid { path: String, problem: String },
 }
 
 /// Why a call was refused.
@@ -193,6 +226,8 @@ pub(crate) enum Refusal {
     Unauthenticated,
     /// A known caller, on an instance it was not granted.
     NotAllowed { caller: String },
+    /// A JWT that was refused (why: logs and metrics only).
+    Token(jwt::TokenRefusal),
 }
 
 /// A caller identified by its credentials: its place in the auth file's version that found it
@@ -204,6 +239,8 @@ pub struct Authenticated(usize);
 #[derive(Clone, Debug)]
 pub struct Callers {
     callers: Vec<Caller>,
+    issuers: std::sync::Arc<jwt::Issuers>,
+    leeway: u64,
 }
 
 impl Callers {
@@ -228,6 +265,22 @@ impl Callers {
         for (index, caller) in callers.iter_mut().enumerate() {
             caller.share.index = index;
         }
+        let invalid = |problem: String| AuthFileError::Invalid {
+            path: name.to_owned(),
+            problem,
+        };
+        let base = Path::new(name).parent().unwrap_or(Path::new(""));
+        let issuers = jwt::Issuers::load(&file.issuers, base).map_err(invalid)?;
+        for caller in &callers {
+            if let Credential::Jwt(rule) = &caller.credential
+                && !file.issuers.iter().any(|i| i.issuer == rule.issuer)
+            {
+                return Err(invalid(format!(
+                    "caller {}: its jwt issuer {} is not among `issuers`",
+                    caller.name, rule.issuer
+                )));
+            }
+        }
         let mut names: Vec<&str> = callers.iter().map(|c| c.name.as_str()).collect();
         names.sort_unstable();
         if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
@@ -236,7 +289,16 @@ impl Callers {
                 caller: pair[0].to_owned(),
             });
         }
-        Ok(Self { callers })
+        Ok(Self {
+            callers,
+            issuers: std::sync::Arc::new(issuers),
+            leeway: file.jwt_leeway_seconds,
+        })
+    }
+
+    /// The JWK set files the issuers' keys come from (re-read with the auth file).
+    pub fn key_files(&self) -> &[std::path::PathBuf] {
+        self.issuers.files()
     }
 
     /// Every caller's name and the instances it may call (`*`: any), in the file's order.
@@ -279,23 +341,42 @@ impl Callers {
     fn authorize(
         &self,
         headers: &HeaderMap,
-        tls_subject: Option<&str>,
+        certificate: Option<&PeerCertificate>,
         instance_id: &str,
     ) -> Result<&CallerShare, Refusal> {
-        let who = self.authenticate(headers, tls_subject)?;
+        let who = self.authenticate(headers, certificate)?;
         self.permit(who, instance_id)
     }
 
     /// Who is calling, from the call's headers and its connection's certificate alone: the body is
-    /// not needed, so an unknown caller is refused before it is read.
+    /// not needed, so an unknown caller is refused before it is read. A refused JWT says why
+    /// ([`Refusal::Token`]), for the logs and metrics only.
     pub(crate) fn authenticate(
         &self,
         headers: &HeaderMap,
-        tls_subject: Option<&str>,
+        certificate: Option<&PeerCertificate>,
     ) -> Result<Authenticated, Refusal> {
-        self.identify(headers, tls_subject)
-            .map(Authenticated)
-            .ok_or(Refusal::Unauthenticated)
+        let bearer = headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim);
+        let mut refused_token = None;
+        if let Some(token) = bearer {
+            if let Some(position) = self.by_static_token(token) {
+                return Ok(Authenticated(position));
+            }
+            if !self.issuers.is_empty() && jwt::looks_like_jwt(token) {
+                match self.by_jwt(token) {
+                    Ok(position) => return Ok(Authenticated(position)),
+                    Err(cause) => refused_token = Some(cause),
+                }
+            }
+        }
+        if let Some(position) = certificate.and_then(|c| self.by_certificate(c)) {
+            return Ok(Authenticated(position));
+        }
+        Err(refused_token.map_or(Refusal::Unauthenticated, Refusal::Token))
     }
 
     /// Whether an authenticated caller may use `instance_id`.
@@ -318,41 +399,86 @@ impl Callers {
         }
     }
 
-    /// The position of the caller these credentials are.
-    fn identify(&self, headers: &HeaderMap, tls_subject: Option<&str>) -> Option<usize> {
-        let presented: Option<[u8; 32]> = headers
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(|token| Sha256::digest(token.trim().as_bytes()).into());
-        // Every token hash is compared, in constant time, so timing reveals nothing about the tokens.
-        let mut by_token = None;
-        if let Some(presented) = presented {
-            for (position, caller) in self.callers.iter().enumerate() {
-                if let Credential::TokenSha256(expected) = &caller.credential
-                    && bool::from(expected.ct_eq(&presented))
-                {
-                    by_token = Some(position);
-                }
+    /// The caller whose static token this is. Every token hash is compared, in constant time, so
+    /// timing reveals nothing about the tokens.
+    fn by_static_token(&self, token: &str) -> Option<usize> {
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for (position, caller) in self.callers.iter().enumerate() {
+            if let Credential::TokenSha256(expected) = &caller.credential
+                && bool::from(expected.ct_eq(&presented))
+            {
+                found = Some(position);
             }
         }
-        by_token.or_else(|| {
-            let subject = tls_subject?;
-            self.callers.iter().position(|caller| {
-                matches!(&caller.credential, Credential::TlsSubject(expected) if expected == subject)
-            })
+        found
+    }
+
+    /// The first caller whose rule the verified token's claims match.
+    fn by_jwt(&self, token: &str) -> Result<usize, jwt::TokenRefusal> {
+        let claims = self.issuers.verify(token, self.leeway)?;
+        let rules = || {
+            self.callers
+                .iter()
+                .filter_map(|caller| match &caller.credential {
+                    Credential::Jwt(rule) => Some(rule),
+                    _ => None,
+                })
+        };
+        if let Some(position) = self.callers.iter().position(
+            |caller| matches!(&caller.credential, Credential::Jwt(rule) if rule.matches(&claims)),
+        ) {
+            return Ok(position);
+        }
+        Err(if rules().any(|rule| rule.other_audience(&claims)) {
+            jwt::TokenRefusal::Audience
+        } else {
+            jwt::TokenRefusal::NoCaller
         })
+    }
+
+    /// The caller named by the client certificate's subject or SPIFFE ID.
+    fn by_certificate(&self, certificate: &PeerCertificate) -> Option<usize> {
+        self.callers
+            .iter()
+            .position(|caller| match &caller.credential {
+                Credential::TlsSubject(expected) => *expected == certificate.subject,
+                Credential::SpiffeId(pattern) => certificate
+                    .spiffe_ids
+                    .iter()
+                    .any(|id| spiffe_matches(pattern, id)),
+                _ => false,
+            })
     }
 }
 
-/// The peer's address and, on mutual TLS, its certificate's subject, from a request's extensions
+/// Whether SPIFFE ID `id` is `pattern`, or under it when the pattern ends in `/*`.
+fn spiffe_matches(pattern: &str, id: &str) -> bool {
+    match pattern.strip_suffix("/*") {
+        Some(prefix) => id
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1),
+        None => pattern == id,
+    }
+}
+
+/// What a client certificate says of who presents it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PeerCertificate {
+    /// `CN=…, O=…`, in the certificate's order.
+    pub subject: String,
+    /// The `spiffe://` URIs among its subject alternative names.
+    pub spiffe_ids: Vec<String>,
+}
+
+/// The peer's address and, on mutual TLS, its certificate's identity, from a request's extensions
 /// (where the server put the connection's details).
-pub(crate) fn peer(extensions: &Extensions) -> (Option<SocketAddr>, Option<String>) {
+pub(crate) fn peer(extensions: &Extensions) -> (Option<SocketAddr>, Option<PeerCertificate>) {
     if let Some(tls) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
-        let subject = tls
+        let certificate = tls
             .peer_certs()
-            .and_then(|certs| certs.first().and_then(|der| certificate_subject(der)));
-        return (tls.get_ref().remote_addr(), subject);
+            .and_then(|certs| certs.first().and_then(|der| peer_certificate(der)));
+        return (tls.get_ref().remote_addr(), certificate);
     }
     let address = extensions
         .get::<TcpConnectInfo>()
@@ -360,10 +486,31 @@ pub(crate) fn peer(extensions: &Extensions) -> (Option<SocketAddr>, Option<Strin
     (address, None)
 }
 
-/// The subject of a DER certificate, as `CN=…, O=…` (RFC 4514 order as written in the certificate).
-pub(crate) fn certificate_subject(der: &[u8]) -> Option<String> {
+/// The subject (`CN=…, O=…`, RFC 4514 order as written) and SPIFFE IDs of a DER certificate.
+pub(crate) fn peer_certificate(der: &[u8]) -> Option<PeerCertificate> {
+    use x509_parser::extensions::GeneralName;
     let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(certificate.subject().to_string())
+    let spiffe_ids = certificate
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::URI(uri) if uri.starts_with("spiffe://") => {
+                        Some((*uri).to_owned())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(PeerCertificate {
+        subject: certificate.subject().to_string(),
+        spiffe_ids,
+    })
 }
 
 #[cfg(test)]
@@ -371,6 +518,34 @@ mod tests {
     use super::*;
 
     const TOKEN: &str = "s3cret-billing-token";
+
+    fn subject(subject: &str) -> PeerCertificate {
+        PeerCertificate {
+            subject: subject.to_owned(),
+            spiffe_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn a_spiffe_pattern_matches_the_id_or_the_ids_under_it() {
+        let exact = "spiffe://cluster.local/ns/billing/sa/api";
+        assert!(spiffe_matches(exact, exact));
+        assert!(!spiffe_matches(
+            exact,
+            "spiffe://cluster.local/ns/billing/sa/api2"
+        ));
+        let under = "spiffe://cluster.local/ns/billing/*";
+        assert!(spiffe_matches(
+            under,
+            "spiffe://cluster.local/ns/billing/sa/api"
+        ));
+        assert!(!spiffe_matches(under, "spiffe://cluster.local/ns/billing"));
+        assert!(!spiffe_matches(under, "spiffe://cluster.local/ns/billing/"));
+        assert!(!spiffe_matches(
+            under,
+            "spiffe://cluster.local/ns/billingX/sa/api"
+        ));
+    }
 
     fn file() -> String {
         format!(
@@ -421,7 +596,11 @@ mod tests {
             Err(Refusal::Unauthenticated)
         );
         assert_eq!(
-            callers.authorize(&HeaderMap::new(), Some("CN=someone-else"), "instance-a"),
+            callers.authorize(
+                &HeaderMap::new(),
+                Some(&subject("CN=someone-else")),
+                "instance-a"
+            ),
             Err(Refusal::Unauthenticated)
         );
     }
@@ -431,7 +610,11 @@ mod tests {
         let callers = Callers::parse(&file(), "test").unwrap();
         assert_eq!(
             callers
-                .authorize(&HeaderMap::new(), Some("CN=ops-console"), "anything")
+                .authorize(
+                    &HeaderMap::new(),
+                    Some(&subject("CN=ops-console")),
+                    "anything"
+                )
                 .map(CallerShare::label),
             Ok("ops-console")
         );

@@ -366,7 +366,7 @@ impl CallService {
                 self.metrics.callers.call(caller.label());
                 return Ok((caller.clone(), Some(admitted.set.clone())));
             }
-            Err(Refusal::Unauthenticated) => CallError::Unauthenticated,
+            Err(Refusal::Unauthenticated | Refusal::Token(_)) => CallError::Unauthenticated,
             Err(Refusal::NotAllowed { caller }) => {
                 Span::current().record("caller", caller.as_str());
                 CallError::CallerNotAllowed { caller }

@@ -49,6 +49,17 @@ impl Refusals {
 
     /// A request refused before it became a call, counted and logged (sampled) as a failed call.
     pub fn refuse(&self, error: CallError, extensions: &http::Extensions) -> ErrorAnswer {
+        self.refuse_because(error, None, extensions)
+    }
+
+    /// [`Self::refuse`], with the precise `cause` in the log line (never in the answer: a caller
+    /// refused UNAUTHENTICATED learns nothing of which check its token failed).
+    pub fn refuse_because(
+        &self,
+        error: CallError,
+        cause: Option<&'static str>,
+        extensions: &http::Extensions,
+    ) -> ErrorAnswer {
         let recorded = self.metrics.rpc_started();
         let reason = error.reason();
         let answer = ErrorAnswer::from(FailedCall {
@@ -65,6 +76,7 @@ impl Refusals {
                 "rpc",
                 method = RPC_METHOD,
                 peer = peer.map(tracing::field::display),
+                cause,
             );
             let record = CallRecord {
                 reason: Some(reason),

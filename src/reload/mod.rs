@@ -97,7 +97,8 @@ impl Reloader {
         live: Live,
         metrics: ReloadMetrics,
     ) -> Self {
-        let hash = fingerprint(&inputs(&config));
+        let keys = key_files(live.callers.as_ref());
+        let hash = fingerprint(&inputs(&config, &keys));
         metrics.in_force(&hash, None);
         let view = Arc::new(ArcSwap::from_pointee(InForce {
             hash: hash.clone(),
@@ -105,7 +106,7 @@ impl Reloader {
         }));
         Self {
             view,
-            file_hashes: file_hashes(&config),
+            file_hashes: file_hashes(&config, &keys),
             seen: hash.clone(),
             hash,
             in_force: config,
@@ -140,7 +141,7 @@ impl Reloader {
 
     /// The files a reload reads, for the SIGHUP line.
     fn described(&self) -> String {
-        let files = inputs(&self.in_force);
+        let files = inputs(&self.in_force, &key_files(self.live.callers.as_ref()));
         if files.is_empty() {
             return "nothing (no file: the configuration came from the environment and flags)"
                 .to_owned();
@@ -152,7 +153,8 @@ impl Reloader {
     /// Reads every file again; applies all of it when it changed and is valid.
     pub async fn reload(&mut self, forced: bool) {
         let candidate = self.read_config();
-        let hash = fingerprint(&inputs(candidate.as_ref().unwrap_or(&self.in_force)));
+        let keys = key_files(self.live.callers.as_ref());
+        let hash = fingerprint(&inputs(candidate.as_ref().unwrap_or(&self.in_force), &keys));
         if hash == self.seen && !(forced && hash != self.hash) {
             return;
         }
@@ -211,8 +213,11 @@ impl Reloader {
             return Err(problems.join("; "));
         }
         let specs = app::route_specs(&config, &self.live.base).map_err(|e| e.to_string())?;
+        let keys_changed = key_files(self.live.callers.as_ref())
+            .iter()
+            .any(|path| self.changed(path));
         let callers = match &config.callers.auth_file {
-            Some(path) if self.changed(path) => {
+            Some(path) if self.changed(path) || keys_changed => {
                 Some(Callers::from_path(path).map_err(|e| e.to_string())?)
             }
             _ => None,
@@ -276,7 +281,7 @@ impl Reloader {
             effective: effective(&config),
         }));
         self.hash = hash;
-        self.file_hashes = file_hashes(&config);
+        self.file_hashes = file_hashes(&config, &key_files(self.live.callers.as_ref()));
         self.in_force = config;
         self.specs = prepared.specs;
     }
@@ -310,8 +315,9 @@ fn tls_files(config: &ServeConfig) -> Option<TlsFiles> {
     })
 }
 
-/// Every file `config` makes `serve` read, in a fixed order.
-fn inputs(config: &ServeConfig) -> Vec<PathBuf> {
+/// Every file `config` makes `serve` read, in a fixed order, then the JWK sets the callers in force
+/// name (`key_files`).
+fn inputs(config: &ServeConfig, key_files: &[PathBuf]) -> Vec<PathBuf> {
     let listening = &config.listening;
     config
         .config
@@ -321,13 +327,19 @@ fn inputs(config: &ServeConfig) -> Vec<PathBuf> {
         .chain(&listening.tls_cert)
         .chain(&listening.tls_key)
         .chain(&listening.tls_client_ca)
+        .chain(key_files)
         .cloned()
         .collect()
 }
 
+/// The JWK set files of the callers in force.
+fn key_files(callers: Option<&LiveCallers>) -> Vec<PathBuf> {
+    callers.map_or_else(Vec::new, |live| live.current().callers.key_files().to_vec())
+}
+
 /// Each file's own hash.
-fn file_hashes(config: &ServeConfig) -> Vec<(PathBuf, String)> {
-    inputs(config)
+fn file_hashes(config: &ServeConfig, key_files: &[PathBuf]) -> Vec<(PathBuf, String)> {
+    inputs(config, key_files)
         .into_iter()
         .map(|path| {
             let hash = fingerprint(std::slice::from_ref(&path));

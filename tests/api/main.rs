@@ -11,6 +11,7 @@ mod errors;
 mod fairness;
 mod fleet_fairness;
 mod hardening;
+mod identities;
 mod lifecycle;
 mod log_floods;
 mod observability;

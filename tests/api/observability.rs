@@ -110,6 +110,7 @@ const EXPORTED: &[&str] = &[
     "connect_facade_caller_quota_slots",
     "connect_facade_caller_quota_waits",
     "connect_facade_caller_refusals",
+    "connect_facade_caller_token_refusals",
     "connect_facade_calls_by_protocol",
     "connect_facade_circuit_breaker_open",
     "connect_facade_client_token_reuse_refusals",

@@ -52,6 +52,18 @@ impl Pki {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A client certificate with no subject but a SPIFFE ID in its URI SAN, as SPIRE and meshes
+    /// issue them; returns (cert PEM, key PEM).
+    pub fn spiffe_leaf(&self, spiffe_id: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from(spiffe_id).unwrap(),
+        ));
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A leaf certificate for `name` that expired on 2021-01-01; returns (cert PEM, key PEM).
     pub fn expired_leaf(&self, name: &str) -> (String, String) {
         let key = KeyPair::generate().unwrap();
