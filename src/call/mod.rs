@@ -255,6 +255,12 @@ impl CallService {
             }
         };
         record.request = Some(request.clone());
+        // A deadline already past (`grpc-timeout: 0m`, `Connect-Timeout-Ms: 0`) is answered as one,
+        // in every protocol alike, and AWS is not asked to do what nobody waits for.
+        if deadline <= Instant::now() {
+            let error = CallError::DeadlineExceeded { budget };
+            return Err(failed(error, &request, attempts_metadata(0)));
+        }
         // The route is taken once: a reload meanwhile does not move this call. It is taken before
         // the caller's own rate, so that refusal's log line names the route too, and a call to an
         // unrouted instance learns that (a permanent error) rather than to retry later.

@@ -250,3 +250,33 @@ async fn the_simulated_account_quota_throttles_like_aws() {
     assert_eq!(info.metadata["awsErrorCode"], "ThrottlingException");
     assert!(details.retry_info().is_some());
 }
+
+#[tokio::test]
+async fn a_deadline_already_past_is_deadline_exceeded_without_calling_aws() {
+    use prost::Message;
+    let app = spawn().await;
+    // gRPC-Web over raw HTTP/1.1 (tonic's own client would end a zero timeout itself, unsent):
+    // the protobuf of the demo session is plain ASCII, so the request is text.
+    let message = entire_session().encode_to_vec();
+    let mut frame = vec![0u8, 0, 0, 0, message.len() as u8];
+    frame.extend_from_slice(&message);
+    let body = String::from_utf8(frame).expect("an ASCII frame");
+    for timeout in ["0m", "1n", "0S"] {
+        let head = format!(
+            "POST /amazonconnect.v1.ContactService/CreatePersistentContactAssociation HTTP/1.1\r\n\
+             host: facade\r\ncontent-type: application/grpc-web+proto\r\nconnection: close\r\n\
+             grpc-timeout: {timeout}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (answer, _) = crate::support::http1_answer(&app, &head).await;
+        assert!(
+            answer.contains("grpc-status: 4") || answer.contains("grpc-status:4"),
+            "{timeout}: DEADLINE_EXCEEDED in {answer}"
+        );
+    }
+    assert!(
+        app.simulator.requests().is_empty(),
+        "AWS was not asked: {:?}",
+        app.simulator.requests()
+    );
+}
