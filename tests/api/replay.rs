@@ -173,10 +173,12 @@ async fn two_replicas_sharing_redis_replay_and_coalesce_each_others_calls() {
 #[tokio::test]
 async fn a_retry_after_the_callers_own_timeout_is_answered_by_the_call_it_abandoned() {
     let app = spawn().await;
+    // A deadline a loaded machine still reaches AWS within: one already past when the call starts
+    // is refused before AWS.
     app.simulator
-        .add_fault(fault(FaultEffect::Latency { millis: 400 }));
+        .add_fault(fault(FaultEffect::Latency { millis: 1_000 }));
     let (status, _) = app
-        .call_with_deadline(with_token("impatient"), Duration::from_millis(150))
+        .call_with_deadline(with_token("impatient"), Duration::from_millis(300))
         .await;
     assert_eq!(status.code(), Code::DeadlineExceeded);
     // The AWS call the first attempt paid a slot for finishes without its caller; the retry, while
@@ -270,13 +272,13 @@ async fn the_simulator_carries_out_a_request_whose_client_hung_up() {
     })
     .await;
     app.simulator
-        .add_fault(fault(FaultEffect::Latency { millis: 400 }));
+        .add_fault(fault(FaultEffect::Latency { millis: 800 }));
     let (status, _) = app
-        .call_with_deadline(entire_session(), Duration::from_millis(100))
+        .call_with_deadline(entire_session(), Duration::from_millis(300))
         .await;
     assert_eq!(status.code(), Code::DeadlineExceeded);
-    // A fixed sleep: the abandoned AWS call (400 ms) completes in the simulator.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A fixed sleep: the abandoned AWS call (800 ms) completes in the simulator.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     let (status, _, _) = app
         .call_expecting(entire_session(), Code::FailedPrecondition)
         .await;
