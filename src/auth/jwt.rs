@@ -96,6 +96,8 @@ impl TokenRefusal {
 pub(crate) struct Claims {
     pub iss: String,
     pub sub: String,
+    /// Seconds since the epoch.
+    pub exp: f64,
     #[serde(default)]
     aud: Audience,
     #[serde(default)]

@@ -241,7 +241,15 @@ pub struct Callers {
     callers: Vec<Caller>,
     issuers: std::sync::Arc<jwt::Issuers>,
     leeway: u64,
+    /// JWTs verified already, by their SHA-256: a caller sends one token for its whole life (an
+    /// hour, for a projected token), so its signature is checked once, not on every call. Bounded
+    /// (LRU); an entry serves only until the token's own `exp`. A reload starts afresh (its keys
+    /// may have changed).
+    verified: std::sync::Arc<quick_cache::sync::Cache<[u8; 32], (usize, f64)>>,
 }
+
+/// Verified JWTs kept per auth file version.
+const VERIFIED_TOKENS: usize = 4096;
 
 impl Callers {
     /// Reads and checks an auth file.
@@ -293,6 +301,7 @@ impl Callers {
             callers,
             issuers: std::sync::Arc::new(issuers),
             leeway: file.jwt_leeway_seconds,
+            verified: std::sync::Arc::new(quick_cache::sync::Cache::new(VERIFIED_TOKENS)),
         })
     }
 
@@ -416,6 +425,20 @@ impl Callers {
 
     /// The first caller whose rule the verified token's claims match.
     fn by_jwt(&self, token: &str) -> Result<usize, jwt::TokenRefusal> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if let Some((position, exp)) = self.verified.get(&digest)
+            && now < exp
+        {
+            return Ok(position);
+        }
+        self.verify_jwt(token, digest)
+    }
+
+    /// [`Self::by_jwt`] without the cache; a token that names a caller is kept until its `exp`.
+    fn verify_jwt(&self, token: &str, digest: [u8; 32]) -> Result<usize, jwt::TokenRefusal> {
         let claims = self.issuers.verify(token, self.leeway)?;
         let rules = || {
             self.callers
@@ -428,6 +451,7 @@ impl Callers {
         if let Some(position) = self.callers.iter().position(
             |caller| matches!(&caller.credential, Credential::Jwt(rule) if rule.matches(&claims)),
         ) {
+            self.verified.insert(digest, (position, claims.exp));
             return Ok(position);
         }
         Err(if rules().any(|rule| rule.other_audience(&claims)) {

@@ -125,7 +125,8 @@ async fn with_jwt_callers(name: &str) -> (Fleet, Key, Key) {
     std::fs::write(
         &auth,
         format!(
-            r#"issuers:
+            r#"jwt_leeway_seconds: 0
+issuers:
   - issuer: {CLUSTER}
     jwks_file: cluster.json
   - issuer: {OTHER}
@@ -385,4 +386,24 @@ fn base64url(text: &str) -> String {
 fn base64url_bytes(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[tokio::test]
+async fn a_token_verified_once_is_refused_once_it_expires() {
+    let (fleet, _rsa, _ed) = with_jwt_callers("expiring").await;
+    let sub = "system:serviceaccount:billing:billing-api";
+    let token = fleet
+        .cluster
+        .sign(claims(CLUSTER, sub, "connect-facade", 2));
+    call_with(&fleet.app, &token).await.expect("valid for 2 s");
+    call_with(&fleet.app, &token)
+        .await
+        .expect("again, from the verified tokens");
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    assert_eq!(
+        call_with(&fleet.app, &token).await.unwrap_err().code(),
+        Code::Unauthenticated,
+        "a verified token serves no longer than its exp"
+    );
+    let _ = std::fs::remove_dir_all(&fleet.dir);
 }
