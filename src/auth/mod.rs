@@ -372,11 +372,13 @@ impl Callers {
             .map(str::trim);
         let mut refused_token = None;
         if let Some(token) = bearer {
-            if let Some(position) = self.by_static_token(token) {
+            // One hash serves both: the static tokens are stored as it, the verified JWTs kept by it.
+            let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            if let Some(position) = self.by_static_token(&digest) {
                 return Ok(Authenticated(position));
             }
             if !self.issuers.is_empty() && jwt::looks_like_jwt(token) {
-                match self.by_jwt(token) {
+                match self.by_jwt(token, digest) {
                     Ok(position) => return Ok(Authenticated(position)),
                     Err(cause) => refused_token = Some(cause),
                 }
@@ -410,12 +412,11 @@ impl Callers {
 
     /// The caller whose static token this is. Every token hash is compared, in constant time, so
     /// timing reveals nothing about the tokens.
-    fn by_static_token(&self, token: &str) -> Option<usize> {
-        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    fn by_static_token(&self, presented: &[u8; 32]) -> Option<usize> {
         let mut found = None;
         for (position, caller) in self.callers.iter().enumerate() {
             if let Credential::TokenSha256(expected) = &caller.credential
-                && bool::from(expected.ct_eq(&presented))
+                && bool::from(expected.ct_eq(presented))
             {
                 found = Some(position);
             }
@@ -424,8 +425,7 @@ impl Callers {
     }
 
     /// The first caller whose rule the verified token's claims match.
-    fn by_jwt(&self, token: &str) -> Result<usize, jwt::TokenRefusal> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    fn by_jwt(&self, token: &str, digest: [u8; 32]) -> Result<usize, jwt::TokenRefusal> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
