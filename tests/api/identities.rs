@@ -399,7 +399,9 @@ async fn a_token_verified_once_is_refused_once_it_expires() {
     call_with(&fleet.app, &token)
         .await
         .expect("again, from the verified tokens");
-    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    // `exp` is whole seconds, signed up to a second after `now()` was read, and the crate treats
+    // a token as live through the second of its `exp`: 3.2 s is past it in every case.
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
     assert_eq!(
         call_with(&fleet.app, &token).await.unwrap_err().code(),
         Code::Unauthenticated,
