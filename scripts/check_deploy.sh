@@ -49,22 +49,68 @@ for field in ("args", "env", "volumeMounts", "image"):
     assert preflight[field] == facade[field], (field, preflight[field], facade[field])
 PY
 
+kubectl kustomize deploy/k8s/examples/caller >"$out/caller.yaml"
+python3 - "$out/example.yaml" "$out/caller.yaml" <<'PY' || fail "the example caller's projected token is not the one the facade's callers file names"
+import sys, yaml
+facade = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+caller = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
+callers = yaml.safe_load(next(d for d in facade if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "connect-facade-callers")["data"]["callers.yaml"])
+deployment = next(d for d in caller if d["kind"] == "Deployment")
+spec = deployment["spec"]["template"]["spec"]
+account = f"system:serviceaccount:{deployment['metadata']['namespace']}:{spec['serviceAccountName']}"
+[token] = [s["serviceAccountToken"] for v in spec["volumes"] if "projected" in v for s in v["projected"]["sources"] if "serviceAccountToken" in s]
+rule = next(c["jwt"] for c in callers["callers"] if "jwt" in c)
+assert rule["subject"] == account, (rule["subject"], account)
+assert rule["audience"] == token["audience"], (rule["audience"], token)
+assert any(i["issuer"] == rule["issuer"] for i in callers["issuers"])
+env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "connect-facade-token")
+assert env["CONNECT_FACADE_TOKEN_FILE"] == f"{mount['mountPath']}/{token['path']}", env
+# The facade fetches the cluster's keys with its own token and the cluster's CA, mounted where the callers file says.
+fspec = next(d for d in facade if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+mounts = {m["mountPath"] for m in fspec["containers"][0]["volumeMounts"]}
+for issuer in callers["issuers"]:
+    for key in ("ca_file", "token_file"):
+        assert issuer[key].rsplit("/", 1)[0] in mounts, (key, issuer[key], mounts)
+PY
+echo "ok   the example caller's projected token (audience, service account) is what the facade's callers file names"
+
 echo "-- the configuration each rendering gives the pods (connect-facade config print and check)"
 # Writes a rendering's ConfigMap volumes under a root directory at their mount paths, and prints the
 # container's --config arguments read from there.
 pod_files() {
   python3 - "$1" "$2" <<'PY'
-import os, sys, yaml
+import os, subprocess, sys, tempfile, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 root = sys.argv[2]
 spec = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
 container = spec["containers"][0]
 maps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
 volumes = {v["name"]: v for v in spec.get("volumes", [])}
+def projected(volume):
+    """A projected volume's files as the kubelet writes them: a service account token (a stand-in) and
+    the cluster's CA (a certificate made here, as kube-root-ca.crt holds one)."""
+    files = {}
+    for source in volume["projected"]["sources"]:
+        if "serviceAccountToken" in source:
+            files[source["serviceAccountToken"]["path"]] = "stand-in.service-account.token\n"
+        for item in source.get("configMap", {}).get("items", []):
+            assert source["configMap"]["name"] == "kube-root-ca.crt", source
+            with tempfile.TemporaryDirectory() as scratch:
+                subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                                "-nodes", "-subj", "/CN=kubernetes", "-days", "1", "-keyout", f"{scratch}/key",
+                                "-out", f"{scratch}/ca.crt"], check=True, capture_output=True)
+                files[item["path"]] = open(f"{scratch}/ca.crt").read()
+    return files
 for mount in container.get("volumeMounts", []):
-    data = maps[volumes[mount["name"]]["configMap"]["name"]]["data"]
+    volume = volumes[mount["name"]]
+    data = projected(volume) if "projected" in volume else maps[volume["configMap"]["name"]]["data"]
     os.makedirs(root + mount["mountPath"], exist_ok=True)
     for key, text in data.items():
+        # A file naming a projected one (the callers file's ca_file, token_file) names it under the root.
+        for other in container.get("volumeMounts", []):
+            if "projected" in volumes[other["name"]]:
+                text = text.replace(": " + other["mountPath"] + "/", ": " + root + other["mountPath"] + "/")
         with open(f"{root}{mount['mountPath']}/{key}", "w") as f:
             f.write(text)
 assert container["command"] == ["/usr/local/bin/connect-facade", "serve"], container["command"]
@@ -142,17 +188,18 @@ done
 echo "ok   base and overlay render; the overlay shares the quota through Redis and mounts its routes"
 
 echo "-- kubernetes-validate"
-for rendered in base example; do
+for rendered in base example caller; do
   kubernetes-validate --strict --quiet --kubernetes-version 1.32.0 "$out/$rendered.yaml"
   echo "ok   $rendered is valid Kubernetes 1.32"
 done
 
 echo "-- checkov"
 checkov --quiet --compact --skip-download --framework kubernetes -f "$out/example.yaml"
+checkov --quiet --compact --skip-download --framework kubernetes -f "$out/caller.yaml"
 checkov --quiet --compact --skip-download --framework dockerfile -f deploy/Dockerfile
-python3 - "$out/example.yaml" <<'PY'
+python3 - "$out/example.yaml" "$out/caller.yaml" <<'PY'
 import sys, yaml
-for doc in yaml.safe_load_all(open(sys.argv[1])):
+for doc in (d for path in sys.argv[1:] for d in yaml.safe_load_all(open(path)) if d):
     for key, value in (doc.get("metadata", {}).get("annotations") or {}).items():
         if key.startswith("checkov.io/skip") and "=" not in value:
             sys.exit(f"{doc['kind']}: {key} skips a check without a reason")
@@ -166,7 +213,8 @@ echo "ok   Dockerfile"
 
 echo "-- flags named in deploy/ exist"
 help=$("$binary" serve --help)
-for name in $(grep -rhoE 'CONNECT_FACADE_[A-Z_]+' deploy | sort -u); do
+# deploy/k8s/examples is a caller's (its variables are the examples' own, not the facade's).
+for name in $(grep -rhoE 'CONNECT_FACADE_[A-Z_]+' deploy --exclude-dir=examples | sort -u); do
   grep -q "env: $name=" <<<"$help" || fail "$name is not a serve flag's variable"
 done
 for flag in $(grep -rhoE -- '"--[a-z-]+' deploy/k8s | tr -d '"' | sort -u); do

@@ -9,7 +9,13 @@
 // RETRY_POLICY below) retries RESOURCE_EXHAUSTED and UNAVAILABLE, waiting as the facade's
 // grpc-retry-pushback-ms trailer says (gRFC A6). It needs no client_token: the facade remembers each
 // association by its contact, so a retry of one that was made after all is answered OK.
+//
+// With CONNECT_FACADE_TOKEN_FILE set (a facade with an auth file), each call carries that file's
+// token as `authorization: Bearer …`, read afresh at every call: inside Kubernetes it is the pod's
+// projected service account token, which the kubelet rotates before it expires.
 'use strict';
+
+const fs = require('fs');
 
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
@@ -60,10 +66,23 @@ function details(error) {
   return found;
 }
 
+// e.g. /var/run/secrets/connect-facade/token, a projected volume with `audience: connect-facade`.
+const TOKEN_FILE = process.env.CONNECT_FACADE_TOKEN_FILE;
+
+// The call's metadata: the token file's current content. Read at each call, never cached for the
+// process's life: a projected token lasts an hour and the kubelet replaces the file well before.
+function credentials() {
+  const metadata = new grpc.Metadata();
+  if (TOKEN_FILE) {
+    metadata.set('authorization', `Bearer ${fs.readFileSync(TOKEN_FILE, 'utf8').trim()}`);
+  }
+  return metadata;
+}
+
 function call(client, request) {
   return new Promise((resolve, reject) => {
     const deadline = new Date(Date.now() + 10_000);
-    client.CreatePersistentContactAssociation(request, { deadline }, (error, response) =>
+    client.CreatePersistentContactAssociation(request, credentials(), { deadline }, (error, response) =>
       error ? reject(error) : resolve(response));
   });
 }

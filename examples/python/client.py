@@ -14,6 +14,10 @@ at all: gRPC's built-in retry (the service config's retryPolicy, RETRY_POLICY be
 RESOURCE_EXHAUSTED and UNAVAILABLE, waiting as the facade's grpc-retry-pushback-ms trailer says (gRFC
 A6). It needs no client_token: the facade remembers each association by its contact, so a retry of
 one that was made after all is answered OK.
+
+With CONNECT_FACADE_TOKEN_FILE set (a facade with an auth file), each call carries that file's token as
+`authorization: Bearer …`, read afresh at every call: inside Kubernetes it is the pod's projected
+service account token, which the kubelet rotates before it expires.
 """
 
 import json
@@ -31,6 +35,8 @@ from grpc_tools import protoc
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO = os.path.join(HERE, "..", "..", "proto")
 INSTANCE = "11111111-2222-3333-4444-555555555555"
+# e.g. /var/run/secrets/connect-facade/token, a projected volume with `audience: connect-facade`.
+TOKEN_FILE = os.environ.get("CONNECT_FACADE_TOKEN_FILE")
 
 # gRPC's own retry, as a service config: the facade's pushback trailer sets each wait.
 RETRY_POLICY = {
@@ -75,11 +81,20 @@ def details(error):
     return found
 
 
+def credentials():
+    """The call's metadata: the token file's current content. Read at each call, never cached for
+    the process's life: a projected token lasts an hour and the kubelet replaces the file well before."""
+    if not TOKEN_FILE:
+        return ()
+    with open(TOKEN_FILE) as file:
+        return (("authorization", f"Bearer {file.read().strip()}"),)
+
+
 def associate(stub, request, attempts=5):
     """Calls until success or a non-retryable error, waiting as RetryInfo says and reusing the token."""
     for attempt in range(1, attempts + 1):
         try:
-            response = stub.CreatePersistentContactAssociation(request, timeout=10)
+            response = stub.CreatePersistentContactAssociation(request, timeout=10, metadata=credentials())
             print(f"call {attempt}: OK continued_from_contact_id={response.continued_from_contact_id} "
                   f"client_token={response.client_token}")
             return response
@@ -112,7 +127,8 @@ def main():
 
         try:
             stub.CreatePersistentContactAssociation(
-                pb2.CreatePersistentContactAssociationRequest(instance_id=INSTANCE), timeout=10)
+                pb2.CreatePersistentContactAssociationRequest(instance_id=INSTANCE), timeout=10,
+                metadata=credentials())
         except grpc.RpcError as error:
             fields = [v.field for v in details(error)["BadRequest"].field_violations]
             print(f"invalid: {error.code().name} fields={','.join(fields)}")
@@ -125,7 +141,7 @@ def main():
                 initial_contact_id="new-chat-2",
                 rehydration_type=pb2.REHYDRATION_TYPE_FROM_SEGMENT,
                 source_contact_id="C2",
-            ), timeout=10)
+            ), timeout=10, metadata=credentials())
         print(f"built-in retry: OK continued_from_contact_id={response.continued_from_contact_id}")
 
 

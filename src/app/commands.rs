@@ -3,6 +3,7 @@
 
 use crate::{
     api::cors,
+    auth::KeyFetchers,
     config::{Command, ServeConfig, SimulateConfig},
     metrics::MetricsRegistry,
     routes,
@@ -70,7 +71,7 @@ pub fn check(config: &ServeConfig) -> Vec<String> {
             .map_or(Ok(()), fixtures),
         config.aws.routes.as_deref().map_or(Ok(()), routes),
         parts::tls(config, TlsMetrics::register(&mut MetricsRegistry::new())).map(drop),
-        parts::callers(config).map(drop),
+        parts::callers(config, KeyFetchers::default()).map(drop),
         cors::cors(&config.listening.cors_allow_origins)
             .map(drop)
             .map_err(StartupError::Cors),

@@ -21,7 +21,7 @@ pub(crate) use parts::{embedded_simulator, route_specs, tls, upstream_settings};
 use crate::{
     admin,
     api::{admission::AdmissionLayer, connect::ConnectLayer, cors},
-    auth::{AuthFileError, CallerMetrics},
+    auth::{AuthFileError, CallerMetrics, JwksMetrics, KeyFetchers},
     call::{CallMetrics, CallService, Guards, Refusals, RpcMetrics, deadline::DefaultDeadline},
     config::ServeConfig,
     lifecycle::Lifecycle,
@@ -141,7 +141,10 @@ impl App {
             tracing::info!(route = %route.name, key = route.key.as_str(), "Amazon Connect route ready");
         }
         let router_for_reloads = router.clone();
-        let live_callers = parts::callers(&config)?;
+        let live_callers = parts::callers(
+            &config,
+            KeyFetchers::new(tasks.clone(), JwksMetrics::register(&mut registry)),
+        )?;
         let guards = Guards {
             callers: live_callers.clone(),
             replayer: shared.replayer,

@@ -6,7 +6,7 @@ use tokio::net::TcpListener;
 
 use super::StartupError;
 use crate::{
-    auth::{Callers, LiveCallers},
+    auth::{Callers, KeyFetchers, LiveCallers},
     config::{QuotaStoreChoice, ServeConfig},
     lifecycle::Tasks,
     metrics::MetricsRegistry,
@@ -137,10 +137,13 @@ pub(crate) fn tls(config: &ServeConfig, metrics: TlsMetrics) -> Result<Option<Tl
     }
 }
 
-/// The auth file's callers, with `--auth-file`.
-pub(super) fn callers(config: &ServeConfig) -> Result<Option<LiveCallers>, StartupError> {
+/// The auth file's callers, with `--auth-file`; `fetchers` fetch the issuers' keys named by URL.
+pub(super) fn callers(
+    config: &ServeConfig,
+    fetchers: KeyFetchers,
+) -> Result<Option<LiveCallers>, StartupError> {
     match &config.callers.auth_file {
-        Some(path) => Ok(Some(LiveCallers::new(Callers::from_path(path)?))),
+        Some(path) => Ok(Some(LiveCallers::new(Callers::from_path(path)?, fetchers))),
         None => Ok(None),
     }
 }

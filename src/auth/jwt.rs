@@ -17,6 +17,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
+    sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -27,6 +28,8 @@ use jsonwebtoken::{
 };
 use serde::Deserialize;
 
+use super::jwks::RemoteKeys;
+
 /// The largest token considered: Kubernetes' are about 1 KiB, and a token is parsed before it is
 /// trusted, so the bound is on what a stranger can make the facade parse.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -34,13 +37,39 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// The algorithms accepted, each with keys of its own family.
 const ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
 
-/// An issuer as the auth file names it.
+/// An issuer as the auth file names it: its keys from a file or from an HTTPS URL.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct IssuerSpec {
     pub issuer: String,
     /// A JWK set on disk (a ConfigMap of the cluster's keys), re-read with the auth file.
-    pub jwks_file: PathBuf,
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// The issuer's JWK set, or its OpenID discovery document, over HTTPS ([`super::jwks`]).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// CA certificates (PEM) trusted for `jwks_url`; the system's roots without it.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A bearer token sent with each fetch, re-read every time (the API server of a cluster asks
+    /// for one: the facade's own projected service account token).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The longest a fetched set is used before it is fetched again (a shorter `max-age` wins).
+    #[serde(default = "default_refresh")]
+    pub refresh_seconds: u64,
+    /// The shortest time between two fetches: a token with an unknown `kid` asks for a fetch at
+    /// most this often, so a stranger's made-up `kid`s cannot flood the issuer.
+    #[serde(default = "default_min_refresh")]
+    pub min_refresh_seconds: u64,
+}
+
+fn default_refresh() -> u64 {
+    600
+}
+
+fn default_min_refresh() -> u64 {
+    30
 }
 
 /// What a caller's token must say (the auth file's `jwt:`).
@@ -150,81 +179,201 @@ impl JwtRule {
     }
 }
 
-/// A key and the issuer whose set holds it.
-struct IssuerKey {
-    issuer: String,
+/// A verification key and the algorithm its JWK names, if any.
+pub(crate) struct IssuerKey {
     algorithm: Option<Algorithm>,
     key: DecodingKey,
 }
 
-/// Every issuer's keys, by `kid`.
-#[derive(Default)]
+/// One issuer's keys by `kid`.
+pub(crate) type KeyMap = HashMap<String, Arc<IssuerKey>>;
+
+/// The keys of a JWK set, and a problem for each key that cannot be used (no `kid`, a kind of key
+/// jsonwebtoken does not verify with).
+pub(crate) fn key_map(set: &JwkSet) -> (KeyMap, Vec<String>) {
+    let mut keys = KeyMap::new();
+    let mut problems = Vec::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            problems.push("a key has no `kid`".to_owned());
+            continue;
+        };
+        match DecodingKey::from_jwk(jwk) {
+            Ok(key) => {
+                let algorithm = jwk.common.key_algorithm.and_then(algorithm_of);
+                keys.insert(kid, Arc::new(IssuerKey { algorithm, key }));
+            }
+            Err(error) => problems.push(format!("key {kid}: {error}")),
+        }
+    }
+    (keys, problems)
+}
+
+/// Where an issuer's keys are.
+#[derive(Clone)]
+enum Keys {
+    /// Read from a file with the auth file.
+    File(Arc<KeyMap>),
+    /// Fetched over HTTPS in the background.
+    Remote(Arc<RemoteKeys>),
+}
+
+#[derive(Clone)]
+struct IssuerKeys {
+    issuer: String,
+    keys: Keys,
+}
+
+/// Which key set verified a token, and that set's version: a verified token is trusted again only
+/// while its set is unchanged (a key removed by the issuer ends its tokens).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyStamp {
+    set: usize,
+    generation: u64,
+}
+
+/// Every issuer's keys.
+#[derive(Clone, Default)]
 pub(crate) struct Issuers {
-    keys: HashMap<String, IssuerKey>,
+    sets: Vec<IssuerKeys>,
     files: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for Issuers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Issuers")
-            .field("keys", &self.keys.len())
+            .field("issuers", &self.sets.len())
             .field("files", &self.files)
             .finish()
     }
 }
 
 impl Issuers {
-    /// Reads each issuer's JWK set; a key without `kid`, or a set that does not load, is an error
-    /// naming the file.
+    /// Reads each issuer's JWK set file, and prepares (without fetching) each URL; a key without
+    /// `kid`, a set that does not load, or a key id two issuers' files share is an error naming
+    /// the file.
     pub(crate) fn load(specs: &[IssuerSpec], base: &Path) -> Result<Self, String> {
         let mut issuers = Self::default();
         for spec in specs {
-            let path = base.join(&spec.jwks_file);
-            let shown = path.display();
-            let text = std::fs::read_to_string(&path)
-                .map_err(|error| format!("issuer {}: cannot read {shown}: {error}", spec.issuer))?;
-            let set: JwkSet = serde_json::from_str(&text).map_err(|error| {
-                format!("issuer {}: {shown} is not a JWK set: {error}", spec.issuer)
-            })?;
-            for jwk in &set.keys {
-                let kid = jwk.common.key_id.clone().ok_or_else(|| {
-                    format!("issuer {}: a key of {shown} has no `kid`", spec.issuer)
-                })?;
-                let key = DecodingKey::from_jwk(jwk).map_err(|error| {
-                    format!("issuer {}: key {kid} of {shown}: {error}", spec.issuer)
-                })?;
-                let algorithm = jwk.common.key_algorithm.and_then(algorithm_of);
-                if issuers.keys.contains_key(&kid) {
+            let keys = match (&spec.jwks_file, &spec.jwks_url) {
+                (Some(file), None) => {
+                    let path = base.join(file);
+                    let keys = Self::read_file(spec, &path)?;
+                    issuers.files.push(path);
+                    Keys::File(Arc::new(keys))
+                }
+                (None, Some(url)) => {
+                    let remote = RemoteKeys::prepare(spec, url, base)
+                        .map_err(|error| format!("issuer {}: {error}", spec.issuer))?;
+                    issuers.files.extend(remote.files());
+                    Keys::Remote(Arc::new(remote))
+                }
+                _ => {
                     return Err(format!(
-                        "issuer {}: key id {kid} is also another key's",
+                        "issuer {} needs exactly one of jwks_file and jwks_url",
                         spec.issuer
                     ));
                 }
-                issuers.keys.insert(
-                    kid,
-                    IssuerKey {
-                        issuer: spec.issuer.clone(),
-                        algorithm,
-                        key,
-                    },
-                );
-            }
-            issuers.files.push(path);
+            };
+            issuers.sets.push(IssuerKeys {
+                issuer: spec.issuer.clone(),
+                keys,
+            });
         }
         Ok(issuers)
     }
 
-    /// The JWK set files, re-read with the auth file.
+    fn read_file(spec: &IssuerSpec, path: &Path) -> Result<KeyMap, String> {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("issuer {}: cannot read {shown}: {error}", spec.issuer))?;
+        let set: JwkSet = serde_json::from_str(&text).map_err(|error| {
+            format!("issuer {}: {shown} is not a JWK set: {error}", spec.issuer)
+        })?;
+        let (keys, problems) = key_map(&set);
+        if let Some(problem) = problems.first() {
+            return Err(format!("issuer {}: {shown}: {problem}", spec.issuer));
+        }
+        Ok(keys)
+    }
+
+    /// Checks that no key id is two issuers' (a token's `kid` must find one key).
+    pub(crate) fn check_distinct_kids(&self) -> Result<(), String> {
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        for set in &self.sets {
+            if let Keys::File(keys) = &set.keys {
+                for kid in keys.keys() {
+                    if let Some(other) = seen.insert(kid, &set.issuer) {
+                        return Err(format!(
+                            "issuer {}: key id {kid} is also a key of issuer {other}",
+                            set.issuer
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The files the issuers' keys come from (re-read with the auth file).
     pub(crate) fn files(&self) -> &[PathBuf] {
         &self.files
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.sets.is_empty()
     }
 
-    /// Verifies `token`; its claims, or why it is refused.
-    pub(crate) fn verify(&self, token: &str, leeway: u64) -> Result<Claims, TokenRefusal> {
+    /// The key sets fetched over HTTPS.
+    pub(crate) fn remote(&self) -> impl Iterator<Item = &Arc<RemoteKeys>> {
+        self.sets.iter().filter_map(|set| match &set.keys {
+            Keys::Remote(remote) => Some(remote),
+            Keys::File(_) => None,
+        })
+    }
+
+    /// These issuers with each fetched set replaced by `adopt`'s (the one already running for
+    /// its source, so a reload keeps the keys fetched and their fetcher).
+    pub(crate) fn adopted(&self, adopt: impl Fn(&Arc<RemoteKeys>) -> Arc<RemoteKeys>) -> Self {
+        let mut adopted = self.clone();
+        for set in &mut adopted.sets {
+            if let Keys::Remote(remote) = &set.keys {
+                set.keys = Keys::Remote(adopt(remote));
+            }
+        }
+        adopted
+    }
+
+    /// Whether the set that verified a token is as it was then.
+    pub(crate) fn unchanged(&self, stamp: KeyStamp) -> bool {
+        self.sets
+            .get(stamp.set)
+            .is_some_and(|set| generation(&set.keys) == stamp.generation)
+    }
+
+    /// The key with `kid`, the issuer whose set holds it, and the set's stamp.
+    fn key(&self, kid: &str) -> Option<(Arc<IssuerKey>, &str, KeyStamp)> {
+        self.sets.iter().enumerate().find_map(|(index, set)| {
+            let key = match &set.keys {
+                Keys::File(keys) => keys.get(kid).cloned(),
+                Keys::Remote(remote) => remote.key(kid),
+            }?;
+            let stamp = KeyStamp {
+                set: index,
+                generation: generation(&set.keys),
+            };
+            Some((key, set.issuer.as_str(), stamp))
+        })
+    }
+
+    /// Verifies `token`; its claims and the stamp of the set that verified it, or why it is
+    /// refused. An unknown `kid` asks each fetched set for a fresh fetch (rate-limited; nothing
+    /// waits for it).
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        leeway: u64,
+    ) -> Result<(Claims, KeyStamp), TokenRefusal> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenRefusal::TooLarge);
         }
@@ -232,11 +381,10 @@ impl Issuers {
         if !ALGORITHMS.contains(&header.alg) {
             return Err(TokenRefusal::Algorithm);
         }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.keys.get(kid))
-            .ok_or(TokenRefusal::UnknownKey)?;
+        let Some((key, issuer, stamp)) = header.kid.as_deref().and_then(|kid| self.key(kid)) else {
+            self.remote().for_each(|remote| remote.want_refresh());
+            return Err(TokenRefusal::UnknownKey);
+        };
         if key
             .algorithm
             .is_some_and(|algorithm| algorithm != header.alg)
@@ -247,7 +395,7 @@ impl Issuers {
         validation.leeway = leeway;
         validation.validate_nbf = true;
         validation.validate_aud = false; // checked against each caller's audience
-        validation.set_issuer(&[key.issuer.as_str()]);
+        validation.set_issuer(&[issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
         let claims = decode::<Claims>(token, &key.key, &validation)
             .map_err(|error| match error.kind() {
@@ -271,7 +419,14 @@ impl Issuers {
         if matches!(claims.aud, Audience::None) {
             return Err(TokenRefusal::Audience);
         }
-        Ok(claims)
+        Ok((claims, stamp))
+    }
+}
+
+fn generation(keys: &Keys) -> u64 {
+    match keys {
+        Keys::File(_) => 0,
+        Keys::Remote(remote) => remote.generation(),
     }
 }
 

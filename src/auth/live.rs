@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::{Authenticated, Callers};
+use super::{Authenticated, Callers, KeyFetchers};
 use crate::quota::caller_rate::CallerRates;
 
 /// One version of the auth file, with the callers' own rate limits.
@@ -31,24 +31,34 @@ pub struct AdmittedCaller {
     pub(crate) who: Authenticated,
 }
 
-/// The set in force, shared by the edge, the call service and the reloads.
+/// The set in force, shared by the edge, the call service and the reloads, and the fetchers of
+/// the issuers' keys every version shares.
 #[derive(Clone, Debug)]
-pub struct LiveCallers(Arc<ArcSwap<CallerSet>>);
+pub struct LiveCallers {
+    set: Arc<ArcSwap<CallerSet>>,
+    fetchers: KeyFetchers,
+}
 
 impl LiveCallers {
-    pub fn new(callers: Callers) -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(CallerSet::new(callers))))
+    pub fn new(mut callers: Callers, fetchers: KeyFetchers) -> Self {
+        callers.adopt_key_sets(&fetchers);
+        Self {
+            set: Arc::new(ArcSwap::from_pointee(CallerSet::new(callers))),
+            fetchers,
+        }
     }
 
     /// The set in force now.
     pub fn current(&self) -> Arc<CallerSet> {
-        self.0.load_full()
+        self.set.load_full()
     }
 
     /// Puts `callers` in force for the calls that arrive from now on. A caller already known
-    /// keeps its index, so its place in the fair queue and its waiting calls are its own still.
+    /// keeps its index, so its place in the fair queue and its waiting calls are its own still;
+    /// an issuer's keys fetched already stay in use.
     pub fn replace(&self, mut callers: Callers) {
-        callers.keep_indexes_of(&self.0.load().callers);
-        self.0.store(Arc::new(CallerSet::new(callers)));
+        callers.keep_indexes_of(&self.set.load().callers);
+        callers.adopt_key_sets(&self.fetchers);
+        self.set.store(Arc::new(CallerSet::new(callers)));
     }
 }

@@ -14,10 +14,12 @@
 //! `max_rate` (calls per second past which its calls are refused, whatever the quota): see
 //! [`crate::quota::fair`].
 
+pub(crate) mod jwks;
 pub(crate) mod jwt;
 mod live;
 mod metrics;
 
+pub use jwks::{JwksMetrics, KeyFetchers};
 pub use live::{AdmittedCaller, CallerSet, LiveCallers};
 pub(crate) use metrics::{CallerMetrics, CallerRefusal};
 
@@ -243,9 +245,17 @@ pub struct Callers {
     leeway: u64,
     /// JWTs verified already, by their SHA-256: a caller sends one token for its whole life (an
     /// hour, for a projected token), so its signature is checked once, not on every call. Bounded
-    /// (LRU); an entry serves only until the token's own `exp`. A reload starts afresh (its keys
-    /// may have changed).
-    verified: std::sync::Arc<quick_cache::sync::Cache<[u8; 32], (usize, f64)>>,
+    /// (LRU); an entry serves only until the token's own `exp`, and while the key set that
+    /// verified it is unchanged. A reload starts afresh (its keys may have changed).
+    verified: std::sync::Arc<quick_cache::sync::Cache<[u8; 32], VerifiedToken>>,
+}
+
+/// A token verified already: its caller, its `exp`, and the key set that verified it.
+#[derive(Clone, Copy)]
+struct VerifiedToken {
+    position: usize,
+    expires: f64,
+    stamp: jwt::KeyStamp,
 }
 
 /// Verified JWTs kept per auth file version.
@@ -279,6 +289,7 @@ impl Callers {
         };
         let base = Path::new(name).parent().unwrap_or(Path::new(""));
         let issuers = jwt::Issuers::load(&file.issuers, base).map_err(invalid)?;
+        issuers.check_distinct_kids().map_err(invalid)?;
         for caller in &callers {
             if let Credential::Jwt(rule) = &caller.credential
                 && !file.issuers.iter().any(|i| i.issuer == rule.issuer)
@@ -305,9 +316,20 @@ impl Callers {
         })
     }
 
-    /// The JWK set files the issuers' keys come from (re-read with the auth file).
+    /// The files the issuers' keys come from (JWK sets, the CAs of fetched ones), re-read with
+    /// the auth file.
     pub fn key_files(&self) -> &[std::path::PathBuf] {
         self.issuers.files()
+    }
+
+    /// The issuers' key sets fetched over HTTPS.
+    pub(crate) fn fetched_key_sets(&self) -> impl Iterator<Item = &Arc<jwks::RemoteKeys>> {
+        self.issuers.remote()
+    }
+
+    /// Swaps each fetched key set for the one already running for its source, or starts it.
+    pub(crate) fn adopt_key_sets(&mut self, fetchers: &KeyFetchers) {
+        self.issuers = Arc::new(self.issuers.adopted(|fresh| fetchers.adopt(fresh)));
     }
 
     /// Every caller's name and the instances it may call (`*`: any), in the file's order.
@@ -429,17 +451,18 @@ impl Callers {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        if let Some((position, exp)) = self.verified.get(&digest)
-            && now < exp
+        if let Some(known) = self.verified.get(&digest)
+            && now < known.expires
+            && self.issuers.unchanged(known.stamp)
         {
-            return Ok(position);
+            return Ok(known.position);
         }
         self.verify_jwt(token, digest)
     }
 
     /// [`Self::by_jwt`] without the cache; a token that names a caller is kept until its `exp`.
     fn verify_jwt(&self, token: &str, digest: [u8; 32]) -> Result<usize, jwt::TokenRefusal> {
-        let claims = self.issuers.verify(token, self.leeway)?;
+        let (claims, stamp) = self.issuers.verify(token, self.leeway)?;
         let rules = || {
             self.callers
                 .iter()
@@ -451,7 +474,14 @@ impl Callers {
         if let Some(position) = self.callers.iter().position(
             |caller| matches!(&caller.credential, Credential::Jwt(rule) if rule.matches(&claims)),
         ) {
-            self.verified.insert(digest, (position, claims.exp));
+            self.verified.insert(
+                digest,
+                VerifiedToken {
+                    position,
+                    expires: claims.exp,
+                    stamp,
+                },
+            );
             return Ok(position);
         }
         Err(if rules().any(|rule| rule.other_audience(&claims)) {

@@ -228,8 +228,10 @@ pub struct QuotaFlags {
 /// Who may call, and their shares of the quota.
 #[derive(Clone, Debug, Args)]
 pub struct CallerFlags {
-    /// YAML file of the callers allowed to call and the instances each may use (bearer-token SHA-256
-    /// or mTLS subject); everyone may call when absent. Reflection and health stay open.
+    /// YAML file of the callers allowed to call and the instances each may use (a JWT of a
+    /// configured issuer such as a projected service account token, a SPIFFE ID or subject of a
+    /// client certificate, or a static token's SHA-256); everyone may call when absent. Reflection
+    /// and health stay open.
     #[arg(long, env = "CONNECT_FACADE_AUTH_FILE")]
     pub auth_file: Option<PathBuf>,
 }

@@ -12,6 +12,7 @@
 //! failure, and JSON for machines.
 
 mod aws;
+mod issuers;
 mod local;
 mod report;
 mod store;
@@ -160,6 +161,13 @@ pub async fn run(config: &ServeConfig, files: &[PathBuf], options: &Options) -> 
                 local::callers(config, routes.as_deref()),
             )
             .await;
+        for (issuer, verdict) in issuers::fetch_each(config, checks.step_timeout).await {
+            checks
+                .run(format!("issuer keys {issuer}"), "issuer-keys", async {
+                    verdict
+                })
+                .await;
+        }
     }
     Report {
         checks: checks.lines,

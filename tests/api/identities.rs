@@ -15,7 +15,8 @@ use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
 use crate::support::{
-    Pki, TestApp, entire_session, eventually, fresh_session, series_value, spawn_with, tls_client,
+    IssuerEndpoint, Pki, TestApp, entire_session, eventually, fresh_session, series_value,
+    spawn_with, tls_client,
 };
 
 const CLUSTER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -408,4 +409,161 @@ async fn a_token_verified_once_is_refused_once_it_expires() {
         "a verified token serves no longer than its exp"
     );
     let _ = std::fs::remove_dir_all(&fleet.dir);
+}
+
+fn jwks_text(keys: &[&Key]) -> String {
+    serde_json::to_string(&JwkSet {
+        keys: keys.iter().map(|k| k.jwk()).collect(),
+    })
+    .unwrap()
+}
+
+/// A facade whose cluster issuer's keys are fetched from `endpoint` (its discovery document),
+/// trusting `pki`'s CA and sending a token of its own with each fetch.
+async fn with_fetched_keys(name: &str, pki: &Pki, endpoint: &IssuerEndpoint) -> TestApp {
+    let ca = pki.write("issuer-ca.pem", &pki.ca_pem);
+    let token = pki.write("facade-token", "facade-own-token\n");
+    let auth = pki.write(
+        &format!("callers-{name}.yaml"),
+        &format!(
+            r#"issuers:
+  - issuer: {CLUSTER}
+    jwks_url: {url}
+    ca_file: {ca}
+    token_file: {token}
+    refresh_seconds: 2
+    min_refresh_seconds: 1
+callers:
+  - name: billing-api
+    jwt: {{issuer: {CLUSTER}, audience: connect-facade, subject: "system:serviceaccount:billing:*"}}
+    instances: ["*"]
+"#,
+            url = endpoint.discovery_url(),
+            ca = ca.display(),
+            token = token.display(),
+        ),
+    );
+    spawn_with(Fixtures::demo(), move |c: &mut ServeConfig| {
+        c.callers.auth_file = Some(auth);
+        c.telemetry.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn keys_fetched_over_https_verify_tokens_and_follow_a_rotation() {
+    let pki = Pki::new("jwks-url");
+    let first = Key::new("cluster-2026", Algorithm::RS256);
+    let endpoint = IssuerEndpoint::start(&pki, jwks_text(&[&first])).await;
+    let app = with_fetched_keys("rotation", &pki, &endpoint).await;
+    let sub = "system:serviceaccount:billing:billing-api";
+
+    let token = first.sign(claims(CLUSTER, sub, "connect-facade", 600));
+    eventually(
+        "the fetched key verifies",
+        Duration::from_secs(5),
+        || async { call_with(&app, &token).await.is_ok() },
+    )
+    .await;
+    assert_eq!(
+        endpoint.last_authorization().as_deref(),
+        Some("Bearer facade-own-token"),
+        "each fetch carries the token_file's token"
+    );
+
+    // The issuer rotates: a new key in, the old one out. A token of the new key asks for a fetch;
+    // once it is taken the old key's tokens, even the one verified already, are refused.
+    let next = Key::new("cluster-2027", Algorithm::ES256);
+    endpoint.set_jwks(jwks_text(&[&next]));
+    let rotated = next.sign(claims(CLUSTER, sub, "connect-facade", 600));
+    eventually(
+        "the rotated-in key verifies",
+        Duration::from_secs(5),
+        || async { call_with(&app, &rotated).await.is_ok() },
+    )
+    .await;
+    let status = call_with(&app, &token).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(
+        status.get_details_error_info().unwrap().reason,
+        "CALLER_UNKNOWN"
+    );
+    let metrics = app.scrape().await;
+    let issuer = format!("issuer=\"{CLUSTER}\"");
+    assert!(
+        series_value(
+            &metrics,
+            &format!("connect_facade_jwks_fetches_total{{{issuer},result=\"ok\"}}")
+        )
+        .is_some_and(|ok| ok >= 2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        series_value(&metrics, &format!("connect_facade_jwks_keys{{{issuer}}}")),
+        Some(1.0)
+    );
+
+    // A stranger's made-up `kid`s: each asks for a fetch, at most one a second is made (two
+    // requests: the discovery document and the set), plus the scheduled refresh.
+    let before = endpoint.requests();
+    let started = std::time::Instant::now();
+    for n in 0..20 {
+        let stranger = Key::new(&format!("made-up-{n}"), Algorithm::ES256);
+        let token = stranger.sign(claims(CLUSTER, sub, "connect-facade", 600));
+        assert_eq!(
+            call_with(&app, &token).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let fetched = endpoint.requests() - before;
+    let bound = 2 * (seconds.ceil() as usize + 1) + 2;
+    assert!(
+        fetched <= bound,
+        "{fetched} requests for 20 unknown kids in {seconds:.1} s (bound {bound})"
+    );
+}
+
+#[tokio::test]
+async fn an_issuer_down_at_startup_or_later_stops_no_call_with_known_keys() {
+    let pki = Pki::new("jwks-down");
+    let key = Key::new("cluster-key", Algorithm::ES256);
+    let mut endpoint = IssuerEndpoint::start(&pki, jwks_text(&[&key])).await;
+    endpoint.stop();
+    let app = with_fetched_keys("down", &pki, &endpoint).await;
+    let sub = |n: u32| format!("system:serviceaccount:billing:api-{n}");
+
+    // Down at startup: the facade serves, its issuer's tokens are refused, and it says why.
+    let token = key.sign(claims(CLUSTER, &sub(1), "connect-facade", 600));
+    let status = call_with(&app, &token).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let errors =
+        format!("connect_facade_jwks_fetches_total{{issuer=\"{CLUSTER}\",result=\"error\"}}");
+    eventually(
+        "the failed fetch counted",
+        Duration::from_secs(5),
+        || async { series_value(&app.scrape().await, &errors).is_some_and(|n| n >= 1.0) },
+    )
+    .await;
+
+    // Up: the keys come within the retry's backoff (capped by refresh_seconds).
+    endpoint.restart().await;
+    eventually(
+        "the keys fetched once the issuer answers",
+        Duration::from_secs(8),
+        || async { call_with(&app, &token).await.is_ok() },
+    )
+    .await;
+
+    // Down again: fetches fail, the last keys stay, tokens never verified before still pass.
+    endpoint.stop();
+    let before = series_value(&app.scrape().await, &errors).unwrap_or(0.0);
+    eventually("a later fetch failed", Duration::from_secs(8), || async {
+        series_value(&app.scrape().await, &errors).is_some_and(|n| n > before)
+    })
+    .await;
+    let fresh = key.sign(claims(CLUSTER, &sub(2), "connect-facade", 600));
+    call_with(&app, &fresh)
+        .await
+        .expect("a new token of a known key, with the issuer down");
 }

@@ -8,7 +8,7 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 use connect_facade::simulator::{Simulator, fixtures::Fixtures};
 use serde_json::Value;
 
-use crate::support::{Pki, RedisServer, facade, free_port, loopback};
+use crate::support::{IssuerEndpoint, Pki, RedisServer, facade, free_port, loopback};
 
 const INSTANCE: &str = "11111111-2222-3333-4444-555555555555";
 const OTHER_INSTANCE: &str = "99999999-8888-7777-6666-555555555555";
@@ -509,4 +509,54 @@ async fn the_embedded_simulator_passes_in_text() {
     );
     assert!(!text.contains('✗') && !text.contains("\n!"), "{text}");
     assert!(text.ends_with("checks passed\n"), "{text}");
+}
+
+#[tokio::test]
+async fn an_issuer_whose_keys_cannot_be_fetched_is_found() {
+    use jsonwebtoken::{Algorithm, EncodingKey, jwk::Jwk};
+    let simulator = simulator().await;
+    let pki = Pki::new("check-issuer");
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let encoding = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+    let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("cluster-key".to_owned());
+    let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
+    let mut endpoint = IssuerEndpoint::start(&pki, jwks).await;
+    let issuer = "https://kubernetes.default.svc.cluster.local";
+    let ca = pki.write("ca.pem", &pki.ca_pem);
+    let routes = pki.write("routes.yaml", &good_routes());
+    let auth = pki.write(
+        "callers.yaml",
+        &format!(
+            "issuers:\n  - issuer: {issuer}\n    jwks_url: {}\n    ca_file: {}\ncallers:\n  - name: billing-api\n    jwt: {{issuer: {issuer}, audience: connect-facade, subject: \"system:serviceaccount:billing:*\"}}\n    instances: [\"{INSTANCE}\"]\n",
+            endpoint.discovery_url(),
+            ca.display()
+        ),
+    );
+    let args = [
+        "--routes",
+        routes.to_str().unwrap(),
+        "--auth-file",
+        auth.to_str().unwrap(),
+    ];
+    let name = format!("issuer keys {issuer}");
+    let checked = check(&simulator, Some(HOME_KEY), &args).await;
+    let line = checked.line(&name);
+    assert_eq!(line["ok"], true, "{line:#}");
+    let jwks_url = format!("https://localhost:{}/openid/v1/jwks", endpoint.addr.port());
+    assert!(
+        line["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("1 key from {jwks_url}")),
+        "{line:#}"
+    );
+    assert_eq!(checked.code, 0, "{:#}", checked.report);
+
+    endpoint.stop();
+    check(&simulator, Some(HOME_KEY), &args).await.failed(
+        &name,
+        "cannot fetch the keys from https://localhost",
+        "that this network may reach it",
+    );
 }
