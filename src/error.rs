@@ -118,6 +118,10 @@ pub enum EdgeRefusal {
     /// The body could not be read, inflated or decoded as the request message.
     #[error("{0}")]
     Malformed(String),
+    /// The facade reset the connection under the body (a bound on what a peer may hold): no answer
+    /// reaches the peer, but the call's line says why it ended.
+    #[error("{0}")]
+    ConnectionReset(String),
 }
 
 /// A rate limit as the IETF RateLimit headers name it (draft-ietf-httpapi-ratelimit-headers).
@@ -272,7 +276,7 @@ impl EdgeRefusal {
             Self::NoSuchProcedure { .. }
             | Self::MethodNotAllowed
             | Self::UnsupportedEncoding { .. } => Code::Unimplemented,
-            Self::TooLarge { .. } => Code::ResourceExhausted,
+            Self::TooLarge { .. } | Self::ConnectionReset(_) => Code::ResourceExhausted,
             Self::UnsupportedContentType { .. }
             | Self::ProtocolVersion
             | Self::Timeout
@@ -290,6 +294,7 @@ impl EdgeRefusal {
             Self::Timeout => "INVALID_TIMEOUT",
             Self::TooLarge { .. } => "MESSAGE_TOO_LARGE",
             Self::Malformed(_) => "MALFORMED_MESSAGE",
+            Self::ConnectionReset(_) => "CONNECTION_RESET",
         }
     }
 }

@@ -111,6 +111,7 @@ pub fn serve(
         max_connections: MAX_CONNECTIONS,
         handshake_timeout,
         await_first_bytes: false,
+        evict_idle_after: None,
     };
     let state = Arc::new(state);
     let service = service_fn(move |request| {

@@ -8,21 +8,28 @@
 //!
 //! The deadline is the one the admission step stamped. A call that reached its handler answers by
 //! itself at the same deadline (with its logs and metrics); this layer fires [`SLACK`] later, so it
-//! only answers for requests stuck before the handler. tower-http's `TimeoutLayer` answers a bare
-//! 408 whatever the protocol, hence this one.
+//! only answers for requests stuck before the handler, and counts and logs those of the RPC as
+//! failed calls ([`Refusals::record`]: the gRPC series, the sampled line with the peer and the
+//! cause `request_not_in_time`), so a peer trickling bodies is seen. tower-http's `TimeoutLayer`
+//! answers a bare 408 whatever the protocol, hence this one.
 
 use std::{
     task::{Context, Poll},
     time::Duration,
 };
 
-use http::{HeaderValue, Request, Response, header};
+use http::{Request, Response, header};
 use tonic::{Code, body::Body};
 use tower::{BoxError, Layer, Service};
 
 use super::{error_writer, protocol::Protocol};
 use crate::{
-    call::deadline::{Deadline, DefaultDeadline},
+    auth,
+    call::{
+        Refusals,
+        deadline::{Deadline, DefaultDeadline},
+    },
+    proto::RPC_PATH,
     status::ErrorAnswer,
 };
 
@@ -33,11 +40,15 @@ const SLACK: Duration = Duration::from_millis(5);
 #[derive(Clone, Debug)]
 pub struct ExpiryLayer {
     default_deadline: DefaultDeadline,
+    refusals: Refusals,
 }
 
 impl ExpiryLayer {
-    pub fn new(default_deadline: DefaultDeadline) -> Self {
-        Self { default_deadline }
+    pub fn new(default_deadline: DefaultDeadline, refusals: Refusals) -> Self {
+        Self {
+            default_deadline,
+            refusals,
+        }
     }
 }
 
@@ -48,6 +59,7 @@ impl<S> Layer<S> for ExpiryLayer {
         Expiry {
             inner,
             default_deadline: self.default_deadline.clone(),
+            refusals: self.refusals.clone(),
         }
     }
 }
@@ -56,6 +68,7 @@ impl<S> Layer<S> for ExpiryLayer {
 pub struct Expiry<S> {
     inner: S,
     default_deadline: DefaultDeadline,
+    refusals: Refusals,
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
@@ -79,6 +92,9 @@ where
         let deadline = Deadline::of(request.extensions(), self.default_deadline.get());
         let (budget, expires) = (deadline.budget, deadline.at + SLACK);
         let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+        // The RPC's requests are calls to log; health and reflection are not.
+        let refusals = (request.uri().path() == RPC_PATH).then(|| self.refusals.clone());
+        let peer = auth::peer(request.extensions()).0;
         let answer = self.inner.call(request);
         Box::pin(async move {
             match tokio::time::timeout_at(expires, answer).await {
@@ -89,26 +105,30 @@ where
                         ?protocol,
                         "deadline passed before the call was handled"
                     );
-                    Ok(expired(protocol, content_type, budget))
+                    let answer = expired(budget);
+                    if let Some(refusals) = refusals {
+                        refusals.record(
+                            &answer,
+                            "DEADLINE_EXCEEDED",
+                            Some("request_not_in_time"),
+                            peer,
+                        );
+                    }
+                    Ok(error_writer::write(protocol, content_type.as_ref(), answer))
                 }
             }
         })
     }
 }
 
-/// DEADLINE_EXCEEDED as the request's protocol says it.
-fn expired(
-    protocol: Protocol,
-    content_type: Option<HeaderValue>,
-    budget: Duration,
-) -> Response<Body> {
-    let answer = ErrorAnswer::bare(
+/// DEADLINE_EXCEEDED for a request that did not arrive in time.
+fn expired(budget: Duration) -> ErrorAnswer {
+    ErrorAnswer::bare(
         Code::DeadlineExceeded,
         format!(
             "the call was not complete within its deadline ({} ms from its arrival): the request \
              did not arrive in time",
             budget.as_millis()
         ),
-    );
-    error_writer::write(protocol, content_type.as_ref(), answer)
+    )
 }

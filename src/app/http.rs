@@ -14,7 +14,7 @@ use tower::{BoxError, ServiceBuilder, util::BoxCloneService};
 use super::StartupError;
 use crate::{
     api::{admission::AdmissionLayer, connect::ConnectLayer, expiry::ExpiryLayer, grpc},
-    call::{CallService, deadline::DefaultDeadline},
+    call::{CallService, Refusals, deadline::DefaultDeadline},
     config::ServeConfig,
     proto,
     serving::{listener::AdmissionLimits, serve::ConnectionSettings},
@@ -29,7 +29,7 @@ pub(super) fn stack(
     admission: AdmissionLayer,
     connect: ConnectLayer,
     routes: Routes,
-    default_deadline: DefaultDeadline,
+    (default_deadline, refusals): (DefaultDeadline, Refusals),
 ) -> HttpService {
     BoxCloneService::new(
         ServiceBuilder::new()
@@ -37,7 +37,7 @@ pub(super) fn stack(
             .layer(admission)
             // Outside the Connect edge, which reads a body: no request outlives its deadline,
             // however little of it has arrived.
-            .layer(ExpiryLayer::new(default_deadline))
+            .layer(ExpiryLayer::new(default_deadline, refusals))
             .layer(connect)
             .layer(GrpcWebLayer::new())
             .service(routes),
@@ -102,6 +102,7 @@ impl From<&ServeConfig> for ConnectionLimits {
                 max_connections: peers.max_connections as usize,
                 handshake_timeout: peers.handshake_timeout,
                 await_first_bytes: true,
+                evict_idle_after: Some(peers.evict_idle_after).filter(|after| !after.is_zero()),
             },
         }
     }

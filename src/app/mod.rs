@@ -33,6 +33,7 @@ use crate::{
         router::{RouteBuilder, Router},
     },
     serving::{
+        activity::Connections,
         listener::{self, ConnectionMetrics},
         readiness::{follow_breakers, set_health},
         request_buffers::ProcessBuffers,
@@ -101,6 +102,8 @@ pub struct App {
     peers: http::LivePeers,
     shutdown_grace: Duration,
     simulator: Option<Simulator>,
+    /// The failed-call lines' budget, whose last count of lines left out is written at shutdown.
+    refusals: Refusals,
 }
 
 impl App {
@@ -154,6 +157,7 @@ impl App {
         let default_deadline = DefaultDeadline::new(limits.default_deadline);
         let refusals = Refusals::new(calls.rpc.clone());
         let recent_refusals = refusals.recent().clone();
+        let shutdown_refusals = refusals.clone();
         let admission = AdmissionLayer::new(
             refusals.clone(),
             guards.callers.clone(),
@@ -179,9 +183,9 @@ impl App {
         let service = http::stack(
             cors::cors(&config.listening.cors_allow_origins).map_err(StartupError::Cors)?,
             admission,
-            ConnectLayer::new(calls.clone(), refusals, limits.max_message_size),
+            ConnectLayer::new(calls.clone(), refusals.clone(), limits.max_message_size),
             http::grpc_routes(calls, health_service, limits.max_message_size)?,
-            default_deadline.clone(),
+            (default_deadline.clone(), refusals),
         );
         let handshake = tls.as_ref().map(|tls| {
             let handshake: Handshake = Box::new(tls.handshake());
@@ -272,6 +276,7 @@ impl App {
             peers,
             shutdown_grace: config.listening.shutdown_grace,
             simulator,
+            refusals: shutdown_refusals,
         })
     }
 
@@ -322,6 +327,7 @@ impl App {
             peers,
             shutdown_grace,
             simulator,
+            refusals,
             ..
         } = self;
         let tasks = lifecycle.tasks();
@@ -337,7 +343,9 @@ impl App {
             connection_metrics.clone(),
         );
         let stop_accepting = lifecycle.draining().cancelled_owned();
-        let admission = peers.admission();
+        let served = Connections::default();
+        let admission = (peers.admission(), Some(served.clone()));
+        let buffers = (buffers, served);
         // TLS or not, the connections are of different types, hence the box.
         let mut server: Pin<Box<dyn Future<Output = ()> + Send>> = match handshake {
             Some(handshake) => {
@@ -385,6 +393,8 @@ impl App {
         if !lifecycle.stop(TASKS_STOP_WITHIN).await {
             tracing::warn!(within = ?TASKS_STOP_WITHIN, "a background task did not stop in time");
         }
+        // The failed-call lines left out since the last report: no later line will report them.
+        refusals.flush_log();
         tracing::info!("connect-facade stopped");
         Ok(())
     }

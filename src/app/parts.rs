@@ -200,6 +200,7 @@ pub(super) async fn metrics_endpoint(
         max_connections: METRICS_MAX_CONNECTIONS,
         handshake_timeout,
         await_first_bytes: false,
+        evict_idle_after: None,
     };
     let task = metrics_endpoint::serve(
         listener,

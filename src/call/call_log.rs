@@ -2,11 +2,14 @@
 //! the peer's address (the RPC span's `peer`); a flood of refused calls (invalid, unauthenticated,
 //! rate-limited: each costs the attacker a few hundred bytes) would otherwise turn into tens of
 //! megabytes of log a second, which the log pipeline and the node's disk pay for. So at most
-//! [`FAILED_CALL_LINES_PER_SECOND`] failed-call lines are written a second (governor's GCRA), the
-//! others are counted (`connect_facade_log_lines_suppressed_total`), and how many were left out is
-//! logged at most once a second. Metrics and traces still count and time every call.
+//! [`FAILED_CALL_LINES_PER_SECOND`] failed-call lines are written a second (governor's GCRA), and
+//! at most [`PEER_LINES_PER_SECOND`] of them for one peer's address (a keyed GCRA), so one flooding
+//! peer cannot hide every other caller's failures; the others are counted
+//! (`connect_facade_log_lines_suppressed_total`), and how many were left out is logged at most once
+//! a second, and a last time at shutdown. Metrics and traces still count and time every call.
 
 use std::{
+    net::IpAddr,
     num::NonZeroU32,
     sync::{
         Arc,
@@ -15,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::DefaultClock};
 use parking_lot::Mutex;
 use tonic::Code;
 
@@ -30,13 +33,25 @@ pub const CALL_LOG_TARGET: &str = "connect_facade::calls";
 /// incident, about 50 KB/s of log at the most.
 pub const FAILED_CALL_LINES_PER_SECOND: u32 = 100;
 
+/// Failed-call lines one peer's address may have written per second (with a burst as large): a
+/// tenth of the budget, so it takes ten flooding addresses to crowd out everyone else.
+pub const PEER_LINES_PER_SECOND: u32 = 10;
+
+/// Peers' budgets kept at most; past it (a flood from very many addresses) only the overall budget
+/// applies until the idle ones are forgotten.
+const MAX_PEERS_TRACKED: usize = 10_000;
+
 /// How often the count of lines left out is logged, at most.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+type PeerLimiter =
+    RateLimiter<IpAddr, governor::state::keyed::HashMapStateStore<IpAddr>, DefaultClock>;
 
 /// The failed-call lines' budget.
 #[derive(Debug)]
 pub(crate) struct FailedCallLines {
     limiter: DefaultDirectRateLimiter,
+    peers: PeerLimiter,
     per_second: u32,
     suppressed: AtomicU64,
     last_report: Mutex<Instant>,
@@ -46,8 +61,11 @@ pub(crate) struct FailedCallLines {
 impl FailedCallLines {
     pub fn new(per_second: u32, metrics: Arc<RpcMetrics>) -> Self {
         let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        let per_peer =
+            NonZeroU32::new(PEER_LINES_PER_SECOND.min(per_second)).unwrap_or(NonZeroU32::MIN);
         Self {
             limiter: RateLimiter::direct(Quota::per_second(rate)),
+            peers: RateLimiter::hashmap(Quota::per_second(per_peer)),
             per_second,
             suppressed: AtomicU64::new(0),
             last_report: Mutex::new(Instant::now()),
@@ -55,15 +73,33 @@ impl FailedCallLines {
         }
     }
 
-    /// Whether a failed call's line may be written now; otherwise it is counted as left out.
-    pub(crate) fn admit(&self) -> bool {
-        if self.limiter.check().is_err() {
+    /// Whether a failed call's line from `peer` may be written now; otherwise it is counted as
+    /// left out.
+    pub(crate) fn admit(&self, peer: Option<IpAddr>) -> bool {
+        let peer_over = peer.is_some_and(|peer| {
+            self.peers.len() < MAX_PEERS_TRACKED && self.peers.check_key(&peer).is_err()
+        });
+        if peer_over || self.limiter.check().is_err() {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
             self.metrics.log_line_suppressed();
             return false;
         }
         self.report();
         true
+    }
+
+    /// Logs the lines left out since the last report, if any: on the next line written, and at
+    /// shutdown, where no later line would report them.
+    pub(crate) fn flush(&self) {
+        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        if suppressed > 0 {
+            tracing::warn!(
+                target: CALL_LOG_TARGET,
+                suppressed,
+                per_second = self.per_second,
+                "failed-call lines left out: more than the per-second budget"
+            );
+        }
     }
 
     /// Logs how many lines were left out since the last report, at most once a [`REPORT_INTERVAL`].
@@ -76,13 +112,9 @@ impl FailedCallLines {
             return;
         }
         *last = Instant::now();
-        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
-        tracing::warn!(
-            target: CALL_LOG_TARGET,
-            suppressed,
-            per_second = self.per_second,
-            "failed-call lines left out: more than the per-second budget"
-        );
+        // Addresses whose budget is full again are forgotten (the map stays as small as the flood).
+        self.peers.retain_recent();
+        self.flush();
     }
 }
 
@@ -126,8 +158,27 @@ mod tests {
             10,
             RpcMetrics::register(&mut crate::metrics::MetricsRegistry::new()),
         );
-        let written = (0..1_000).filter(|_| lines.admit()).count();
+        let written = (0..1_000).filter(|_| lines.admit(None)).count();
         assert!((10..=12).contains(&written), "{written} written");
         assert!(lines.suppressed.load(Ordering::Relaxed) >= 988);
+    }
+
+    #[test]
+    fn a_flooding_peer_uses_its_own_share_and_leaves_the_rest_to_others() {
+        let lines = FailedCallLines::new(
+            100,
+            RpcMetrics::register(&mut crate::metrics::MetricsRegistry::new()),
+        );
+        let flooder = Some(IpAddr::from([10, 0, 0, 1]));
+        let written = (0..1_000).filter(|_| lines.admit(flooder)).count();
+        assert!(
+            (PEER_LINES_PER_SECOND as usize..=PEER_LINES_PER_SECOND as usize + 2)
+                .contains(&written),
+            "{written} lines for the flooding peer"
+        );
+        let others = (0..50)
+            .filter(|n| lines.admit(Some(IpAddr::from([10, 0, 1, *n as u8]))))
+            .count();
+        assert_eq!(others, 50, "every other peer's failure is still written");
     }
 }

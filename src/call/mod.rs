@@ -217,7 +217,7 @@ impl CallService {
         recorded.answered(code);
 
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        if code == Code::Ok || self.refusals.lines().admit() {
+        if code == Code::Ok || self.refusals.lines().admit(peer.map(|peer| peer.ip())) {
             span.in_scope(|| call_log::write(code, &record, latency_ms));
         }
         if telemetry::exporting() {

@@ -3,7 +3,7 @@
 //! same `rpc finished` line with the peer's address, within the same log budget. One value, shared
 //! by the edge and the call service.
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use super::{CallRecord, attempts_metadata, call_log, metrics::RpcMetrics, recent::RecentRefusals};
 use crate::{
@@ -42,6 +42,11 @@ impl Refusals {
         &self.metrics
     }
 
+    /// Writes the count of failed-call lines left out since the last report (at shutdown).
+    pub fn flush_log(&self) {
+        self.lines.flush();
+    }
+
     /// The failed-call lines' budget, which calls and refusals share.
     pub(super) fn lines(&self) -> &call_log::FailedCallLines {
         &self.lines
@@ -60,7 +65,6 @@ impl Refusals {
         cause: Option<&'static str>,
         extensions: &http::Extensions,
     ) -> ErrorAnswer {
-        let recorded = self.metrics.rpc_started();
         let reason = error.reason();
         let answer = ErrorAnswer::from(FailedCall {
             error,
@@ -68,10 +72,22 @@ impl Refusals {
             client_token: None,
             metadata: attempts_metadata(0),
         });
-        recorded.answered(answer.code);
+        self.record(&answer, reason, cause, auth::peer(extensions).0);
+        answer
+    }
+
+    /// Counts and logs (sampled, with the peer) an answer the edge wrote itself: a request whose
+    /// body did not arrive by its deadline.
+    pub fn record(
+        &self,
+        answer: &ErrorAnswer,
+        reason: &'static str,
+        cause: Option<&'static str>,
+        peer: Option<SocketAddr>,
+    ) {
+        self.metrics.rpc_started().answered(answer.code);
         self.recent.record(answer.code, reason, None, "");
-        if self.lines.admit() {
-            let (peer, _) = auth::peer(extensions);
+        if self.lines.admit(peer.map(|peer| peer.ip())) {
             let span = tracing::info_span!(
                 "rpc",
                 method = RPC_METHOD,
@@ -84,6 +100,5 @@ impl Refusals {
             };
             span.in_scope(|| call_log::write(answer.code, &record, 0.0));
         }
-        answer
     }
 }

@@ -290,10 +290,18 @@ pub struct PeerLimits {
     #[arg(long, env = "CONNECT_FACADE_MAX_BUFFERED_REQUESTS", default_value = "32MiB", value_parser = size)]
     pub max_buffered_requests: usize,
 
-    /// Connections open at once on the gRPC listener, handshakes included; past it a new connection
-    /// is closed at once, so its client retries, elsewhere behind a Service.
+    /// Connections open at once on the gRPC listener, handshakes included; past it the connection
+    /// idle the longest (see --evict-idle-after) is told to close (GOAWAY) to make room, or, none
+    /// being idle, the new connection is closed at once, so its client retries, elsewhere behind a
+    /// Service.
     #[arg(long, env = "CONNECT_FACADE_MAX_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+
+    /// At --max-connections, a connection with no call for at least this long may be closed
+    /// (GOAWAY) to admit a new one, the one idle the longest first: idle peers that only answer
+    /// PINGs cannot hold every place. `0` turns it off.
+    #[arg(long, env = "CONNECT_FACADE_EVICT_IDLE_AFTER", default_value = "1s", value_parser = duration)]
+    pub evict_idle_after: Duration,
 
     /// Longest a new connection may take to finish its TLS handshake and send its first bytes (the
     /// HTTP/2 preface); past it, it is closed. Also the metrics endpoint's deadline for a request's

@@ -5,11 +5,12 @@
 //!   deadline, descriptors running out), and the connections' metrics;
 //! - [`serve`]: serving each admitted connection (HTTP/1.1 header bound, idle timeout, GOAWAY at its
 //!   age and at shutdown), with [`request_buffers`] bounding the request data held for calls not
-//!   yet answered;
+//!   yet answered, and [`activity`] each connection's calls (the cap closes the one idle longest);
 //! - [`tls`]: handshakes, and certificates reloaded on change or SIGHUP ([`reload`]);
 //! - [`readiness`]: health answers, following the breakers when asked;
 //! - [`metrics_endpoint`]: `GET /metrics` on its own listener.
 
+pub(crate) mod activity;
 pub(crate) mod listener;
 pub(crate) mod metrics_endpoint;
 pub(crate) mod readiness;

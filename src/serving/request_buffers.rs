@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
+use tower::BoxError;
 
 use crate::serving::listener::{CloseReason, ConnectionMetrics};
 
@@ -138,6 +139,13 @@ impl ConnectionBuffers {
         Some(OpenRequest(self.clone()))
     }
 
+    /// Why this connection was reset, if it was.
+    fn was_reset(&self) -> Option<CloseReason> {
+        self.exceeded
+            .load(Ordering::Acquire)
+            .then(|| self.reset_reason())
+    }
+
     /// Why this connection was reset, as its metric's reason.
     pub fn reset_reason(&self) -> CloseReason {
         match self.reason.load(Ordering::Acquire) {
@@ -207,6 +215,15 @@ impl Drop for CallBuffer {
     }
 }
 
+/// A body cut because the facade reset its connection: the call's log line says so (its reason
+/// `CONNECTION_RESET`), rather than blaming the bytes that never came.
+#[derive(Debug, thiserror::Error)]
+#[error("the facade reset the connection: {}", match .0 {
+    CloseReason::OpenRequests => "it held the most of --max-open-requests when another peer needed one",
+    _ => "its unfinished requests held more data than --max-connection-buffer (or the process more than --max-buffered-requests) allows",
+})]
+pub struct ConnectionReset(pub CloseReason);
+
 /// A request body whose bytes are counted against its call's share of the buffers.
 pub struct Counted<B> {
     inner: B,
@@ -222,14 +239,15 @@ impl<B> Counted<B> {
 impl<B> Body for Counted<B>
 where
     B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
@@ -237,7 +255,14 @@ where
             self.call.held.fetch_add(data.len(), Ordering::AcqRel);
             self.call.connection.add(data.len());
         }
-        polled
+        polled.map(|frame| {
+            frame.map(|read| {
+                read.map_err(|error| match self.call.connection.was_reset() {
+                    Some(reason) => Box::new(ConnectionReset(reason)) as BoxError,
+                    None => error.into(),
+                })
+            })
+        })
     }
 
     fn is_end_stream(&self) -> bool {

@@ -8,15 +8,7 @@
 //! grace without its GOAWAY, hence this loop; the peer's address and certificates reach each request
 //! as tonic's `Connected` reports them. The reasoning: the book's "Designs" chapter.
 
-use std::{
-    fmt::Display,
-    pin::pin,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{fmt::Display, pin::pin, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -25,16 +17,16 @@ use hyper_util::{
     server::conn::auto,
     service::TowerToHyperService,
 };
-use parking_lot::Mutex;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::{Notify, watch},
+    sync::watch,
     time::Instant,
 };
 use tokio_stream::{Stream, StreamExt};
 use tonic::{body::Body, transport::server::Connected};
 use tower::{BoxError, Service, ServiceExt};
 
+use crate::serving::activity::{Activity, Connections, Listed};
 use crate::serving::listener::CloseReason;
 use crate::serving::request_buffers::{
     ConnectionBuffers, Counted, OpenRequestsFull, ProcessBuffers,
@@ -82,12 +74,13 @@ impl ConnectionSettings {
 }
 
 /// Serves every connection `incoming` yields with `service` until `stop` resolves; then each
-/// connection gets GOAWAY, and this returns once they are all closed.
+/// connection gets GOAWAY, and this returns once they are all closed. Each is listed in
+/// `connections`, for the accept loop to close the one idle the longest when the cap is reached.
 pub async fn serve<I, IO, E, S, B>(
     incoming: I,
     service: S,
     mut settings: watch::Receiver<ConnectionSettings>,
-    buffers: Arc<ProcessBuffers>,
+    (buffers, connections): (Arc<ProcessBuffers>, Connections),
     stop: impl Future<Output = ()>,
 ) where
     I: Stream<Item = Result<IO, E>>,
@@ -123,7 +116,10 @@ pub async fn serve<I, IO, E, S, B>(
                     service.clone(),
                     builder.clone(),
                     current,
-                    buffers.connection(current.max_connection_buffer),
+                    (
+                        buffers.connection(current.max_connection_buffer),
+                        connections.register(),
+                    ),
                     goaway_sent.clone(),
                 ),
                 Some(Err(error)) => tracing::debug!(%error, "connection not admitted"),
@@ -142,7 +138,7 @@ fn spawn_connection<IO, S, B>(
     service: S,
     builder: auto::Builder<TokioExecutor>,
     settings: ConnectionSettings,
-    buffers: Arc<ConnectionBuffers>,
+    (buffers, (activity, listed)): (Arc<ConnectionBuffers>, (Arc<Activity>, Listed)),
     goaway_sent: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
@@ -154,7 +150,12 @@ fn spawn_connection<IO, S, B>(
     B::Error: Into<BoxError>,
 {
     let info = io.connect_info();
-    let activity = Arc::new(Activity::new());
+    let peer = {
+        // The address as a request sees it (plain TCP or TLS), for the connection's own log lines.
+        let mut extensions = http::Extensions::new();
+        extensions.insert(info.clone());
+        crate::auth::peer(&extensions).0
+    };
     let calls = {
         let (activity, buffers) = (activity.clone(), buffers.clone());
         tower::service_fn(move |request: http::Request<Incoming>| {
@@ -183,8 +184,8 @@ fn spawn_connection<IO, S, B>(
         TowerToHyperService::new(calls),
         builder,
         settings,
-        (activity, buffers),
-        goaway_sent,
+        (activity, listed, buffers),
+        (peer, goaway_sent),
     );
 }
 
@@ -196,8 +197,8 @@ fn drive<IO, H, E>(
     service: H,
     builder: auto::Builder<E>,
     settings: ConnectionSettings,
-    (activity, buffers): (Arc<Activity>, Arc<ConnectionBuffers>),
-    mut goaway_sent: watch::Receiver<bool>,
+    (activity, listed, buffers): (Arc<Activity>, Listed, Arc<ConnectionBuffers>),
+    (peer, mut goaway_sent): (Option<std::net::SocketAddr>, watch::Receiver<bool>),
 ) where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     H: hyper::service::Service<http::Request<Incoming>, Response = http::Response<Body>>
@@ -209,6 +210,8 @@ fn drive<IO, H, E>(
     E: hyper_util::server::conn::auto::HttpServerConnExec<H::Future, Body> + Send + Sync + 'static,
 {
     tokio::spawn(async move {
+        // Listed while the task runs: the accept loop may pick it to close when the cap is reached.
+        let _listed = listed;
         let mut connection = pin!(builder.serve_connection(io, service));
         let aged = tokio::time::sleep(settings.max_connection_age);
         let mut aged = pin!(aged);
@@ -232,15 +235,17 @@ fn drive<IO, H, E>(
                     // Reset, not closed gracefully: its calls would hold their data a while longer.
                     let reason = buffers.reset_reason();
                     buffers.count_closed(reason);
+                    let peer = peer.map(tracing::field::display);
                     if reason == CloseReason::Buffer {
-                        tracing::warn!("connection reset: its unfinished requests held more data than allowed");
+                        tracing::warn!(peer, "connection reset: its unfinished requests held more data than --max-connection-buffer (or every connection's more than --max-buffered-requests)");
                     } else {
-                        tracing::warn!("connection reset: it held the most of --max-open-requests when another peer needed one");
+                        tracing::warn!(peer, "connection reset: it held the most of --max-open-requests when another peer needed one");
                     }
                     return;
                 }
                 () = &mut aged, if !closing => CloseReason::MaxAge,
                 () = &mut idle, if !closing => CloseReason::Idle,
+                () = activity.evicted(), if !closing => CloseReason::Evicted,
                 _ = goaway_sent.changed(), if !closing => CloseReason::Shutdown,
                 () = tokio::time::sleep_until(force_at.unwrap_or_else(Instant::now)),
                     if force_at.is_some() => {
@@ -259,61 +264,4 @@ fn drive<IO, H, E>(
             }
         }
     });
-}
-
-/// The calls in flight on one connection, and since when it has had none.
-struct Activity {
-    open: AtomicUsize,
-    idle_since: Mutex<Instant>,
-    changed: Notify,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            open: AtomicUsize::new(0),
-            idle_since: Mutex::new(Instant::now()),
-            changed: Notify::new(),
-        }
-    }
-
-    fn open(self: &Arc<Self>) -> OpenCall {
-        self.open.fetch_add(1, Ordering::SeqCst);
-        self.changed.notify_waiters();
-        OpenCall(self.clone())
-    }
-
-    /// Resolves once the connection has had no call in flight for `timeout`.
-    async fn idle_for(&self, timeout: Duration) {
-        loop {
-            // Created before the state is read: a change after the read still wakes it.
-            let changed = self.changed.notified();
-            if self.open.load(Ordering::SeqCst) > 0 {
-                changed.await;
-                continue;
-            }
-            let since = *self.idle_since.lock();
-            tokio::select! {
-                () = tokio::time::sleep_until(since + timeout) => {
-                    if self.open.load(Ordering::SeqCst) == 0 && *self.idle_since.lock() == since {
-                        return;
-                    }
-                }
-                () = changed => {}
-            }
-        }
-    }
-}
-
-/// A call in flight; the connection is idle again when the last one is dropped.
-struct OpenCall(Arc<Activity>);
-
-impl Drop for OpenCall {
-    fn drop(&mut self) {
-        let activity = &self.0;
-        if activity.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-            *activity.idle_since.lock() = Instant::now();
-        }
-        activity.changed.notify_waiters();
-    }
 }

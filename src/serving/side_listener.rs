@@ -35,7 +35,7 @@ where
     let mut connections = listener::admit(
         listener,
         name,
-        limits.fixed(),
+        (limits.fixed(), None),
         connection_metrics,
         |stream| std::future::ready(Ok(stream)),
     );

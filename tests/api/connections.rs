@@ -54,6 +54,9 @@ async fn a_connection_that_never_sends_the_preface_is_closed_at_the_handshake_de
 async fn past_the_cap_new_connections_are_closed_while_open_ones_keep_working() {
     let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
         c.peers.max_connections = 2;
+        // No connection gives up its place: the newcomers are turned away (peer_bounds.rs has the
+        // idle connections that do).
+        c.peers.evict_idle_after = Duration::ZERO;
         c.telemetry.metrics_listen = Some(loopback());
     })
     .await;

@@ -1,6 +1,7 @@
 //! A flood of refused calls with oversized ids, from the outside: the logs stay bounded per line
 //! (caller values quoted at most 128 characters) and per second (failed-call lines sampled), each
-//! line names the peer, and the answer quotes the id within bounds a stock gRPC client reads.
+//! line names the peer, and the answer quotes the id within bounds a stock gRPC client reads. A
+//! body answered at its deadline is logged as any failed call.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::{
-    support::{channel, entire_session},
+    support::{channel, connect_head, entire_session, http1_answer_at},
     support::{facade, serving},
 };
 use connect_facade::proto::contact_service_client::ContactServiceClient;
@@ -89,5 +90,111 @@ async fn three_thousand_refused_calls_with_a_60_kb_id_write_bounded_sampled_logs
         logs.iter()
             .any(|l| l.contains("failed-call lines left out")),
         "the suppressed lines are reported"
+    );
+}
+
+#[tokio::test]
+async fn a_body_answered_at_its_deadline_is_logged_with_the_peer() {
+    let serving = serving(facade(&[
+        "serve",
+        "--simulator",
+        "--listen",
+        "127.0.0.1:0",
+        "--default-deadline",
+        "300ms",
+    ]))
+    .await;
+    for _ in 0..3 {
+        let (answer, _) = http1_answer_at(serving.addr, &connect_head("")).await;
+        assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    }
+    // A fixed sleep: the child's log lines reach the reader through a pipe with no event to await.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logs = serving.logs.lock().unwrap().clone();
+    let lines: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.contains("rpc finished") && l.contains("request_not_in_time"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{logs:#?}");
+    for line in lines {
+        assert!(line.contains("DEADLINE_EXCEEDED"), "{line}");
+        assert!(line.contains("\"peer\":\"127.0.0.1:"), "{line}");
+    }
+}
+
+/// A Connect call with an empty message (INVALID_ARGUMENT) over HTTP/1.1 from `source`.
+async fn invalid_call_from(source: std::net::IpAddr, addr: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::new(source, 0)).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let head = "POST /amazonconnect.v1.ContactService/CreatePersistentContactAssociation HTTP/1.1\r\n\
+                host: facade\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\
+                connection: close\r\n\r\n{}";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    assert!(
+        String::from_utf8_lossy(&answer).contains("invalid_argument"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[tokio::test]
+async fn a_flooding_peer_cannot_hide_another_peers_failures_and_every_line_left_out_is_counted() {
+    let mut serving = serving(facade(&["serve", "--simulator", "--listen", "127.0.0.1:0"])).await;
+    let (flooder, other) = (
+        std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::IpAddr::from([127, 0, 0, 2]),
+    );
+    let addr = serving.addr;
+    let flood = tokio::spawn(async move {
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            calls.spawn(async move {
+                for _ in 0..50 {
+                    invalid_call_from(flooder, addr).await;
+                }
+            });
+        }
+        calls.join_all().await;
+    });
+    for _ in 0..5 {
+        invalid_call_from(other, addr).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    flood.await.unwrap();
+    crate::support::sigterm(&serving.child);
+    crate::support::exits_zero(&mut serving.child).await;
+    // A fixed sleep: the last lines reach the reader through the pipe after the exit.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = serving.logs.lock().unwrap().clone();
+    let finished_from = |ip: &str| {
+        logs.iter()
+            .filter(|l| l.contains("rpc finished") && l.contains(&format!("\"peer\":\"{ip}:")))
+            .count()
+    };
+    assert_eq!(
+        finished_from("127.0.0.2"),
+        5,
+        "every failure of the quiet peer is written"
+    );
+    let flooded = finished_from("127.0.0.1");
+    let left_out: u64 = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|event| {
+            event["fields"]["message"]
+                == "failed-call lines left out: more than the per-second budget"
+        })
+        .filter_map(|event| event["fields"]["suppressed"].as_u64())
+        .sum();
+    assert!(flooded < 100, "{flooded} lines for the flooding peer");
+    assert_eq!(
+        flooded as u64 + left_out,
+        400,
+        "each of the flooding peer's 400 failures is written or counted as left out (the last \
+         count at shutdown)"
     );
 }

@@ -1,9 +1,13 @@
 //! What a connected peer may hold, from the outside: HTTP/1.1 headers are bounded like HTTP/2's
 //! (431 past `--max-header-list-size`), an idle HTTP/2 connection that answers PINGs is closed at
 //! `--idle-timeout`, a connection gets its GOAWAY at `--max-connection-age`, not at age + grace, and
-//! streams left unfinished hold bounded memory (`--max-connection-buffer`, `--max-open-requests`).
+//! streams left unfinished hold bounded memory (`--max-connection-buffer`, `--max-open-requests`),
+//! and idle connections cannot hold every place under `--max-connections`.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -11,7 +15,7 @@ use tokio::{
 };
 
 use crate::{
-    support::{TestApp, entire_session, eventually, open_chats_with_quota, spawn_with},
+    support::{entire_session, eventually, open_chats_with_quota, spawn_with},
     support::{facade, serving},
 };
 
@@ -22,8 +26,8 @@ const GOAWAY: u8 = 0x7;
 
 /// Opens an HTTP/2 connection that makes no call and answers every PING; returns when the server
 /// closes it: how long that took, and whether a GOAWAY came first.
-async fn idle_h2_connection(app: &TestApp, within: Duration) -> (Duration, bool) {
-    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+async fn idle_h2_connection(addr: SocketAddr, within: Duration) -> (Duration, bool) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     let started = Instant::now();
     stream.write_all(PREFACE).await.unwrap();
     stream
@@ -67,7 +71,7 @@ async fn an_idle_connection_answering_pings_is_closed_at_the_idle_timeout() {
         c.telemetry.metrics_listen = Some(crate::support::loopback());
     })
     .await;
-    let (after, goaway) = idle_h2_connection(&app, Duration::from_secs(5)).await;
+    let (after, goaway) = idle_h2_connection(app.addr, Duration::from_secs(5)).await;
     assert!(goaway, "a GOAWAY first");
     assert!(
         (Duration::from_millis(550)..Duration::from_millis(2_000)).contains(&after),
@@ -88,13 +92,71 @@ async fn an_idle_connection_answering_pings_is_closed_at_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn idle_connections_answering_pings_give_up_their_places_to_callers_at_the_cap() {
+    let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
+        c.peers.max_connections = 4;
+        c.peers.evict_idle_after = Duration::from_millis(300);
+        c.peers.keepalive_interval = Duration::from_millis(100);
+        c.telemetry.metrics_listen = Some(crate::support::loopback());
+    })
+    .await;
+    app.call(entire_session())
+        .await
+        .expect("the app's own client");
+    // Three idle peers answering every PING take the other three places (the app's client holds
+    // the fourth), for longer than the idle timeout (5 minutes) would take to free them.
+    let peers: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(idle_h2_connection(app.addr, Duration::from_secs(20))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Every caller on a new connection is served, and keeps it: each takes the place of the
+    // connection idle the longest (the app's own client, then the peers), none of another caller.
+    let mut callers = Vec::new();
+    for n in 0..4 {
+        let mut caller = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+            .unwrap()
+            .connect()
+            .await
+            .map(connect_facade::proto::contact_service_client::ContactServiceClient::new)
+            .unwrap_or_else(|error| panic!("caller {n} connects: {error}"));
+        let answer = caller
+            .create_persistent_contact_association(entire_session())
+            .await;
+        assert!(answer.is_ok(), "caller {n}: {answer:?}");
+        callers.push(caller);
+    }
+    for peer in peers {
+        let (_, goaway) = peer.await.unwrap();
+        assert!(goaway, "an evicted peer gets a GOAWAY first");
+    }
+    let metrics = app.scrape().await;
+    let evicted = crate::support::series_value(
+        &metrics,
+        r#"connect_facade_connections_closed_total{listener="grpc",reason="evicted_idle"}"#,
+    );
+    assert_eq!(
+        evicted,
+        Some(4.0),
+        "the three peers and the app's idle client"
+    );
+    assert_eq!(
+        crate::support::series_value(
+            &metrics,
+            r#"connect_facade_connections_closed_total{listener="grpc",reason="cap"}"#,
+        ),
+        None,
+        "no caller was turned away"
+    );
+}
+
+#[tokio::test]
 async fn a_connection_gets_its_goaway_at_its_age_not_after_the_grace() {
     let app = spawn_with(open_chats_with_quota(100.0, 100), |c| {
         c.peers.max_connection_age = Duration::from_millis(500);
         c.listening.shutdown_grace = Duration::from_secs(20);
     })
     .await;
-    let (after, goaway) = idle_h2_connection(&app, Duration::from_secs(5)).await;
+    let (after, goaway) = idle_h2_connection(app.addr, Duration::from_secs(5)).await;
     assert!(goaway, "a GOAWAY first");
     assert!(
         after < Duration::from_millis(2_000),
@@ -173,16 +235,34 @@ async fn unfinished_streams(
     Vec<tokio::sync::mpsc::Sender<Result<hyper::body::Frame<bytes::Bytes>, tonic::Status>>>,
     tokio::task::JoinSet<Option<String>>,
 ) {
-    use bytes::Bytes;
+    let mut frame = vec![0];
+    frame.extend_from_slice(&announced.to_be_bytes());
+    frame.resize(sent, 0x0a);
+    unfinished_bodies(
+        addr,
+        connections,
+        streams,
+        ("application/grpc", frame.into()),
+    )
+    .await
+}
+
+/// Streams left unfinished: on each of `connections` connections, `streams` calls in
+/// `content_type` whose body so far is `first`.
+async fn unfinished_bodies(
+    addr: std::net::SocketAddr,
+    connections: usize,
+    streams: usize,
+    (content_type, frame): (&'static str, bytes::Bytes),
+) -> (
+    Vec<tokio::sync::mpsc::Sender<Result<hyper::body::Frame<bytes::Bytes>, tonic::Status>>>,
+    tokio::task::JoinSet<Option<String>>,
+) {
     use http_body_util::StreamBody;
     use tower::{Service, ServiceExt};
 
     let mut senders = Vec::new();
     let mut calls = tokio::task::JoinSet::new();
-    let mut frame = vec![0];
-    frame.extend_from_slice(&announced.to_be_bytes());
-    frame.resize(sent, 0x0a);
-    let frame = Bytes::from(frame);
     for _ in 0..connections {
         let channel = crate::support::channel(addr).await;
         for _ in 0..streams {
@@ -198,7 +278,7 @@ async fn unfinished_streams(
                 .uri(format!(
                     "http://{addr}/amazonconnect.v1.ContactService/CreatePersistentContactAssociation"
                 ))
-                .header("content-type", "application/grpc")
+                .header("content-type", content_type)
                 .header("te", "trailers")
                 .body(tonic::body::Body::new(body))
                 .unwrap();
@@ -264,6 +344,58 @@ async fn sixteen_connections_of_256_unfinished_64_kib_streams_are_reset_within_t
     // Before the bound: +31-37 MiB per connection (16 connections: over 500 MiB). Now each holds
     // at most its 1 MiB of request data, its 256 KiB window, and its streams' own state.
     assert!(grown < 128 * 1024, "peak RSS grew {grown} KiB");
+    still_serving(serving.addr).await;
+}
+
+#[tokio::test]
+async fn a_connection_reset_at_the_buffer_bound_is_logged_with_its_peer_and_its_streams_say_why() {
+    let serving = serving(facade(&[
+        "serve",
+        "--simulator",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-connection-buffer",
+        "64KiB",
+    ]))
+    .await;
+    // Four Connect calls on one connection, 30 KB of each body sent and the rest never: past 64 KiB.
+    let body = bytes::Bytes::from(vec![b' '; 30_000]);
+    let (senders, mut calls) =
+        unfinished_bodies(serving.addr, 1, 4, ("application/json", body)).await;
+    let lines = || serving.logs.lock().unwrap().clone();
+    eventually(
+        "the reset and its streams' lines",
+        Duration::from_secs(10),
+        || {
+            let lines = lines();
+            std::future::ready(
+                lines.iter().any(|l| l.contains("connection reset: "))
+                    && lines.iter().any(|l| l.contains("CONNECTION_RESET")),
+            )
+        },
+    )
+    .await;
+    drop(senders);
+    calls.abort_all();
+    let lines = lines();
+    let reset = lines
+        .iter()
+        .find(|l| l.contains("connection reset: "))
+        .unwrap();
+    assert!(reset.contains("\"peer\":\"127.0.0.1:"), "{reset}");
+    assert!(reset.contains("--max-connection-buffer"), "{reset}");
+    let cut: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("rpc finished") && l.contains("CONNECTION_RESET"))
+        .collect();
+    assert!(
+        !cut.is_empty() && cut.iter().all(|l| l.contains("\"peer\":\"127.0.0.1:")),
+        "{cut:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("MALFORMED_MESSAGE")),
+        "a cut stream is not the caller's malformed message: {lines:#?}"
+    );
     still_serving(serving.addr).await;
 }
 

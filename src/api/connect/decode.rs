@@ -18,6 +18,7 @@ use crate::{
     clip,
     error::EdgeRefusal,
     proto::CreatePersistentContactAssociationRequest,
+    serving::request_buffers::ConnectionReset,
 };
 
 /// The call as the service takes it, or why the request cannot be one (with the request's
@@ -80,6 +81,14 @@ async fn message(
             });
         }
         Err(error) => {
+            // Through tonic's body, the reset is the source of a Status.
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+            while let Some(error) = cause {
+                if let Some(reset) = error.downcast_ref::<ConnectionReset>() {
+                    return Err(EdgeRefusal::ConnectionReset(reset.to_string()));
+                }
+                cause = error.source();
+            }
             return Err(EdgeRefusal::Malformed(format!(
                 "cannot read the request body: {error}"
             )));

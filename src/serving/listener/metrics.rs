@@ -33,6 +33,8 @@ pub enum CloseReason {
     MaxAge,
     /// GOAWAY after `--idle-timeout` with no call.
     Idle,
+    /// GOAWAY to the connection idle the longest, to admit a new one past `--max-connections`.
+    Evicted,
     /// GOAWAY as the server drains (not counted: every connection gets it).
     Shutdown,
 }
@@ -47,6 +49,7 @@ impl CloseReason {
             Self::OpenRequests => "open_requests",
             Self::MaxAge => "max_age",
             Self::Idle => "idle",
+            Self::Evicted => "evicted_idle",
             Self::Shutdown => "shutdown",
         }
     }

@@ -1,7 +1,9 @@
 //! What a connection may cost before it makes a call: the accept loop of the gRPC and metrics
 //! listeners, which admits a connection only within bounds:
 //!
-//! - a cap on open connections (`--max-connections`), handshakes included: past it, reset at once;
+//! - a cap on open connections (`--max-connections`), handshakes included: past it, the connection
+//!   idle the longest is told to close (GOAWAY) and the newcomer admitted, or, none being idle,
+//!   the newcomer is reset at once ([`crate::serving::activity`]);
 //! - a handshake deadline (`--handshake-timeout`) for the TLS handshake and the first bytes;
 //! - descriptors running out: logged once, counted, and accepting again after
 //!   [`OUT_OF_DESCRIPTORS_PAUSE`] instead of spinning.
@@ -29,6 +31,8 @@ use tokio::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+use crate::serving::activity::Connections;
+
 mod metrics;
 
 pub(crate) use metrics::{CloseReason, ConnectionMetrics};
@@ -51,6 +55,8 @@ pub struct AdmissionLimits {
     /// Whether a connection must send its first bytes before it is handed on (the metrics
     /// listener's HTTP/1.1 server has its own header timeout instead).
     pub await_first_bytes: bool,
+    /// At the cap, a connection with no call for this long may give up its place (`None`: never).
+    pub evict_idle_after: Option<Duration>,
 }
 
 impl AdmissionLimits {
@@ -95,6 +101,13 @@ impl OpenCount {
         self.metrics.set_open(self.listener, open + 1);
         Some(OpenConnection(self.clone()))
     }
+
+    /// Counts a new connection past the cap: one whose place another is giving up.
+    fn open_in_place_of_another(&self) -> OpenConnection {
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        self.metrics.set_open(self.listener, open);
+        OpenConnection(self.clone())
+    }
 }
 
 /// One open connection, counted until dropped.
@@ -109,11 +122,13 @@ impl Drop for OpenConnection {
 }
 
 /// Accepts on `listener` within `limits` (as they are when each connection arrives), runs `handshake` (TLS, or nothing) on each connection, and
-/// yields the admitted ones. The loop ends, closing the listening socket, when the stream is dropped.
+/// yields the admitted ones. At the cap, the connection of `served` idle the longest gives up its
+/// place, if any (`None`: the newcomer is reset). The loop ends, closing the listening socket,
+/// when the stream is dropped.
 pub fn admit<IO, H, F>(
     listener: TcpListener,
     name: &'static str,
-    limits: watch::Receiver<AdmissionLimits>,
+    (limits, served): (watch::Receiver<AdmissionLimits>, Option<Connections>),
     metrics: ConnectionMetrics,
     handshake: H,
 ) -> ReceiverStream<io::Result<Admitted<IO>>>
@@ -160,7 +175,14 @@ where
             }
             // The limits in force now: a reload may have changed them since the last connection.
             let limits = *limits.borrow();
-            let Some(open) = count.try_open(limits.max_connections) else {
+            let open = count.try_open(limits.max_connections).or_else(|| {
+                let after = limits.evict_idle_after?;
+                served
+                    .as_ref()
+                    .is_some_and(|served| served.evict_longest_idle(after))
+                    .then(|| count.open_in_place_of_another())
+            });
+            let Some(open) = open else {
                 metrics.closed(name, CloseReason::Cap);
                 // A reset rather than a graceful close: gRPC clients read it as UNAVAILABLE, the
                 // code they retry, where a connection closed before its HTTP/2 handshake is
@@ -322,6 +344,7 @@ mod tests {
             max_connections,
             handshake_timeout,
             await_first_bytes: true,
+            evict_idle_after: None,
         }
     }
 
@@ -336,9 +359,13 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let mut registry = crate::metrics::MetricsRegistry::new();
         let metrics = ConnectionMetrics::register(&mut registry);
-        let incoming = admit(listener, "grpc", limits.fixed(), metrics, |stream| {
-            std::future::ready(Ok(stream))
-        });
+        let incoming = admit(
+            listener,
+            "grpc",
+            (limits.fixed(), None),
+            metrics,
+            |stream| std::future::ready(Ok(stream)),
+        );
         (addr, incoming, registry.into_exposition())
     }
 

@@ -16,7 +16,12 @@ use tower::{Service, ServiceExt};
 
 /// The HTTP/1.1 answer to `head` (a request whose body never comes), and when it came.
 pub async fn http1_answer(app: &TestApp, head: &str) -> (String, Duration) {
-    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    http1_answer_at(app.addr, head).await
+}
+
+/// [`http1_answer`] from a facade at `addr`.
+pub async fn http1_answer_at(addr: std::net::SocketAddr, head: &str) -> (String, Duration) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     let started = Instant::now();
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
