@@ -182,7 +182,7 @@ PY
 promtool check rules "$out/rendered-rules.yaml" >/dev/null || fail "promtool refuses the rendered PrometheusRule's rules"
 echo "ok   PrometheusRule (promtool), ServiceMonitor, dashboard ConfigMap; runbook links point at the overlay's base"
 
-for policy in deploy/iam-policy.json deploy/iam-assume-role-policy.json deploy/iam-trust-policy.json; do
+for policy in deploy/iam-policy.json deploy/iam-policy-reconcile.json deploy/iam-assume-role-policy.json deploy/iam-trust-policy.json; do
   python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$policy" || fail "$policy is not JSON"
 done
 echo "ok   base and overlay render; the overlay shares the quota through Redis and mounts its routes"

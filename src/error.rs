@@ -53,18 +53,12 @@ pub enum CallError {
         "client_token was already used with other fields; use a new token for a new request, or the same fields to retry"
     )]
     ClientTokenReused,
-    /// The initial contact already continues a past chat (remembered by the facade): another
-    /// source or type than the association it has.
-    #[error(
-        "contact {} already continues a past chat ({rehydration_type} from {}); a retry of that call gets its answer with the same fields",
-        clip::echo(initial_contact_id),
-        clip::echo(source_contact_id)
-    )]
+    /// The initial contact already continues a past chat: one the facade remembers (another source
+    /// or type than this call's), or one Amazon Connect reports while the facade has forgotten it.
+    #[error("{}", already_associated(initial_contact_id, existing))]
     AlreadyAssociated {
         initial_contact_id: String,
-        rehydration_type: &'static str,
-        source_contact_id: String,
-        continued_from_contact_id: String,
+        existing: ExistingAssociation,
     },
     /// No route serves the instance (`--routes` without a match or a default route).
     #[error(
@@ -122,6 +116,52 @@ pub enum EdgeRefusal {
     /// reaches the peer, but the call's line says why it ended.
     #[error("{0}")]
     ConnectionReset(String),
+}
+
+/// What is known of the association a contact already has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExistingAssociation {
+    /// Remembered by the facade: what was asked, and AWS's answer.
+    Remembered {
+        rehydration_type: &'static str,
+        source_contact_id: String,
+        continued_from_contact_id: String,
+    },
+    /// Amazon Connect refused the association as already enabled, and the facade does not
+    /// remember it (its store forgot: a Redis restart, a failover, an eviction). The contact it
+    /// continues from, when AWS said (DescribeContact, with `--reconcile-associations`).
+    Forgotten {
+        continued_from_contact_id: Option<String>,
+        /// The refused association's `x-amzn-RequestId`.
+        aws_request_id: Option<String>,
+    },
+}
+
+fn already_associated(initial_contact_id: &str, existing: &ExistingAssociation) -> String {
+    let contact = clip::echo(initial_contact_id);
+    match existing {
+        ExistingAssociation::Remembered {
+            rehydration_type,
+            source_contact_id,
+            ..
+        } => format!(
+            "contact {contact} already continues a past chat ({rehydration_type} from {}); a retry \
+             of that call gets its answer with the same fields",
+            clip::echo(source_contact_id)
+        ),
+        ExistingAssociation::Forgotten {
+            continued_from_contact_id,
+            ..
+        } => format!(
+            "contact {contact} already continues a past chat{}, which the facade does not remember \
+             (Amazon Connect refused the association as already enabled): if this call retries one \
+             that may have succeeded, treat the association as done",
+            continued_from_contact_id
+                .as_deref()
+                .map(|id| format!(" (from contact {})", clip::echo(id)))
+                .unwrap_or_default()
+        ),
+    }
 }
 
 /// A rate limit as the IETF RateLimit headers name it (draft-ietf-httpapi-ratelimit-headers).
@@ -237,21 +277,44 @@ impl CallError {
             }
             Self::AlreadyAssociated {
                 initial_contact_id,
-                rehydration_type,
-                source_contact_id,
-                continued_from_contact_id,
+                existing,
             } => {
                 details.add_precondition_failure_violation(
                     "ALREADY_ASSOCIATED",
                     format!("contact:{}", clip::echo(initial_contact_id)),
                     "Amazon Connect allows one persistent chat association per contact",
                 );
-                info.insert("rehydrationType".to_owned(), (*rehydration_type).to_owned());
-                info.insert("sourceContactId".to_owned(), clip::echo(source_contact_id));
-                info.insert(
-                    "continuedFromContactId".to_owned(),
-                    clip::echo(continued_from_contact_id),
-                );
+                match existing {
+                    ExistingAssociation::Remembered {
+                        rehydration_type,
+                        source_contact_id,
+                        continued_from_contact_id,
+                    } => {
+                        info.insert("remembered".to_owned(), "true".to_owned());
+                        info.insert("rehydrationType".to_owned(), (*rehydration_type).to_owned());
+                        info.insert("sourceContactId".to_owned(), clip::echo(source_contact_id));
+                        info.insert(
+                            "continuedFromContactId".to_owned(),
+                            clip::echo(continued_from_contact_id),
+                        );
+                    }
+                    ExistingAssociation::Forgotten {
+                        continued_from_contact_id,
+                        aws_request_id,
+                    } => {
+                        info.insert("remembered".to_owned(), "false".to_owned());
+                        info.insert(
+                            "awsErrorCode".to_owned(),
+                            "InvalidRequestException".to_owned(),
+                        );
+                        if let Some(id) = aws_request_id {
+                            info.insert("awsRequestId".to_owned(), id.clone());
+                        }
+                        if let Some(id) = continued_from_contact_id {
+                            info.insert("continuedFromContactId".to_owned(), clip::echo(id));
+                        }
+                    }
+                }
             }
             Self::CallerNotAllowed { caller } => {
                 info.insert("caller".to_owned(), caller.clone());

@@ -179,7 +179,7 @@ mod tests {
     use super::*;
     use crate::{
         domain::{FieldViolation, ValidationError},
-        error::upstream_outcome,
+        error::{ExistingAssociation, upstream_outcome},
         upstream::{UpstreamError, UpstreamErrorKind},
     };
 
@@ -283,9 +283,11 @@ mod tests {
             CallError::ClientTokenReused,
             CallError::AlreadyAssociated {
                 initial_contact_id: "a".into(),
-                rehydration_type: "FROM_SEGMENT",
-                source_contact_id: "b".into(),
-                continued_from_contact_id: "c".into(),
+                existing: ExistingAssociation::Remembered {
+                    rehydration_type: "FROM_SEGMENT",
+                    source_contact_id: "b".into(),
+                    continued_from_contact_id: "c".into(),
+                },
             },
             CallError::InstanceNotRouted {
                 instance_id: "i".into(),
@@ -314,6 +316,7 @@ mod tests {
             }
             .into(),
             EdgeRefusal::Malformed("no".into()).into(),
+            EdgeRefusal::ConnectionReset("reset".into()).into(),
             EdgeRefusal::NoSuchProcedure {
                 path: "/x".into(),
                 served: "/y",
@@ -332,6 +335,26 @@ mod tests {
             assert_eq!(logged, answered);
             assert!(reasons.insert(logged), "{logged} names two failures");
         }
+    }
+
+    #[test]
+    fn an_association_aws_reports_and_the_facade_forgot_is_already_associated_not_remembered() {
+        let status = failed(CallError::AlreadyAssociated {
+            initial_contact_id: "a".into(),
+            existing: ExistingAssociation::Forgotten {
+                continued_from_contact_id: Some("c".into()),
+                aws_request_id: Some("req-9".into()),
+            },
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let details = status.get_error_details();
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, "ALREADY_ASSOCIATED");
+        assert_eq!(info.metadata["remembered"], "false");
+        assert_eq!(info.metadata["continuedFromContactId"], "c");
+        assert_eq!(info.metadata["awsRequestId"], "req-9");
+        assert!(details.precondition_failure().is_some());
+        assert!(status.message().contains("treat the association as done"));
     }
 
     #[test]

@@ -178,7 +178,7 @@ fn connect_details(details: &ErrorDetails) -> Vec<Value> {
 mod tests {
     use super::*;
     use crate::{
-        error::{CallError, RatePolicy},
+        error::{CallError, ExistingAssociation, RatePolicy},
         status::FailedCall,
         upstream::{UpstreamError, UpstreamErrorKind},
     };
@@ -217,9 +217,18 @@ mod tests {
             }),
             CallError::AlreadyAssociated {
                 initial_contact_id: "a".into(),
-                rehydration_type: "FROM_SEGMENT",
-                source_contact_id: "b".into(),
-                continued_from_contact_id: "c".into(),
+                existing: ExistingAssociation::Remembered {
+                    rehydration_type: "FROM_SEGMENT",
+                    source_contact_id: "b".into(),
+                    continued_from_contact_id: "c".into(),
+                },
+            },
+            CallError::AlreadyAssociated {
+                initial_contact_id: "a".into(),
+                existing: ExistingAssociation::Forgotten {
+                    continued_from_contact_id: None,
+                    aws_request_id: Some("req-2".into()),
+                },
             },
         ];
         for failure in failures {

@@ -51,7 +51,13 @@ pub struct RpcMetrics {
     calls_by_protocol: Family<ProtocolLabels, Counter>,
     log_lines_suppressed: Counter,
     open_requests_refused: Counter,
+    forgotten_associations: Family<OutcomeLabel, Counter>,
     series: HotSeries,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
 }
 
 /// The series every call touches, resolved once: a `Family` lookup hashes every label value
@@ -101,7 +107,13 @@ impl RpcMetrics {
         let calls_by_protocol = Family::default();
         let log_lines_suppressed = Counter::default();
         let open_requests_refused = Counter::default();
+        let forgotten_associations = Family::default();
         registry.register("in_flight_calls", "Calls being handled", in_flight.clone());
+        registry.register(
+            "forgotten_associations",
+            "Associations Amazon Connect reported as already enabled that the facade did not remember, by outcome (confirmed: DescribeContact matched the call, answered OK; differs: another association, ALREADY_ASSOCIATED; unconfirmed: not asked or not answered, ALREADY_ASSOCIATED)",
+            forgotten_associations.clone(),
+        );
         registry.register(
             "calls_by_protocol",
             "Calls of the RPC by protocol (grpc, grpc-web, connect-json, connect-proto, other: refused with 415); the grpc_server_* series count every protocol",
@@ -125,6 +137,7 @@ impl RpcMetrics {
             calls_by_protocol,
             log_lines_suppressed,
             open_requests_refused,
+            forgotten_associations,
             series: HotSeries::default(),
         })
     }
@@ -193,6 +206,13 @@ impl RpcMetrics {
     }
 
     /// A failed call's log line was left out (the per-second budget was spent).
+    /// An association AWS reported and the facade did not remember, and what became of it.
+    pub(crate) fn forgotten_association(&self, outcome: &'static str) {
+        self.forgotten_associations
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
     pub(crate) fn log_line_suppressed(&self) {
         self.log_lines_suppressed.inc();
     }

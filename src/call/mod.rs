@@ -20,6 +20,7 @@ mod call_log;
 pub(crate) mod deadline;
 pub(crate) mod metrics;
 pub(crate) mod recent;
+mod reconcile;
 mod refusals;
 
 pub use metrics::RpcMetrics;
@@ -331,11 +332,15 @@ impl CallService {
     /// The call's answer: replayed for its contact, shared with a call in flight for it, or its
     /// own. Every call goes through the replayer, a generated token's too: a caller without a token
     /// that retries after a lost answer asks for the same association with a new token.
-    async fn answer(&self, route: &Route, call: &UpstreamCall) -> Result<Answered, CallError> {
+    async fn answer(&self, route: &Arc<Route>, call: &UpstreamCall) -> Result<Answered, CallError> {
         let own = || {
             let upstream = route.stack.clone();
-            let call = call.clone();
-            async move { upstream.call(call).await }
+            let (call, route) = (call.clone(), route.clone());
+            let metrics = self.metrics.rpc.clone();
+            async move {
+                let outcome = upstream.call(call.clone()).await;
+                reconcile::settle(&route, &call.request, &metrics, outcome).await
+            }
         };
         match &self.replayer {
             Some(replayer) => {

@@ -223,6 +223,15 @@ pub struct QuotaFlags {
     /// per account), so 20,000 is room for 16 accounts.
     #[arg(long, env = "CONNECT_FACADE_REPLAY_CAPACITY", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub replay_capacity: u64,
+
+    /// When Amazon Connect refuses an association as already enabled and the facade does not
+    /// remember it (its store forgot), ask AWS which chat the contact continues (DescribeContact):
+    /// the one this call asks for is answered OK and remembered again; another is
+    /// FAILED_PRECONDITION (ALREADY_ASSOCIATED) naming it. Off by default: it needs
+    /// connect:DescribeContact (deploy/iam-policy-reconcile.json) beyond the one action the facade
+    /// otherwise needs.
+    #[arg(long, env = "CONNECT_FACADE_RECONCILE_ASSOCIATIONS")]
+    pub reconcile_associations: bool,
 }
 
 /// Who may call, and their shares of the quota.

@@ -103,6 +103,7 @@ impl ServeConfig {
             },
             max_in_flight: self.peers.max_in_flight as usize,
             max_waiting: self.peers.max_waiting as usize,
+            reconcile_associations: self.quota.reconcile_associations,
         }
     }
 

@@ -101,6 +101,8 @@ pub struct MiddlewareConfig {
     pub max_in_flight: usize,
     /// Calls allowed to wait (for a rate-limit token, a concurrency slot or a backoff) beyond those.
     pub max_waiting: usize,
+    /// Whether an association AWS reports and the facade forgot is confirmed with DescribeContact.
+    pub reconcile_associations: bool,
 }
 
 /// The assembled middleware and the SDK call, as one cloneable service.

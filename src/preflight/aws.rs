@@ -204,6 +204,22 @@ pub(super) async fn check(
                     },
                 )
                 .await;
+            if config.quota.reconcile_associations {
+                checks
+                    .run(
+                        format!("route {}: instance {instance}: DescribeContact", spec.name),
+                        "permission",
+                        async {
+                            let unknown = uuid::Uuid::new_v4().to_string();
+                            let described = client.contact_links(&instance, &unknown);
+                            match bounded(timeout, "Amazon Connect", described).await {
+                                Ok(answer) => judge_describe(answer, &instance, spec, &identity),
+                                Err(failed) => failed,
+                            }
+                        },
+                    )
+                    .await;
+            }
         }
     }
     Some(specs)
@@ -325,6 +341,49 @@ fn instances_for(
         }
     }
     instances
+}
+
+/// What DescribeContact on a contact that cannot exist says of `--reconcile-associations`'
+/// permission: ResourceNotFound is past IAM.
+fn judge_describe(
+    answer: Result<crate::upstream::ContactLinks, crate::upstream::UpstreamError>,
+    instance: &str,
+    spec: &RouteSpec,
+    identity: &CallerIdentity,
+) -> Verdict {
+    let error = match answer {
+        Ok(_) => return Verdict::Pass("may call DescribeContact".to_owned()),
+        Err(error) => error,
+    };
+    match error.kind {
+        UpstreamErrorKind::ResourceNotFound | UpstreamErrorKind::InvalidParameter => {
+            Verdict::Pass(format!(
+                "may call DescribeContact (--reconcile-associations; AWS: {})",
+                error.message
+            ))
+        }
+        UpstreamErrorKind::AccessDenied => {
+            let account = spec.account().unwrap_or(&identity.account);
+            Verdict::fail(
+                format!(
+                    "--reconcile-associations needs DescribeContact: AccessDeniedException: {}",
+                    error.message
+                ),
+                format!(
+                    "allow connect:DescribeContact on arn:aws:connect:{}:{account}:instance/{instance}/contact/* \
+                     in the policy of {}: deploy/iam-policy-reconcile.json; or turn \
+                     --reconcile-associations off (forgotten associations are then answered \
+                     ALREADY_ASSOCIATED without asking AWS which chat they continue)",
+                    spec.region,
+                    spec.role_arn.as_deref().unwrap_or(&identity.arn)
+                ),
+            )
+        }
+        _ => Verdict::warn(
+            format!("DescribeContact could not be judged: {}", described(&error)),
+            "see the instance's line above",
+        ),
+    }
 }
 
 /// What the permission probe's answer says (see [`crate::upstream::Probe`]).

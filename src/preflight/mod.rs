@@ -12,6 +12,7 @@
 //! failure, and JSON for machines.
 
 mod aws;
+mod durability;
 mod issuers;
 mod local;
 mod report;

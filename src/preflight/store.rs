@@ -35,6 +35,13 @@ pub(super) async fn check(checks: &mut Checks, config: &ServeConfig) {
     if !reachable {
         return;
     }
+    checks
+        .run(
+            "quota store: durability",
+            "quota-store-durability",
+            durability(timeout, connection.clone()),
+        )
+        .await;
     let prefix = &config.quota.quota_key_prefix;
     let lifecycle = Lifecycle::default();
     let store = SharedStore::new(
@@ -73,6 +80,70 @@ pub(super) async fn check(checks: &mut Checks, config: &ServeConfig) {
         })
         .await;
     lifecycle.stop(std::time::Duration::from_millis(100)).await;
+}
+
+/// What the store keeps through a restart, a failover and memory pressure.
+async fn durability(timeout: std::time::Duration, mut connection: StoreConnection) -> Verdict {
+    let read = async {
+        let mut info = String::new();
+        for section in ["persistence", "replication", "memory"] {
+            let answer: redis::Value = redis::cmd("INFO")
+                .arg(section)
+                .query_async(&mut connection)
+                .await?;
+            collect_text(&answer, &mut info);
+        }
+        // CONFIG is often renamed or forbidden on managed Redis: RDB is then unknown.
+        let save = match redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("save")
+            .query_async::<redis::Value>(&mut connection)
+            .await
+        {
+            Ok(answer) => {
+                let mut text = String::new();
+                collect_text(&answer, &mut text);
+                Some(text.replace("save", ""))
+            }
+            Err(_) => None,
+        };
+        redis::RedisResult::Ok((info, save))
+    };
+    match bounded(timeout, "Redis", read).await {
+        Ok(Ok((info, save))) => {
+            super::durability::Durability::read(&info, save.as_deref()).verdict()
+        }
+        Ok(Err(error)) => Verdict::warn(
+            format!("INFO could not be read: {error}"),
+            "allow INFO to the facade's Redis user (ACL SETUSER <user> +info) so this can be checked",
+        ),
+        Err(failed) => failed,
+    }
+}
+
+/// The text of an answer, whatever its shape (a cluster answers INFO per node).
+fn collect_text(value: &redis::Value, into: &mut String) {
+    match value {
+        redis::Value::BulkString(bytes) => into.push_str(&String::from_utf8_lossy(bytes)),
+        redis::Value::SimpleString(text) | redis::Value::VerbatimString { text, .. } => {
+            into.push_str(text)
+        }
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            for item in items {
+                collect_text(item, into);
+                into.push('\n');
+            }
+        }
+        redis::Value::Map(pairs) => {
+            for (key, item) in pairs {
+                collect_text(key, into);
+                into.push(' ');
+                collect_text(item, into);
+                into.push('\n');
+            }
+        }
+        _ => {}
+    }
 }
 
 /// A `PING` answered, timed on the second (the first also connects).

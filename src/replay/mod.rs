@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use crate::{
     domain::{AssociationRequest, RehydrationType},
-    error::CallError,
+    error::{CallError, ExistingAssociation},
     lifecycle::Tasks,
     upstream::Association,
 };
@@ -111,9 +111,11 @@ impl Asked<'_> {
         } else {
             Err(CallError::AlreadyAssociated {
                 initial_contact_id: self.request.initial_contact_id().to_owned(),
-                rehydration_type: replay.rehydration_type.as_aws_str(),
-                source_contact_id: replay.source_contact_id,
-                continued_from_contact_id: replay.association.continued_from_contact_id,
+                existing: ExistingAssociation::Remembered {
+                    rehydration_type: replay.rehydration_type.as_aws_str(),
+                    source_contact_id: replay.source_contact_id,
+                    continued_from_contact_id: replay.association.continued_from_contact_id,
+                },
             })
         }
     }
@@ -473,7 +475,10 @@ mod tests {
         let conflict = request("c3", "another-token");
         assert!(matches!(
             asked(&conflict),
-            Err(CallError::AlreadyAssociated { source_contact_id, .. }) if source_contact_id == "c2"
+            Err(CallError::AlreadyAssociated {
+                existing: ExistingAssociation::Remembered { source_contact_id, .. },
+                ..
+            }) if source_contact_id == "c2"
         ));
         let reused = request("c3", "first");
         assert!(matches!(asked(&reused), Err(CallError::ClientTokenReused)));

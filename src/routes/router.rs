@@ -16,7 +16,7 @@ use crate::lifecycle::Tasks;
 use crate::{
     middleware::{KeyGuards, MiddlewareConfig, ProcessLimits, UpstreamMetrics, UpstreamStack},
     quota::{AccountKey, stores::QuotaStores},
-    upstream::{RouteTarget, UpstreamBase},
+    upstream::{ConnectUpstream, RouteTarget, UpstreamBase},
 };
 
 /// One route, built.
@@ -33,6 +33,10 @@ pub struct Route {
     pub region: String,
     /// `connect_facade_route_calls_total{route}`.
     pub calls: prometheus_client::metrics::counter::Counter,
+    /// Its Amazon Connect client, outside the middleware: the reconciliation's DescribeContact.
+    pub upstream: ConnectUpstream,
+    /// `--reconcile-associations`.
+    pub reconcile: bool,
 }
 
 /// Instances to routes.
@@ -117,7 +121,7 @@ impl RouteBuilder {
                 })
                 .await;
             let stack = UpstreamStack::new(
-                upstream,
+                upstream.clone(),
                 &guards,
                 &process_limits,
                 &middleware,
@@ -130,6 +134,8 @@ impl RouteBuilder {
                 stack,
                 guards,
                 region: spec.region.clone(),
+                upstream,
+                reconcile: middleware.reconcile_associations,
             });
             for instance in &spec.instances {
                 if instance == "*" {

@@ -163,6 +163,74 @@ impl ContactStore {
     }
 }
 
+/// What DescribeContact tells of a contact's place in its sessions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContactLinks {
+    pub id: String,
+    /// The first contact of its own session.
+    pub initial_contact_id: String,
+    pub previous_contact_id: Option<String>,
+    /// For a rehydrated chat: the contact its association continues from.
+    pub related_contact_id: Option<String>,
+    /// The root of its contact tree: for a rehydrated chat, the first contact of the session it
+    /// continues; otherwise the first of its own.
+    pub contact_association_id: String,
+    pub channel: Channel,
+}
+
+impl ContactStore {
+    /// DescribeContact: a listed contact, or (on an open instance) a fresh chat, with its
+    /// association if it has one.
+    pub fn describe(
+        &self,
+        instance_id: &str,
+        contact_id: &str,
+    ) -> Result<ContactLinks, AssociationError> {
+        let instance = self.instances.get(instance_id).ok_or_else(|| {
+            AssociationError::NotFound(format!("Instance {instance_id} not found"))
+        })?;
+        let association = instance.associations.get(contact_id);
+        let (channel, previous) = match instance.contacts.get(contact_id) {
+            Some(contact) => (contact.channel, contact.previous_contact_id.clone()),
+            None if instance.open_chats || association.is_some() => (Channel::Chat, None),
+            None => {
+                return Err(AssociationError::NotFound(format!(
+                    "Contact {contact_id} not found"
+                )));
+            }
+        };
+        let initial = first_in_session(&instance.contacts, contact_id);
+        let related = association.map(|a| a.continued_from_contact_id.clone());
+        let root = related.as_deref().map_or_else(
+            || initial.clone(),
+            |related| first_in_session(&instance.contacts, related),
+        );
+        Ok(ContactLinks {
+            id: contact_id.to_owned(),
+            initial_contact_id: initial,
+            previous_contact_id: previous,
+            related_contact_id: related,
+            contact_association_id: root,
+            channel,
+        })
+    }
+}
+
+/// Follows the session back from `contact` to its first contact (a cycle stops where it closes).
+fn first_in_session(contacts: &HashMap<String, ContactFixture>, contact: &str) -> String {
+    let mut current = contact.to_owned();
+    for _ in 0..contacts.len() {
+        match contacts
+            .get(&current)
+            .and_then(|c| c.previous_contact_id.as_ref())
+        {
+            Some(previous) if previous != contact => current = previous.clone(),
+            _ => break,
+        }
+    }
+    current
+}
+
 /// Follows the session forward from `first` to its last contact. A branching session (two contacts
 /// following the same one) continues along the smallest id, and a cycle stops where it closes, so bad
 /// fixtures cannot hang the simulator.
@@ -191,6 +259,43 @@ mod tests {
         let mut instances = Fixtures::demo().instances;
         instances[0].open_chats = true;
         ContactStore::new(&instances)
+    }
+
+    #[test]
+    fn a_rehydrated_chat_is_described_with_the_contact_it_continues_and_its_sessions_root() {
+        let mut store = ContactStore::new(&Fixtures::demo().instances);
+        let active = store.instances[INSTANCE]
+            .contacts
+            .values()
+            .find(|c| c.state == ContactState::Active && c.channel == Channel::Chat)
+            .map(|c| c.id.clone())
+            .expect("the demo has an active chat");
+        let before = store.describe(INSTANCE, &active).unwrap();
+        assert_eq!(before.related_contact_id, None);
+        store
+            .associate(
+                INSTANCE,
+                &active,
+                RehydrationType::EntirePastSession,
+                "C1",
+                None,
+            )
+            .unwrap();
+        let after = store.describe(INSTANCE, &active).unwrap();
+        assert_eq!(after.related_contact_id.as_deref(), Some("C3"));
+        assert_eq!(after.contact_association_id, "C1");
+        let c3 = store.describe(INSTANCE, "C3").unwrap();
+        assert_eq!(
+            (
+                c3.initial_contact_id.as_str(),
+                c3.contact_association_id.as_str()
+            ),
+            ("C1", "C1")
+        );
+        assert!(matches!(
+            store.describe(INSTANCE, "nope"),
+            Err(AssociationError::NotFound(_))
+        ));
     }
 
     #[test]

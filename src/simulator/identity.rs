@@ -36,6 +36,9 @@ pub struct AccountFixture {
     /// (default: true); without it every call is AccessDeniedException, whatever the instance.
     #[serde(default = "permitted")]
     pub may_associate: bool,
+    /// Whether they hold `connect:DescribeContact` (default: true).
+    #[serde(default = "permitted")]
+    pub may_describe: bool,
 }
 
 /// A role STS lets any known principal assume.
@@ -54,6 +57,46 @@ pub struct RoleFixture {
     /// true).
     #[serde(default = "permitted")]
     pub may_associate: bool,
+    /// Whether it allows `connect:DescribeContact` (default: true).
+    #[serde(default = "permitted")]
+    pub may_describe: bool,
+}
+
+/// The Connect actions the simulator serves, as IAM names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Associate,
+    DescribeContact,
+}
+
+impl Action {
+    pub fn iam_name(self) -> &'static str {
+        match self {
+            Self::Associate => "connect:CreatePersistentContactAssociation",
+            Self::DescribeContact => "connect:DescribeContact",
+        }
+    }
+}
+
+/// What a principal's policy allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Permissions {
+    pub associate: bool,
+    pub describe: bool,
+}
+
+impl Permissions {
+    const ALL: Self = Self {
+        associate: true,
+        describe: true,
+    };
+
+    fn allow(self, action: Action) -> bool {
+        match action {
+            Action::Associate => self.associate,
+            Action::DescribeContact => self.describe,
+        }
+    }
 }
 
 fn default_session_seconds() -> u64 {
@@ -89,7 +132,7 @@ struct Session {
     account: String,
     assumed_role: String,
     expires: SystemTime,
-    may_associate: bool,
+    may: Permissions,
 }
 
 /// Who signed a request, as AWS knows it.
@@ -99,7 +142,7 @@ pub struct Principal {
     pub arn: String,
     /// The principal's unique id (`AIDA…` for a user, `AROA…:SESSION` for an assumed role).
     pub user_id: String,
-    pub may_associate: bool,
+    pub may: Permissions,
 }
 
 /// The account a key no account lists answers from (fixtures without accounts).
@@ -145,8 +188,8 @@ pub struct Issued {
 
 /// The accounts and the sessions issued so far.
 pub struct Identities {
-    /// Long-term key id → account id, and whether its policy allows the operation.
-    keys: HashMap<String, (String, bool)>,
+    /// Long-term key id → account id, and what its policy allows.
+    keys: HashMap<String, (String, Permissions)>,
     roles: HashMap<String, RoleFixture>,
     /// Instance id → (account, region), for instances that say.
     instances: HashMap<String, (Option<String>, Option<String>)>,
@@ -166,7 +209,11 @@ impl Identities {
         let mut roles = HashMap::new();
         for account in accounts {
             for key in &account.access_key_ids {
-                keys.insert(key.clone(), (account.id.clone(), account.may_associate));
+                let may = Permissions {
+                    associate: account.may_associate,
+                    describe: account.may_describe,
+                };
+                keys.insert(key.clone(), (account.id.clone(), may));
             }
             for role in &account.roles {
                 roles.insert(role.arn.clone(), role.clone());
@@ -193,12 +240,12 @@ impl Identities {
     /// Who `key` belongs to: a long-term key, a session key, or (without accounts) any key or the
     /// listed ones, which answer as a user of no account in particular (`None`).
     fn known(&self, key: &str) -> Result<Option<Principal>, Refused> {
-        if let Some((account, may_associate)) = self.keys.get(key) {
+        if let Some((account, may)) = self.keys.get(key) {
             return Ok(Some(Principal {
                 account: account.clone(),
                 arn: format!("arn:aws:iam::{account}:user/simulated"),
                 user_id: "AIDASIMULATED".to_owned(),
-                may_associate: *may_associate,
+                may: *may,
             }));
         }
         if let Some(session) = self.sessions.lock().get(key) {
@@ -210,7 +257,7 @@ impl Identities {
                 account: session.account.clone(),
                 arn: session.assumed_role.clone(),
                 user_id: format!("AROASIMULATED:{session_name}"),
-                may_associate: session.may_associate,
+                may: session.may,
             }));
         }
         let open = self.keys.is_empty() && self.legacy_keys.is_empty();
@@ -227,16 +274,22 @@ impl Identities {
             account: ANY_ACCOUNT.to_owned(),
             arn: format!("arn:aws:iam::{ANY_ACCOUNT}:user/simulated"),
             user_id: "AIDASIMULATED".to_owned(),
-            may_associate: true,
+            may: Permissions::ALL,
         }))
     }
 
     /// Whether `key`, signing for `region`, may call on `instance_id`. IAM judges the principal's
     /// policy first, whatever the instance (an unknown instance included), as AWS does.
-    pub fn authorize(&self, key: &str, region: &str, instance_id: &str) -> Result<(), Refused> {
+    pub fn authorize(
+        &self,
+        key: &str,
+        region: &str,
+        instance_id: &str,
+        action: Action,
+    ) -> Result<(), Refused> {
         let principal = self.known(key)?;
         if let Some(principal) = &principal
-            && !principal.may_associate
+            && !principal.may.allow(action)
         {
             return Err(Refused::NoPermission {
                 principal: principal.arn.clone(),
@@ -312,7 +365,10 @@ impl Identities {
                 account,
                 assumed_role: assumed_role_arn.clone(),
                 expires: expiration,
-                may_associate: role.may_associate,
+                may: Permissions {
+                    associate: role.may_associate,
+                    describe: role.may_describe,
+                },
             },
         );
         self.assume_role_calls.fetch_add(1, Ordering::Relaxed);
@@ -340,14 +396,17 @@ mod tests {
                     external_id: Some("ext".into()),
                     session_seconds,
                     may_associate: true,
+                    may_describe: true,
                 }],
                 may_associate: true,
+                may_describe: true,
             },
             AccountFixture {
                 id: "444455556666".into(),
                 access_key_ids: vec!["AKIDDENIED".into()],
                 roles: vec![],
                 may_associate: false,
+                may_describe: false,
             },
         ];
         Identities::new(
@@ -400,21 +459,24 @@ mod tests {
             .unwrap();
         assert!(issued.access_key_id.starts_with("ASIA"));
         assert_eq!(
-            ids.authorize(&issued.access_key_id, "eu-west-2", "uk"),
+            ids.authorize(&issued.access_key_id, "eu-west-2", "uk", Action::Associate),
             Ok(())
         );
         assert_eq!(
-            ids.authorize(&issued.access_key_id, "us-east-1", "uk"),
+            ids.authorize(&issued.access_key_id, "us-east-1", "uk", Action::Associate),
             Err(Refused::OtherRegion)
         );
         assert!(matches!(
-            ids.authorize(&issued.access_key_id, "us-east-1", "us"),
+            ids.authorize(&issued.access_key_id, "us-east-1", "us", Action::Associate),
             Err(Refused::OtherAccount { principal }) if principal.contains("assumed-role/facade/s")
         ));
-        assert_eq!(ids.authorize("AKIDBASE", "eu-west-2", "uk"), Ok(()));
+        assert_eq!(
+            ids.authorize("AKIDBASE", "eu-west-2", "uk", Action::Associate),
+            Ok(())
+        );
         assert!(
             matches!(
-                ids.authorize("AKIDDENIED", "us-east-1", "no-such-instance"),
+                ids.authorize("AKIDDENIED", "us-east-1", "no-such-instance", Action::Associate),
                 Err(Refused::NoPermission { account, .. }) if account == "444455556666"
             ),
             "the policy is judged before the instance is looked up"
@@ -424,7 +486,7 @@ mod tests {
             "arn:aws:iam::444455556666:user/simulated"
         );
         assert_eq!(
-            ids.authorize("AKIDNOBODY", "eu-west-2", "uk"),
+            ids.authorize("AKIDNOBODY", "eu-west-2", "uk", Action::Associate),
             Err(Refused::Unrecognized)
         );
     }
@@ -440,7 +502,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            ids.authorize(&issued.access_key_id, "eu-west-2", "uk"),
+            ids.authorize(&issued.access_key_id, "eu-west-2", "uk", Action::Associate),
             Err(Refused::Expired)
         );
     }

@@ -11,6 +11,7 @@
 //! and [`Simulator::add_fault`] changes its behaviour while it runs.
 
 pub(crate) mod contacts;
+mod describe;
 pub mod faults;
 pub mod fixtures;
 pub(crate) mod identity;
@@ -62,6 +63,8 @@ pub struct SimulatorState {
     requests: Mutex<VecDeque<RecordedRequest>>,
     /// Requests the quota refused with ThrottlingException.
     throttled: AtomicU64,
+    /// DescribeContact calls authorized so far: (instance, contact).
+    describes: Mutex<Vec<(String, String)>>,
 }
 
 /// How many requests the simulator remembers for [`Simulator::requests`].
@@ -92,6 +95,7 @@ impl SimulatorState {
             ),
             requests: Mutex::new(VecDeque::new()),
             throttled: AtomicU64::new(0),
+            describes: Mutex::new(Vec::new()),
         }
     }
 
@@ -116,6 +120,13 @@ impl SimulatorState {
 
     fn contacts(&self) -> MutexGuard<'_, ContactStore> {
         self.contacts.lock()
+    }
+
+    fn record_describe(&self, instance_id: &str, contact_id: &str) {
+        let mut describes = self.describes.lock();
+        if describes.len() < RECORDED_REQUESTS {
+            describes.push((instance_id.to_owned(), contact_id.to_owned()));
+        }
     }
 }
 
@@ -155,6 +166,11 @@ impl Simulator {
     /// arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.requests.lock().iter().cloned().collect()
+    }
+
+    /// The DescribeContact calls authorized so far: (instance, contact).
+    pub fn describes(&self) -> Vec<(String, String)> {
+        self.state.describes.lock().clone()
     }
 
     /// How many requests the account's quota refused with ThrottlingException so far.

@@ -66,7 +66,7 @@ async fn answer(state: &SimulatorState, request: Request<Incoming>) -> Result<St
 
 fn caller_identity(state: &SimulatorState, key: &str) -> Result<String, StsError> {
     let principal = state.identities.caller_identity(key).map_err(|refused| {
-        let error = refusal(refused, "");
+        let error = refusal(refused, "", super::identity::Action::Associate);
         (error.status, static_code(&error.code), error.message)
     })?;
     Ok(format!(

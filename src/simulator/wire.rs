@@ -22,7 +22,7 @@ use super::{
     RecordedRequest, SimulatorState,
     contacts::{AssociationError, RehydrationType},
     faults::{FaultEffect, Verdict},
-    identity::Refused,
+    identity::{Action, Refused},
 };
 
 /// The API model's limits (botocore's `connect` 2017-08-08 shapes), in Unicode scalar values; the
@@ -52,7 +52,7 @@ pub(super) struct AwsError {
 }
 
 impl AwsError {
-    fn new(code: &str, message: impl Into<String>) -> Self {
+    pub(super) fn new(code: &str, message: impl Into<String>) -> Self {
         Self {
             status: modelled_status(code),
             code: code.to_owned(),
@@ -92,6 +92,9 @@ pub async fn handle(state: Arc<SimulatorState>, request: Request<Incoming>) -> W
     if request.uri().path() == "/" && request.method() == Method::POST {
         return Ok(super::sts::handle(&state, request, &request_id).await);
     }
+    if super::describe::is_describe(&request) {
+        return Ok(super::describe::handle(&state, &request, &request_id));
+    }
     // As AWS does, a request is carried out even if its client hangs up before the answer (its
     // latency included): in a task of its own, not dropped with the connection.
     let operation = tokio::spawn(async move { operate(&state, request).await });
@@ -112,12 +115,7 @@ pub async fn handle(state: Arc<SimulatorState>, request: Request<Incoming>) -> W
             Bytes::from_static(b"<html>this is not json"),
         )),
         Err(Failure::Drop) => Err(ConnectionDropped),
-        Err(Failure::Aws(error)) => Ok(json_response(
-            error.status,
-            &request_id,
-            Some(&error.code),
-            serde_json::json!({ "Message": error.message }),
-        )),
+        Err(Failure::Aws(error)) => Ok(json_error(&error, &request_id)),
     }
 }
 
@@ -142,8 +140,13 @@ async fn operate(state: &SimulatorState, request: Request<Incoming>) -> Result<O
     let signer = check_signature(state, request.headers(), "connect")?;
     state
         .identities
-        .authorize(&signer.access_key_id, &signer.region, &instance_id)
-        .map_err(|refused| refusal(refused, &instance_id))?;
+        .authorize(
+            &signer.access_key_id,
+            &signer.region,
+            &instance_id,
+            Action::Associate,
+        )
+        .map_err(|refused| refusal(refused, &instance_id, Action::Associate))?;
     let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
@@ -293,15 +296,16 @@ pub(super) fn check_signature(
     state
         .identities
         .recognizes(scope[0])
-        .map_err(|refused| refusal(refused, ""))?;
+        .map_err(|refused| refusal(refused, "", Action::Associate))?;
     Ok(Signer {
         access_key_id: scope[0].to_owned(),
         region: scope[2].to_owned(),
     })
 }
 
-/// AWS's answer to a signer it refuses.
-pub(super) fn refusal(refused: Refused, instance_id: &str) -> AwsError {
+/// AWS's answer to a signer it refuses `action`.
+pub(super) fn refusal(refused: Refused, instance_id: &str, action: Action) -> AwsError {
+    let action = action.iam_name();
     match refused {
         Refused::Unrecognized => AwsError::new(
             "UnrecognizedClientException",
@@ -314,15 +318,14 @@ pub(super) fn refusal(refused: Refused, instance_id: &str) -> AwsError {
         Refused::OtherAccount { principal } => AwsError::new(
             "AccessDeniedException",
             format!(
-                "User: {principal} is not authorized to perform: \
-                 connect:CreatePersistentContactAssociation on resource: instance/{instance_id}"
+                "User: {principal} is not authorized to perform: {action} on resource: \
+                 instance/{instance_id}"
             ),
         ),
         Refused::NoPermission { principal, account } => AwsError::new(
             "AccessDeniedException",
             format!(
-                "User: {principal} is not authorized to perform: \
-                 connect:CreatePersistentContactAssociation on resource: \
+                "User: {principal} is not authorized to perform: {action} on resource: \
                  arn:aws:connect:*:{account}:instance/{instance_id} \
                  because no identity-based policy allows the action"
             ),
@@ -384,7 +387,17 @@ fn validate(
     Ok((rehydration_type, source))
 }
 
-fn json_response(
+/// An AWS error answer: its code in `X-Amzn-ErrorType`, its message in the body.
+pub(super) fn json_error(error: &AwsError, request_id: &str) -> Response<Full<Bytes>> {
+    json_response(
+        error.status,
+        request_id,
+        Some(&error.code),
+        serde_json::json!({ "Message": error.message }),
+    )
+}
+
+pub(super) fn json_response(
     status: StatusCode,
     request_id: &str,
     error_code: Option<&str>,

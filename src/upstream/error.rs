@@ -12,9 +12,7 @@ use std::error::Error as StdError;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_connect::{
     error::{ProvideErrorMetadata, SdkError},
-    operation::{
-        RequestId, create_persistent_contact_association::CreatePersistentContactAssociationError,
-    },
+    operation::RequestId,
 };
 
 /// What went wrong with a call to Amazon Connect.
@@ -61,7 +59,33 @@ impl UpstreamError {
     pub(crate) fn answered_by_aws(&self) -> bool {
         self.aws_code.is_some() || self.request_id.is_some()
     }
+
+    /// Whether AWS refused the association because the initial contact already has one: an
+    /// `InvalidRequestException` whose message says so. The code alone is not enough (it also
+    /// means "not an ended chat", "not an active chat", a token reused with other fields), so the
+    /// message decides, in the forms [`ALREADY_ASSOCIATED_MESSAGES`] lists.
+    pub(crate) fn is_already_associated(&self) -> bool {
+        if self.aws_code.as_deref() != Some("InvalidRequestException") {
+            return false;
+        }
+        let message = self.message.to_ascii_lowercase();
+        ALREADY_ASSOCIATED_MESSAGES
+            .iter()
+            .any(|words| words.iter().all(|word| message.contains(word)))
+    }
 }
+
+/// The words of each message form in which Amazon Connect says a contact already has its
+/// persistent chat association (all of a form's words, in any case): the simulator's and the
+/// documentation's ("Persistent chat is already enabled for contact …"), and the forms its sibling
+/// operations use for the same state ("… already has a persistent chat …", "… is already
+/// associated …", "association already exists").
+const ALREADY_ASSOCIATED_MESSAGES: &[&[&str]] = &[
+    &["persistent chat", "already enabled"],
+    &["already has a persistent chat"],
+    &["already", "associated"],
+    &["association already exists"],
+];
 
 /// AWS codes that mean the caller's credentials (here: the facade's own) are not accepted.
 const CREDENTIAL_CODES: &[&str] = &[
@@ -92,8 +116,12 @@ pub fn kind_of_code(code: &str) -> UpstreamErrorKind {
     }
 }
 
-impl From<SdkError<CreatePersistentContactAssociationError>> for UpstreamError {
-    fn from(err: SdkError<CreatePersistentContactAssociationError>) -> Self {
+/// Any of the SDK's operation errors (the association, and DescribeContact for reconciliation).
+impl<E> From<SdkError<E>> for UpstreamError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    fn from(err: SdkError<E>) -> Self {
         let request_id = err.request_id().map(str::to_owned);
         match &err {
             SdkError::ServiceError(service) => {
@@ -189,6 +217,47 @@ fn describe(err: &(dyn StdError + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn invalid_request(message: &str) -> UpstreamError {
+        UpstreamError {
+            kind: UpstreamErrorKind::InvalidRequest,
+            aws_code: Some("InvalidRequestException".to_owned()),
+            message: message.to_owned(),
+            request_id: Some("req-1".to_owned()),
+        }
+    }
+
+    #[test]
+    fn an_existing_association_is_told_by_the_code_and_the_message_together() {
+        for message in [
+            "Persistent chat is already enabled for contact new-chat-3",
+            "persistent chat is ALREADY ENABLED for contact abc",
+            "Contact abc already has a persistent chat association",
+            "Contact abc is already associated with a persistent chat",
+            "A persistent contact association already exists for this contact",
+        ] {
+            assert!(
+                invalid_request(message).is_already_associated(),
+                "{message}"
+            );
+        }
+        for message in [
+            "Contact C9 is not a chat contact that has ended",
+            "Contact new-chat-3 is not an active chat contact",
+            "ClientToken was already used with different parameters",
+        ] {
+            assert!(
+                !invalid_request(message).is_already_associated(),
+                "{message}"
+            );
+        }
+        let mut other_code = invalid_request("Persistent chat is already enabled for contact x");
+        other_code.aws_code = Some("InvalidParameterException".to_owned());
+        assert!(
+            !other_code.is_already_associated(),
+            "the code must say it too"
+        );
+    }
 
     #[test]
     fn every_modelled_error_code_has_its_own_kind() {

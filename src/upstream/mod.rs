@@ -237,7 +237,47 @@ pub struct ConnectUpstream {
     client: aws_sdk_connect::Client,
 }
 
+/// What DescribeContact says of a contact's persistent chat association.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContactLinks {
+    /// The contact its chat was rehydrated from ("For persistent chat, the RelatedContactId
+    /// depicts the contactId used to source chat rehydration", the Administrator Guide): the
+    /// association's ContinuedFromContactId.
+    pub related_contact_id: Option<String>,
+    /// The root contact of its contact tree: for a rehydrated chat, the first contact of the past
+    /// session it continues.
+    pub contact_association_id: Option<String>,
+    /// `x-amzn-RequestId`.
+    pub request_id: Option<String>,
+}
+
 impl ConnectUpstream {
+    /// DescribeContact, for what a contact's association is (`--reconcile-associations`).
+    pub async fn contact_links(
+        &self,
+        instance_id: &str,
+        contact_id: &str,
+    ) -> Result<ContactLinks, UpstreamError> {
+        let output = self
+            .client
+            .describe_contact()
+            .instance_id(instance_id)
+            .contact_id(contact_id)
+            .send()
+            .await?;
+        let request_id = output.request_id().map(str::to_owned);
+        let contact = output.contact();
+        Ok(ContactLinks {
+            related_contact_id: contact
+                .and_then(|c| c.related_contact_id())
+                .map(str::to_owned),
+            contact_association_id: contact
+                .and_then(|c| c.contact_association_id())
+                .map(str::to_owned),
+            request_id,
+        })
+    }
+
     /// One attempt at CreatePersistentContactAssociation.
     pub async fn create_persistent_contact_association(
         &self,

@@ -10,6 +10,7 @@ mod discovery;
 mod errors;
 mod fairness;
 mod fleet_fairness;
+mod forgotten;
 mod hardening;
 mod identities;
 mod lifecycle;

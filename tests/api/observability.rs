@@ -119,6 +119,7 @@ const EXPORTED: &[&str] = &[
     "connect_facade_config_reloads",
     "connect_facade_config_restart_required",
     "connect_facade_connections_closed",
+    "connect_facade_forgotten_associations",
     "connect_facade_in_flight_calls",
     "connect_facade_jwks_fetched_timestamp_seconds",
     "connect_facade_jwks_fetches",

@@ -156,7 +156,8 @@ async fn run(mut command: tokio::process::Command) -> Checked {
 #[tokio::test]
 async fn a_healthy_setup_passes_every_check() {
     let simulator = simulator().await;
-    let redis = RedisServer::start().await;
+    // Durable: the remembered answers survive a restart.
+    let redis = RedisServer::start_with(vec!["--appendonly".into(), "yes".into()]).await;
     let files = Files::new("healthy");
     let pki = Pki::new("check-healthy");
     let (cert, key) = pki.leaf("localhost");
@@ -208,6 +209,7 @@ async fn a_healthy_setup_passes_every_check() {
             &format!("route uk: assume {ROLE}"),
             &format!("route uk: instance {INSTANCE}"),
             "quota store: reachable",
+            "quota store: durability",
             "quota store: scripts",
             "tls",
             "callers",
@@ -559,4 +561,78 @@ async fn an_issuer_whose_keys_cannot_be_fetched_is_found() {
         "cannot fetch the keys from https://localhost",
         "that this network may reach it",
     );
+}
+
+#[tokio::test]
+async fn reconciling_associations_without_describe_contact_is_found() {
+    let files = Files::new("reconcile");
+    let routes = files.write("routes.yaml", &good_routes());
+    let args = ["--routes", routes.as_str(), "--reconcile-associations"];
+    let name = format!("route uk: instance {INSTANCE}: DescribeContact");
+    let checked = check(&simulator().await, Some(HOME_KEY), &args).await;
+    let line = checked.line(&name);
+    assert_eq!(line["ok"], true, "{line:#}");
+    assert_eq!(checked.code, 0, "{:#}", checked.report);
+
+    let without = Simulator::start(
+        loopback(),
+        Fixtures::parse(
+            &WORLD.replace(
+                "external_id: ext-uk\n",
+                "external_id: ext-uk\n        may_describe: false\n",
+            ),
+            "no DescribeContact",
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    check(&without, Some(HOME_KEY), &args).await.failed(
+        &name,
+        "--reconcile-associations needs DescribeContact: AccessDeniedException",
+        "deploy/iam-policy-reconcile.json",
+    );
+    assert!(
+        check(&without, Some(HOME_KEY), &["--routes", routes.as_str()])
+            .await
+            .report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|line| line["name"] != name.as_str()),
+        "not probed without the flag"
+    );
+}
+
+#[tokio::test]
+async fn a_store_that_forgets_at_a_restart_or_evicts_remembered_answers_is_a_warning() {
+    let simulator = simulator().await;
+    let forgetful = RedisServer::start_with(vec![
+        "--maxmemory".into(),
+        "64mb".into(),
+        "--maxmemory-policy".into(),
+        "volatile-lru".into(),
+    ])
+    .await;
+    let files = Files::new("durability");
+    let routes = files.write("routes.yaml", &good_routes());
+    let checked = check(
+        &simulator,
+        Some(HOME_KEY),
+        &["--routes", &routes, "--quota-store", &forgetful.url()],
+    )
+    .await;
+    let line = checked.line("quota store: durability");
+    assert_eq!(line["severity"], "warning", "{line:#}");
+    let message = line["message"].as_str().unwrap();
+    assert!(message.contains("neither persists"), "{message}");
+    assert!(
+        message.contains("maxmemory-policy volatile-lru"),
+        "{message}"
+    );
+    assert!(
+        line["fix"].as_str().unwrap().contains("noeviction"),
+        "{line:#}"
+    );
+    assert_eq!(checked.code, 0, "warnings never fail the check");
 }
