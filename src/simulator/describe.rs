@@ -5,18 +5,15 @@
 //! authorized as the association is (IAM's `connect:DescribeContact`); not subject to the
 //! association's quota or faults (AWS limits each API on its own).
 
+use super::{
+    SimulatorState,
+    fixtures::Channel,
+    identity::Action,
+    wire::{AwsError, check_signature, json_error, json_response, labels, refusal},
+};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use percent_encoding::percent_decode_str;
-
-use super::{
-    SimulatorState,
-    contacts::AssociationError,
-    fixtures::Channel,
-    identity::Action,
-    wire::{AwsError, check_signature, json_error, json_response, refusal},
-};
 
 const ROUTE_PREFIX: &str = "/contacts/";
 
@@ -48,20 +45,13 @@ fn describe<B>(
             format!("Unknown operation {path}"),
         )
     };
-    let (instance, contact) = path
-        .strip_prefix(ROUTE_PREFIX)
-        .and_then(|rest| rest.split_once('/'))
-        .ok_or_else(unknown)?;
-    if request.method() != Method::GET || contact.contains('/') {
+    if request.method() != Method::GET {
         return Err(unknown());
     }
-    let decode = |label: &str| {
-        percent_decode_str(label)
-            .decode_utf8()
-            .map(|s| s.into_owned())
-            .map_err(|_| AwsError::new("SerializationException", "Path is not UTF-8"))
-    };
-    let (instance_id, contact_id) = (decode(instance)?, decode(contact)?);
+    let (instance_id, contact_id) = path
+        .strip_prefix(ROUTE_PREFIX)
+        .and_then(labels)
+        .unwrap_or_else(|| Err(unknown()))?;
     let signer = check_signature(state, request.headers(), "connect")?;
     state
         .identities
@@ -73,17 +63,7 @@ fn describe<B>(
         )
         .map_err(|refused| refusal(refused, &instance_id, Action::DescribeContact))?;
     state.record_describe(&instance_id, &contact_id);
-    let links = state
-        .contacts()
-        .describe(&instance_id, &contact_id)
-        .map_err(|error| match error {
-            AssociationError::NotFound(message) => {
-                AwsError::new("ResourceNotFoundException", message)
-            }
-            AssociationError::InvalidRequest(message) => {
-                AwsError::new("InvalidRequestException", message)
-            }
-        })?;
+    let links = state.contacts().describe(&instance_id, &contact_id)?;
     let channel = match links.channel {
         Channel::Chat => "CHAT",
         Channel::Voice => "VOICE",

@@ -210,21 +210,14 @@ async fn operate(state: &SimulatorState, request: Request<Incoming>) -> Result<O
             &source_contact_id,
             client_token.as_deref(),
         )
-        .map_err(|err| match err {
-            AssociationError::NotFound(message) => {
-                AwsError::new("ResourceNotFoundException", message)
-            }
-            AssociationError::InvalidRequest(message) => {
-                AwsError::new("InvalidRequestException", message)
-            }
-        })?;
+        .map_err(AwsError::from)?;
     if drop_after_apply {
         return Err(Failure::Drop);
     }
     Ok(Outcome::Answer(answer))
 }
 
-/// Decodes the two path labels (the SDK percent-encodes them, `/` included).
+/// The operation's two path labels, for a POST under its route.
 fn route(method: &Method, path: &str) -> Result<(String, String), AwsError> {
     let unknown = || {
         AwsError::new(
@@ -232,10 +225,20 @@ fn route(method: &Method, path: &str) -> Result<(String, String), AwsError> {
             format!("Unknown operation {path}"),
         )
     };
-    let rest = path.strip_prefix(ROUTE_PREFIX).ok_or_else(unknown)?;
-    let (instance, contact) = rest.split_once('/').ok_or_else(unknown)?;
-    if method != Method::POST || contact.contains('/') {
+    if method != Method::POST {
         return Err(unknown());
+    }
+    path.strip_prefix(ROUTE_PREFIX)
+        .and_then(labels)
+        .unwrap_or_else(|| Err(unknown()))
+}
+
+/// The two path labels of `rest` (`{A}/{B}`, each percent-encoded by the SDK, `/` included);
+/// `None` when it has not exactly two.
+pub(super) fn labels(rest: &str) -> Option<Result<(String, String), AwsError>> {
+    let (first, second) = rest.split_once('/')?;
+    if second.contains('/') {
+        return None;
     }
     let decode = |label: &str| {
         percent_decode_str(label)
@@ -243,7 +246,18 @@ fn route(method: &Method, path: &str) -> Result<(String, String), AwsError> {
             .map(|s| s.into_owned())
             .map_err(|_| AwsError::new("SerializationException", "Path is not UTF-8"))
     };
-    Ok((decode(instance)?, decode(contact)?))
+    Some(decode(first).and_then(|first| Ok((first, decode(second)?))))
+}
+
+impl From<AssociationError> for AwsError {
+    fn from(error: AssociationError) -> Self {
+        match error {
+            AssociationError::NotFound(message) => Self::new("ResourceNotFoundException", message),
+            AssociationError::InvalidRequest(message) => {
+                Self::new("InvalidRequestException", message)
+            }
+        }
+    }
 }
 
 /// What a request's SigV4 `Authorization` header says about its signer.
