@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """deploy/monitoring/ against a real Prometheus: two facade replicas (TLS, an auth file of four
-callers, one account's quota shared through a redis-server of the script's own) call the simulator,
+callers, two OIDC issuers whose keys are fetched over HTTPS, one answering and one down, one account's
+quota shared through a redis-server of the script's own) call the simulator,
 whose quota throttles them; two callers flood past the quota (one also past its own max_rate), a
 third repeats its client token (replays), and for a while a fourth calls an instance that AWS fails
 (retries, errors, the circuit breaker). Prometheus (Debian's package) scrapes both replicas every second and evaluates
@@ -20,13 +21,17 @@ Usage: scripts/monitoring.py [--bin target/debug] [--smoke] [--png docs/images/d
 """
 
 import argparse
+import base64
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
+import ssl
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -129,6 +134,37 @@ def certificate(work):
     return cert, key
 
 
+def issuer_keys(work, cert, key):
+    """An issuer's JWK set (one RSA key, made with openssl) served over HTTPS with `cert` on a free
+    port, in a thread of this process: its URL."""
+    rsa = os.path.join(work, "issuer-rsa.pem")
+    subprocess.run(["openssl", "genrsa", "-out", rsa, "2048"], check=True, capture_output=True)
+    modulus = subprocess.run(["openssl", "rsa", "-in", rsa, "-noout", "-modulus"], check=True,
+                             capture_output=True, text=True).stdout.strip().split("=", 1)[1]
+    n = base64.urlsafe_b64encode(bytes.fromhex(modulus)).rstrip(b"=").decode()
+    jwks = json.dumps({"keys": [{"kty": "RSA", "kid": "monitoring-1", "alg": "RS256", "use": "sig",
+                                 "n": n, "e": "AQAB"}]}).encode()
+
+    class Keys(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            # Without a length the body ends at the close, which TLS reports as an unclean EOF.
+            self.send_header("content-length", str(len(jwks)))
+            self.end_headers()
+            self.wfile.write(jwks)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Keys)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"https://127.0.0.1:{server.server_address[1]}/openid/v1/jwks"
+
+
 class Run:
     def __init__(self, args, processes, work):
         self.bin = args.bin
@@ -144,6 +180,12 @@ class Run:
             "--quota-rate", str(SIM_QUOTA), "--quota-burst", str(SIM_QUOTA),
             "--fault", f"kind=error,code=InternalServiceException,instance_id={BROKEN}"])
         callers = auth_file(self.work, {"web": (3, None), "batch": (1, 1), "retrier": (1, None), "ops": (1, None)})
+        # Two issuers for the fetched keys' series: one answering, one down (nothing listens).
+        with open(callers, "a") as f:
+            f.write(f"issuers:\n  - issuer: https://issuer.monitoring\n    jwks_url: {issuer_keys(self.work, cert, key)}\n"
+                    f"    ca_file: {cert}\n  - issuer: https://issuer.down\n"
+                    f"    jwks_url: https://127.0.0.1:{free_port()}/openid/v1/jwks\n    ca_file: {cert}\n"
+                    "    refresh_seconds: 2\n    min_refresh_seconds: 1\n")
         self.grpc, self.metrics = [], []
         for _ in range(2):
             port, metrics = free_port(), free_port()
