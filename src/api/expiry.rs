@@ -94,7 +94,7 @@ where
         let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
         // The RPC's requests are calls to log; health and reflection are not.
         let refusals = (request.uri().path() == RPC_PATH).then(|| self.refusals.clone());
-        let peer = auth::peer(request.extensions()).0;
+        let peer = auth::peer_address(request.extensions());
         let answer = self.inner.call(request);
         Box::pin(async move {
             match tokio::time::timeout_at(expires, answer).await {

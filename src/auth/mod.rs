@@ -526,18 +526,24 @@ pub(crate) struct PeerCertificate {
 }
 
 /// The peer's address and, on mutual TLS, its certificate's identity, from a request's extensions
-/// (where the server put the connection's details).
+/// (where the server put the connection's details). The certificate is parsed: where only the
+/// address is wanted (a log line), [`peer_address`].
 pub(crate) fn peer(extensions: &Extensions) -> (Option<SocketAddr>, Option<PeerCertificate>) {
-    if let Some(tls) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
-        let certificate = tls
-            .peer_certs()
-            .and_then(|certs| certs.first().and_then(|der| peer_certificate(der)));
-        return (tls.get_ref().remote_addr(), certificate);
+    let certificate = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|tls| tls.peer_certs())
+        .and_then(|certs| certs.first().and_then(|der| peer_certificate(der)));
+    (peer_address(extensions), certificate)
+}
+
+/// The peer's address alone, with TLS or without.
+pub(crate) fn peer_address(extensions: &Extensions) -> Option<SocketAddr> {
+    match extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
+        Some(tls) => tls.get_ref().remote_addr(),
+        None => extensions
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr),
     }
-    let address = extensions
-        .get::<TcpConnectInfo>()
-        .and_then(TcpConnectInfo::remote_addr);
-    (address, None)
 }
 
 /// The subject (`CN=…, O=…`, RFC 4514 order as written) and SPIFFE IDs of a DER certificate.

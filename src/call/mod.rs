@@ -182,7 +182,7 @@ impl CallService {
     ) -> Result<Response<CreatePersistentContactAssociationResponse>, ErrorAnswer> {
         let started = Instant::now();
         let recorded = self.metrics.rpc.rpc_started();
-        let (peer, _) = auth::peer(&call.extensions);
+        let peer = auth::peer_address(&call.extensions);
         // Only what is known now is a span field (recording one later re-serialises the span's
         // fields for the log formatter); the outcome is the fields of the `rpc finished` event.
         // `otel.*` name and classify the span for trace backends.

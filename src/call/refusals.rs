@@ -72,7 +72,7 @@ impl Refusals {
             client_token: None,
             metadata: attempts_metadata(0),
         });
-        self.record(&answer, reason, cause, auth::peer(extensions).0);
+        self.record(&answer, reason, cause, auth::peer_address(extensions));
         answer
     }
 

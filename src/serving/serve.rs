@@ -154,7 +154,7 @@ fn spawn_connection<IO, S, B>(
         // The address as a request sees it (plain TCP or TLS), for the connection's own log lines.
         let mut extensions = http::Extensions::new();
         extensions.insert(info.clone());
-        crate::auth::peer(&extensions).0
+        crate::auth::peer_address(&extensions)
     };
     let calls = {
         let (activity, buffers) = (activity.clone(), buffers.clone());
