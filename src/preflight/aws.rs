@@ -31,7 +31,7 @@ const SKEW_WARNING: Duration = Duration::from_secs(60);
 pub(super) async fn check(
     checks: &mut Checks,
     config: &ServeConfig,
-    options: &Options,
+    (options, callers): (&Options, Option<&Callers>),
 ) -> Option<Vec<RouteSpec>> {
     let timeout = checks.step_timeout;
     // The embedded simulator, started as `serve` starts it, so `check --simulator` checks the
@@ -147,10 +147,6 @@ pub(super) async fn check(
         )
         .await;
 
-    let callers = match &config.callers.auth_file {
-        Some(path) => Callers::from_path(path).ok(),
-        None => None,
-    };
     for spec in &specs {
         let target = RouteTarget {
             region: &spec.region,
@@ -171,7 +167,7 @@ pub(super) async fn check(
                 continue;
             }
         }
-        let instances = instances_for(spec, &specs, callers.as_ref(), &options.instances);
+        let instances = instances_for(spec, &specs, callers, &options.instances);
         if instances.is_empty() {
             let unchecked = Verdict::warn(
                 format!(

@@ -4,17 +4,14 @@
 use std::time::{Duration, Instant};
 
 use super::Verdict;
-use crate::{auth::Callers, config::ServeConfig};
+use crate::auth::Callers;
 
-/// One verdict per issuer fetched over HTTPS, named by the issuer; none without such issuers
-/// (the callers line reports an auth file that does not load).
-pub(super) async fn fetch_each(config: &ServeConfig, timeout: Duration) -> Vec<(String, Verdict)> {
-    let Some(callers) = config
-        .callers
-        .auth_file
-        .as_deref()
-        .and_then(|path| Callers::from_path(path).ok())
-    else {
+/// One verdict per issuer of `callers` whose keys are fetched over HTTPS, named by the issuer.
+pub(super) async fn fetch_each(
+    callers: Option<&Callers>,
+    timeout: Duration,
+) -> Vec<(String, Verdict)> {
+    let Some(callers) = callers else {
         return Vec::new();
     };
     let mut verdicts = Vec::new();

@@ -72,15 +72,22 @@ pub(super) async fn tls_expiry(config: &ServeConfig, now: SystemTime) -> Verdict
 
 /// Every instance a caller names is served by a route (`routes`: `None` when they could not be
 /// read, which an earlier line reported).
-pub(super) async fn callers(config: &ServeConfig, routes: Option<&[RouteSpec]>) -> Verdict {
+pub(super) async fn callers(
+    config: &ServeConfig,
+    callers: Option<&Callers>,
+    routes: Option<&[RouteSpec]>,
+) -> Verdict {
     let Some(path) = &config.callers.auth_file else {
         return Verdict::Pass(
             "no --auth-file: every caller is anonymous and may call any instance".to_owned(),
         );
     };
-    let callers = match Callers::from_path(path) {
-        Ok(callers) => callers,
-        Err(error) => return Verdict::fail(error.to_string(), "fix the auth file"),
+    // The configuration line loaded it; it could only fail here if it changed since.
+    let Some(callers) = callers else {
+        return Verdict::fail(
+            format!("{} could not be read again", path.display()),
+            "fix the auth file",
+        );
     };
     let count = callers.instances().count();
     let Some(routes) = routes else {

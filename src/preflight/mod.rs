@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 pub use report::{Line, Report, Severity};
 
-use crate::config::ServeConfig;
+use crate::{auth::Callers, config::ServeConfig};
 
 /// What `check` was asked beyond `serve`'s configuration.
 #[derive(Clone, Debug)]
@@ -146,7 +146,15 @@ pub async fn run(config: &ServeConfig, files: &[PathBuf], options: &Options) -> 
         )
         .await;
     if valid {
-        let routes = aws::check(&mut checks, config, options).await;
+        // The auth file, read once for every line that needs it (it loaded: the configuration line passed).
+        let callers = config
+            .callers
+            .auth_file
+            .as_deref()
+            .map(Callers::from_path)
+            .transpose();
+        let callers = callers.as_ref().ok().and_then(Option::as_ref);
+        let routes = aws::check(&mut checks, config, (options, callers)).await;
         store::check(&mut checks, config).await;
         checks
             .run(
@@ -159,10 +167,10 @@ pub async fn run(config: &ServeConfig, files: &[PathBuf], options: &Options) -> 
             .run(
                 "callers",
                 "callers",
-                local::callers(config, routes.as_deref()),
+                local::callers(config, callers, routes.as_deref()),
             )
             .await;
-        for (issuer, verdict) in issuers::fetch_each(config, checks.step_timeout).await {
+        for (issuer, verdict) in issuers::fetch_each(callers, checks.step_timeout).await {
             checks
                 .run(format!("issuer keys {issuer}"), "issuer-keys", async {
                     verdict
