@@ -9,7 +9,7 @@ use super::{
     SimulatorState,
     fixtures::Channel,
     identity::Action,
-    wire::{AwsError, check_signature, json_error, json_response, labels, refusal},
+    wire::{AwsError, authorized, json_error, json_response, labels},
 };
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -52,16 +52,12 @@ fn describe<B>(
         .strip_prefix(ROUTE_PREFIX)
         .and_then(labels)
         .unwrap_or_else(|| Err(unknown()))?;
-    let signer = check_signature(state, request.headers(), "connect")?;
-    state
-        .identities
-        .authorize(
-            &signer.access_key_id,
-            &signer.region,
-            &instance_id,
-            Action::DescribeContact,
-        )
-        .map_err(|refused| refusal(refused, &instance_id, Action::DescribeContact))?;
+    let signer = authorized(
+        state,
+        request.headers(),
+        &instance_id,
+        Action::DescribeContact,
+    )?;
     state.record_describe(&instance_id, &contact_id);
     let links = state.contacts().describe(&instance_id, &contact_id)?;
     let channel = match links.channel {

@@ -137,16 +137,7 @@ impl From<AwsError> for Failure {
 
 async fn operate(state: &SimulatorState, request: Request<Incoming>) -> Result<Outcome, Failure> {
     let (instance_id, initial_contact_id) = route(request.method(), request.uri().path())?;
-    let signer = check_signature(state, request.headers(), "connect")?;
-    state
-        .identities
-        .authorize(
-            &signer.access_key_id,
-            &signer.region,
-            &instance_id,
-            Action::Associate,
-        )
-        .map_err(|refused| refusal(refused, &instance_id, Action::Associate))?;
+    authorized(state, request.headers(), &instance_id, Action::Associate)?;
     let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
@@ -258,6 +249,22 @@ impl From<AssociationError> for AwsError {
             }
         }
     }
+}
+
+/// The Connect call's signer, when its signature's shape and key pass and IAM allows it `action` on
+/// `instance_id`; otherwise AWS's answer to it.
+pub(super) fn authorized(
+    state: &SimulatorState,
+    headers: &http::HeaderMap,
+    instance_id: &str,
+    action: Action,
+) -> Result<Signer, AwsError> {
+    let signer = check_signature(state, headers, "connect")?;
+    state
+        .identities
+        .authorize(&signer.access_key_id, &signer.region, instance_id, action)
+        .map_err(|refused| refusal(refused, instance_id, action))?;
+    Ok(signer)
 }
 
 /// What a request's SigV4 `Authorization` header says about its signer.
