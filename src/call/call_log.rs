@@ -55,6 +55,7 @@ pub(crate) struct FailedCallLines {
     per_second: u32,
     suppressed: AtomicU64,
     last_report: Mutex<Instant>,
+    last_sweep: Mutex<Instant>,
     metrics: Arc<RpcMetrics>,
 }
 
@@ -69,6 +70,7 @@ impl FailedCallLines {
             per_second,
             suppressed: AtomicU64::new(0),
             last_report: Mutex::new(Instant::now()),
+            last_sweep: Mutex::new(Instant::now()),
             metrics,
         }
     }
@@ -76,6 +78,9 @@ impl FailedCallLines {
     /// Whether a failed call's line from `peer` may be written now; otherwise it is counted as
     /// left out.
     pub(crate) fn admit(&self, peer: Option<IpAddr>) -> bool {
+        if self.peers.len() >= MAX_PEERS_TRACKED {
+            self.forget_idle_peers();
+        }
         let peer_over = peer.is_some_and(|peer| {
             self.peers.len() < MAX_PEERS_TRACKED && self.peers.check_key(&peer).is_err()
         });
@@ -112,9 +117,19 @@ impl FailedCallLines {
             return;
         }
         *last = Instant::now();
-        // Addresses whose budget is full again are forgotten (the map stays as small as the flood).
-        self.peers.retain_recent();
+        self.forget_idle_peers();
         self.flush();
+    }
+
+    /// Forgets the addresses whose budget is full again (the map stays as small as the flood), at
+    /// most once a [`REPORT_INTERVAL`]: on a report, and when the map is full, since without a
+    /// line left out no report comes and the per-peer budgets would stay off for good.
+    fn forget_idle_peers(&self) {
+        let mut last = self.last_sweep.lock();
+        if last.elapsed() >= REPORT_INTERVAL {
+            *last = Instant::now();
+            self.peers.retain_recent();
+        }
     }
 }
 
@@ -161,6 +176,29 @@ mod tests {
         let written = (0..1_000).filter(|_| lines.admit(None)).count();
         assert!((10..=12).contains(&written), "{written} written");
         assert!(lines.suppressed.load(Ordering::Relaxed) >= 988);
+    }
+
+    #[test]
+    fn a_full_map_of_addresses_is_swept_so_a_flooding_peer_keeps_its_own_budget() {
+        // An overall budget none of these calls reaches: no line is left out, so no report comes.
+        let lines = FailedCallLines::new(
+            20_000,
+            RpcMetrics::register(&mut crate::metrics::MetricsRegistry::new()),
+        );
+        // Ten thousand addresses failing once each.
+        for n in 0..MAX_PEERS_TRACKED as u32 {
+            lines.admit(Some(IpAddr::from(n.to_be_bytes())));
+        }
+        assert_eq!(lines.peers.len(), MAX_PEERS_TRACKED);
+        assert_eq!(lines.suppressed.load(Ordering::Relaxed), 0);
+        // A fixed sleep: past the sweep's interval.
+        std::thread::sleep(REPORT_INTERVAL + Duration::from_millis(100));
+        let flooder = Some(IpAddr::from([10, 9, 9, 9]));
+        let written = (0..50).filter(|_| lines.admit(flooder)).count();
+        assert!(
+            written <= PEER_LINES_PER_SECOND as usize + 2,
+            "{written} lines: the per-peer budget applies again"
+        );
     }
 
     #[test]
