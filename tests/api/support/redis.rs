@@ -260,11 +260,14 @@ impl Drop for HungRedis {
 }
 
 /// A `redis-server` of the test's own, on a free loopback port: never the machine's shared one on
-/// 6379, so tests and CI runs never see each other's keys. Nothing is saved to disk; it stops when
-/// dropped.
+/// 6379, so tests and CI runs never see each other's keys. Nothing is saved to disk unless a test
+/// asks (AOF), and then in a scratch directory of its own, never the working directory; it stops
+/// when dropped.
 pub struct RedisServer {
     child: Option<std::process::Child>,
     pub port: u16,
+    /// Its working directory (before `extra`, which may name another).
+    dir: PathBuf,
     /// `redis-server`'s arguments before the port: a sentinel's configuration file.
     leading: Vec<String>,
     extra: Vec<String>,
@@ -294,6 +297,7 @@ impl RedisServer {
         let mut server = Self {
             child: None,
             port,
+            dir: scratch(),
             leading: Vec::new(),
             extra,
         };
@@ -306,6 +310,7 @@ impl RedisServer {
         let mut server = Self {
             child: None,
             port,
+            dir: scratch(),
             leading: vec![file.display().to_string()],
             extra: vec!["--sentinel".into()],
         };
@@ -336,6 +341,8 @@ impl RedisServer {
             .args(&self.leading)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
             .args(&self.extra)
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -397,5 +404,6 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
