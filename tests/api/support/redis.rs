@@ -341,8 +341,8 @@ impl RedisServer {
             .args(&self.leading)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
+            // A sentinel's configuration file names its own directory.
+            .args(self.leading.is_empty().then_some(["--dir".as_ref(), self.dir.as_os_str()]).into_iter().flatten())
             .args(&self.extra)
             .stdout(std::process::Stdio::null())
             .spawn()
